@@ -1,0 +1,34 @@
+# The two commands a newcomer needs are `make demo` and `make test`.
+# Both set themselves up: a virtual environment in .venv, the Python
+# packages, and (for the tests) the system packages and the MicroPython VM.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup clean vectors bench
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (crumb needs Python >= 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m crumb.demo
+
+test: $(STAMP)
+	bash tools/setup_test_env.sh
+	$(BIN)/python -m pytest
+
+vectors: $(STAMP)
+	$(BIN)/python tools/gen_vectors.py
+
+bench: $(STAMP)
+	$(BIN)/crumb bench tokens
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,22 @@
+"""crumb: request-time, offline-verifiable authorization tokens.
+
+    from crumb import SigningKey, Verifier, mint, attest
+    issuer = SigningKey.generate()
+    token = mint(issuer, sub="dev-0001", scope=[("/sensors/temp01", "read")])
+    Verifier([issuer.public]).verify(token, "/sensors/temp01", "read")
+"""
+
+from .caveats import make as caveat
+from .errors import CrumbError
+from .keys import PublicKey, SigningKey, load_public_key, load_signing_key
+from .replay import MemoryReplayStore, ReplayStore
+from .token import attenuate, attenuate_open, attest, mint, seal, to_text
+from .verify import Verified, Verifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CrumbError", "MemoryReplayStore", "PublicKey", "ReplayStore", "SigningKey", "Verified",
+    "Verifier", "attenuate", "attenuate_open", "attest", "caveat", "load_public_key",
+    "load_signing_key", "mint", "seal", "to_text",
+]

@@ -1,0 +1,155 @@
+"""`crumb bench tokens`: sizes, and verification time as a ratio of raw Ed25519.
+
+Everything is measured in one run. crumb and the raw PyNaCl verify are
+interleaved call by call, so machine noise hits both alike; the peers are
+timed right after on equivalent tokens (same subject, resource, operation,
+lifetime, token id).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import nacl.signing
+
+from .. import SigningKey, Verifier, attest, mint
+from ..replay import MemoryReplayStore
+from . import median_us
+
+SUB, RES, OP = "dev-0001", "/sensors/temp01", "read"
+HOPS = ("gateway", "ingest", "storage")
+
+
+def _peer_biscuit(rounds: int, now: int) -> float | None:
+    try:
+        import biscuit_auth as b
+    except ImportError:
+        return None
+    kp = b.KeyPair()
+    tokens = []
+    for _ in range(rounds):
+        builder = b.BiscuitBuilder(
+            'sub({sub}); right({res}, {op}); check if time($t), $t < {exp};',
+            {"sub": SUB, "res": RES, "op": OP, "exp": now + 60})
+        tokens.append(builder.build(kp.private_key).to_bytes())
+    policy = 'resource({res}); operation({op}); time({now}); allow if right($r, $o), resource($r), operation($o);'
+
+    def verify(data: bytes) -> None:
+        token = b.Biscuit.from_bytes(data, kp.public_key)
+        b.AuthorizerBuilder(policy, {"res": RES, "op": OP, "now": now}).build(token).authorize()
+
+    return _time(verify, tokens), len(tokens[0])
+
+
+def _peer_cwt(rounds: int, now: int) -> float | None:
+    try:
+        import cwt
+        from cwt import COSEKey
+    except ImportError:
+        return None
+    seed = SigningKey.generate()
+    from ..keys import b64u
+    jwk = {"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": seed.kid.hex(),
+           "x": b64u(seed.public.raw), "d": b64u(seed.seed)}
+    private = COSEKey.from_jwk(jwk)
+    public = COSEKey.from_jwk({k: v for k, v in jwk.items() if k != "d"})
+    tokens = [cwt.encode({2: SUB, 4: now + 60, 6: now, 7: os.urandom(8), 9: f"{RES} {OP}"}, private)
+              for _ in range(rounds)]
+
+    def verify(data: bytes) -> None:
+        claims = cwt.decode(data, public)
+        if claims[9] != f"{RES} {OP}":
+            raise AssertionError("scope")
+
+    return _time(verify, tokens), len(tokens[0])
+
+
+def _time(fn, items) -> float:
+    clock = time.perf_counter_ns
+    samples = []
+    for item in items:
+        t0 = clock()
+        fn(item)
+        samples.append(clock() - t0)
+    return median_us(samples)
+
+
+def run(rounds: int = 2000) -> dict:
+    issuer = SigningKey.generate()
+    nodes = [SigningKey.generate() for _ in HOPS]
+    now = int(time.time())
+    verifier = Verifier([issuer.public], node_keys=[n.public for n in nodes],
+                        replay=MemoryReplayStore(max_entries=4 * rounds + 10))
+
+    tokens = [mint(issuer, sub=SUB, scope=[(RES, OP)], ttl=60) for _ in range(rounds)]
+    # The raw baseline verifies a message as long as crumb's signing input.
+    raw_key = nacl.signing.SigningKey.generate()
+    raw_msg = os.urandom(len(tokens[0]) - 66 + 16)
+    raw_sig = raw_key.sign(raw_msg).signature
+    raw_vk = raw_key.verify_key
+
+    clock = time.perf_counter_ns
+    crumb_ns, raw_ns = [], []
+    for token in tokens:
+        t0 = clock()
+        verifier.verify(token, RES, OP)
+        t1 = clock()
+        raw_vk.verify(raw_msg, raw_sig)
+        t2 = clock()
+        crumb_ns.append(t1 - t0)
+        raw_ns.append(t2 - t1)
+
+    def chained(refs: str) -> bytes:
+        token = mint(issuer, sub=SUB, scope=[(RES, OP)], ttl=60,
+                     chain=list(zip(HOPS, (n.public for n in nodes))), hop_refs=refs)
+        for name, node in zip(HOPS, nodes):
+            token = attest(token, node, name)
+        return token
+
+    chain_rounds = max(50, rounds // 4)
+    chain_tokens = [chained("kid") for _ in range(chain_rounds)]
+    chain_us = _time(lambda t: verifier.verify(t, RES, OP), chain_tokens)
+    one_hop = mint(issuer, sub=SUB, scope=[(RES, OP)], chain=[(HOPS[0], nodes[0].public)])
+    attestation_bytes = len(attest(one_hop, nodes[0], HOPS[0])) - len(one_hop)
+
+    verify_us, raw_us = median_us(crumb_ns), median_us(raw_ns)
+    result = {
+        "token_bytes": len(tokens[0]),
+        "attestation_bytes": attestation_bytes,
+        "chain3_bytes": len(chain_tokens[0]),
+        "chain3_selfcontained_bytes": len(chained("key")),
+        "verify_us": verify_us,
+        "ed25519_verify_us": raw_us,
+        "verify_ratio": round(verify_us / raw_us, 3),
+        "chain3_verify_us": chain_us,
+        "rounds": rounds,
+    }
+    peer_rounds = max(50, rounds // 4)
+    biscuit = _peer_biscuit(peer_rounds, now)
+    if biscuit:
+        result["biscuit_verify_us"], result["biscuit_token_bytes"] = biscuit
+    cwt_result = _peer_cwt(peer_rounds, now)
+    if cwt_result:
+        result["cwt_verify_us"], result["cwt_token_bytes"] = cwt_result
+    return result
+
+
+def render_table(r: dict) -> str:
+    rows = [
+        ("typical token (1 block)", f"{r['token_bytes']} B", "bar 120 B"),
+        ("attestation block", f"{r['attestation_bytes']} B", "bar 80 B"),
+        ("3 hops declared + 3 attestations (kid refs)", f"{r['chain3_bytes']} B", "bar 420 B"),
+        ("  same, hop keys embedded", f"{r['chain3_selfcontained_bytes']} B", ""),
+        ("verify, 1 block (median)", f"{r['verify_us']} µs", ""),
+        ("raw PyNaCl Ed25519 verify (median)", f"{r['ed25519_verify_us']} µs", ""),
+        ("verify ratio", f"{r['verify_ratio']}", "goal <= 1.25"),
+        ("verify, 3-hop chain (median)", f"{r['chain3_verify_us']} µs", ""),
+    ]
+    if "biscuit_verify_us" in r:
+        rows.append(("biscuit-python parse+authorize", f"{r['biscuit_verify_us']} µs",
+                     f"token {r['biscuit_token_bytes']} B"))
+    if "cwt_verify_us" in r:
+        rows.append(("python-cwt decode+verify", f"{r['cwt_verify_us']} µs", f"token {r['cwt_token_bytes']} B"))
+    width = max(len(a) for a, _, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b:>10}  {c}" for a, b, c in rows)

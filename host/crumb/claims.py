@@ -1,0 +1,185 @@
+"""The authority block's payload: a CWT claims map (RFC 8392) plus crumb's extension."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import caveats as cav
+from .errors import Malformed, UnknownCaveat
+from .keys import b64u
+from .scope import check_scope
+from .wire import (
+    CLAIM_AUD, CLAIM_CRUMB, CLAIM_CTI, CLAIM_EXP, CLAIM_IAT, CLAIM_ISS, CLAIM_NBF, CLAIM_SCOPE,
+    CLAIM_SUB, EXT_ATTENUATORS, EXT_CAVEATS, EXT_CHAIN, EXT_OPEN, EXT_USES, KID_BYTES,
+    MAX_ITEMS, MAX_STRING, PUBLIC_KEY_BYTES,
+)
+
+_KNOWN_CLAIMS = {CLAIM_ISS, CLAIM_SUB, CLAIM_AUD, CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_CTI,
+                 CLAIM_SCOPE, CLAIM_CRUMB}
+_KNOWN_EXT = {EXT_USES, EXT_CHAIN, EXT_ATTENUATORS, EXT_CAVEATS, EXT_OPEN}
+MAX_USES = 0xFFFFFFFF
+
+
+class Party:
+    """A declared hop or attenuator: a name and a key reference.
+
+    ``keyref`` is the 32-byte Ed25519 public key itself (self-contained) or a
+    4-byte kid the verifier resolves among the node keys it was given.
+    """
+
+    __slots__ = ("name", "keyref")
+
+    def __init__(self, name: str, keyref: bytes) -> None:
+        self.name = name
+        self.keyref = keyref
+
+    def __repr__(self) -> str:
+        return f"Party({self.name!r}, {self.keyref.hex()})"
+
+    def to_json(self) -> dict:
+        kind = "key" if len(self.keyref) == PUBLIC_KEY_BYTES else "kid"
+        return {"name": self.name, kind: b64u(self.keyref) if kind == "key" else self.keyref.hex()}
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value.encode()) > MAX_STRING:
+        raise Malformed(f"{what} is non-empty text of at most {MAX_STRING} bytes")
+    return value
+
+
+def _uint(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise Malformed(f"{what} is an unsigned integer")
+    return value
+
+
+def _parties(value: object, what: str) -> list[Party]:
+    if not isinstance(value, list) or not value or len(value) > MAX_ITEMS:
+        raise Malformed(f"{what} is a non-empty array of [name, key]")
+    out, names = [], set()
+    for entry in value:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise Malformed(f"a {what} entry is [name, key]")
+        name = _text(entry[0], f"a {what} name")
+        keyref = entry[1]
+        if not isinstance(keyref, bytes) or len(keyref) not in (PUBLIC_KEY_BYTES, KID_BYTES):
+            raise Malformed(f"{what} {name!r}: key is a 32-byte public key or a 4-byte kid")
+        if name in names:
+            raise Malformed(f"{what} name {name!r} is declared twice")
+        names.add(name)
+        out.append(Party(name, keyref))
+    return out
+
+
+class Claims:
+    """Validated claims of an authority block."""
+
+    __slots__ = ("iss", "sub", "aud", "exp", "nbf", "iat", "cti", "scope", "uses", "chain",
+                 "attenuators", "caveats", "open_key")
+
+    def __init__(self, *, exp: int, iat: int, cti: bytes, scope: list, iss: str | None = None,
+                 sub: str | None = None, aud: str | None = None, nbf: int | None = None,
+                 uses: int = 1, chain: list[Party] | None = None,
+                 attenuators: list[Party] | None = None, caveats: list | None = None,
+                 open_key: bytes | None = None) -> None:
+        self.iss, self.sub, self.aud = iss, sub, aud
+        self.exp, self.nbf, self.iat, self.cti = exp, nbf, iat, cti
+        self.scope = scope
+        self.uses = uses
+        self.chain = chain or []
+        self.attenuators = attenuators or []
+        self.caveats = caveats or []
+        self.open_key = open_key
+
+    @classmethod
+    def parse(cls, m: object) -> "Claims":
+        if not isinstance(m, dict):
+            raise Malformed("the authority payload is a CWT claims map")
+        for key in m:
+            if key not in _KNOWN_CLAIMS:
+                raise UnknownCaveat(f"claim {key!r} is not understood")
+        try:
+            exp, iat, cti, scope = m[CLAIM_EXP], m[CLAIM_IAT], m[CLAIM_CTI], m[CLAIM_SCOPE]
+        except KeyError as e:
+            raise Malformed(f"required claim {e.args[0]} is missing") from None
+        if not isinstance(cti, bytes) or not 1 <= len(cti) <= 32:
+            raise Malformed("cti is 1 to 32 bytes")
+        c = cls(exp=_uint(exp, "exp"), iat=_uint(iat, "iat"), cti=cti, scope=check_scope(scope))
+        if CLAIM_ISS in m:
+            c.iss = _text(m[CLAIM_ISS], "iss")
+        if CLAIM_SUB in m:
+            c.sub = _text(m[CLAIM_SUB], "sub")
+        if CLAIM_AUD in m:
+            c.aud = _text(m[CLAIM_AUD], "aud")
+        if CLAIM_NBF in m:
+            c.nbf = _uint(m[CLAIM_NBF], "nbf")
+        if CLAIM_CRUMB in m:
+            c._parse_ext(m[CLAIM_CRUMB])
+        return c
+
+    def _parse_ext(self, ext: object) -> None:
+        # Defaults are never written out: one meaning, one encoding.
+        if not isinstance(ext, dict) or not ext:
+            raise Malformed("the crumb claim is a non-empty map")
+        for key in ext:
+            if key not in _KNOWN_EXT:
+                raise UnknownCaveat(f"crumb extension field {key!r} is not understood")
+        if EXT_USES in ext:
+            uses = _uint(ext[EXT_USES], "uses")
+            if not 2 <= uses <= MAX_USES:
+                raise Malformed("uses is written only when 2 or more (absent means 1)")
+            self.uses = uses
+        if EXT_CHAIN in ext:
+            self.chain = _parties(ext[EXT_CHAIN], "chain")
+        if EXT_ATTENUATORS in ext:
+            self.attenuators = _parties(ext[EXT_ATTENUATORS], "attenuator")
+        if EXT_CAVEATS in ext:
+            self.caveats = cav.check_list(ext[EXT_CAVEATS])
+            if not self.caveats:
+                raise Malformed("an empty caveat list is written as no list")
+        if EXT_OPEN in ext:
+            key = ext[EXT_OPEN]
+            if not isinstance(key, bytes) or len(key) != PUBLIC_KEY_BYTES:
+                raise Malformed("the open-attenuation key is 32 bytes")
+            self.open_key = key
+
+    def to_map(self) -> dict:
+        m: dict[int, Any] = {CLAIM_EXP: self.exp, CLAIM_IAT: self.iat, CLAIM_CTI: self.cti,
+                             CLAIM_SCOPE: self.scope}
+        for key, value in ((CLAIM_ISS, self.iss), (CLAIM_SUB, self.sub), (CLAIM_AUD, self.aud),
+                           (CLAIM_NBF, self.nbf)):
+            if value is not None:
+                m[key] = value
+        ext: dict[int, Any] = {}
+        if self.uses != 1:
+            ext[EXT_USES] = self.uses
+        if self.chain:
+            ext[EXT_CHAIN] = [[p.name, p.keyref] for p in self.chain]
+        if self.attenuators:
+            ext[EXT_ATTENUATORS] = [[p.name, p.keyref] for p in self.attenuators]
+        if self.caveats:
+            ext[EXT_CAVEATS] = self.caveats
+        if self.open_key is not None:
+            ext[EXT_OPEN] = self.open_key
+        if ext:
+            m[CLAIM_CRUMB] = ext
+        return m
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {}
+        for name in ("iss", "sub", "aud", "exp", "nbf", "iat"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out["cti"] = b64u(self.cti)
+        out["scope"] = self.scope
+        out["uses"] = self.uses
+        if self.chain:
+            out["chain"] = [p.to_json() for p in self.chain]
+        if self.attenuators:
+            out["attenuators"] = [p.to_json() for p in self.attenuators]
+        if self.caveats:
+            out["caveats"] = [cav.describe(c) for c in self.caveats]
+        if self.open_key is not None:
+            out["open"] = True
+        return out

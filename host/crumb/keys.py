@@ -1,0 +1,157 @@
+"""Ed25519 keys, key ids, and the key file format.
+
+Key files are JSON Web Keys for Ed25519 (RFC 8037): ``{"kty": "OKP",
+"crv": "Ed25519", "x": <public>, "d": <private seed>, "kid": <hex>}``, with
+base64url (no padding) values. A private key file is written 0600; its
+public half goes beside it as ``PATH.pub`` (no ``d``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.signing
+
+from .wire import KID_BYTES, PUBLIC_KEY_BYTES
+
+
+def kid_of(public: bytes) -> bytes:
+    """A key's id: the first KID_BYTES of SHA-256 over the raw public key."""
+    return hashlib.sha256(public).digest()[:KID_BYTES]
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def unb64u(text: str) -> bytes:
+    text = text.strip()
+    if not text or any(c in text for c in "+/= \n\t"):
+        raise ValueError("not base64url without padding")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class PublicKey:
+    """An Ed25519 public key with its kid."""
+
+    __slots__ = ("raw", "kid")
+
+    def __init__(self, raw: bytes) -> None:
+        if not isinstance(raw, bytes) or len(raw) != PUBLIC_KEY_BYTES:
+            raise ValueError("an Ed25519 public key is 32 bytes")
+        self.raw = raw
+        self.kid = kid_of(raw)
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        try:
+            nacl.bindings.crypto_sign_open(signature + message, self.raw)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+            return False
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __repr__(self) -> str:
+        return f"PublicKey(kid={self.kid.hex()})"
+
+    def to_jwk(self) -> dict:
+        return {"kty": "OKP", "crv": "Ed25519", "x": b64u(self.raw), "kid": self.kid.hex()}
+
+
+class SigningKey:
+    """An Ed25519 private key (32-byte seed)."""
+
+    __slots__ = ("seed", "_nacl", "public")
+
+    def __init__(self, seed: bytes) -> None:
+        if not isinstance(seed, bytes) or len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        self.seed = seed
+        self._nacl = nacl.signing.SigningKey(seed)
+        self.public = PublicKey(bytes(self._nacl.verify_key))
+
+    @classmethod
+    def generate(cls) -> "SigningKey":
+        return cls(os.urandom(32))
+
+    @property
+    def kid(self) -> bytes:
+        return self.public.kid
+
+    def sign(self, message: bytes) -> bytes:
+        return self._nacl.sign(message).signature
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={self.kid.hex()})"
+
+    def to_jwk(self) -> dict:
+        return {**self.public.to_jwk(), "d": b64u(self.seed)}
+
+
+def generate() -> SigningKey:
+    return SigningKey.generate()
+
+
+def save(key: SigningKey, path: str | os.PathLike) -> Path:
+    """Write the private key to ``path`` (0600) and the public key to ``path.pub``."""
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(key.to_jwk(), f, indent=1)
+        f.write("\n")
+    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file
+    pub = path.with_name(path.name + ".pub")
+    pub.write_text(json.dumps(key.public.to_jwk(), indent=1) + "\n")
+    return pub
+
+
+class KeyFileError(ValueError):
+    pass
+
+
+def _read_jwk(path: str | os.PathLike) -> dict:
+    try:
+        jwk = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
+    except ValueError:
+        raise KeyFileError(f"{path} is not a JSON key file") from None
+    if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise KeyFileError(f"{path} is not an Ed25519 JWK (kty OKP, crv Ed25519)")
+    return jwk
+
+
+def _field(jwk: dict, name: str, path: object) -> bytes:
+    try:
+        value = unb64u(jwk[name])
+    except (KeyError, TypeError, ValueError):
+        raise KeyFileError(f"{path}: missing or invalid '{name}'") from None
+    if len(value) != 32:
+        raise KeyFileError(f"{path}: '{name}' must be 32 bytes")
+    return value
+
+
+def load_signing_key(path: str | os.PathLike) -> SigningKey:
+    jwk = _read_jwk(path)
+    key = SigningKey(_field(jwk, "d", path))
+    if "x" in jwk and _field(jwk, "x", path) != key.public.raw:
+        raise KeyFileError(f"{path}: public half 'x' does not match the private key")
+    return key
+
+
+def load_public_key(path: str | os.PathLike) -> PublicKey:
+    """Load a public key; a private key file is accepted too (its public half is used)."""
+    jwk = _read_jwk(path)
+    if "d" in jwk:
+        return load_signing_key(path).public
+    return PublicKey(_field(jwk, "x", path))

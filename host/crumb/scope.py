@@ -1,0 +1,102 @@
+"""Scope: AIF (RFC 9237) ``[[resource, permission], ...]``.
+
+A permission is one operation (text), several (array of text), or a REST
+method bitmask (uint, GET=1 POST=2 PUT=4 DELETE=8 FETCH=16 PATCH=32
+iPATCH=64). A resource ending in ``*`` is a prefix pattern; ``*`` may appear
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Union
+
+from .errors import Malformed
+from .wire import MAX_ITEMS, MAX_STRING, REST_METHODS
+
+Permission = Union[str, list, int]
+_ALL_METHODS = sum(REST_METHODS.values())
+
+
+def check_resource(resource: object, *, pattern: bool = True) -> str:
+    if not isinstance(resource, str) or not resource or len(resource.encode()) > MAX_STRING:
+        raise Malformed("a resource is non-empty text of at most 255 bytes")
+    star = resource.find("*")
+    if star != -1 and (not pattern or star != len(resource) - 1):
+        raise Malformed(f"resource {resource!r}: '*' is allowed only as the last character of a pattern")
+    return resource
+
+
+def check_operation(op: object) -> str:
+    if not isinstance(op, str) or not op or len(op.encode()) > MAX_STRING:
+        raise Malformed("an operation is non-empty text of at most 255 bytes")
+    return op
+
+
+def check_permission(perm: object) -> Permission:
+    if isinstance(perm, bool):
+        raise Malformed("a permission is text, an array of text or a method bitmask")
+    if isinstance(perm, int):
+        if perm <= 0 or perm & ~_ALL_METHODS:
+            raise Malformed(f"method bitmask {perm} is empty or has unknown bits")
+        return perm
+    if isinstance(perm, str):
+        return check_operation(perm)
+    if isinstance(perm, list):
+        if len(perm) < 2:
+            raise Malformed("a permission array holds two or more operations (one is plain text)")
+        for op in perm:
+            check_operation(op)
+        if len(set(perm)) != len(perm):
+            raise Malformed("a permission array repeats an operation")
+        return perm
+    raise Malformed("a permission is text, an array of text or a method bitmask")
+
+
+def check_scope(value: object) -> list:
+    """Validate a decoded scope claim; returns it unchanged."""
+    if not isinstance(value, list) or not value or len(value) > MAX_ITEMS:
+        raise Malformed("scope is a non-empty array of [resource, permission]")
+    for entry in value:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise Malformed("a scope entry is [resource, permission]")
+        check_resource(entry[0])
+        check_permission(entry[1])
+    return value
+
+
+def encode_scope(entries: Iterable[tuple[str, object]]) -> list:
+    """Build a scope claim from ``(resource, operations)`` pairs.
+
+    ``operations`` is one operation name, a list of names, or an int bitmask.
+    """
+    out = []
+    for resource, ops in entries:
+        if isinstance(ops, (list, tuple)):
+            ops = list(dict.fromkeys(ops))
+            perm: Permission = ops[0] if len(ops) == 1 else ops
+        else:
+            perm = ops  # type: ignore[assignment]
+        out.append([check_resource(resource), check_permission(perm)])
+    return check_scope(out)
+
+
+def resource_matches(pattern: str, resource: str) -> bool:
+    if pattern[-1] == "*":
+        return resource.startswith(pattern[:-1])
+    return pattern == resource
+
+
+def permits(perm: Permission, operation: str) -> bool:
+    if isinstance(perm, str):
+        return perm == operation
+    if isinstance(perm, int):
+        bit = REST_METHODS.get(operation.upper())
+        return bit is not None and bool(perm & bit)
+    return operation in perm
+
+
+def allows(scope: list, resource: str, operation: str) -> bool:
+    for pattern, perm in scope:
+        if resource_matches(pattern, resource) and permits(perm, operation):
+            return True
+    return False

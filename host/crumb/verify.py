@@ -1,0 +1,245 @@
+"""The verifier: every check a token must pass, in the order PROTOCOL.md §7 gives."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+from . import cbor
+from . import caveats as cav
+from .claims import Claims, Party
+from .cose import sig_structure
+from .errors import (
+    BadSignature, ChainIncomplete, ChainInvalid, Expired, Malformed, NotYetValid, Replayed,
+    Revoked, ScopeDenied, UnknownCaveat, UnknownKey,
+)
+from .keys import PublicKey
+from .replay import MemoryReplayStore, ReplayStore
+from .scope import allows
+from .token import Token, authority_kid, block_body, check_block_protected, split, to_bytes
+from .wire import (
+    BLOCK_ATTENUATE, BLOCK_ATTEST, BLOCK_OPEN, MAX_TOKEN_BYTES, PUBLIC_KEY_BYTES, SEAL_CONTEXT,
+)
+
+
+class Verified:
+    """A token that passed: its claims and where it was checked."""
+
+    __slots__ = ("claims", "hop", "attested", "caveats")
+
+    def __init__(self, claims: Claims, hop: str | None, attested: list[str], caveats: list) -> None:
+        self.claims = claims
+        self.hop = hop
+        self.attested = attested
+        self.caveats = caveats
+
+    def to_json(self) -> dict:
+        out = self.claims.to_json()
+        out["verified_at_hop"] = self.hop
+        out["attested_by"] = self.attested
+        return out
+
+
+class Verifier:
+    """Verifies tokens offline with trusted issuer keys.
+
+    ``keys``: issuer public keys trusted to sign authority blocks.
+    ``node_keys``: keys of hops/attenuators, used only to resolve 4-byte
+    kid references a token declares (never trusted as issuers).
+    ``hop``: this service's name in declared chains (None: final destination,
+    which requires every declared hop to have attested).
+    """
+
+    def __init__(
+        self,
+        keys: Iterable[PublicKey],
+        *,
+        node_keys: Iterable[PublicKey] = (),
+        replay: ReplayStore | None = None,
+        clock: Callable[[], float] = time.time,
+        leeway: int = 30,
+        hop: str | None = None,
+        audience: str | None = None,
+        max_token_bytes: int = MAX_TOKEN_BYTES,
+        revoked: Callable[[Claims], bool] | None = None,
+    ) -> None:
+        self._keys: dict[bytes, PublicKey] = {}
+        self._by_header: dict[bytes, PublicKey] = {}
+        for key in keys:
+            self.add_key(key)
+        self._node_keys = {k.kid: k for k in node_keys}
+        self.replay = replay if replay is not None else MemoryReplayStore(clock=clock)
+        self.clock = clock
+        self.leeway = leeway
+        self.hop = hop
+        self.audience = audience
+        self.max_token_bytes = max_token_bytes
+        self.revoked = revoked
+
+    def add_key(self, key: PublicKey) -> None:
+        other = self._keys.get(key.kid)
+        if other is not None and other != key:
+            raise ValueError(f"two different trusted keys share kid {key.kid.hex()}")
+        self._keys[key.kid] = key
+
+    def remove_key(self, kid: bytes) -> None:
+        self._keys.pop(kid, None)
+        self._by_header.clear()
+
+    @property
+    def kids(self) -> list[bytes]:
+        return list(self._keys)
+
+    def _issuer_key(self, protected: bytes) -> PublicKey:
+        key = self._by_header.get(protected)
+        if key is None:
+            kid = authority_kid(protected)
+            key = self._keys.get(kid)
+            if key is None:
+                raise UnknownKey(f"no trusted issuer key has kid {kid.hex()}")
+            self._by_header[protected] = key  # bounded: one entry per trusted key
+        return key
+
+    def _party_key(self, party: Party) -> PublicKey:
+        if len(party.keyref) == PUBLIC_KEY_BYTES:
+            return PublicKey(party.keyref)
+        key = self._node_keys.get(party.keyref)
+        if key is None:
+            raise UnknownKey(f"no node key with kid {party.keyref.hex()} for {party.name!r}")
+        return key
+
+    def verify(
+        self,
+        token: bytes | str,
+        resource: str,
+        operation: str,
+        *,
+        hop: Any = ...,
+        facts: Mapping[str, Any] | None = None,
+        consume: bool = True,
+    ) -> Verified:
+        """Check ``token`` for (resource, operation); raise a CrumbError or return Verified."""
+        hop = self.hop if hop is ... else hop
+        tok = split(to_bytes(token), self.max_token_bytes)
+        auth = tok.authority
+        key = self._issuer_key(auth.protected)
+        if not key.verify(sig_structure(auth.protected, b"", auth.payload), auth.signature):
+            raise BadSignature("the authority signature does not verify")
+        claims = Claims.parse(cbor.loads(auth.payload))
+        if self.revoked is not None and self.revoked(claims):
+            raise Revoked("this token was revoked")
+
+        now = int(self.clock())
+        if claims.exp + self.leeway <= now:
+            raise Expired(f"expired at {claims.exp}, now {now}")
+        if claims.nbf is not None and claims.nbf - self.leeway > now:
+            raise NotYetValid(f"not valid before {claims.nbf}, now {now}")
+        if claims.iat - self.leeway > now:
+            raise NotYetValid(f"issued in the future ({claims.iat}), now {now}")
+
+        if tok.blocks or tok.proof is not None or claims.attenuators:
+            attested, extra = self._check_blocks(tok, claims)
+        else:
+            attested, extra = [], []
+        if claims.open_key is not None and tok.proof is None:
+            raise Malformed("an open token carries a proof")
+        self._check_position(claims, attested, hop)
+
+        if claims.aud is not None and claims.aud != self.audience:
+            raise ScopeDenied(f"token is for audience {claims.aud!r}, this is {self.audience!r}")
+        if not allows(claims.scope, resource, operation):
+            raise ScopeDenied(f"token does not grant {operation!r} on {resource!r}")
+        if claims.caveats or extra:
+            ctx = cav.Context(resource=resource, operation=operation, time=now, hop=hop,
+                              audience=self.audience, subject=claims.sub, facts=facts)
+            cav.evaluate(claims.caveats, ctx)
+            cav.evaluate(extra, ctx)
+
+        if consume and not self.replay.consume(claims.cti, hop or "", claims.uses, claims.iat, claims.exp):
+            where = f" at hop {hop!r}" if hop else ""
+            raise Replayed(f"all {claims.uses} use(s) of this token are spent{where}")
+        return Verified(claims, hop, [claims.chain[i].name for i in range(len(attested))], extra)
+
+    def _check_blocks(self, tok: Token, claims: Claims) -> tuple[list[int], list]:
+        """Verify appended blocks and the proof; returns (attested hop indexes, caveats)."""
+        prev = tok.authority.signature
+        attested: list[int] = []
+        seen_attenuators: set[int] = set()
+        extra: list = []
+        open_key = claims.open_key
+        open_sig = tok.authority.signature
+        for block in tok.blocks:
+            check_block_protected(block.protected)
+            body = block_body(block)
+            kind = body[0]
+            signing_input = sig_structure(block.protected, prev, block.payload)
+            if kind == BLOCK_ATTEST:
+                if len(body) != 2 or not isinstance(body[1], int) or isinstance(body[1], bool):
+                    raise Malformed("an attestation is [1, hop index]")
+                index = body[1]
+                if not 0 <= index < len(claims.chain):
+                    raise ChainInvalid(f"attestation for hop {index + 1}, which is not declared")
+                if index != len(attested):
+                    raise ChainInvalid(
+                        f"hop {claims.chain[index].name!r} attested out of order "
+                        f"(expected {claims.chain[len(attested)].name!r})"
+                        if len(attested) < len(claims.chain) else "more attestations than declared hops")
+                party = claims.chain[index]
+                if not self._party_key(party).verify(signing_input, block.signature):
+                    raise ChainInvalid(f"attestation of hop {party.name!r} is not signed by its declared key "
+                                       "over the preceding block")
+                attested.append(index)
+            elif kind == BLOCK_ATTENUATE:
+                if (len(body) != 3 or not isinstance(body[1], int) or isinstance(body[1], bool)
+                        or not 0 <= body[1] < len(claims.attenuators)):
+                    raise ChainInvalid("attenuation by an attenuator the authority does not declare")
+                if body[1] in seen_attenuators:
+                    raise ChainInvalid(f"attenuator {claims.attenuators[body[1]].name!r} attenuated twice")
+                party = claims.attenuators[body[1]]
+                if not self._party_key(party).verify(signing_input, block.signature):
+                    raise BadSignature(f"attenuation by {party.name!r} does not verify")
+                seen_attenuators.add(body[1])
+                extra.extend(cav.check_list(body[2]))
+            elif kind == BLOCK_OPEN:
+                if open_key is None:
+                    raise ChainInvalid("open attenuation on a token that is not open")
+                if len(body) != 3 or not isinstance(body[2], bytes) or len(body[2]) != PUBLIC_KEY_BYTES:
+                    raise Malformed("an open attenuation is [3, caveats, next key]")
+                if not PublicKey(open_key).verify(signing_input, block.signature):
+                    raise BadSignature("open attenuation is not signed by the current ephemeral key")
+                extra.extend(cav.check_list(body[1]))
+                open_key = body[2]
+                open_sig = block.signature
+            else:
+                raise UnknownCaveat(f"block kind {kind} is not understood")
+            prev = block.signature
+
+        if len(seen_attenuators) != len(claims.attenuators):
+            missing = [p.name for i, p in enumerate(claims.attenuators) if i not in seen_attenuators]
+            raise ChainIncomplete(f"required attenuation by {', '.join(missing)} is missing")
+        if tok.proof is not None:
+            if open_key is None:
+                raise Malformed("a proof on a token that is not open")
+            if len(tok.proof) == 32:
+                from .keys import SigningKey  # only open tokens pay for key derivation
+                if SigningKey(tok.proof).public.raw != open_key:
+                    raise BadSignature("the proof is not the secret of the last ephemeral key")
+            elif not PublicKey(open_key).verify(SEAL_CONTEXT + open_sig, tok.proof):
+                raise BadSignature("the seal does not verify")
+        return attested, extra
+
+    def _check_position(self, claims: Claims, attested: list[int], hop: str | None) -> None:
+        chain = claims.chain
+        if not chain:
+            return
+        if hop is None:
+            if len(attested) < len(chain):
+                raise ChainIncomplete(f"hop {chain[len(attested)].name!r} has not attested")
+            return
+        index = next((i for i, p in enumerate(chain) if p.name == hop), None)
+        if index is None:
+            raise ChainInvalid(f"this service ({hop!r}) is not a hop of the token's chain")
+        if len(attested) < index:
+            raise ChainIncomplete(f"hop {chain[len(attested)].name!r} has not attested")
+        if len(attested) > index:
+            raise ChainInvalid(f"the token has already passed hop {hop!r}")
