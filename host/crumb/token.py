@@ -189,7 +189,7 @@ def mint(
     attenuators: Sequence[tuple[str, PublicKey]] = (),
     caveats: Sequence[list] = (),
     hop_refs: str = "key",
-    open: bool = False,
+    open: bool | SigningKey = False,
     now: int | None = None,
     cti: bytes | None = None,
 ) -> bytes:
@@ -199,7 +199,8 @@ def mint(
     the keys that must each append exactly one attenuation block. With
     ``hop_refs="kid"`` both carry 4-byte kids instead of full keys (smaller,
     but verifiers must be given the node keys). ``open=True`` enables
-    attenuation by any holder (the proof travels at the end of the token).
+    attenuation by any holder (the proof travels at the end of the token);
+    passing a SigningKey as ``open`` uses it as the first ephemeral key.
     """
     iat = int(time.time() if now is None else now)
     if ttl <= 0:
@@ -213,7 +214,7 @@ def mint(
         attenuators=[_party(n, k, hop_refs) for n, k in attenuators],
         caveats=[list(c) for c in caveats],
     )
-    ephemeral = SigningKey.generate() if open else None
+    ephemeral = open if isinstance(open, SigningKey) else (SigningKey.generate() if open else None)
     if ephemeral is not None:
         claims.open_key = ephemeral.public.raw
     payload = cbor.dumps(claims.to_map())
@@ -264,13 +265,13 @@ def attenuate(token: bytes | str, key: SigningKey, caveats: Sequence[list]) -> b
     return tok.to_bytes()
 
 
-def attenuate_open(token: bytes | str, caveats: Sequence[list]) -> bytes:
+def attenuate_open(token: bytes | str, caveats: Sequence[list], next_key: SigningKey | None = None) -> bytes:
     """Append caveats with the token's ephemeral key (open mode); the proof moves on."""
     tok = split(to_bytes(token))
     if tok.proof is None or len(tok.proof) != 32:
         raise ChainInvalid("only an open, unsealed token can be attenuated without a named key")
     current = SigningKey(tok.proof)
-    nxt = SigningKey.generate()
+    nxt = next_key or SigningKey.generate()
     _append(tok, current, [BLOCK_OPEN, cav.check_list([list(c) for c in caveats]), nxt.public.raw])
     tok.proof = nxt.seed
     return tok.to_bytes()

@@ -1,0 +1,33 @@
+"""Round trips: what is minted verifies with exactly the claims asked for."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crumb import Verifier, caveat, mint
+from crumb.inspect import inspect
+from crumb.keys import SigningKey
+from crumb.replay import MemoryReplayStore
+from crumb.token import split
+
+from conftest import NOW
+
+ISSUER = SigningKey(bytes(range(32)))
+
+names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF, exclude_characters="*"), min_size=1, max_size=24)
+ops = st.lists(st.sampled_from(["read", "write", "delete", "open", "x"]), min_size=1, max_size=3, unique=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sub=names, resource=names, operations=ops, ttl=st.integers(1, 10**6), uses=st.integers(1, 2**32 - 1),
+       aud=st.none() | names, cti=st.binary(min_size=1, max_size=32), threshold=st.integers(0, 2**40))
+def test_round_trip(sub, resource, operations, ttl, uses, aud, cti, threshold):
+    token = mint(ISSUER, sub=sub, scope=[(resource, operations)], ttl=ttl, uses=uses, aud=aud, cti=cti,
+                 caveats=[caveat("ge", "level", threshold)], now=NOW)
+    assert split(token).to_bytes() == token
+    v = Verifier([ISSUER.public], clock=lambda: NOW, audience=aud, replay=MemoryReplayStore(fence=False))
+    for op in operations:
+        claims = v.verify(token, resource, op, facts={"level": threshold}, consume=False).claims
+        assert (claims.sub, claims.uses, claims.cti, claims.aud) == (sub, uses, cti, aud)
+        assert claims.exp == NOW + ttl and claims.iat == NOW
+    report = inspect(token)
+    assert report["problems"] == [] and report["authority"]["claims"]["sub"] == sub

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Write shared/vectors/tokens.json and shared/wire.json from the reference implementation.
+
+Everything is deterministic (fixed seeds, clock and token ids; Ed25519
+signatures are deterministic), so running this again gives identical files;
+tests/host/test_vectors.py checks both that and every expected result.
+
+    .venv/bin/python tools/gen_vectors.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from crumb import cbor, cose, wire
+from crumb.caveats import make as caveat
+from crumb.keys import SigningKey
+from crumb.token import Block, Token, attenuate, attenuate_open, attest, mint, seal, split
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = 1_800_000_000
+RES, OP = "/sensors/temp01", "read"
+KEYS = {name: SigningKey(bytes([i]) * 32) for i, name in enumerate(
+    ["issuer", "gateway", "ingest", "storage", "fleet-gw", "ephemeral-0", "ephemeral-1", "stranger"], start=1)}
+HOPS = ["gateway", "ingest", "storage"]
+
+
+def _cti(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def _tok(n: int, **kw) -> bytes:
+    kw.setdefault("sub", "dev-0001")
+    kw.setdefault("scope", [(RES, OP)])
+    return mint(KEYS["issuer"], now=kw.pop("now", NOW), cti=_cti(n), **kw)
+
+
+def _resign(payload_map_bytes: bytes, protected: bytes | None = None) -> bytes:
+    issuer = KEYS["issuer"]
+    p, _, payload, sig = cose.sign(issuer, protected or cose.authority_protected(issuer.kid), payload_map_bytes)
+    return Token(Block(p, payload, sig), [], None).to_bytes()
+
+
+def _claims(n: int) -> dict:
+    return {2: "dev-0001", 4: NOW + 60, 6: NOW, 7: _cti(n), 9: [[RES, OP]]}
+
+
+def vectors() -> list[dict]:
+    chain = [(h, KEYS[h].public) for h in HOPS]
+    out: list[dict] = []
+
+    def add(name, token, expect, *, res=RES, op=OP, hop=None, facts=None, audience=None,
+            now=NOW, presentations=1, note=""):
+        out.append({"name": name, "note": note, "token": token.hex(),
+                    "verifier": {"now": now, "leeway": 30, "hop": hop, "audience": audience},
+                    "request": {"resource": res, "operation": op, "facts": facts or {}},
+                    "presentations": presentations, "expect": expect})
+
+    plain = _tok(1)
+    add("plain single-use", plain, "ok")
+    add("replayed", plain, "replayed", presentations=2, note="the second presentation fails")
+    add("multi-use", _tok(2, uses=3), "ok", presentations=3)
+    add("rest bitmask", _tok(3, scope=[(RES, 1 | 4)]), "ok", op="PUT")
+    add("prefix pattern", _tok(4, scope=[("/sensors/*", ["read", "write"])]), "ok", op="write")
+    add("audience", _tok(5, aud="ingest"), "ok", audience="ingest")
+    add("wrong audience", _tok(6, aud="ingest"), "scope_denied", audience="storage")
+    add("wrong resource", _tok(7), "scope_denied", res="/sensors/temp02")
+    add("wrong operation", _tok(8), "scope_denied", op="write")
+    add("expired", _tok(9, ttl=10), "expired", now=NOW + 40)
+    add("within leeway", _tok(10, ttl=10), "ok", now=NOW + 39)
+    add("not yet valid", _tok(11, now=NOW + 100), "not_yet_valid")
+    add("caveats hold", _tok(12, caveats=[caveat("ge", "battery", 20), caveat("lt", "time", NOW + 30)]), "ok",
+        facts={"battery": 50})
+    add("caveat fails", _tok(13, caveats=[caveat("ge", "battery", 20)]), "caveat_failed", facts={"battery": 5})
+    add("caveat fact missing", _tok(14, caveats=[caveat("ge", "battery", 20)]), "caveat_failed")
+
+    c = _claims(15)
+    c[-65537] = {4: [[99, 0, RES]]}
+    add("unknown predicate", _resign(cbor.dumps(c)), "unknown_caveat")
+    c = _claims(16)
+    c[8] = {1: b"k"}
+    add("unknown claim", _resign(cbor.dumps(c)), "unknown_caveat")
+
+    good = cbor.dumps(_claims(17))
+    add("duplicate key in signed payload", _resign(bytes([good[0] + 1]) + good[1:] + b"\x02\x64evil"), "malformed")
+    add("non-preferred int in signed payload", _resign(good.replace(b"\x04\x1a", b"\x04\x1b\x00\x00\x00\x00", 1)),
+        "malformed")
+    add("wrong algorithm", _resign(good, cbor.dumps({1: -7, 4: KEYS["issuer"].kid})), "bad_signature")
+
+    t = _tok(18)
+    add("flipped signature bit", t[:-1] + bytes([t[-1] ^ 1]), "bad_signature")
+    add("flipped payload bit", t[:40] + bytes([t[40] ^ 4]) + t[41:], "bad_signature")
+    add("truncated", t[:-1], "malformed")
+    add("trailing byte", t + b"\x00", "malformed")
+    add("version 2", t[:1] + b"\x02" + t[2:], "unsupported_version")
+    add("non-preferred version", t[:1] + b"\x18\x01" + t[2:], "malformed")
+    add("oversize", b"\x82\x01" + bytes(4096), "too_large")
+    add("unknown issuer", mint(KEYS["stranger"], sub="dev-0001", scope=[(RES, OP)], now=NOW, cti=_cti(19)),
+        "unknown_key")
+
+    for refs, base in (("key", 20), ("kid", 30)):
+        t0 = _tok(base, chain=chain, hop_refs=refs)
+        t1 = attest(t0, KEYS["gateway"], "gateway")
+        t2 = attest(t1, KEYS["ingest"], "ingest")
+        t3 = attest(t2, KEYS["storage"], "storage")
+        add(f"chain ({refs}) at gateway", t0, "ok", hop="gateway")
+        add(f"chain ({refs}) at ingest", t1, "ok", hop="ingest")
+        add(f"chain ({refs}) at destination", t3, "ok")
+        add(f"chain ({refs}) skipped hop", t1, "chain_incomplete", hop="storage")
+        add(f"chain ({refs}) back to earlier hop", t2, "chain_invalid", hop="gateway")
+        add(f"chain ({refs}) outside the chain", t1, "chain_invalid", hop="billing")
+        tok = split(t3)
+        tok.blocks[0], tok.blocks[1] = tok.blocks[1], tok.blocks[0]
+        add(f"chain ({refs}) reordered", tok.to_bytes(), "chain_invalid")
+        tok = split(t3)
+        del tok.blocks[1]
+        add(f"chain ({refs}) block removed", tok.to_bytes(), "chain_invalid")
+
+    fleet = _tok(40, scope=[("/fleet/*", "read")], attenuators=[("fleet-gw", KEYS["fleet-gw"].public)])
+    narrowed = attenuate(fleet, KEYS["fleet-gw"], [caveat("eq", "resource", "/fleet/s1")])
+    add("named attenuation", narrowed, "ok", res="/fleet/s1")
+    add("named attenuation narrows", narrowed, "caveat_failed", res="/fleet/s2")
+    add("required attenuation missing", fleet, "chain_incomplete", res="/fleet/s2")
+
+    opened = _tok(41, scope=[("/data/*", ["read", "write"])], open=KEYS["ephemeral-0"])
+    one = attenuate_open(opened, [caveat("eq", "operation", "read")], next_key=KEYS["ephemeral-1"])
+    add("open token", opened, "ok", res="/data/x", op="write")
+    add("open attenuation", one, "ok", res="/data/x", op="read")
+    add("open attenuation narrows", one, "caveat_failed", res="/data/x", op="write")
+    stripped = split(one)
+    stripped.blocks.clear()
+    add("open attenuation stripped", stripped.to_bytes(), "bad_signature", res="/data/x", op="write")
+    sealed = seal(one)
+    add("sealed", sealed, "ok", res="/data/x", op="read")
+    return out
+
+
+def wire_constants() -> dict:
+    return {k: v for k, v in vars(wire).items() if k.isupper() and not k.startswith("_")
+            and isinstance(v, (int, str, bytes, tuple, dict))}
+
+
+def render() -> dict[Path, str]:
+    keys = {name: {"seed": k.seed.hex(), "public": k.public.raw.hex(), "kid": k.kid.hex()} for name, k in KEYS.items()}
+    doc = {
+        "format": 1,
+        "about": "crumb token vectors: verify each token with the issuer key as the only trusted issuer, "
+                 "the gateway/ingest/storage/fleet-gw keys as node keys, the verifier settings and request "
+                 "given; present it `presentations` times to one verifier; the last result must be `expect` "
+                 "('ok' or an error code). Generated by tools/gen_vectors.py.",
+        "issuer": "issuer",
+        "node_keys": HOPS + ["fleet-gw"],
+        "keys": keys,
+        "vectors": vectors(),
+    }
+    constants = {k: (v.decode() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v)
+                 for k, v in wire_constants().items()}
+    return {
+        ROOT / "shared" / "vectors" / "tokens.json": json.dumps(doc, indent=1) + "\n",
+        ROOT / "shared" / "wire.json": json.dumps(constants, indent=1, sort_keys=True) + "\n",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that the files are up to date")
+    args = parser.parse_args()
+    stale = []
+    for path, text in render().items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        print("out of date (run tools/gen_vectors.py):", *(str(p.relative_to(ROOT)) for p in stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
