@@ -101,17 +101,17 @@ def _item(data: bytes, i: int, n: int, depth: int, max_items: int, max_string: i
                 if b < 0x18:
                     append(b)
                     i += 1
-                elif 0x40 <= b < 0x58 or 0x60 <= b < 0x78:
+                elif 0x40 <= b < 0x58:
                     end = i + 1 + (b & 31)
                     if end > n:
                         raise Malformed(f"truncated string at offset {i + 1}")
-                    if b < 0x58:
-                        append(data[i + 1:end])
-                    else:
-                        try:
-                            append(data[i + 1:end].decode("utf-8"))
-                        except UnicodeDecodeError:
-                            raise Malformed(f"invalid UTF-8 in text at offset {i + 1}") from None
+                    append(data[i + 1:end])
+                    i = end
+                elif 0x60 <= b < 0x78:
+                    end = i + 1 + (b & 31)
+                    if end > n:
+                        raise Malformed(f"truncated string at offset {i + 1}")
+                    append(_text(data, i + 1, end))
                     i = end
                 else:
                     v, i = _item(data, i, n, depth, max_items, max_string)
@@ -121,14 +121,46 @@ def _item(data: bytes, i: int, n: int, depth: int, max_items: int, max_string: i
         prev = b""
         for _ in range(arg):
             start = i
-            k, i = _item(data, i, n, depth, max_items, max_string)
+            b = data[i] if i < n else 0xFF
+            if b < 0x18:
+                k = b
+                i += 1
+            elif 0x20 <= b < 0x38:
+                k = 0x1F - b
+                i += 1
+            else:
+                k, i = _item(data, i, n, depth, max_items, max_string)
+                if not isinstance(k, (int, str)) or isinstance(k, bool):
+                    raise Malformed(f"map key at offset {start} is not an integer or text")
             key_bytes = data[start:i]
             if key_bytes <= prev:
                 raise Malformed(f"map key at offset {start} is duplicate or out of order")
-            if not isinstance(k, (int, str)) or isinstance(k, bool):
-                raise Malformed(f"map key at offset {start} is not an integer or text")
             prev = key_bytes
-            m[k], i = _item(data, i, n, depth, max_items, max_string)
+            # Values: small ints, 32-bit uints (times) and short strings inline.
+            b = data[i] if i < n else 0xFF
+            if b < 0x18:
+                m[k] = b
+                i += 1
+            elif b == 0x1A and i + 5 <= n:
+                v = int.from_bytes(data[i + 1:i + 5], "big")
+                if v < 0x10000:
+                    raise Malformed(f"non-preferred encoding at offset {i}")
+                m[k] = v
+                i += 5
+            elif 0x40 <= b < 0x58:
+                end = i + 1 + (b & 31)
+                if end > n:
+                    raise Malformed(f"truncated string at offset {i + 1}")
+                m[k] = data[i + 1:end]
+                i = end
+            elif 0x60 <= b < 0x78:
+                end = i + 1 + (b & 31)
+                if end > n:
+                    raise Malformed(f"truncated string at offset {i + 1}")
+                m[k] = _text(data, i + 1, end)
+                i = end
+            else:
+                m[k], i = _item(data, i, n, depth, max_items, max_string)
         return m, i
     if mt == 7:
         if arg == _FALSE:
@@ -164,6 +196,13 @@ def head(data: bytes, i: int) -> tuple[int, int, int]:
     if arg < (24 if width == 1 else 1 << (4 * width)):
         raise Malformed(f"non-preferred encoding at offset {i}")
     return mt, arg, end
+
+
+def _text(data: bytes, start: int, end: int) -> str:
+    try:
+        return data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise Malformed(f"invalid UTF-8 in text at offset {start}") from None
 
 
 def _head(mt: int, arg: int) -> bytes:

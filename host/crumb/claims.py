@@ -42,7 +42,9 @@ class Party:
 
 
 def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value.encode()) > MAX_STRING:
+    # UTF-8 is at most 4 bytes a character: short text needs no encoding to measure.
+    if (type(value) is not str or not value
+            or (len(value) > MAX_STRING // 4 and len(value.encode()) > MAX_STRING)):
         raise Malformed(f"{what} is non-empty text of at most {MAX_STRING} bytes")
     return value
 
@@ -95,9 +97,9 @@ class Claims:
     def parse(cls, m: object) -> "Claims":
         if not isinstance(m, dict):
             raise Malformed("the authority payload is a CWT claims map")
-        for key in m:
-            if key not in _KNOWN_CLAIMS:
-                raise UnknownCaveat(f"claim {key!r} is not understood")
+        unknown = m.keys() - _KNOWN_CLAIMS
+        if unknown:
+            raise UnknownCaveat(f"claim {sorted(unknown, key=str)[0]!r} is not understood")
         try:
             exp, iat, cti, scope = m[CLAIM_EXP], m[CLAIM_IAT], m[CLAIM_CTI], m[CLAIM_SCOPE]
         except KeyError as e:

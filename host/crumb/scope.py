@@ -17,8 +17,13 @@ Permission = Union[str, list, int]
 _ALL_METHODS = sum(REST_METHODS.values())
 
 
+def _too_long(text: str) -> bool:
+    # UTF-8 is at most 4 bytes a character: short text needs no encoding to measure.
+    return len(text) > MAX_STRING // 4 and len(text.encode()) > MAX_STRING
+
+
 def check_resource(resource: object, *, pattern: bool = True) -> str:
-    if not isinstance(resource, str) or not resource or len(resource.encode()) > MAX_STRING:
+    if type(resource) is not str or not resource or _too_long(resource):
         raise Malformed("a resource is non-empty text of at most 255 bytes")
     star = resource.find("*")
     if star != -1 and (not pattern or star != len(resource) - 1):
@@ -27,21 +32,19 @@ def check_resource(resource: object, *, pattern: bool = True) -> str:
 
 
 def check_operation(op: object) -> str:
-    if not isinstance(op, str) or not op or len(op.encode()) > MAX_STRING:
+    if type(op) is not str or not op or _too_long(op):
         raise Malformed("an operation is non-empty text of at most 255 bytes")
     return op
 
 
 def check_permission(perm: object) -> Permission:
-    if isinstance(perm, bool):
-        raise Malformed("a permission is text, an array of text or a method bitmask")
-    if isinstance(perm, int):
+    if type(perm) is str:
+        return check_operation(perm)
+    if type(perm) is int:  # bool is not int here, on purpose
         if perm <= 0 or perm & ~_ALL_METHODS:
             raise Malformed(f"method bitmask {perm} is empty or has unknown bits")
         return perm
-    if isinstance(perm, str):
-        return check_operation(perm)
-    if isinstance(perm, list):
+    if type(perm) is list:
         if len(perm) < 2:
             raise Malformed("a permission array holds two or more operations (one is plain text)")
         for op in perm:

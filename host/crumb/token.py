@@ -78,13 +78,22 @@ def to_text(token: bytes) -> str:
 
 
 def _bstr(data: bytes, i: int, what: str) -> tuple[bytes, int]:
-    mt, length, i = cbor.head(data, i)
-    if mt != 2:
-        raise Malformed(f"{what} is a byte string")
-    end = i + length
-    if end > len(data):
-        raise Malformed(f"truncated {what} at offset {i}")
-    return data[i:end], end
+    n = len(data)
+    b = data[i] if i < n else -1
+    if 0x40 <= b < 0x58:
+        start = i + 1
+        end = start + b - 0x40
+    elif b == 0x58 and i + 1 < n and data[i + 1] >= 24:
+        start = i + 2
+        end = start + data[i + 1]
+    else:  # longer, non-preferred, truncated or not a bstr: the generic head says which
+        mt, length, start = cbor.head(data, i)
+        if mt != 2:
+            raise Malformed(f"{what} is a byte string")
+        end = start + length
+    if end > n:
+        raise Malformed(f"truncated {what} at offset {start}")
+    return data[start:end], end
 
 
 def split(data: bytes, max_bytes: int = MAX_TOKEN_BYTES) -> Token:
