@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import caveats as cav
+from . import cbor
 from .errors import Malformed, UnknownCaveat
 from .keys import b64u
 from .scope import check_scope
@@ -119,6 +120,12 @@ class Claims:
             c._parse_ext(m[CLAIM_CRUMB])
         return c
 
+    @classmethod
+    def decode(cls, payload: bytes) -> "Claims":
+        """Decode and validate a claims payload (strict, as ``parse(cbor.loads(payload))``)."""
+        claims = _decode_common(payload)
+        return claims if claims is not None else cls.parse(cbor.loads(payload))
+
     def _parse_ext(self, ext: object) -> None:
         # Defaults are never written out: one meaning, one encoding.
         if not isinstance(ext, dict) or not ext:
@@ -185,3 +192,76 @@ class Claims:
         if self.open_key is not None:
             out["open"] = True
         return out
+
+
+def _short_text(p: bytes, i: int) -> tuple[str | None, int]:
+    b = p[i] if i < len(p) else 0
+    if not 0x61 <= b <= 0x77:
+        return None, i
+    end = i + 1 + b - 0x60
+    if end > len(p):
+        return None, i
+    try:
+        return p[i + 1:end].decode("utf-8"), end
+    except UnicodeDecodeError:
+        return None, i
+
+
+def _decode_common(p: bytes) -> Claims | None:
+    """One pass over the common claims shape, or None to take the general path.
+
+    The verifier's hot path: keys 1..9 in order, times as 4-byte uints, short
+    text, a cti of 1..23 bytes and a one-entry scope with one text operation.
+    It accepts only bytes the general path accepts with the same result
+    (tests/host/test_properties.py checks this differentially); anything else,
+    valid or not, goes to the general path, which also produces the errors.
+    """
+    n = len(p)
+    if n < 2 or not 0xA3 <= p[0] <= 0xA9:
+        return None
+    i, prev = 1, 0
+    texts: dict[int, str] = {}
+    times: dict[int, int] = {}
+    cti = scope = None
+    for _ in range(p[0] - 0xA0):
+        if i + 1 >= n:
+            return None
+        k = p[i]
+        if k <= prev or k > CLAIM_SCOPE or k == 8:
+            return None
+        prev = k
+        i += 1
+        if k == CLAIM_EXP or k == CLAIM_NBF or k == CLAIM_IAT:
+            if p[i] != 0x1A or i + 5 > n:
+                return None
+            v = int.from_bytes(p[i + 1:i + 5], "big")
+            if v < 0x10000:
+                return None
+            times[k] = v
+            i += 5
+        elif k == CLAIM_CTI:
+            b = p[i]
+            end = i + 1 + b - 0x40
+            if not 0x41 <= b <= 0x57 or end > n:
+                return None
+            cti = p[i + 1:end]
+            i = end
+        elif k == CLAIM_SCOPE:
+            if p[i] != 0x81 or p[i + 1] != 0x82:
+                return None
+            resource, i = _short_text(p, i + 2)
+            if resource is None or ("*" in resource and resource.find("*") != len(resource) - 1):
+                return None
+            op, i = _short_text(p, i)
+            if op is None:
+                return None
+            scope = [[resource, op]]
+        else:
+            text, i = _short_text(p, i)
+            if text is None:
+                return None
+            texts[k] = text
+    if i != n or cti is None or scope is None or CLAIM_EXP not in times or CLAIM_IAT not in times:
+        return None
+    return Claims(exp=times[CLAIM_EXP], iat=times[CLAIM_IAT], nbf=times.get(CLAIM_NBF), cti=cti, scope=scope,
+                  iss=texts.get(CLAIM_ISS), sub=texts.get(CLAIM_SUB), aud=texts.get(CLAIM_AUD))

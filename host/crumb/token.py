@@ -105,6 +105,15 @@ def split(data: bytes, max_bytes: int = MAX_TOKEN_BYTES) -> Token:
     n = len(data)
     if n > max_bytes:
         raise TooLarge(f"token is {n} bytes, the limit is {max_bytes}")
+    # Fast path, the common token: [1, [h'<short protected>', {}, h'<24..255 B>', h'<64 B>']].
+    # It accepts only canonical bytes and leaves anything else to the general path.
+    if n > 84 and data[0] == 0x82 and data[1] == FORMAT_VERSION and data[2] == 0x84 and 0x40 <= data[3] < 0x58:
+        pe = 4 + data[3] - 0x40
+        if data[pe] == 0xA0 and data[pe + 1] == 0x58 and data[pe + 2] >= 24:
+            ps = pe + 3
+            se = ps + data[pe + 2]
+            if se + 66 == n and data[se] == 0x58 and data[se + 1] == 0x40:
+                return Token(Block(data[4:pe], data[ps:se], data[se + 2:]), [], None)
     mt, count, i = cbor.head(data, 0)
     if mt != 4 or count < 2:
         raise Malformed("a token is an array [version, authority, blocks..., proof?]")

@@ -125,7 +125,7 @@ class Verifier:
         key = self._issuer_key(auth.protected)
         if not key.verify(sig_structure(auth.protected, b"", auth.payload), auth.signature):
             raise BadSignature("the authority signature does not verify")
-        claims = Claims.parse(cbor.loads(auth.payload))
+        claims = Claims.decode(auth.payload)
         if self.revoked is not None and self.revoked(claims):
             raise Revoked("this token was revoked")
 

@@ -31,3 +31,34 @@ def test_round_trip(sub, resource, operations, ttl, uses, aud, cti, threshold):
         assert claims.exp == NOW + ttl and claims.iat == NOW
     report = inspect(token)
     assert report["problems"] == [] and report["authority"]["claims"]["sub"] == sub
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn().to_map())
+    except Exception as e:  # noqa: BLE001 - the comparison is the point
+        return (getattr(e, "code", type(e).__name__),)
+
+
+payload_maps = st.fixed_dictionaries(
+    {4: st.integers(0, 2**33), 6: st.integers(0, 2**33), 7: st.binary(min_size=0, max_size=34),
+     9: st.sampled_from([[["/a", "read"]], [["/a*", "x"]], [["/*a", "x"]], [["", "x"]], [["/a", ""]],
+                         [["/a", 3]], [["/a", "r"], ["/b", "w"]], "scope", [["/\u00e9t\u00e9", "\u00fc"]]])},
+    optional={1: names, 2: names | st.integers(-2**63, 2**63), 3: st.just(""), 5: st.integers(0, 2**33), 8: st.just(1),
+              -65537: st.just({1: 2})},
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(payload_maps, st.data())
+def test_fast_claims_path_agrees_with_general_path(m, data):
+    from crumb import cbor
+    from crumb.claims import Claims
+
+    payload = bytearray(cbor.dumps(m))
+    if data.draw(st.booleans()):  # and damaged bytes
+        for _ in range(data.draw(st.integers(1, 3))):
+            pos = data.draw(st.integers(0, len(payload) - 1))
+            payload[pos] = data.draw(st.integers(0, 255))
+    payload = bytes(payload)
+    assert _outcome(lambda: Claims.decode(payload)) == _outcome(lambda: Claims.parse(cbor.loads(payload)))

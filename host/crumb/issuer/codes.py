@@ -39,9 +39,11 @@ CODES: dict[str, tuple[int, int, str]] = {
     "rate_limited": (429, ACE_INVALID_REQUEST, "the device asked for tokens faster than its rate"),
     "store_unavailable": (503, ACE_INVALID_REQUEST,
                           "a backing store (Redis, audit log) cannot answer; nothing was issued"),
+    "internal_error": (500, ACE_INVALID_REQUEST, "a bug in the issuer; nothing was issued (please report)"),
 }
 
-ISSUER_ONLY_CODES = ("unsupported_media_type", "bad_mac", "stale_time", "unknown_device", "rate_limited")
+ISSUER_ONLY_CODES = ("unsupported_media_type", "bad_mac", "stale_time", "unknown_device", "rate_limited",
+                     "internal_error")
 
 
 class Refusal(Exception):

@@ -1,0 +1,302 @@
+"""The issuer as an ASGI application: small pieces, one per endpoint.
+
+    POST /token     token endpoint (application/ace+cbor or application/json)
+    GET  /keys      issuer public keys: JSON (JWK set) or COSE_KeySet (CBOR)
+    GET  /healthz   liveness and the state of the stores
+    GET  /metrics   Prometheus text
+
+The token endpoint is raw ASGI rather than a framework route: it is the hot
+path, and a router plus request object would cost a measurable share of the
+budget (docs/issuer.md has the figures). The body limit is enforced on
+Content-Length before reading and again while reading, so an oversized body
+is never held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from .. import cbor
+from ..wire import ALG_EDDSA
+from .audit import AuditLog
+from .codes import Refusal
+from .datadir import DataDir
+from .gate import MemoryGate, RedisGate
+from .issuing import Issuer
+from .keystore import Keyring, load_or_create_master
+from .policy import Policy
+from .policy import load as load_policy
+from .protocol import CBOR_TYPES, JSON_TYPE
+from .registry import Registry
+
+log = logging.getLogger("crumb.issuer")
+
+Scope = dict
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+COSE_KEY_SET_TYPE = "application/cose-key-set+cbor"
+# COSE_Key labels (RFC 9052 §7, RFC 9053 §7.2)
+_KTY, _KID, _ALG, _KEY_OPS, _CRV, _X = 1, 2, 3, 4, -1, -2
+_KTY_OKP, _CRV_ED25519, _OP_VERIFY = 1, 6, 2
+
+
+@dataclass
+class Settings:
+    data: DataDir
+    policy_path: Path | None = None      # None: DATA/policy.toml if present, else deny everything
+    redis_url: str | None = None
+    audit_sync: str = "FULL"
+    redis_timeout: float = 1.0
+
+    def resolved_policy_path(self) -> Path | None:
+        if self.policy_path is not None:
+            return self.policy_path
+        return self.data.policy if self.data.policy.exists() else None
+
+
+def build_issuer(settings: Settings) -> Issuer:
+    """Open (or create) everything the issuer needs; raises with a clear message if it cannot."""
+    data = settings.data.create()
+    master = load_or_create_master(data.root)
+    keyring = Keyring.open(data.keys)
+    policy_path = settings.resolved_policy_path()
+    policy = load_policy(policy_path) if policy_path is not None else Policy()
+    gate = RedisGate(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryGate()
+    return Issuer(master=master, keyring=keyring, registry=Registry(data.registry),
+                  audit=AuditLog(data.audit, settings.audit_sync), policy=policy, policy_path=policy_path,
+                  gate=gate)
+
+
+# -- small ASGI helpers ---------------------------------------------------------------
+
+
+async def respond(send: Send, status: int, body: bytes, content_type: str,
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+def _problem(status: int, message: str) -> bytes:
+    return json.dumps({"error": message, "status": status}).encode()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, or _BodyTooLarge as soon as it passes ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# -- endpoints ------------------------------------------------------------------------
+
+
+class TokenEndpoint:
+    def __init__(self, issuer: Issuer) -> None:
+        self.issuer = issuer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        issuer = self.issuer
+        t0 = time.perf_counter()
+        raw_type = _header(scope, b"content-type") or b""
+        media = raw_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+        fmt = "cbor" if media in CBOR_TYPES else "json" if media == JSON_TYPE else None
+        limit = issuer.policy.max_request_bytes
+        peer = scope["client"][0] if scope.get("client") else None
+        refusal = None
+        body = None
+        if fmt is None:
+            fmt = "json" if b"json" in (_header(scope, b"accept") or b"") else "cbor"
+            refusal = Refusal("unsupported_media_type",
+                              f"Content-Type {media or '(none)'!r} is not application/ace+cbor or application/json")
+        else:
+            length = _header(scope, b"content-length")
+            if length is not None and (not length.isdigit() or len(length) > 12):
+                refusal = Refusal("malformed", "Content-Length is not a number")
+            elif length is not None and int(length) > limit:
+                refusal = Refusal("too_large", f"the body is {int(length)} bytes; the limit is {limit}")
+            else:
+                try:
+                    body = await read_body(receive, limit)
+                except _BodyTooLarge:
+                    refusal = Refusal("too_large", f"the body exceeds the limit of {limit} bytes")
+                except _Disconnected:
+                    return
+        status, payload, retry_after = await issuer.token(body, fmt, peer, refusal)
+        extra = [(b"cache-control", b"no-store")]
+        if retry_after is not None:
+            extra.append((b"retry-after", str(retry_after).encode()))
+        if status == 413:
+            extra.append((b"connection", b"close"))  # the unread rest of the body is not ours to drain
+        await respond(send, status, payload, CBOR_TYPES[0] if fmt == "cbor" else JSON_TYPE, extra)
+        issuer.metrics.request("token", status)
+        issuer.metrics.observe(time.perf_counter() - t0)
+
+
+class KeysEndpoint:
+    """Issuer public keys. Node keys (hops, attenuators) are listed apart and never as issuer keys."""
+
+    def __init__(self, issuer: Issuer) -> None:
+        self.issuer = issuer
+        self._cache: tuple | None = None
+
+    def bodies(self) -> tuple[bytes, bytes]:
+        ring, policy = self.issuer.keyring, self.issuer.policy
+        stamp = (tuple(k.kid for k, _ in ring.published()), id(policy))
+        if self._cache is None or self._cache[0] != stamp:
+            keys = []
+            cose = []
+            for key, status in ring.published():
+                jwk = key.public.to_jwk()
+                keys.append({**jwk, "alg": "EdDSA", "use": "sig", "status": status})
+                cose.append({_KTY: _KTY_OKP, _KID: key.kid, _ALG: ALG_EDDSA, _KEY_OPS: [_OP_VERIFY],
+                             _CRV: _CRV_ED25519, _X: key.public.raw})
+            nodes = [{"name": name, **pub.to_jwk()} for name, pub in sorted(policy.nodes.items())]
+            doc = {"keys": keys, "nodes": nodes, "issuer": policy.name}
+            self._cache = (stamp, json.dumps(doc, indent=1).encode(), cbor.dumps(cose))
+        return self._cache[1], self._cache[2]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.issuer.refresh()
+        as_json, as_cbor = self.bodies()
+        accept = (_header(scope, b"accept") or b"").decode("latin-1")
+        cache = [(b"cache-control", b"max-age=60")]
+        if COSE_KEY_SET_TYPE in accept or "application/cbor" in accept:
+            await respond(send, 200, as_cbor, COSE_KEY_SET_TYPE, cache)
+        else:
+            await respond(send, 200, as_json, JSON_TYPE, cache)
+        self.issuer.metrics.request("keys", 200)
+
+
+class HealthEndpoint:
+    def __init__(self, issuer: Issuer) -> None:
+        self.issuer = issuer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        issuer = self.issuer
+        store_ok = await issuer.gate.ping()
+        audit_ok = issuer.audit.healthy
+        key = issuer.keyring.current
+        doc = {
+            "status": "ok" if store_ok and audit_ok else "degraded",
+            "time": int(issuer.clock()),
+            "kid": key.kid.hex() if key else None,
+            "store": ("redis" if isinstance(issuer.gate, RedisGate) else "memory") + (" ok" if store_ok else " down"),
+            "audit": "ok" if audit_ok else f"failing: {issuer.audit.last_error or 'writer stopped'}",
+            "policy": str(issuer.policy.source),
+        }
+        status = 200 if doc["status"] == "ok" else 503
+        await respond(send, status, json.dumps(doc).encode(), JSON_TYPE, [(b"cache-control", b"no-store")])
+        issuer.metrics.request("healthz", status)
+
+
+class MetricsEndpoint:
+    def __init__(self, issuer: Issuer) -> None:
+        self.issuer = issuer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        issuer = self.issuer
+        gauges = {
+            "crumb_issuer_audit_records_total": ("Audit records committed by this process.",
+                                                 [({}, issuer.audit.records)]),
+            "crumb_issuer_audit_commits_total": ("Audit group commits by this process.", [({}, issuer.audit.commits)]),
+            "crumb_issuer_audit_failures_total": ("Audit commits that failed.", [({}, issuer.audit.failures)]),
+            "crumb_issuer_devices_enrolled": ("Enrolled devices (registry).", [({}, len(issuer.registry.known))]),
+            "crumb_issuer_devices_revoked": ("Revoked devices (registry).", [({}, len(issuer.registry.revoked))]),
+            "crumb_issuer_key_info": ("Published issuer keys.",
+                                      [({"kid": k.kid.hex(), "status": s}, 1) for k, s in issuer.keyring.published()]),
+        }
+        body = issuer.metrics.render(gauges).encode()
+        await respond(send, 200, body, "text/plain; version=0.0.4; charset=utf-8")
+        issuer.metrics.request("metrics", 200)
+
+
+class IssuerApp:
+    """Routes by exact path, runs the lifespan (audit writer, Redis), answers 404/405 as JSON."""
+
+    def __init__(self, issuer: Issuer) -> None:
+        self.issuer = issuer
+        self.routes: dict[str, tuple[frozenset, Callable]] = {
+            "/token": (frozenset({"POST"}), TokenEndpoint(issuer)),
+            "/keys": (frozenset({"GET", "HEAD"}), KeysEndpoint(issuer)),
+            "/healthz": (frozenset({"GET", "HEAD"}), HealthEndpoint(issuer)),
+            "/metrics": (frozenset({"GET", "HEAD"}), MetricsEndpoint(issuer)),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            route = self.routes.get(scope["path"])
+            if route is None:
+                await respond(send, 404, _problem(404, f"no such endpoint {scope['path']!r}"), JSON_TYPE)
+                return
+            methods, endpoint = route
+            if scope["method"] not in methods:
+                await respond(send, 405, _problem(405, f"{scope['path']} accepts {', '.join(sorted(methods))}"),
+                              JSON_TYPE, [(b"allow", ", ".join(sorted(methods)).encode())])
+                return
+            await endpoint(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        issuer = self.issuer
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as e:  # say why, and let the server exit
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await issuer.audit.stop()
+                await issuer.gate.close()
+                issuer.registry.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        issuer = self.issuer
+        issuer.audit.start()
+        if isinstance(issuer.gate, RedisGate):
+            try:
+                await issuer.gate.sync_revoked(issuer.registry.revoked_ids())
+            except Exception as e:  # Redis down at start: serve, and refuse with store_unavailable
+                log.warning("Redis at %s is not answering (%s); token requests fail closed until it does",
+                            issuer.gate.url, e)
+

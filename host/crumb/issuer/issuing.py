@@ -1,0 +1,215 @@
+"""The token pipeline: one request in, tokens or one refusal out, and an audit record either way.
+
+Checks run cheapest-and-unauthenticated first, so that nothing an
+unauthenticated client sends can touch per-device state:
+
+    parse (malformed) -> MAC (bad_mac) -> device time (stale_time)
+    -> revoked (local deny list) -> enrolled (unknown_device) -> batch limit (too_large)
+    -> gate: revoked (Redis), nonce (replayed), rate (rate_limited) -> policy (scope_denied)
+    -> mint -> audit commit -> response
+
+The MAC is checked before the registry is consulted, so the answer to a
+forged request never reveals whether a device id exists.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .audit import AuditLog, AuditUnavailable
+from .codes import Refusal
+from .gate import Gate, MemoryGate
+from .keystore import Keyring
+from .metrics import Metrics
+from .minting import Minter
+from .policy import Policy, PolicyError, Profile, Rule
+from .policy import load as load_policy
+from .protocol import (
+    Issued, TokenRequest, derive_device_key, error_cbor, error_json, mac_of, parse_cbor_request,
+    parse_json_request, token_response_cbor, token_response_json,
+)
+from .registry import Registry
+
+log = logging.getLogger("crumb.issuer")
+_MISSING = object()
+
+
+class Issuer:
+    def __init__(self, *, master: bytes, keyring: Keyring, registry: Registry, audit: AuditLog,
+                 policy: Policy, policy_path: Path | None = None, gate: Gate | None = None,
+                 metrics: Metrics | None = None, clock=time.time) -> None:
+        self.master = master
+        self.keyring = keyring
+        self.registry = registry
+        self.audit = audit
+        self.policy = policy
+        self.policy_path = policy_path
+        self.gate: Gate = gate if gate is not None else MemoryGate()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.clock = clock
+        self.minter = Minter()
+        self._profiles: dict = {}
+        self._policy_stamp = self._stamp(policy_path)
+        self._checked = time.monotonic()
+
+    # -- keeping up with the files ---------------------------------------------------
+
+    @staticmethod
+    def _stamp(path: Path | None) -> tuple | None:
+        if path is None:
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def refresh(self) -> None:
+        """Per request: registry changes (one pragma). Once a second: keys and policy."""
+        if self.registry.refresh():
+            self._profiles.clear()
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        self.keyring.refresh(now)
+        stamp = self._stamp(self.policy_path)
+        if stamp != self._policy_stamp and self.policy_path is not None:
+            self._policy_stamp = stamp
+            try:
+                self.policy = load_policy(self.policy_path)
+            except PolicyError as e:
+                self.metrics.policy_reload_errors += 1
+                log.error("policy change refused, the previous policy stays in force:\n%s", e)
+                print(f"crumb issuer: policy change refused, previous policy stays in force:\n{e}",
+                      file=sys.stderr, flush=True)
+                return
+            self.metrics.policy_reloads += 1
+            self._profiles.clear()
+
+    def profile(self, device: str, enrolled_group) -> Profile:
+        key = (device, enrolled_group)
+        profile = self._profiles.get(key)
+        if profile is None:
+            if len(self._profiles) > 100_000:
+                self._profiles.clear()
+            profile = self._profiles[key] = self.policy.profile(device, enrolled_group)
+        return profile
+
+    # -- the endpoint ----------------------------------------------------------------
+
+    async def token(self, body: bytes | None, fmt: str, peer: str | None,
+                    refusal: Refusal | None = None) -> tuple[int, bytes, int | None]:
+        """(HTTP status, response body, Retry-After or None) for one POST /token."""
+        now_f = self.clock()
+        now = int(now_f)
+        device: str | None = None
+        authenticated = False
+        try:
+            if refusal is not None:
+                raise refusal
+            assert body is not None
+            req = parse_cbor_request(body) if fmt == "cbor" else parse_json_request(body)
+            device = req.client_id
+            if not hmac.compare_digest(mac_of(derive_device_key(self.master, device), req.mac_input), req.mac):
+                raise Refusal("bad_mac", "the request MAC does not verify for this client_id")
+            authenticated = True
+            skew = req.time - now
+            if skew > self.policy.max_skew or -skew > self.policy.max_skew:
+                raise Refusal("stale_time", f"device time {req.time} is {skew:+d}s from issuer time {now} "
+                                            f"(limit ±{self.policy.max_skew}s); set the clock from this "
+                                            "response's time and retry")
+            issued, record = await self._issue(req, device, now, now_f)
+        except Refusal as r:
+            return await self._refuse(r, fmt, now, device, authenticated, peer)
+        except Exception as e:  # a bug: log it, issue nothing, and say so
+            log.exception("internal error while issuing")
+            return await self._refuse(Refusal("internal_error", f"internal error ({type(e).__name__})"),
+                                      fmt, now, device, authenticated, peer)
+        record["peer"] = peer
+        try:
+            await self.audit.append(record)
+        except AuditUnavailable as e:
+            # The tokens are dropped: nothing leaves the issuer that the log does not hold.
+            return await self._refuse(Refusal("store_unavailable", str(e), retry_after=1), fmt, now, device,
+                                      True, peer, audit=False)
+        self.metrics.tokens_issued += len(issued)
+        if fmt == "cbor":
+            return 200, token_response_cbor(issued, now, req.batch), None
+        return 200, token_response_json(issued, now, req.batch), None
+
+    async def _issue(self, req: TokenRequest, device: str, now: int, now_f: float) -> tuple[list[Issued], dict]:
+        self.refresh()
+        registry = self.registry
+        if device in registry.revoked:
+            raise Refusal("revoked", f"device {device!r} is revoked")
+        group = registry.known.get(device, _MISSING)
+        policy = self.policy
+        if group is _MISSING:
+            if not policy.knows(device):
+                raise Refusal("unknown_device", f"device {device!r} is not enrolled")
+            group = None
+        profile = self.profile(device, group)
+        n = req.n_tokens
+        if n > profile.batch:
+            raise Refusal("too_large", f"a batch of {n} tokens exceeds this device's limit of {profile.batch}",
+                          status=400)
+        # Keep the nonce while the request's time could still pass the freshness check.
+        nonce_ttl = req.time + policy.max_skew + 1 - now
+        await self.gate.admit(device, req.nonce, nonce_ttl, n, profile.rate, profile.burst, now_f)
+
+        rules: list[Rule] = []
+        for resource, perm in req.scopes:
+            rule = profile.match(resource, perm, req.audience)
+            if rule is None:
+                raise Refusal("scope_denied", f"the policy does not allow {_show(perm)} on {resource!r} "
+                                              f"for device {device!r}"
+                                              + (f" (audience {req.audience!r})" if req.audience else ""))
+            rules.append(rule)
+
+        key = self.keyring.current
+        assert key is not None
+        issued: list[Issued] = []
+        mint = self.minter.mint
+        for (resource, perm), rule in zip(req.scopes, rules):
+            aud = rule.audience or req.audience
+            for _ in range(req.count):
+                token, cti = mint(key, resource=resource, permission=perm, sub=device, ttl=rule.ttl,
+                                  uses=rule.uses, iss=policy.name, aud=aud, chain=rule.chain,
+                                  attenuators=rule.attenuators, hop_refs=policy.hop_refs, now=now)
+                issued.append(Issued(token, rule.ttl, rule.uses, cti, (resource, perm)))
+        record = {
+            "t": int(now_f * 1000), "event": "issued", "device": device, "auth": True,
+            "scope": [[r, p] for r, p in req.scopes], "count": req.count,
+            "tokens": [it.cti.hex() for it in issued], "exp": now + min(r.ttl for r in rules),
+            "kid": key.kid.hex(), "rules": sorted({r.where for r in rules}),
+        }
+        return issued, record
+
+    async def _refuse(self, r: Refusal, fmt: str, now: int, device: str | None, authenticated: bool,
+                      peer: str | None, audit: bool = True) -> tuple[int, bytes, int | None]:
+        self.metrics.refused(r.code)
+        if audit:
+            record = {"t": int(self.clock() * 1000), "event": "refused", "device": device, "auth": authenticated,
+                      "code": r.code, "msg": r.message, "peer": peer}
+            try:
+                await self.audit.append(record)
+            except AuditUnavailable as e:
+                # The refusal still goes out (it hands out nothing); the failure is on
+                # /healthz, in the metrics and here.
+                log.error("audit log unavailable, refusal not recorded: %s (%s)", r, e)
+        body = error_cbor(r, now) if fmt == "cbor" else error_json(r, now)
+        return r.status, body, r.retry_after
+
+
+def _show(perm: object) -> str:
+    if isinstance(perm, str):
+        return repr(perm)
+    if isinstance(perm, int):
+        return f"method mask {perm}"
+    return "operations " + ", ".join(repr(p) for p in perm)  # type: ignore[union-attr]
+

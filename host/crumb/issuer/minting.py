@@ -1,0 +1,104 @@
+"""Token minting on the issuer's hot path: crumb.token.mint, from a template.
+
+For one (key, device, scope, rule) everything in a token but exp, iat and
+cti is the same each time. The claims map is deterministic CBOR with keys in
+the order 1 iss, 2 sub, 3 aud, 4 exp, 6 iat, 7 cti, 9 scope, -65537 crumb,
+so the varying part sits between a constant prefix and a constant suffix.
+The template is built once with the core encoder and checked on creation:
+its first payload must decode and parse as the claims it stands for
+(mint's "refuse to sign what a verifier would reject"). Tests check that the
+bytes equal crumb.token.mint's for the same inputs.
+
+Why: the core encoder spends ~140 µs per token in pure-Python CBOR on the
+reference machine; from a template, minting is the Ed25519 signature plus a
+few µs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+from .. import cbor
+from ..claims import Claims, Party
+from ..cose import authority_protected, sig_structure
+from ..keys import PublicKey, SigningKey
+from ..scope import encode_scope
+from ..wire import CLAIM_AUD, CLAIM_ISS, CLAIM_SUB, CTI_BYTES, FORMAT_VERSION
+
+_SPLIT_LOW = (CLAIM_ISS, CLAIM_SUB, CLAIM_AUD)     # encoded before exp
+_VARYING = (4, 6, 7)                                 # exp, iat, cti
+
+
+def _party(name: str, key: PublicKey, refs: str) -> Party:
+    return Party(name, key.raw if refs == "key" else key.kid)
+
+
+class _Template:
+    __slots__ = ("prefix", "suffix")
+
+    def __init__(self, prefix: bytes, suffix: bytes) -> None:
+        self.prefix = prefix
+        self.suffix = suffix
+
+
+class Minter:
+    """Mints tokens identical to ``crumb.token.mint``; caches one template per shape."""
+
+    def __init__(self, max_templates: int = 4096) -> None:
+        self.max_templates = max_templates
+        self._templates: OrderedDict = OrderedDict()
+        self._protected: dict[bytes, bytes] = {}
+
+    def _template(self, shape: tuple, key: SigningKey) -> _Template:
+        (_, iss, sub, aud, resource, perm, ttl, uses, chain, attenuators, refs) = shape
+        claims = Claims(exp=0, iat=0, cti=bytes(CTI_BYTES), scope=encode_scope([(resource, perm)]), iss=iss,
+                        sub=sub, aud=aud, uses=uses,
+                        chain=[_party(n, k, refs) for n, k in chain],
+                        attenuators=[_party(n, k, refs) for n, k in attenuators])
+        m = claims.to_map()
+        low = {k: v for k, v in m.items() if k in _SPLIT_LOW}
+        high = {k: v for k, v in m.items() if k not in _SPLIT_LOW and k not in _VARYING}
+        # A map header for all entries (at most 9: one byte), then the low entries without theirs.
+        prefix = bytes((0xA0 | len(m),)) + cbor.dumps(low)[1:]
+        suffix = cbor.dumps(high)[1:]
+        template = _Template(prefix, suffix)
+        # Refuse to sign what a verifier would reject, and prove the split is exact.
+        probe = self._payload(template, 1_700_000_000, 1_700_000_000 + ttl, b"\x01" * CTI_BYTES)
+        m.update({4: 1_700_000_000 + ttl, 6: 1_700_000_000, 7: b"\x01" * CTI_BYTES})
+        if probe != cbor.dumps(m):
+            raise AssertionError("token template does not reproduce the core encoding")
+        Claims.parse(cbor.loads(probe))
+        return template
+
+    @staticmethod
+    def _payload(t: _Template, iat: int, exp: int, cti: bytes) -> bytes:
+        return b"".join((t.prefix, b"\x04", cbor.dumps(exp), b"\x06", cbor.dumps(iat), b"\x07",
+                         cbor.bstr_head(len(cti)), cti, t.suffix))
+
+    def mint(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
+             uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),
+             attenuators: tuple = (), hop_refs: str = "key", now: int, cti: bytes | None = None) -> tuple[bytes, bytes]:
+        """(token bytes, cti) for one scope entry; arguments as crumb.token.mint."""
+        perm_key = tuple(permission) if isinstance(permission, list) else permission
+        shape = (key.kid, iss, sub, aud, resource, perm_key, ttl, uses, chain, attenuators, hop_refs)
+        templates = self._templates
+        template = templates.get(shape)
+        if template is None:
+            template = self._template((key.kid, iss, sub, aud, resource,
+                                       list(permission) if isinstance(permission, list) else permission,
+                                       ttl, uses, chain, attenuators, hop_refs), key)
+            templates[shape] = template
+            if len(templates) > self.max_templates:
+                templates.popitem(last=False)
+        if cti is None:
+            cti = os.urandom(CTI_BYTES)
+        payload = self._payload(template, now, now + ttl, cti)
+        protected = self._protected.get(key.kid)
+        if protected is None:
+            protected = self._protected[key.kid] = authority_protected(key.kid)
+        signature = key.sign(sig_structure(protected, b"", payload))
+        # [version, [protected, {}, payload, signature]]
+        token = b"".join((b"\x82", cbor.dumps(FORMAT_VERSION), b"\x84", cbor.bstr_head(len(protected)), protected,
+                          b"\xa0", cbor.bstr_head(len(payload)), payload, b"\x58\x40", signature))
+        return token, cti

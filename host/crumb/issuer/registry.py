@@ -1,0 +1,131 @@
+"""The device registry (SQLite): enrolled devices and the revocation deny list.
+
+No secrets live here: a device's key is derived from the master secret and
+its id on every request. The registry says who is enrolled (and in which
+group) and who is revoked. Revocation is final for an id: the derived key
+of a revoked device cannot be trusted again, so it cannot be re-enrolled.
+
+The running issuer keeps the two tables in memory and asks SQLite's
+``PRAGMA data_version`` before each request whether another connection
+(the CLI, another issuer process) committed a change; only then does it
+reload. So a revocation applies from the next request on, at the cost of
+one cheap pragma per request.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from .protocol import check_device_id
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id      TEXT PRIMARY KEY,
+    grp     TEXT,
+    added   REAL,
+    revoked REAL,
+    reason  TEXT
+) WITHOUT ROWID;
+"""
+
+
+class Device(NamedTuple):
+    id: str
+    group: str | None
+    added: float | None
+    revoked: float | None
+    reason: str | None
+
+
+class AlreadyRevoked(ValueError):
+    pass
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path)
+        self.known: dict[str, str | None] = {}
+        self.revoked: set[str] = set()
+        self._version = -1
+        self.refresh()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- the server's view ------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Reload the tables if anyone committed since we last looked."""
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._version:
+            return False
+        known: dict[str, str | None] = {}
+        revoked: set[str] = set()
+        for device, group, added, rev in self.conn.execute("SELECT id, grp, added, revoked FROM devices"):
+            if rev is not None:
+                revoked.add(device)
+            elif added is not None:
+                known[device] = group
+        self.known, self.revoked, self._version = known, revoked, version
+        return True
+
+    # -- administration ---------------------------------------------------------------
+
+    def get(self, device: str) -> Device | None:
+        row = self.conn.execute("SELECT id, grp, added, revoked, reason FROM devices WHERE id = ?",
+                                (device,)).fetchone()
+        return Device(*row) if row else None
+
+    def add(self, device: str, group: str | None) -> bool:
+        """Enroll (or move to another group). False if it was already enrolled."""
+        check_device_id(device)
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            current = self.get(device)
+            if current is not None and current.revoked is not None:
+                raise AlreadyRevoked(f"device {device!r} was revoked; its key cannot be trusted again "
+                                     "(enroll the hardware under a new id)")
+            if current is None:
+                self.conn.execute("INSERT INTO devices (id, grp, added) VALUES (?, ?, ?)",
+                                  (device, group, time.time()))
+                return True
+            self.conn.execute("UPDATE devices SET grp = ? WHERE id = ?", (group, device))
+            return False
+
+    def revoke(self, device: str, reason: str | None = None) -> bool:
+        """Deny ``device`` from the next request on. False if it was revoked already.
+
+        Any id can be revoked, enrolled or not (a device named only in the policy, say).
+        """
+        check_device_id(device)
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            current = self.get(device)
+            if current is not None and current.revoked is not None:
+                return False
+            if current is None:
+                self.conn.execute("INSERT INTO devices (id, revoked, reason) VALUES (?, ?, ?)",
+                                  (device, time.time(), reason))
+            else:
+                self.conn.execute("UPDATE devices SET revoked = ?, reason = ? WHERE id = ?",
+                                  (time.time(), reason, device))
+            return True
+
+    def all(self) -> list[Device]:
+        return [Device(*row) for row in
+                self.conn.execute("SELECT id, grp, added, revoked, reason FROM devices ORDER BY id")]
+
+    def revoked_ids(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM devices WHERE revoked IS NOT NULL")]

@@ -1,0 +1,108 @@
+"""Serving: uvicorn on a socket we bind ourselves, in one process or several.
+
+Several processes each bind the same address with SO_REUSEPORT, so the
+kernel spreads connections across them (no accept() thundering herd, no
+supervisor on the request path). They only agree on nonces, rate limits and
+revocations through Redis, so `serve` refuses more than one process without it.
+The bench serves its bare ASGI baseline through this same function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from typing import Callable
+
+import uvicorn
+
+
+def _fast(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app, log_level: str = "warning") -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        loop="uvloop" if _fast("uvloop") else "asyncio",
+        http="httptools" if _fast("httptools") else "h11",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        server_header=False,
+        timeout_keep_alive=30,
+    )
+
+
+def serve_socket(app, sock: socket.socket, log_level: str = "warning") -> None:
+    server = uvicorn.Server(uvicorn_config(app, log_level))
+    server.run(sockets=[sock])
+    if not server.started:  # lifespan startup failed: uvicorn has logged why
+        sys.exit(3)
+
+
+def _worker(factory: Callable[[], object], host: str, port: int, log_level: str) -> None:
+    sock = bind(host, port, reuse_port=True)
+    serve_socket(factory(), sock, log_level)
+
+
+def serve(factory: Callable[[], object], host: str, port: int, processes: int = 1,
+          log_level: str = "warning", ready: Callable[[], None] | None = None) -> None:
+    """Serve the app made by ``factory`` (a picklable callable) until SIGINT/SIGTERM."""
+    if processes <= 1:
+        sock = bind(host, port, reuse_port=False)
+        if ready:
+            ready()
+        serve_socket(factory(), sock, log_level)
+        return
+    # Bind once here first, so a busy port fails now, with a clear error, in the parent.
+    probe = bind(host, port, reuse_port=True)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_worker, args=(factory, host, port, log_level), daemon=False)
+               for _ in range(processes)]
+    for w in workers:
+        w.start()
+    probe.close()
+    if ready:
+        ready()
+
+    def stop(signum, frame) -> None:
+        for w in workers:
+            if w.is_alive() and w.pid:
+                os.kill(w.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for w in workers:
+        w.join()
+    codes = [w.exitcode for w in workers]
+    if any(c not in (0, -signal.SIGTERM, None) for c in codes):
+        sys.exit(3)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+__all__ = ["serve", "bind", "free_port", "uvicorn_config", "asyncio"]
