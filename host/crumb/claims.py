@@ -194,19 +194,6 @@ class Claims:
         return out
 
 
-def _short_text(p: bytes, i: int) -> tuple[str | None, int]:
-    b = p[i] if i < len(p) else 0
-    if not 0x61 <= b <= 0x77:
-        return None, i
-    end = i + 1 + b - 0x60
-    if end > len(p):
-        return None, i
-    try:
-        return p[i + 1:end].decode("utf-8"), end
-    except UnicodeDecodeError:
-        return None, i
-
-
 def _decode_common(p: bytes) -> Claims | None:
     """One pass over the common claims shape, or None to take the general path.
 
@@ -220,48 +207,51 @@ def _decode_common(p: bytes) -> Claims | None:
     if n < 2 or not 0xA3 <= p[0] <= 0xA9:
         return None
     i, prev = 1, 0
-    texts: dict[int, str] = {}
-    times: dict[int, int] = {}
-    cti = scope = None
-    for _ in range(p[0] - 0xA0):
-        if i + 1 >= n:
-            return None
-        k = p[i]
-        if k <= prev or k > CLAIM_SCOPE or k == 8:
-            return None
-        prev = k
-        i += 1
-        if k == CLAIM_EXP or k == CLAIM_NBF or k == CLAIM_IAT:
-            if p[i] != 0x1A or i + 5 > n:
+    values: list = [None] * 10  # by claim key; 8 (cnf) is never accepted here
+    try:
+        for _ in range(p[0] - 0xA0):
+            k = p[i]
+            if k <= prev or k > 9 or k == 8:
                 return None
-            v = int.from_bytes(p[i + 1:i + 5], "big")
-            if v < 0x10000:
-                return None
-            times[k] = v
-            i += 5
-        elif k == CLAIM_CTI:
-            b = p[i]
-            end = i + 1 + b - 0x40
-            if not 0x41 <= b <= 0x57 or end > n:
-                return None
-            cti = p[i + 1:end]
-            i = end
-        elif k == CLAIM_SCOPE:
-            if p[i] != 0x81 or p[i + 1] != 0x82:
-                return None
-            resource, i = _short_text(p, i + 2)
-            if resource is None or ("*" in resource and resource.find("*") != len(resource) - 1):
-                return None
-            op, i = _short_text(p, i)
-            if op is None:
-                return None
-            scope = [[resource, op]]
-        else:
-            text, i = _short_text(p, i)
-            if text is None:
-                return None
-            texts[k] = text
-    if i != n or cti is None or scope is None or CLAIM_EXP not in times or CLAIM_IAT not in times:
+            prev = k
+            b = p[i + 1]
+            i += 2
+            if k == CLAIM_EXP or k == CLAIM_NBF or k == CLAIM_IAT:
+                v = int.from_bytes(p[i:i + 4], "big")
+                if b != 0x1A or v < 0x10000 or i + 4 > n:
+                    return None
+                values[k] = v
+                i += 4
+            elif k == CLAIM_CTI:
+                end = i + b - 0x40
+                if not 0x41 <= b <= 0x57 or end > n:
+                    return None
+                values[k] = p[i:end]
+                i = end
+            elif k == CLAIM_SCOPE:
+                # [[resource, operation]], both short text
+                rb = p[i + 1]
+                re_ = i + 2 + rb - 0x60
+                ob = p[re_] if b == 0x81 and p[i] == 0x82 else 0
+                oe = re_ + 1 + ob - 0x60
+                if not (0x61 <= rb <= 0x77 and 0x61 <= ob <= 0x77) or oe > n:
+                    return None
+                resource = p[i + 2:re_].decode("utf-8")
+                star = resource.find("*")
+                if star != -1 and star != len(resource) - 1:
+                    return None
+                values[k] = [[resource, p[re_ + 1:oe].decode("utf-8")]]
+                i = oe
+            else:
+                end = i + b - 0x60
+                if not 0x61 <= b <= 0x77 or end > n:
+                    return None
+                values[k] = p[i:end].decode("utf-8")
+                i = end
+    except (IndexError, UnicodeDecodeError):
         return None
-    return Claims(exp=times[CLAIM_EXP], iat=times[CLAIM_IAT], nbf=times.get(CLAIM_NBF), cti=cti, scope=scope,
-                  iss=texts.get(CLAIM_ISS), sub=texts.get(CLAIM_SUB), aud=texts.get(CLAIM_AUD))
+    exp, iat, cti, scope = values[CLAIM_EXP], values[CLAIM_IAT], values[CLAIM_CTI], values[CLAIM_SCOPE]
+    if i != n or exp is None or iat is None or cti is None or scope is None:
+        return None
+    return Claims(exp=exp, iat=iat, nbf=values[CLAIM_NBF], cti=cti, scope=scope,
+                  iss=values[CLAIM_ISS], sub=values[CLAIM_SUB], aud=values[CLAIM_AUD])

@@ -224,5 +224,15 @@ def bench_tokens(as_json: bool, rounds: int) -> None:
     click.echo(json.dumps(result, indent=1) if as_json else render_table(result))
 
 
+from .issuer.cli import audit_group, bench_issuer, device_group, issuer_group, keys_group, policy_group  # noqa: E402
+
+main.add_command(issuer_group)
+main.add_command(policy_group)
+main.add_command(keys_group)
+main.add_command(device_group)
+main.add_command(audit_group)
+bench.add_command(bench_issuer)
+
+
 if __name__ == "__main__":
     main()

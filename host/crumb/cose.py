@@ -16,14 +16,14 @@ def authority_protected(kid: bytes) -> bytes:
     return dumps({COSE_ALG: ALG_EDDSA, COSE_KID: kid})
 
 
+def signing_prefix(protected: bytes, external_aad: bytes) -> bytes:
+    """Sig_structure up to the payload: what a verifier can compute once per header."""
+    return b"".join((_SIG1_PREFIX, bstr_head(len(protected)), protected, bstr_head(len(external_aad)), external_aad))
+
+
 def sig_structure(protected: bytes, external_aad: bytes, payload: bytes) -> bytes:
     """Sig_structure = ["Signature1", protected, external_aad, payload], CBOR-encoded."""
-    return b"".join((
-        _SIG1_PREFIX,
-        bstr_head(len(protected)), protected,
-        bstr_head(len(external_aad)), external_aad,
-        bstr_head(len(payload)), payload,
-    ))
+    return signing_prefix(protected, external_aad) + bstr_head(len(payload)) + payload
 
 
 def sign(key: SigningKey, protected: bytes, payload: bytes, external_aad: bytes = b"") -> list:

@@ -37,6 +37,8 @@ class MemoryReplayStore:
     """
 
     BUCKET_SECONDS = 8
+    #: consume() never waits on I/O: async servers may call it on the event loop.
+    blocking = False
 
     def __init__(self, max_entries: int = 100_000, *, fence: bool = True, leeway: int = 60,
                  clock: Callable[[], float] = time.time) -> None:
@@ -44,8 +46,8 @@ class MemoryReplayStore:
         self.leeway = leeway
         self.clock = clock
         self.fence = int(clock()) if fence else None
-        self._left: dict[bytes, int] = {}
-        self._buckets: dict[int, list[bytes]] = {}
+        self._left: dict[tuple[bytes, str], int] = {}
+        self._buckets: dict[int, list[tuple[bytes, str]]] = {}
         self._bucket_heap: list[int] = []
         self._lock = threading.Lock()
 
@@ -62,7 +64,7 @@ class MemoryReplayStore:
     def consume(self, cti: bytes, hop: str, uses: int, iat: int, exp: int) -> bool:
         if self.fence is not None and iat < self.fence:
             raise Replayed("token was issued before this verifier started; its earlier uses are unknown")
-        key = cti + b"\0" + hop.encode()
+        key = (cti, hop)
         with self._lock:
             left = self._left.get(key)
             if left is not None:
@@ -70,14 +72,16 @@ class MemoryReplayStore:
                     return False
                 self._left[key] = left - 1
                 return True
-            now = int(self.clock())
-            self._purge(now)
+            heap = self._bucket_heap
+            if heap and heap[0] < int(self.clock()) // self.BUCKET_SECONDS:
+                self._purge(int(self.clock()))
             if len(self._left) >= self.max_entries:
                 raise StoreUnavailable(f"replay store is full ({self.max_entries} live tokens)")
             self._left[key] = uses - 1
             bucket = (exp + self.leeway) // self.BUCKET_SECONDS + 1
-            if bucket not in self._buckets:
-                self._buckets[bucket] = []
-                heapq.heappush(self._bucket_heap, bucket)
-            self._buckets[bucket].append(key)
+            keys = self._buckets.get(bucket)
+            if keys is None:
+                keys = self._buckets[bucket] = []
+                heapq.heappush(heap, bucket)
+            keys.append(key)
             return True

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from . import cbor
 from . import caveats as cav
 from .claims import Claims, Party
-from .cose import sig_structure
+from .cbor import bstr_head
+from .cose import sig_structure, signing_prefix
 from .errors import (
     BadSignature, ChainIncomplete, ChainInvalid, Expired, Malformed, NotYetValid, Replayed,
     Revoked, ScopeDenied, UnknownCaveat, UnknownKey,
@@ -40,6 +40,18 @@ class Verified:
         return out
 
 
+class KeyResolver(Protocol):
+    """Keys a verifier does not hold itself (e.g. fetched from the issuer's GET /keys).
+
+    Asked only for kids the verifier was not given, on every such lookup, so
+    the resolver alone decides how long a key stays trusted.
+    """
+
+    def issuer_key(self, kid: bytes) -> PublicKey | None: ...
+
+    def node_key(self, kid: bytes) -> PublicKey | None: ...
+
+
 class Verifier:
     """Verifies tokens offline with trusted issuer keys.
 
@@ -48,6 +60,7 @@ class Verifier:
     kid references a token declares (never trusted as issuers).
     ``hop``: this service's name in declared chains (None: final destination,
     which requires every declared hop to have attested).
+    ``resolver``: consulted for issuer and node kids not given above.
     """
 
     def __init__(
@@ -62,6 +75,7 @@ class Verifier:
         audience: str | None = None,
         max_token_bytes: int = MAX_TOKEN_BYTES,
         revoked: Callable[[Claims], bool] | None = None,
+        resolver: KeyResolver | None = None,
     ) -> None:
         self._keys: dict[bytes, PublicKey] = {}
         self._by_header: dict[bytes, PublicKey] = {}
@@ -75,6 +89,7 @@ class Verifier:
         self.audience = audience
         self.max_token_bytes = max_token_bytes
         self.revoked = revoked
+        self.resolver = resolver
 
     def add_key(self, key: PublicKey) -> None:
         other = self._keys.get(key.kid)
@@ -90,20 +105,27 @@ class Verifier:
     def kids(self) -> list[bytes]:
         return list(self._keys)
 
-    def _issuer_key(self, protected: bytes) -> PublicKey:
-        key = self._by_header.get(protected)
-        if key is None:
+    def _issuer_key(self, protected: bytes) -> tuple[PublicKey, bytes]:
+        """The trusted key for an authority header, and the Sig_structure prefix it implies."""
+        hit = self._by_header.get(protected)
+        if hit is None:
             kid = authority_kid(protected)
             key = self._keys.get(kid)
             if key is None:
-                raise UnknownKey(f"no trusted issuer key has kid {kid.hex()}")
-            self._by_header[protected] = key  # bounded: one entry per trusted key
-        return key
+                key = self.resolver.issuer_key(kid) if self.resolver is not None else None
+                if key is None:
+                    raise UnknownKey(f"no trusted issuer key has kid {kid.hex()}")
+                return key, signing_prefix(protected, b"")  # not cached: the resolver may retire it
+            hit = (key, signing_prefix(protected, b""))
+            self._by_header[protected] = hit  # bounded: one entry per trusted key
+        return hit
 
     def _party_key(self, party: Party) -> PublicKey:
         if len(party.keyref) == PUBLIC_KEY_BYTES:
             return PublicKey(party.keyref)
         key = self._node_keys.get(party.keyref)
+        if key is None and self.resolver is not None:
+            key = self.resolver.node_key(party.keyref)
         if key is None:
             raise UnknownKey(f"no node key with kid {party.keyref.hex()} for {party.name!r}")
         return key
@@ -122,8 +144,8 @@ class Verifier:
         hop = self.hop if hop is ... else hop
         tok = split(to_bytes(token), self.max_token_bytes)
         auth = tok.authority
-        key = self._issuer_key(auth.protected)
-        if not key.verify(sig_structure(auth.protected, b"", auth.payload), auth.signature):
+        key, prefix = self._issuer_key(auth.protected)
+        if not key.verify(prefix + bstr_head(len(auth.payload)) + auth.payload, auth.signature):
             raise BadSignature("the authority signature does not verify")
         claims = Claims.decode(auth.payload)
         if self.revoked is not None and self.revoked(claims):
@@ -158,7 +180,7 @@ class Verifier:
         if consume and not self.replay.consume(claims.cti, hop or "", claims.uses, claims.iat, claims.exp):
             where = f" at hop {hop!r}" if hop else ""
             raise Replayed(f"all {claims.uses} use(s) of this token are spent{where}")
-        return Verified(claims, hop, [claims.chain[i].name for i in range(len(attested))], extra)
+        return Verified(claims, hop, [claims.chain[i].name for i in attested] if attested else [], extra)
 
     def _check_blocks(self, tok: Token, claims: Claims) -> tuple[list[int], list]:
         """Verify appended blocks and the proof; returns (attested hop indexes, caveats)."""
