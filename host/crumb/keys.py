@@ -36,10 +36,17 @@ def b64u(data: bytes) -> str:
 
 
 def unb64u(text: str) -> bytes:
+    """Strict base64url without padding: the one text form of the bytes, or ValueError."""
     text = text.strip()
-    if not text or any(c in text for c in "+/= \n\t"):
-        raise ValueError("not base64url without padding")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError):
+        raise ValueError("not base64url") from None
+    # b64decode skips characters outside the alphabet and ignores stray low
+    # bits; re-encoding is the cheapest way to accept exactly one spelling.
+    if not text or b64u(raw) != text:
+        raise ValueError("not canonical base64url without padding")
+    return raw
 
 
 class PublicKey:

@@ -249,3 +249,17 @@ def test_mint_refuses_bad_input(issuer):
         mint(issuer, scope=[("/a*b", OP)])
     with pytest.raises(CrumbError):
         mint(issuer, scope=[])
+
+
+def test_text_form_is_canonical(issuer, make_verifier):
+    text = to_text(mint(issuer, sub="dev-0001", scope=[(RES, OP)], now=NOW))
+    last = text[-1]
+    sibling = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    variants = [text[:10] + "!" + text[10:], text[:10] + "\n" + text[10:], text.replace("-", "+").replace("_", "/"),
+                text + "==", text[:-1] + sibling[sibling.index(last) ^ 1]]
+    for v in variants:
+        if v == text:
+            continue
+        with pytest.raises(Malformed):
+            make_verifier().verify(v, RES, OP)
+    make_verifier().verify(" " + text + "\n", RES, OP)  # surrounding white space is not part of it
