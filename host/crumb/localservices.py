@@ -43,6 +43,36 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
+def listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds a listening TCP socket on ``port`` (None: cannot tell here).
+
+    Readiness must be *our* server answering: another program already on the
+    port would answer a ping just as well.
+    """
+    try:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        if not inodes:
+            return False
+        fd_dir = f"/proc/{pid}/fd"
+        for fd in os.listdir(fd_dir):
+            try:
+                link = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+        return False
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+
+
 def _kill(proc: subprocess.Popen) -> None:
     # Used by weakref.finalize: a server must not outlive a crashed test run.
     if proc.poll() is None:
@@ -62,6 +92,7 @@ class LocalServer:
         self.port = port or 0
         self.dir: Path | None = None
         self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] | None = None  # None: inherit this process's environment
         self._finalizer: weakref.finalize | None = None
 
     # -- what a subclass provides
@@ -92,6 +123,8 @@ class LocalServer:
             raise RuntimeError(f"{self.name} is already running")
         if self.dir is None:
             self.dir = Path(tempfile.mkdtemp(prefix=f"crumb-{self.name}-"))
+            # Removed by close(), or at the latest when this object goes away.
+            weakref.finalize(self, shutil.rmtree, self.dir, True)
         fixed_port = bool(self.port)
         for attempt in range(3):  # a free port can be taken between probing and binding
             if not fixed_port:
@@ -109,7 +142,7 @@ class LocalServer:
         log = open(self.log_path, "ab")
         try:
             proc = subprocess.Popen([exe, *self.command()], cwd=self.dir, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         finally:
             log.close()
         self.proc = proc
@@ -118,7 +151,7 @@ class LocalServer:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
-            if self.ping():
+            if listens(proc.pid, self.port) is not False and self.ping():
                 return
             time.sleep(0.02)
         self._reap()
@@ -236,3 +269,127 @@ class MosquittoServer(LocalServer):
                 return ok
             except OSError:
                 return False
+
+
+class UvicornProcess(LocalServer):
+    """An ASGI app (``"module:attr"``) in its own uvicorn process on a free loopback port.
+
+    ``env`` adds to this process's environment (the examples read their
+    configuration from it).
+    """
+
+    name = "uvicorn"
+
+    def __init__(self, app: str, *, app_dir: str | os.PathLike | None = None,
+                 env: dict[str, str] | None = None, port: int | None = None, name: str | None = None) -> None:
+        super().__init__(port)
+        self.app = app
+        self.app_dir = str(app_dir) if app_dir is not None else None
+        self.env = {**os.environ, **(env or {})}
+        if name:
+            self.name = name
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def executable(self) -> str:
+        import sys
+
+        return sys.executable
+
+    def command(self) -> list[str]:
+        cmd = ["-m", "uvicorn", self.app, "--host", self.host, "--port", str(self.port),
+               "--log-level", "warning", "--no-access-log"]
+        if self.app_dir:
+            cmd += ["--app-dir", self.app_dir]
+        return cmd
+
+    def ping(self) -> bool:
+        s = self._connect()
+        if s is None:
+            return False
+        s.close()
+        return True
+
+
+class AppServer:
+    """An ASGI app served by uvicorn on a free loopback port, in a background thread.
+
+    For tests and benchmarks that want a real HTTP server in-process; the
+    examples and the chain test run uvicorn as separate processes instead.
+    """
+
+    def __init__(self, app, port: int | None = None, **config) -> None:
+        import uvicorn
+
+        config.setdefault("log_level", "warning")
+        config.setdefault("lifespan", "off")
+        self.host = HOST
+        self.port = port or free_port()
+        self._server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, **config))
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> "AppServer":
+        import threading
+
+        self._thread = threading.Thread(target=self._server.run, name=f"uvicorn:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ServiceFailed(f"uvicorn did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> "AppServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class WSGIAppServer:
+    """A WSGI app served by a threaded werkzeug server on a free loopback port, in a thread."""
+
+    def __init__(self, app, port: int | None = None) -> None:
+        from werkzeug.serving import make_server
+
+        self.host = HOST
+        self.port = port or free_port()
+        self._server = make_server(self.host, self.port, app, threaded=True)
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "WSGIAppServer":
+        import threading
+
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"wsgi:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> "WSGIAppServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

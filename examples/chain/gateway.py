@@ -1,0 +1,26 @@
+"""Hop 1, the edge gateway: checks the token, attests, passes the request on unchanged.
+
+No application code at all: the middleware verifies and attests (node_key=),
+Forward sends the request to the ingest API with the attested token and
+returns its answer.
+"""
+
+from crumb.middleware import CrumbMiddleware, Forward
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+import service_config as cfg
+
+key = cfg.node_key()
+forward = Forward(cfg.next_hop())
+
+
+async def healthz(request):
+    return PlainTextResponse("ok")
+
+
+app = CrumbMiddleware(
+    Starlette(routes=[Route("/healthz", healthz), Mount("/", app=forward)]),
+    cfg.verifier("gateway"), cfg.RULE, node_key=key,
+)

@@ -1,0 +1,43 @@
+"""Hop 2, the ingest API: checks the token, validates the reading, attests, sends it to storage."""
+
+import time
+
+import httpx
+from crumb.middleware import CrumbMiddleware, attest_and_forward_async
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+import service_config as cfg
+
+key = cfg.node_key()
+storage = cfg.next_hop()
+client = httpx.AsyncClient(timeout=10)
+
+
+async def reading(request):
+    grant = request.state.crumb
+    try:
+        body = await request.json()
+        value = body["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"error": 'send {"value": <number>}'}, status_code=422)
+    record = {"sensor": request.path_params["sensor"], "value": value, "device": grant.sub,
+              "received_at": time.time()}
+    resp = await attest_and_forward_async(grant, f"{storage}{request.url.path}", client=client,
+                                          node_key=key, json=record)
+    return Response(resp.content, status_code=resp.status_code,
+                    media_type=resp.headers.get("content-type"))
+
+
+async def healthz(request):
+    return PlainTextResponse("ok")
+
+
+app = CrumbMiddleware(
+    Starlette(routes=[Route("/sensors/{sensor}/readings", reading, methods=["POST"]),
+                      Route("/healthz", healthz)]),
+    cfg.verifier("ingest"), cfg.RULE,
+)

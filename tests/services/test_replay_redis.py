@@ -1,0 +1,170 @@
+"""The Redis replay store against a real redis-server."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import redis
+
+from crumb import SigningKey, Verifier, mint
+from crumb.errors import Replayed, StoreUnavailable
+from crumb.replay_redis import RedisReplayStore
+
+
+def cti() -> bytes:
+    return os.urandom(8)
+
+
+@pytest.fixture
+def store(redis_server):
+    s = RedisReplayStore(redis_server.url, prefix=f"t{os.urandom(4).hex()}:")
+    yield s
+    s.close()
+
+
+def test_single_use_is_taken_once(store):
+    now = int(time.time())
+    c = cti()
+    assert store.consume(c, "", 1, now, now + 60) is True
+    assert store.consume(c, "", 1, now, now + 60) is False
+    assert store.consume(c, "", 1, now, now + 60) is False
+
+
+def test_uses_are_counted_per_hop(store):
+    now = int(time.time())
+    c = cti()
+    assert store.consume(c, "gateway", 1, now, now + 60)
+    assert store.consume(c, "ingest", 1, now, now + 60)
+    assert store.consume(c, "", 1, now, now + 60)
+    assert not store.consume(c, "gateway", 1, now, now + 60)
+
+
+def test_multi_use_counts_down_atomically(store):
+    now = int(time.time())
+    c = cti()
+    assert [store.consume(c, "", 3, now, now + 60) for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_keys_expire_with_the_token(store):
+    now = int(time.time())
+    c1, c3 = cti(), cti()
+    store.consume(c1, "", 1, now, now + 100)
+    store.consume(c3, "", 3, now, now + 100)
+    for c in (c1, c3):
+        ttl = store.client.ttl(store.key(c, ""))
+        assert 100 + store.leeway - 2 <= ttl <= 100 + store.leeway
+    # A token already past exp (a verifier with leeway may still consume) gets at least 1 s.
+    c = cti()
+    store.consume(c, "", 1, now, now - store.leeway - 30)
+    assert 0 < store.client.ttl(store.key(c, "")) <= 1
+
+
+def test_many_threads_racing_for_one_token_one_wins(redis_server):
+    stores = [RedisReplayStore(redis_server.url, prefix="race:") for _ in range(4)]
+    now = int(time.time())
+    for uses in (1, 5):
+        c = cti()
+        wins = []
+        barrier = threading.Barrier(8)
+
+        def go(s):
+            barrier.wait()
+            for _ in range(4):
+                wins.append(s.consume(c, "", uses, now, now + 60))
+
+        threads = [threading.Thread(target=go, args=(stores[i % 4],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wins.count(True) == uses and len(wins) == 32
+
+
+def test_fence_refuses_tokens_from_before_the_data_set(own_redis):
+    now = int(time.time())
+    store = RedisReplayStore(own_redis.url, clock=lambda: now)  # a new data set: fence at `now`
+    for iat in (now - 10, now - 1):
+        with pytest.raises(Replayed, match="before the replay store's data set"):
+            store.consume(cti(), "", 1, iat, now + 60)
+        with pytest.raises(Replayed):
+            store.consume(cti(), "", 2, iat, now + 60)
+    assert store.consume(cti(), "", 1, now, now + 60)
+    # A second replica joining later keeps the data set's fence, not its own start.
+    later = RedisReplayStore(own_redis.url, clock=lambda: now + 100)
+    assert later.consume(cti(), "", 1, now, now + 60)
+
+
+def test_a_flushed_redis_sets_a_new_fence(own_redis):
+    t = [1_800_000_000]
+    store = RedisReplayStore(own_redis.url, clock=lambda: t[0])
+    c = cti()
+    assert store.consume(c, "", 1, t[0], t[0] + 60)
+    own_redis_client = redis.Redis.from_url(own_redis.url)
+    own_redis_client.flushall()
+    t[0] += 5
+    # The spent token would look fresh to an empty Redis: the new fence refuses it.
+    with pytest.raises(Replayed):
+        store.consume(c, "", 1, t[0] - 5, t[0] + 55)
+    with pytest.raises(Replayed):
+        store.consume(c, "", 3, t[0] - 5, t[0] + 55)
+    assert store.consume(cti(), "", 1, t[0], t[0] + 60)
+    assert int(own_redis_client.get(store.fence_key)) == t[0]
+
+
+def test_fence_can_be_disabled_for_a_persistent_redis(redis_server):
+    store = RedisReplayStore(redis_server.url, prefix="nofence:", fence=False)
+    assert store.consume(cti(), "", 1, 1_000, 2**33)
+
+
+def test_unreachable_redis_fails_closed_then_recovers(own_redis, issuer):
+    verifier = Verifier([issuer.public], replay=RedisReplayStore(own_redis.url))
+    time.sleep(1.01 - time.time() % 1)  # mint in a second after the fence was set
+    spent = mint(issuer, scope=[("/r", "read")])
+    verifier.verify(spent, "/r", "read")
+
+    own_redis.stop()
+    t0 = time.monotonic()
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable) as e:
+            verifier.verify(mint(issuer, scope=[("/r", "read")]), "/r", "read")
+        assert e.value.code == "store_unavailable"
+    assert time.monotonic() - t0 < 3, "an unreachable store must fail fast"
+
+    own_redis.start()  # same port, empty data set (no persistence)
+    time.sleep(1.01 - time.time() % 1)
+    fresh = mint(issuer, scope=[("/r", "read")])
+    assert verifier.verify(fresh, "/r", "read").claims.sub is None
+    with pytest.raises(Replayed):
+        verifier.verify(fresh, "/r", "read")
+    # The token spent before the restart is not accepted again by the empty Redis.
+    with pytest.raises(Replayed):
+        verifier.verify(spent, "/r", "read")
+
+
+def test_a_redis_that_refuses_writes_is_unavailable(own_redis):
+    client = redis.Redis.from_url(own_redis.url)
+    store = RedisReplayStore(own_redis.url)
+    client.config_set("maxmemory", "1")  # noeviction: every write is refused (OOM)
+    now = int(time.time())
+    try:
+        with pytest.raises(StoreUnavailable, match="OOM|maxmemory"):
+            store.consume(cti(), "", 1, now, now + 60)
+    finally:
+        client.config_set("maxmemory", "0")
+    assert store.consume(cti(), "", 1, now, now + 60)
+
+
+def test_a_stalled_redis_times_out(own_redis):
+    store = RedisReplayStore(own_redis.url, timeout=0.3)
+    os.kill(own_redis.proc.pid, 19)  # SIGSTOP: accepts nothing, answers nothing
+    try:
+        now = int(time.time())
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            store.consume(cti(), "", 1, now, now + 60)
+        assert time.monotonic() - t0 < 2
+    finally:
+        os.kill(own_redis.proc.pid, 18)  # SIGCONT
