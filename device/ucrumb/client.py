@@ -1,13 +1,18 @@
-# The crumb device client: fetch tokens scoped to one operation on one
-# resource, cache them, and attach them to outbound calls.
+# ucrumb.client: fetch tokens scoped to one operation on one resource, keep
+# them in a small cache, attach them to outbound calls. Runs unmodified on
+# MicroPython >= 1.22 and CPython >= 3.10. docs/device.md is the guide;
+# PROTOCOL.md and host/crumb/issuer/protocol.py define the wire format.
 #
-# Runs unmodified on MicroPython (no RTC needed: the issuer's time, carried
-# by every response, plus time.ticks_ms() is the device clock) and CPython.
-# Protocol: PROTOCOL.md, "Token endpoint".
-import time
-
-from ucrumb import cbor
-from ucrumb import http
+# Clock: no RTC needed. Every issuer response carries the issuer's time; the
+# device time is that plus the ticks since. Before the first response the
+# device sends time 0, the issuer refuses with stale_time and its time, and
+# the client retries once, synced.
+#
+# Cache: at most max_entries scopes, each a few tokens; a token expires by
+# ticks (expires_in minus a safety margin, so no wall clock is involved), its
+# uses are counted down, and it is never handed out expired or used up.
+from ucrumb import cbor, http
+from ucrumb.http import ticks_add, ticks_diff, ticks_ms
 from ucrumb.mac import hmac_sha256
 
 try:
@@ -17,283 +22,372 @@ except ImportError:
         return x
 
 try:
-    from time import ticks_add, ticks_diff, ticks_ms
-except ImportError:  # CPython
-    def ticks_ms():
-        return time.monotonic_ns() // 1000000
-
-    def ticks_add(t, delta):
-        return t + delta
-
-    def ticks_diff(a, b):
-        return a - b
-
-try:
     from os import urandom
-except ImportError:
-    import random
+except ImportError:  # ports without a hardware RNG binding
+    from random import getrandbits
 
     def urandom(n):
-        return bytes(random.getrandbits(8) for _ in range(n))
+        return bytes(getrandbits(8) for _ in range(n))
 
-try:
-    from binascii import b2a_base64
-except ImportError:
-    from ubinascii import b2a_base64
+from binascii import unhexlify
 
-# Wire keys (the issuer's protocol module has the same numbers).
-_AUD = const(5)
-_SCOPE = const(9)
-_CLIENT_ID = const(24)
-_NONCE = const(-1)
-_TIME = const(-2)
-_COUNT = const(-3)
-_MAC = const(-4)
+# Wire keys (host/crumb/issuer/protocol.py has the same numbers).
 _TOKEN = const(1)
 _EXPIRES_IN = const(2)
+_ERR_DESC = const(31)
+_TIME = const(-2)
 _TOKENS = const(-5)
 _USES = const(-6)
-_ERR_DESC = const(31)
 _ERR_CODE = const(-7)
 _RETRY_AFTER = const(-8)
-
-CONTENT_TYPE = "application/ace+cbor"
-_MAC_BYTES = const(16)
 _NONCE_BYTES = const(6)
+_MAC_BYTES = const(16)
+
+_HEADERS = {"Content-Type": "application/ace+cbor"}
+# Refusals that may pass by themselves: back off and raise IssuerUnavailable.
+_TRANSIENT = ("rate_limited", "store_unavailable", "internal_error", "replayed")
 
 
 class CrumbError(Exception):
-    # Base of the client's errors; .code is a stable string.
+    # Base of the client's errors; .code is a stable string, str(e) the message.
     code = "error"
 
     def __init__(self, message, code=None):
-        Exception.__init__(self, message)
+        super().__init__(message)
         if code:
             self.code = code
 
 
 class IssuerUnavailable(CrumbError):
-    # No token could be had now (network, timeout, 5xx, garbage, rate limit)
-    # and nothing valid is cached. Retry later; the client backs off by itself.
+    # No valid token is cached and none could be had now: network down,
+    # timeout, an HTTP error or garbage from the issuer, rate_limited,
+    # store_unavailable, or the client is backing off after such a failure.
+    # .code: "issuer_unavailable" or the issuer's code. Try again later.
     code = "issuer_unavailable"
 
 
 class Denied(CrumbError):
-    # The issuer refused (scope_denied, revoked, unknown_device, bad_mac...).
-    # Retrying will not help until the policy or credentials change.
-    pass
+    # The issuer refused for good: .code is scope_denied, revoked,
+    # unknown_device, bad_mac, malformed, too_large... Retrying does not help
+    # until the policy, the enrolment or the credentials change.
+    code = "denied"
 
 
 class ClockUnsynced(CrumbError):
-    # The issuer still found the device time stale after a resync.
+    # The issuer found the device time stale even right after a resync.
     code = "stale_time"
 
 
-def b64url(data):
-    return b2a_base64(data).rstrip(b"\n=").replace(b"+", b"-").replace(b"/", b"_").decode()
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-class _Entry:
-    # Tokens for one (resource, operation): each [token, uses_left, deadline_ticks].
-    __slots__ = ("tokens", "used")
+def b64url(data, prefix=b""):
+    # prefix + base64url of data without padding, as str (how tokens
+    # travel in text). Written out because the ports' binascii differ.
+    n = len(data)
+    k = len(prefix)
+    out = bytearray(k + (n * 4 + 2) // 3)
+    out[:k] = prefix
+    j = k
+    for i in range(0, n, 3):
+        v = data[i] << 16
+        if i + 1 < n:
+            v |= data[i + 1] << 8
+        if i + 2 < n:
+            v |= data[i + 2]
+        for s in (18, 12, 6, 0):
+            if j < len(out):
+                out[j] = _B64[v >> s & 63]
+                j += 1
+    return str(out, "ascii")
 
-    def __init__(self):
-        self.tokens = []
-        self.used = 0
+
+def from_file(path="crumb.json", **kw):
+    # A Client from the credential file `crumb device add` writes:
+    # {"device_id": ..., "key": hex, "issuer": URL}; kw go to Client.
+    import json
+
+    with open(path) as f:
+        c = json.load(f)
+    return Client(c["issuer"], c["device_id"], unhexlify(c["key"]), **kw)
 
 
 class Client:
-    def __init__(self, issuer_url, device_id, key, batch=4, max_entries=8, margin_ms=5000,
-                 refresh_ms=15000, timeout=5, backoff_ms=500, max_backoff_ms=60000,
-                 audience=None, cadata=None):
-        # key: the device key (32 bytes) from `crumb device add`.
-        # batch: single-use tokens fetched per round trip for one scope.
-        # margin_ms: a token is dropped this long before it expires (the call
-        #   it rides on must still arrive in time).
-        # refresh_ms: fetch ahead when the last cached token gets this close.
+    def __init__(self, issuer_url, device_id, key, batch=4, audience=None, cadata=None, timeout=5,
+                 max_entries=4, margin=5, refresh=10, backoff=1, max_backoff=60):
+        # issuer_url: "http[s]://host[:port]"; key: the 32-byte device key.
+        # batch: tokens fetched per round trip for one scope (lowered by
+        #   itself if the issuer's policy allows fewer).
+        # audience: asked for in every request (a policy may require one).
+        # cadata: the issuer's CA certificate for https (DER bytes; see
+        #   ucrumb.http), or False to skip verification.
+        # timeout: seconds for one exchange with the issuer (and for request()).
+        # max_entries: scopes cached; each holds up to 2 * batch tokens.
+        # margin: seconds before expiry a token stops being handed out.
+        # refresh: seconds before expiry a new batch is fetched ahead.
+        # backoff, max_backoff: seconds; the wait after failures doubles
+        #   from backoff up to max_backoff, with jitter.
         self.url = issuer_url.rstrip("/") + "/token"
+        http.split_url(self.url)  # a bad URL fails here, not on first use
         self.device_id = device_id
         self.key = key
         self.batch = batch
-        self.max_entries = max_entries
-        self.margin_ms = margin_ms
-        self.refresh_ms = refresh_ms
-        self.timeout = timeout
-        self.backoff_ms = backoff_ms
-        self.max_backoff_ms = max_backoff_ms
         self.audience = audience
         self.cadata = cadata
+        self.timeout = timeout
+        self.max_entries = max_entries
+        self.margin = int(margin * 1000)
+        self.refresh = int(refresh * 1000)
+        self.backoff = int(backoff * 1000)
+        self.max_backoff = int(max_backoff * 1000)
+        # scope -> [last used (ticks), refresh-ahead from (ticks) or None, *tokens]
+        # where each token is [bytes, uses left, deadline (ticks)]
         self._cache = {}
-        self._offset = None  # issuer unix time minus ticks_ms()/1000, once synced
-        self._delay = 0
-        self._retry_at = None
-        self.round_trips = 0
+        self._t0 = 0  # issuer time (s) at ticks _at
+        self._at = None  # None: never synced
+        self._delay = 0  # current backoff step (ms)
+        self._retry_at = None  # ticks before which the issuer is not asked
+        self.round_trips = 0  # HTTP exchanges with the issuer so far
 
-    # -- clock ---------------------------------------------------------------
+    # -- clock ------------------------------------------------------------
     def now(self):
-        # Device time in unix seconds: issuer time plus ticks since; 0 unsynced.
-        if self._offset is None:
+        # Device time, unix seconds: the issuer's last time plus ticks since;
+        # 0 before the first response.
+        if self._at is None:
             return 0
-        return self._offset + ticks_ms() // 1000
+        d = ticks_diff(ticks_ms(), self._at)
+        return self._t0 + d // 1000 if d >= 0 else 0
 
-    @property
-    def synced(self):
-        return self._offset is not None
-
-    def _sync(self, issuer_time):
-        if isinstance(issuer_time, int) and issuer_time > 0:
-            self._offset = issuer_time - ticks_ms() // 1000
-
-    # -- cache ---------------------------------------------------------------
-    def _live(self, entry, now):
-        # Drop expired and used-up tokens; return the first usable one.
-        toks = entry.tokens
-        while toks and (toks[0][1] <= 0 or ticks_diff(toks[0][2], now) <= 0):
-            toks.pop(0)
-        return toks[0] if toks else None
-
-    def _store(self, scope, issued, now):
-        entry = self._cache.get(scope)
-        if entry is None:
-            if len(self._cache) >= self.max_entries:
-                self._evict(now)
-            entry = self._cache[scope] = _Entry()
-        for tok, expires_in, uses in issued:
-            life = expires_in * 1000 - self.margin_ms
-            if life > 0 and uses > 0:
-                entry.tokens.append([tok, uses, ticks_add(now, life)])
-
-    def _evict(self, now):
-        # Empty entries first, then the least recently used.
-        victim = None
-        for k in self._cache:
-            e = self._cache[k]
-            if self._live(e, now) is None:
-                victim = k
-                break
-            if victim is None or e.used < self._cache[victim].used:
-                victim = k
-        del self._cache[victim]
-
-    def cached(self, resource, operation):
-        # How many uses are cached for this scope (for tests and diagnostics).
-        entry = self._cache.get((resource, operation))
-        if entry is None:
-            return 0
-        self._live(entry, ticks_ms())
-        return sum(t[1] for t in entry.tokens)
-
-    # -- tokens --------------------------------------------------------------
+    # -- tokens -----------------------------------------------------------
     def token(self, resource, operation):
-        # A token for one use: from the cache, or fetched (with a batch of
-        # spares). Each call hands out one use; never an expired or spent one.
+        # One use of a token for (resource, operation): from the cache, or
+        # fetched with a batch of spares. Raises IssuerUnavailable, Denied or
+        # ClockUnsynced when no valid token is cached and none can be had.
         scope = (resource, operation)
         now = ticks_ms()
-        entry = self._cache.get(scope)
-        t = self._live(entry, now) if entry else None
-        if t is None or (len(entry.tokens) == 1 and ticks_diff(t[2], now) < self.refresh_ms):
+        e = self._cache.get(scope)
+        t = _live(e, now) if e else None
+        if t is None or (e[1] is not None and ticks_diff(now, e[1]) >= 0):
             try:
-                self._fetch([scope], self.batch)
-            except IssuerUnavailable:
+                self._fetch((scope,), self.batch)
+            except CrumbError as err:
                 if t is None:
-                    raise
-            entry = self._cache[scope]
+                    raise err
+                if isinstance(err, Denied):
+                    e[1] = None  # serve what is cached; stop asking ahead
+            e = self._cache[scope]
             now = ticks_ms()
-            t = self._live(entry, now)
+            t = _live(e, now)
             if t is None:
-                raise IssuerUnavailable("issuer returned no usable token")
+                raise IssuerUnavailable("the issuer's tokens expired before they could be used")
         t[1] -= 1
-        entry.used = now
+        e[0] = now
         return t[0]
 
     def prefetch(self, scopes, count=1):
-        # Fetch tokens for several (resource, operation) scopes in one round trip.
-        self._fetch([tuple(s) for s in scopes], count)
+        # Fetch count tokens for each (resource, operation) in scopes, all in
+        # one round trip (at boot, or before going offline for a while).
+        scopes = [tuple(s) for s in scopes]
+        if len(scopes) == 1:
+            self._fetch(scopes, count)
+        else:
+            self._fetch([s for s in scopes for _ in range(count)], 1)
 
+    def cached(self, resource, operation):
+        # Uses left in the cache for (resource, operation).
+        e = self._cache.get((resource, operation))
+        if not e:
+            return 0
+        _live(e, ticks_ms())
+        n = 0
+        for t in e[2:]:
+            if ticks_diff(t[2], ticks_ms()) > 0:
+                n += t[1]
+        return n
+
+    def retry_in(self):
+        # Milliseconds until the client asks the issuer again after a failure.
+        if self._retry_at is None:
+            return 0
+        d = ticks_diff(self._retry_at, ticks_ms())
+        return d if d > 0 else 0
+
+    # -- attaching --------------------------------------------------------
     def header(self, resource, operation):
-        return "Bearer " + b64url(self.token(resource, operation))
+        # The Authorization header value for one call.
+        return b64url(self.token(resource, operation), b"Bearer ")
 
     def envelope(self, resource, operation, payload):
-        # The MQTT message body: CBOR [token, payload] (publish it as is).
-        return cbor.dumps([self.token(resource, operation), payload])
+        # The MQTT message: CBOR [token, payload] (payload bytes or str).
+        if isinstance(payload, str):
+            payload = payload.encode()
+        return cbor.dumps((self.token(resource, operation), payload))
 
-    def request(self, method, url, resource, operation, body=None, headers=None):
+    def publish(self, mqtt, topic, payload, operation="publish", resource=None, retain=False, qos=0):
+        # Publish payload in an envelope with an MQTT client that has
+        # publish(topic, msg, retain=, qos=): umqtt.simple, or paho on CPython.
+        # The token's resource is the topic unless given.
+        if resource is None:
+            resource = topic if isinstance(topic, str) else topic.decode()
+        mqtt.publish(topic, self.envelope(resource, operation, payload), retain=retain, qos=qos)
+
+    def request(self, method, url, resource, operation, body=None, headers=None, max_body=http.MAX_BODY,
+                cadata=None):
+        # The call with its token attached: (status, headers, body) as
+        # ucrumb.http.request returns it; the call itself can fail with
+        # ucrumb.http.HTTPError (an OSError).
         h = {"Authorization": self.header(resource, operation)}
         if headers:
-            for k in headers:
-                h[k] = headers[k]
-        return http.request(method, url, body, h, self.timeout, self.cadata)
+            h.update(headers)
+        return http.request(method, url, body, h, self.timeout, self.cadata if cadata is None else cadata,
+                            max_body)
 
-    # -- the issuer ----------------------------------------------------------
+    # -- the issuer -------------------------------------------------------
     def _fetch(self, scopes, count):
-        now = ticks_ms()
-        if self._retry_at is not None and ticks_diff(self._retry_at, now) > 0:
-            raise IssuerUnavailable("backing off after failures")
-        resp = self._exchange(scopes, count)
-        if resp.get(_ERR_CODE) == "stale_time":
-            resp = self._exchange(scopes, count)  # we synced from the refusal
-            if resp.get(_ERR_CODE) == "stale_time":
-                raise ClockUnsynced("issuer rejects the device time even after a resync")
-        code = resp.get(_ERR_CODE)
-        if code is not None:
+        if self._retry_at is not None and ticks_diff(self._retry_at, ticks_ms()) > 0:
+            raise IssuerUnavailable("backing off after a failure (%d ms left)" % self.retry_in())
+        retried = False
+        while True:
+            sent = ticks_ms()
+            resp = self._exchange(scopes, count)
+            code = resp.get(_ERR_CODE)
+            if code is None:
+                break
             msg = "%s: %s" % (code, resp.get(_ERR_DESC))
-            if code in ("rate_limited", "store_unavailable"):
+            if code == "stale_time" and not retried:
+                retried = True  # _exchange synced the clock from the refusal
+                continue
+            if code == "too_large" and count > 1 and len(scopes) == 1:
+                count //= 2  # the policy allows smaller batches: ask for those from now on
+                if count < self.batch:
+                    self.batch = count
+                continue
+            if code == "stale_time":
+                raise ClockUnsynced(msg)
+            if code in _TRANSIENT:
                 self._failed(resp.get(_RETRY_AFTER))
                 raise IssuerUnavailable(msg, code)
             raise Denied(msg, code)
+        try:
+            items = resp[_TOKENS] if _TOKENS in resp else ((resp[_TOKEN], resp[_EXPIRES_IN], resp.get(_USES, 1)),)
+            if len(items) != len(scopes) * count:
+                raise ValueError
+            for tok, life, uses in items:
+                if type(tok) is not bytes or type(life) is not int or type(uses) is not int or life < 1 or uses < 1:
+                    raise ValueError
+        except (KeyError, TypeError, ValueError):
+            self._failed(None)
+            raise IssuerUnavailable("the issuer's answer is not a token response")
         self._delay = 0
         self._retry_at = None
-        now = ticks_ms()
-        try:
-            if _TOKENS in resp:
-                issued = resp[_TOKENS]
-                per = len(issued) // len(scopes)
-                for i in range(len(scopes)):
-                    self._store(scopes[i], issued[i * per:(i + 1) * per], now)
-            else:
-                self._store(scopes[0], [(resp[_TOKEN], resp[_EXPIRES_IN], resp.get(_USES, 1))], now)
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            self._failed(None)
-            raise IssuerUnavailable("issuer response is not a token response")
+        keep = 2 * self.batch if 2 * self.batch > len(items) else len(items)
+        for i in range(len(items)):
+            tok, life, uses = items[i]
+            self._store(scopes[i // count], tok, life, uses, sent, keep)
 
     def _exchange(self, scopes, count):
-        body = self._request_body(scopes, count)
+        # One POST /token; returns the decoded response map (a token response
+        # or a crumb refusal). Everything else is IssuerUnavailable.
+        self.round_trips += 1
         try:
-            status, hdrs, data = http.request("POST", self.url, body, {"Content-Type": CONTENT_TYPE},
-                                              self.timeout, self.cadata)
-        except (OSError, ValueError) as e:
+            status, hdrs, data = self._post(self._request(scopes, count), 256 + 512 * len(scopes) * count)
+        except OSError as e:
             self._failed(None)
             raise IssuerUnavailable("issuer unreachable: %s" % e)
-        finally:
-            self.round_trips += 1
         try:
-            resp = cbor.loads(data, max_len=1024)
-            if not isinstance(resp, dict):
-                raise ValueError
+            resp = cbor.loads(data, 4)
         except ValueError:
-            self._failed(None)
-            raise IssuerUnavailable("issuer sent %d with a body that is not a CBOR map" % status)
-        self._sync(resp.get(_TIME))
-        if status >= 500 or (status != 200 and _ERR_CODE not in resp):
-            self._failed(resp.get(_RETRY_AFTER))
-            raise IssuerUnavailable("issuer answered HTTP %d" % status)
-        return resp
+            resp = None
+        if type(resp) is dict:
+            t = resp.get(_TIME)
+            if type(t) is int and t > 0:
+                self._t0 = t
+                self._at = ticks_ms()
+            code = resp.get(_ERR_CODE)
+            if (status == 200 and code is None) or (status >= 400 and type(code) is str):
+                return resp
+        ra = hdrs.get("retry-after", "")
+        self._failed(int(ra) if ra.isdigit() else None)
+        raise IssuerUnavailable("the issuer answered HTTP %d without a crumb response" % status)
 
-    def _request_body(self, scopes, count):
-        m = {_CLIENT_ID: self.device_id, _NONCE: urandom(_NONCE_BYTES), _TIME: self.now(),
-             _SCOPE: list(scopes[0]) if len(scopes) == 1 else [list(s) for s in scopes]}
-        if count > 1:
-            m[_COUNT] = count
+    def _post(self, body, max_body):
+        # The transport: (status, headers, body) or OSError.
+        return http.request("POST", self.url, body, _HEADERS, self.timeout, self.cadata, max_body,
+                            (b"retry-after",))
+
+    def _request(self, scopes, count):
+        # The signed request, written in deterministic key order (5, 9, 24,
+        # -1, -2, -3, -4). The MAC key (-4) sorts last, so the MAC input is
+        # the map so far under a header one entry smaller.
+        out = bytearray(1)
+        n = 4
         if self.audience is not None:
-            m[_AUD] = self.audience
-        m[_MAC] = hmac_sha256(self.key, cbor.dumps(m))[:_MAC_BYTES]
-        return cbor.dumps(m)
+            out.append(0x05)
+            cbor._enc(self.audience, out)
+            n += 1
+        out.append(0x09)
+        cbor._enc(scopes[0] if len(scopes) == 1 else scopes, out)
+        out.extend(b"\x18\x18")
+        cbor._enc(self.device_id, out)
+        out.append(0x20)
+        cbor._enc(urandom(_NONCE_BYTES), out)
+        out.append(0x21)
+        cbor._enc(self.now(), out)
+        if count > 1:
+            out.append(0x22)
+            cbor._enc(count, out)
+            n += 1
+        out[0] = 0xA0 + n
+        mac = hmac_sha256(self.key, out)
+        out[0] += 1
+        out.extend(b"\x23\x50")
+        out.extend(mac[:_MAC_BYTES])
+        return out
 
     def _failed(self, retry_after):
-        # Exponential backoff with jitter (half to full delay); honour Retry-After.
-        d = self._delay * 2 if self._delay else self.backoff_ms
-        self._delay = d if d < self.max_backoff_ms else self.max_backoff_ms
-        wait = self._delay // 2 + (int.from_bytes(urandom(2), "big") * self._delay // 2) // 65536
-        if isinstance(retry_after, int) and retry_after * 1000 > wait:
-            wait = retry_after * 1000
+        # Exponential backoff with jitter (a wait between half and all of the
+        # current step); an issuer's Retry-After is honoured up to max_backoff.
+        d = self._delay * 2 if self._delay else self.backoff
+        d = d if d < self.max_backoff else self.max_backoff
+        self._delay = d
+        wait = d - (d // 2) * int.from_bytes(urandom(2), "big") // 65536
+        if type(retry_after) is int and retry_after * 1000 > wait:
+            wait = min(retry_after * 1000, self.max_backoff)
         self._retry_at = ticks_add(ticks_ms(), wait)
+
+    def _store(self, scope, tok, life, uses, sent, keep):
+        e = self._cache.get(scope)
+        if e is None:
+            if len(self._cache) >= self.max_entries:
+                self._evict()
+            e = self._cache[scope] = [sent, None]
+        life *= 1000
+        life -= min(self.margin, life // 4)
+        e.append([tok, uses, ticks_add(sent, life)])
+        if len(e) > 2 + keep:
+            e.pop(2)  # the oldest token: it expires first
+        e[1] = ticks_add(sent, life - min(self.refresh, life // 2))
+
+    def _evict(self):
+        # An entry with nothing usable left, else the least recently used.
+        now = ticks_ms()
+        victim = None
+        for k in self._cache:
+            e = self._cache[k]
+            if _live(e, now) is None:
+                victim = k
+                break
+            if victim is None or ticks_diff(e[0], self._cache[victim][0]) < 0:
+                victim = k
+        del self._cache[victim]
+
+
+def _live(e, now):
+    # Drop the entry's spent and expired tokens from the front; return the
+    # first usable one or None.
+    while len(e) > 2:
+        t = e[2]
+        if t[1] > 0 and ticks_diff(t[2], now) > 0:
+            return t
+        e.pop(2)
+    return None

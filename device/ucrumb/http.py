@@ -1,184 +1,318 @@
-# A tiny HTTP/1.1 client over `socket`, for MicroPython and CPython.
-# One request per connection (Connection: close); Content-Length or chunked
-# bodies; a timeout on every socket operation; sizes bounded so a hostile or
-# broken server cannot exhaust the heap. TLS through `ssl` (or `tls`) when
-# the URL is https.
+# ucrumb.http: a tiny HTTP/1.1 client over `socket`, for MicroPython and
+# CPython. One request per connection (Connection: close).
+#
+# Bounded: the exchange has a deadline and every socket operation a timeout
+# (the time left), and the status line, the headers and the body have size
+# limits, so a slow, hostile or broken server ends in an HTTPError, never a
+# hang or an exhausted heap.
 import socket
 
 try:
-    import ssl
-except ImportError:  # some ports name it tls, some have neither
-    try:
-        import tls as ssl
-    except ImportError:
-        ssl = None
+    from time import ticks_add, ticks_diff, ticks_ms
+except ImportError:  # CPython: the same wrap-around arithmetic as MicroPython
+    from time import monotonic_ns
 
-MAX_HEAD = 1024  # status line + headers
-MAX_BODY = 2048
+    def ticks_ms():
+        return (monotonic_ns() // 1000000) & 0x3FFFFFFF
+
+    def ticks_add(t, delta):
+        return (t + delta) & 0x3FFFFFFF
+
+    def ticks_diff(a, b):
+        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+
+MAX_LINE = 512  # one status or header line
+MAX_HEAD = 2048  # all header lines together
+MAX_BODY = 4096  # default body limit
 
 
 class HTTPError(OSError):
-    # The transport failed: connect, timeout, TLS, or a response that is not HTTP.
+    # The exchange failed: resolve, connect, timeout, TLS, a reset, or a
+    # response that is not well-formed HTTP/1.x within the limits.
     pass
 
 
 def split_url(url):
+    # "http[s]://host[:port][/path]" -> (tls, host, port, path); ValueError otherwise.
     if url.startswith("http://"):
-        scheme, rest, port = "http", url[7:], 80
+        tls, rest, port = False, url[7:], 80
     elif url.startswith("https://"):
-        scheme, rest, port = "https", url[8:], 443
+        tls, rest, port = True, url[8:], 443
     else:
-        raise ValueError("URL must start with http:// or https://")
-    slash = rest.find("/")
-    host, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-    if ":" in host:
-        host, p = host.rsplit(":", 1)
-        port = int(p)
-    if not host:
-        raise ValueError("URL has no host")
-    return scheme, host, port, path
+        raise ValueError("URL must start with http:// or https://: %s" % url)
+    i = rest.find("/")
+    host, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
+    i = host.rfind(":")
+    if i >= 0 and host[-1] != "]":
+        port = int(host[i + 1:])
+        host = host[:i]
+    if host[:1] == "[":
+        host = host[1:-1]
+    if not host or not 0 < port < 65536:
+        raise ValueError("bad host or port in URL: %s" % url)
+    return tls, host, port, path
 
 
-def _wrap(sock, host, cadata):
-    if ssl is None:
-        raise HTTPError("https needs the ssl module, which this port lacks")
-    if hasattr(ssl, "create_default_context"):  # CPython: system CAs unless cadata given
-        ctx = ssl.create_default_context(cadata=cadata) if cadata is not False else ssl._create_unverified_context()
+def _tls(sock, host, cadata):
+    # cadata: None -> verify against the system CAs (CPython) or refuse
+    # (MicroPython has no CA store); bytes/str -> verify against this CA
+    # (DER is what every MicroPython port takes, PEM works on CPython and
+    # MicroPython >= 1.23); False -> no verification (explicit opt-out).
+    try:
+        import tls as m  # MicroPython >= 1.23
+    except ImportError:
+        try:
+            import ssl as m
+        except ImportError:
+            raise HTTPError("https needs the ssl/tls module, which this port lacks")
+    if hasattr(m, "create_default_context"):  # CPython
+        if cadata is False:
+            ctx = m.SSLContext(m.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = m.CERT_NONE
+        else:
+            ctx = m.create_default_context(cadata=cadata)
         return ctx.wrap_socket(sock, server_hostname=host)
-    # MicroPython: verification needs the CA handed in; refuse to run without
-    # one unless the caller explicitly chose cadata=False.
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if not hasattr(m, "SSLContext"):
+        if cadata is not False:
+            raise HTTPError("this port's TLS cannot verify certificates; pass cadata=False to accept that")
+        return m.wrap_socket(sock, server_hostname=host)
+    ctx = m.SSLContext(m.PROTOCOL_TLS_CLIENT)
     if cadata is False:
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx.verify_mode = m.CERT_NONE
     elif cadata:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=cadata)
+        ctx.verify_mode = m.CERT_REQUIRED
+        if m.__name__ == "tls":
+            ctx.load_verify_locations(cadata)
+        else:
+            ctx.load_verify_locations(cadata=cadata)
     else:
-        raise HTTPError("https on MicroPython needs cadata (the issuer's CA, DER) or cadata=False")
+        raise HTTPError("https on MicroPython needs cadata (the server's CA certificate), or cadata=False")
     return ctx.wrap_socket(sock, server_hostname=host)
 
 
-class _Reader:
-    # Buffered reads over recv(); never holds more than what it was asked for
-    # plus one recv() worth of bytes.
-    def __init__(self, sock):
-        self.s = sock
-        self.buf = b""
+class _Resp:
+    # Reads one response. Sockets with recv() (plain sockets, CPython TLS)
+    # are read through a small buffer, each recv() allowed only the time
+    # left before the deadline, so even a peer that drips bytes is cut off
+    # on time. MicroPython's TLS sockets have only readline()/read(n), which
+    # block for the whole line or length: there each socket operation has
+    # the timeout and the deadline is checked between them.
+    def __init__(self, s, deadline):
+        self.s = s
+        self.deadline = deadline
+        self.r = getattr(s, "recv", None)
+        self.b = b""
+        self.p = 0  # bytes of b already consumed
 
-    def _more(self):
-        chunk = self.s.recv(512)
-        if not chunk:
-            raise HTTPError("connection closed early")
-        self.buf += chunk
+    def _left(self):
+        left = ticks_diff(self.deadline, ticks_ms())
+        if left <= 0:
+            raise HTTPError("timed out")
+        return left
 
-    def line(self, limit):
+    def _fill(self, n):
+        # Append what the next recv() brings (at most n bytes); False at EOF.
+        self.s.settimeout(self._left() / 1000)
+        c = self.r(n)
+        if not c:
+            return False
+        self.b = self.b[self.p:] + c if self.p < len(self.b) else c
+        self.p = 0
+        return True
+
+    def line(self):
+        # One line, with its line end.
+        if self.r is None:
+            self._left()
+            ln = self.s.readline(MAX_LINE)
+            if ln[-1:] != b"\n":
+                raise HTTPError("line too long" if len(ln) >= MAX_LINE else "connection closed early")
+            return ln
         while True:
-            i = self.buf.find(b"\r\n")
+            i = self.b.find(b"\n", self.p)
+            if i >= self.p + MAX_LINE:
+                raise HTTPError("line too long")
             if i >= 0:
-                out, self.buf = self.buf[:i], self.buf[i + 2:]
-                return out
-            if len(self.buf) > limit:
-                raise HTTPError("header line too long")
-            self._more()
+                ln = self.b[self.p:i + 1]
+                self.p = i + 1
+                return ln
+            if len(self.b) - self.p >= MAX_LINE:
+                raise HTTPError("line too long")
+            if not self._fill(1024):
+                raise HTTPError("connection closed early")
 
-    def exactly(self, n):
-        while len(self.buf) < n:
-            self._more()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+    def read(self, n, eof_ok=False):
+        # Exactly n bytes; with eof_ok, up to n bytes until the peer closes.
+        if self.r is None:
+            self._left()
+            data = self.s.read(n)
+        else:
+            while len(self.b) - self.p < n and self._fill(n - len(self.b) + self.p):
+                pass
+            data = self.b[self.p:self.p + n]
+            self.p += len(data)
+        if len(data) != n and not eof_ok:
+            raise HTTPError("connection closed early")
+        return data
 
-
-def _body(r, headers, limit):
-    te = headers.get("transfer-encoding")
-    if te is not None:
-        if te.lower() != "chunked":
-            raise HTTPError("unsupported transfer-encoding")
-        out = b""
+    def head(self, want):
+        # -> (status, {lower-case name: value}) keeping the headers named in
+        # want (all when want is None) plus those that frame the body.
         while True:
-            size = r.line(32).split(b";")[0].strip()
+            st = self.line()
+            if st[:7] != b"HTTP/1." or st[8:9] != b" " or st[12:13] not in (b" ", b"\r", b"\n"):
+                raise HTTPError("not an HTTP/1.x response")
             try:
-                n = int(size, 16)
+                status = int(st[9:12])
             except ValueError:
-                raise HTTPError("bad chunk size")
-            if n == 0:
-                return out
-            if len(out) + n > limit:
+                raise HTTPError("bad status line")
+            if status < 100:
+                raise HTTPError("bad status line")
+            hdrs = {}
+            used = 0
+            while True:
+                ln = self.line()
+                if ln == b"\r\n" or ln == b"\n":
+                    break
+                used += len(ln)
+                i = ln.find(b":")
+                if used > MAX_HEAD or i < 1:
+                    raise HTTPError("headers too large" if i > 0 else "bad header line")
+                k = ln[:i].lower()
+                if want is None or k in want or k in _FRAMING:
+                    hdrs[k.decode()] = ln[i + 1:].strip().decode()
+            if status >= 200:
+                return status, hdrs
+            # 1xx: an interim response; the real one follows
+
+    def body(self, hdrs, limit):
+        te = hdrs.get("transfer-encoding")
+        if te is not None:
+            if te.lower() != "chunked":
+                raise HTTPError("unsupported transfer-encoding: %s" % te)
+            out = bytearray()
+            while True:
+                ln = self.line()
+                i = ln.find(b";")
+                try:
+                    n = int(ln if i < 0 else ln[:i], 16)
+                except ValueError:
+                    raise HTTPError("bad chunk size")
+                if n < 0 or len(out) + n > limit:
+                    raise HTTPError("response body too large")
+                if n == 0:
+                    while self.line() not in (b"\r\n", b"\n"):  # trailer fields
+                        pass
+                    return bytes(out)
+                out.extend(self.read(n))
+                if self.line() not in (b"\r\n", b"\n"):
+                    raise HTTPError("bad chunk end")
+        cl = hdrs.get("content-length")
+        if cl is None:  # delimited by the end of the connection (we sent Connection: close)
+            data = self.read(limit + 1, True)
+            if len(data) > limit:
                 raise HTTPError("response body too large")
-            out += r.exactly(n)
-            if r.exactly(2) != b"\r\n":
-                raise HTTPError("bad chunk end")
-    cl = headers.get("content-length")
-    if cl is None:
-        raise HTTPError("response has no length")  # we never read to EOF: bounded
-    try:
-        n = int(cl)
-    except ValueError:
-        raise HTTPError("bad content-length")
-    if n < 0 or n > limit:
-        raise HTTPError("response body too large")
-    return r.exactly(n)
+            return data
+        try:
+            n = int(cl)
+        except ValueError:
+            raise HTTPError("bad content-length")
+        if n < 0 or n > limit:
+            raise HTTPError("response body too large")
+        return self.read(n) if n else b""
 
 
-def request(method, url, body=None, headers=None, timeout=5, cadata=None, max_body=MAX_BODY):
-    # Returns (status, headers with lower-case names, body bytes); raises
-    # HTTPError for transport failures. HTTP error statuses are returned.
-    scheme, host, port, path = split_url(url)
-    try:
-        addr = socket.getaddrinfo(host, port)[0][-1]
-    except OSError as e:
-        raise HTTPError("cannot resolve %s (%s)" % (host, e))
-    s = socket.socket()
+_FRAMING = (b"content-length", b"transfer-encoding")
+
+
+def read_response(s, method, deadline, max_body=MAX_BODY, want=None):
+    # Read one response from socket s (recv(n) and settimeout(), or
+    # readline(limit) and read(n)) before deadline (ticks):
+    # (status, headers, body) or HTTPError.
+    r = _Resp(s, deadline)
+    status, hdrs = r.head(want)
+    if method == "HEAD" or status in (204, 304):
+        return status, hdrs, b""
+    return status, hdrs, r.body(hdrs, max_body)
+
+
+_addr = {}  # host -> resolved address (a few hosts per device)
+
+
+def request(method, url, body=None, headers=None, timeout=5, cadata=None, max_body=MAX_BODY, want=None):
+    # One HTTP exchange. Returns (status, headers, body): header names in
+    # lower case, body as bytes. HTTP error statuses are returned, not
+    # raised; HTTPError is raised when there is no well-formed response.
+    # timeout (seconds) applies to every socket operation and, as a deadline,
+    # to the whole exchange. headers: {name: str or bytes value}. want: the
+    # response headers to keep, as lower-case bytes (None: all).
+    tls, host, port, path = split_url(url)
+    deadline = ticks_add(ticks_ms(), int(timeout * 1000))
+    key = "%s:%d" % (host, port)
+    ai = _addr.get(key)
+    if ai is None:
+        try:
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        except OSError as e:
+            raise HTTPError("cannot resolve %s: %s" % (host, _reason(e)))
+        if len(_addr) > 3:
+            _addr.clear()
+        _addr[key] = ai
+    if isinstance(body, str):
+        body = body.encode()
+    s = socket.socket(ai[0], socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
-        s.connect(addr)
-        if scheme == "https":
-            s = _wrap(s, host, cadata)
-        head = "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (method, path, host)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            _addr.pop(key, None)  # resolve again next time
+            raise e
+        if tls:
+            try:
+                s = _tls(s, host, cadata)
+            except ValueError as e:  # MicroPython: a CA it cannot parse
+                raise HTTPError("TLS set-up failed: %r" % e)
+        req = bytearray("%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (
+            method, path, host if port == (443 if tls else 80) else key), "ascii")
         if headers:
             for k in headers:
-                head += "%s: %s\r\n" % (k, headers[k])
+                v = headers[k]
+                req.extend(k.encode())
+                req.extend(b": ")
+                req.extend(v.encode() if isinstance(v, str) else v)
+                req.extend(b"\r\n")
         if body is not None:
-            head += "Content-Length: %d\r\n" % len(body)
-        _send(s, head.encode() + b"\r\n")
-        head = None
+            req.extend(b"Content-Length: %d\r\n" % len(body))
+        req.extend(b"\r\n")
         if body:
-            _send(s, body)
-        r = _Reader(s)
-        status_line = r.line(MAX_HEAD).split(b" ", 2)
-        if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
-            raise HTTPError("not an HTTP response")
-        try:
-            status = int(status_line[1])
-        except ValueError:
-            raise HTTPError("bad status line")
-        hdrs = {}
-        used = 0
-        while True:
-            line = r.line(MAX_HEAD)
-            if not line:
-                break
-            used += len(line)
-            if used > MAX_HEAD:
-                raise HTTPError("response headers too large")
-            k, sep, v = line.partition(b":")
-            if not sep:
-                raise HTTPError("bad header line")
-            hdrs[k.strip().lower().decode()] = v.strip().decode()
-        return status, hdrs, _body(r, hdrs, max_body)
-    except OSError as e:  # timeouts and resets are OSErrors on both runtimes
-        if isinstance(e, HTTPError):
-            raise
-        raise HTTPError("%s %s: %r" % (method, url, e))
+            req.extend(body)
+        _send(s, req)
+        req = None
+        return read_response(s, method, deadline, max_body, want)
+    except HTTPError as e:
+        raise e
+    except OSError as e:  # timeouts, refusals, resets, TLS failures
+        raise HTTPError("%s %s: %s" % (method, url, _reason(e)))
     except UnicodeError:
-        raise HTTPError("undecodable response headers")
+        raise HTTPError("undecodable response header")
     finally:
         s.close()
 
 
+def _reason(e):
+    n = e.args[0] if e.args and isinstance(e.args[0], int) else getattr(e, "errno", None)
+    return {110: "timed out", 111: "connection refused", 104: "connection reset",
+            113: "host unreachable", -2: "host not found"}.get(n) or repr(e)
+
+
 def _send(s, data):
     mv = memoryview(data)
+    w = s.send if hasattr(s, "send") else s.write
     while len(mv):
-        n = s.send(mv)
+        n = w(mv)
         if not n:
             raise HTTPError("connection closed while sending")
         mv = mv[n:]

@@ -233,6 +233,16 @@ main.add_command(device_group)
 main.add_command(audit_group)
 bench.add_command(bench_issuer)
 
+from .bench.middleware import command as bench_middleware  # noqa: E402
+from .bench.replay import command as bench_replay  # noqa: E402
+
+bench.add_command(bench_replay)
+bench.add_command(bench_middleware)
+
+from .bench.device import command as bench_device  # noqa: E402
+
+bench.add_command(bench_device)
+
 
 if __name__ == "__main__":
     main()

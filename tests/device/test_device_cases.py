@@ -50,7 +50,7 @@ def vm_results(vm, tmp_path_factory):
 
     def get(runtime):
         if runtime not in cache:
-            paths = [f"{HERE / 'cases'}:/lib/cases"]
+            paths = [f"{HERE / 'cases'}:/lib/cases", f"{HERE.parents[1] / 'shared' / 'vectors'}:/vectors"]
             kw = {}
             if runtime == "vm-mpy":
                 out = tmp_path_factory.mktemp("mpy")

@@ -10,7 +10,7 @@
 //                          pyscript build grows the heap on demand, see
 //                          docs/micropython-vm.md)
 //   --pystack N            Python stack size in words (default 2048)
-//   --path HOST[:VMDIR]    copy the .py/.mpy files under directory HOST into
+//   --path HOST[:VMDIR]    copy the .py/.mpy/.json files under directory HOST into
 //                          the VM's filesystem at VMDIR (default /lib, which is
 //                          on sys.path); repeatable
 //   --no-default-paths     do not copy device/ and tools/mpy/vmlib/ to /lib
@@ -77,7 +77,7 @@ function parseArgs(argv) {
   return o;
 }
 
-// Recursively copy .py/.mpy files (and nothing else) into the VM filesystem.
+// Recursively copy .py/.mpy/.json files (code and test data, nothing else) into the VM filesystem.
 function copyTree(FS, hostDir, vmDir) {
   if (!fs.existsSync(hostDir) || !fs.statSync(hostDir).isDirectory()) die("not a directory: " + hostDir);
   FS.mkdirTree(vmDir);
@@ -86,7 +86,7 @@ function copyTree(FS, hostDir, vmDir) {
     const h = path.join(hostDir, ent.name);
     const v = vmDir.replace(/\/$/, "") + "/" + ent.name;
     if (ent.isDirectory()) copyTree(FS, h, v);
-    else if (/\.(py|mpy)$/.test(ent.name)) FS.writeFile(v, fs.readFileSync(h));
+    else if (/\.(py|mpy|json)$/.test(ent.name)) FS.writeFile(v, fs.readFileSync(h));
   }
 }
 

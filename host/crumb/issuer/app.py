@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +69,11 @@ def build_issuer(settings: Settings) -> Issuer:
     policy_path = settings.resolved_policy_path()
     policy = load_policy(policy_path) if policy_path is not None else Policy()
     gate = RedisGate(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryGate()
-    return Issuer(master=master, keyring=keyring, registry=Registry(data.registry),
-                  audit=AuditLog(data.audit, settings.audit_sync), policy=policy, policy_path=policy_path,
-                  gate=gate)
+    audit_path, audit_lock = data.claim_audit()
+    audit = AuditLog(audit_path, settings.audit_sync)
+    audit.lock_fd = audit_lock  # held (open) for the life of the process
+    return Issuer(master=master, keyring=keyring, registry=Registry(data.registry), audit=audit,
+                  policy=policy, policy_path=policy_path, gate=gate)
 
 
 # -- small ASGI helpers ---------------------------------------------------------------
@@ -124,6 +127,9 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 # -- endpoints ------------------------------------------------------------------------
 
 
+_MEDIA = {t.encode(): t for t in (*CBOR_TYPES, JSON_TYPE)}
+
+
 class TokenEndpoint:
     def __init__(self, issuer: Issuer) -> None:
         self.issuer = issuer
@@ -131,23 +137,33 @@ class TokenEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         issuer = self.issuer
         t0 = time.perf_counter()
-        raw_type = _header(scope, b"content-type") or b""
-        media = raw_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+        raw_type, length, accept = b"", None, b""
+        for name, value in scope["headers"]:  # one pass over the headers
+            if name == b"content-type":
+                raw_type = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"accept":
+                accept = value
+        media = _MEDIA.get(raw_type)
+        if media is None:
+            media = raw_type.split(b";", 1)[0].strip().lower().decode("latin-1")
         fmt = "cbor" if media in CBOR_TYPES else "json" if media == JSON_TYPE else None
         limit = issuer.policy.max_request_bytes
-        peer = scope["client"][0] if scope.get("client") else None
+        client = scope.get("client")
+        peer = client[0] if client else None
         refusal = None
         body = None
         if fmt is None:
-            fmt = "json" if b"json" in (_header(scope, b"accept") or b"") else "cbor"
+            fmt = "json" if b"json" in accept else "cbor"
             refusal = Refusal("unsupported_media_type",
                               f"Content-Type {media or '(none)'!r} is not application/ace+cbor or application/json")
         else:
-            length = _header(scope, b"content-length")
-            if length is not None and (not length.isdigit() or len(length) > 12):
+            if length is not None and not length.isdigit():
                 refusal = Refusal("malformed", "Content-Length is not a number")
-            elif length is not None and int(length) > limit:
-                refusal = Refusal("too_large", f"the body is {int(length)} bytes; the limit is {limit}")
+            elif length is not None and (len(length) > 12 or int(length) > limit):
+                refusal = Refusal("too_large", f"the body is {int(length[:13])}{'+' if len(length) > 12 else ''} "
+                                               f"bytes; the limit is {limit}")
             else:
                 try:
                     body = await read_body(receive, limit)
@@ -175,7 +191,7 @@ class KeysEndpoint:
 
     def bodies(self) -> tuple[bytes, bytes]:
         ring, policy = self.issuer.keyring, self.issuer.policy
-        stamp = (tuple(k.kid for k, _ in ring.published()), id(policy))
+        stamp = (tuple(k.kid for k, _ in ring.published()), self.issuer.metrics.policy_reloads)
         if self._cache is None or self._cache[0] != stamp:
             keys = []
             cose = []
@@ -217,6 +233,7 @@ class HealthEndpoint:
             "store": ("redis" if isinstance(issuer.gate, RedisGate) else "memory") + (" ok" if store_ok else " down"),
             "audit": "ok" if audit_ok else f"failing: {issuer.audit.last_error or 'writer stopped'}",
             "policy": str(issuer.policy.source),
+            "pid": os.getpid(),
         }
         status = 200 if doc["status"] == "ok" else 503
         await respond(send, status, json.dumps(doc).encode(), JSON_TYPE, [(b"cache-control", b"no-store")])
@@ -294,9 +311,8 @@ class IssuerApp:
         issuer = self.issuer
         issuer.audit.start()
         if isinstance(issuer.gate, RedisGate):
-            try:
-                await issuer.gate.sync_revoked(issuer.registry.revoked_ids())
-            except Exception as e:  # Redis down at start: serve, and refuse with store_unavailable
-                log.warning("Redis at %s is not answering (%s); token requests fail closed until it does",
-                            issuer.gate.url, e)
+            issuer.gate.publish_revocations_from(issuer.registry.revoked_ids)
+            if not await issuer.gate.ping():  # serve anyway, and refuse with store_unavailable
+                log.warning("Redis at %s is not answering; token requests fail closed until it does",
+                            issuer.gate.url)
 

@@ -1,21 +1,29 @@
 """The audit log: every issuance and every refusal, append-only, hash-chained, in SQLite.
 
-Record n stores its body (canonical JSON, which includes ``seq``), the hash
-of record n-1, and its own hash = SHA-256(hash of record n-1 || body). A
+Record n stores its body (canonical JSON), the hash of record n-1, and its
+own hash = SHA-256(hash of record n-1 || n as 8 bytes big-endian || body). A
 changed, removed, reordered or inserted record breaks the chain at that
 record, and `crumb audit verify` names it. Cutting records off the end
 leaves a valid shorter chain: keep the head hash `verify` prints somewhere
 else (or pass it back with --head) to catch that too.
 
-Commit strategy: group commit. Request handlers hand records to one writer
-thread and wait; the writer takes everything queued, appends it in one
+Commit strategy: group commit. Request handlers encode their record (on the
+event loop) and wait; everything appended during one turn of the event loop
+goes to one writer thread as a batch, which chains it and appends it in one
 transaction (WAL, synchronous=FULL: durable once committed) and only then
 releases the waiting handlers. So a token is never sent before its record
 is on disk, and one fsync covers every request that arrived meanwhile. If
 the commit fails, every waiting request fails with store_unavailable and no
-token of that batch leaves the issuer. Several issuer processes may share
-one log: each batch is appended inside BEGIN IMMEDIATE after reading the
-current head, so the chain stays one chain.
+token of that batch leaves the issuer. A batch is one multi-row INSERT in
+autocommit mode: atomic, and a single SQLite call, so the writer needs the
+GIL a few times per batch rather than once per row. Each chain has one
+writer: the issuer gives each of its processes a chain of its own
+(DATA/audit-N.db, see datadir.claim_audit), which it keeps the head of in
+memory; they never wait on one another's write lock.
+
+The writer thread does as little Python as it can (a hash per record, then
+SQLite, which releases the GIL): Python work there holds the GIL against
+the event loop, and every GIL hand-over costs the loop latency.
 """
 
 from __future__ import annotations
@@ -28,15 +36,17 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from json.encoder import encode_basestring as _quote
 from typing import Iterator, NamedTuple
 
 GENESIS = bytes(32)
-MAX_BATCH = 1024
+HANDOFF_AT = 16
+MAX_BATCH = 1024  # rows per INSERT: 4 parameters each, well under SQLite's 32766
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     seq  INTEGER PRIMARY KEY,
-    body TEXT NOT NULL,
+    body BLOB NOT NULL,
     prev BLOB NOT NULL,
     hash BLOB NOT NULL
 );
@@ -47,12 +57,33 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 
-def record_hash(prev: bytes, body: str) -> bytes:
-    return hashlib.sha256(prev + body.encode("utf-8")).digest()
+def record_hash(prev: bytes, seq: int, body: bytes) -> bytes:
+    return hashlib.sha256(prev + seq.to_bytes(8, "big") + body).digest()
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical(record: dict) -> str:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no spaces, UTF-8 as is: one record, one text."""
+    return _ENCODER.encode(record)
+
+
+def _q(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def issued_body(*, t: int, device: str, scope: list, count: int, tokens: list[str], exp: int, kid: str,
+                rules: list[str], peer: str | None) -> bytes:
+    """canonical() of an issuance record, written directly (it is on every request).
+
+    Equal, byte for byte, to canonical() of the same dict (tests check it).
+    """
+    entries = ",".join(f"[{_quote(r)},{_quote(p) if isinstance(p, str) else _ENCODER.encode(p)}]"
+                       for r, p in scope)
+    return (f'{{"auth":true,"count":{count},"device":{_quote(device)},"event":"issued","exp":{exp},'
+            f'"kid":{_quote(kid)},"peer":{_q(peer)},"rules":[{",".join(_quote(r) for r in rules)}],'
+            f'"scope":[{entries}],"t":{t},"tokens":[{",".join(_quote(x) for x in tokens)}]}}').encode("utf-8")
 
 
 def connect(path: Path, sync: str = "FULL") -> sqlite3.Connection:
@@ -76,12 +107,15 @@ class AuditLog:
         self.path = path
         self.sync = sync.upper()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.records = 0
         self.commits = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.lock_fd: int | None = None
+        self._head: tuple[int, bytes] | None = None  # (seq, hash) of the last record, in the writer
         connect(path, self.sync).close()  # create the schema now: fail at start, not per request
 
     def start(self) -> None:
@@ -101,10 +135,28 @@ class AuditLog:
 
     def append(self, record: dict) -> asyncio.Future:
         """Queue ``record`` (a JSON-able dict); the future gives its seq once committed."""
+        return self.append_body(canonical(record).encode("utf-8"))
+
+    def append_body(self, body: bytes) -> asyncio.Future:
+        """Queue a record already in canonical form (see issued_body)."""
         assert self._loop is not None, "AuditLog.start() was not called"
         fut = self._loop.create_future()
-        self._queue.put((record, fut))
+        pending = self._pending
+        if not pending:
+            # Hand what this turn of the event loop appends to the writer at the end of
+            # the turn, or every HANDOFF_AT records: the writer commits one part while
+            # the loop works on the next, instead of the loop idling through one big
+            # commit that every in-flight request waits for.
+            self._loop.call_soon(self._handoff)
+        pending.append((body, fut))
+        if len(pending) >= HANDOFF_AT:
+            self._handoff()
         return fut
+
+    def _handoff(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._queue.put(batch)
 
     # -- the writer thread ------------------------------------------------------------
 
@@ -116,8 +168,8 @@ class AuditLog:
             item = get()
             if item is None:
                 break
-            batch = [item]
-            while len(batch) < MAX_BATCH:
+            batch = item
+            while len(batch) < MAX_BATCH:  # and whatever queued up during the last commit
                 try:
                     item = get_nowait()
                 except queue.Empty:
@@ -125,39 +177,44 @@ class AuditLog:
                 if item is None:
                     stopping = True
                     break
-                batch.append(item)
-            self._commit(conn, batch)
+                batch.extend(item)
+            for i in range(0, len(batch), MAX_BATCH):
+                self._commit(conn, batch[i:i + MAX_BATCH])
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
         futures = [fut for _, fut in batch]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev = head if head else (0, GENESIS)
-                rows = []
-                for record, _ in batch:
-                    seq += 1
-                    record["seq"] = seq
-                    body = canonical(record)
-                    digest = record_hash(prev, body)
-                    rows.append((seq, body, prev, digest))
-                    prev = digest
-                conn.executemany("INSERT INTO audit (seq, body, prev, hash) VALUES (?, ?, ?, ?)", rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            # A chain has one writer (datadir.claim_audit), so its head is read once and
+            # then kept here. Were another writer to append anyway, the seq primary key
+            # makes this insert fail rather than fork the chain, and the head is re-read.
+            if self._head is None:
+                row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                self._head = tuple(row) if row else (0, GENESIS)
+            seq, prev = self._head
+            params: list = []
+            sha256 = hashlib.sha256
+            for body, _ in batch:
+                seq += 1
+                digest = sha256(prev + seq.to_bytes(8, "big") + body).digest()
+                params += (seq, body, prev, digest)
+                prev = digest
+            # One multi-row INSERT in autocommit: one atomic transaction, one SQLite call,
+            # so the writer takes the GIL a handful of times per batch, not once per row.
+            n = len(batch)
+            conn.execute(_insert_sql(n), params)
         except Exception as e:  # disk full, locked too long, I/O error: nobody gets a token
+            self._head = None
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
             self._settle(futures, None, AuditUnavailable(f"the audit log cannot commit ({e})"))
             return
-        self.records += len(rows)
+        first = self._head[0] + 1
+        self._head = (seq, prev)
+        self.records += n
         self.commits += 1
         self.last_error = None
-        self._settle(futures, [r[0] for r in rows], None)
+        self._settle(futures, list(range(first, seq + 1)), None)
 
     def _settle(self, futures: list, seqs: list | None, error: Exception | None) -> None:
         loop = self._loop
@@ -167,6 +224,16 @@ class AuditLog:
             loop.call_soon_threadsafe(_wake, futures, seqs, error)
         except RuntimeError:  # the loop closed between the check and the call
             pass
+
+
+_INSERTS: dict[int, str] = {}
+
+
+def _insert_sql(rows: int) -> str:
+    sql = _INSERTS.get(rows)
+    if sql is None:
+        sql = _INSERTS[rows] = "INSERT INTO audit (seq, body, prev, hash) VALUES " + ",".join(["(?,?,?,?)"] * rows)
+    return sql
 
 
 def _wake(futures: list, seqs: list | None, error: Exception | None) -> None:
@@ -184,13 +251,17 @@ def _wake(futures: list, seqs: list | None, error: Exception | None) -> None:
 
 class Record(NamedTuple):
     seq: int
-    body: str
+    body: bytes  # canonical JSON, UTF-8
     prev: bytes
     hash: bytes
 
     @property
     def data(self) -> dict:
         return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -234,14 +305,14 @@ def verify(path: Path, head: bytes | None = None) -> Verdict:
         if rec.seq != expect:
             return Verdict(False, count, prev, expect,
                            f"record {expect} is missing (the next record is {rec.seq})")
+        body = rec.body if isinstance(rec.body, bytes) else str(rec.body).encode()
         if rec.prev != prev:
             problem = "does not link to the record before it (prev hash differs)"
-        elif record_hash(prev, rec.body) != rec.hash:
+        elif record_hash(prev, rec.seq, body) != rec.hash:
             problem = "its content was changed (hash mismatch)"
         else:
             try:
-                if json.loads(rec.body).get("seq") != rec.seq:
-                    problem = "its body names another position"
+                json.loads(body)
             except ValueError:
                 problem = "its body is not JSON"
         if problem:
@@ -252,6 +323,11 @@ def verify(path: Path, head: bytes | None = None) -> Verdict:
                        f"the log ends at record {count} with head {prev.hex()}, not the expected head "
                        f"{head.hex()}: records were cut off the end (or the head is from another log)")
     return Verdict(True, count, prev, None, None)
+
+
+def _printable(text: object) -> str:
+    # One record, one line: control characters and line separators are shown escaped.
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def describe(rec: Record) -> str:
@@ -268,4 +344,4 @@ def describe(rec: Record) -> str:
         auth = "" if d.get("auth") else " (unauthenticated)"
         what = f"REFUSED {d.get('code')}{auth}: {d.get('msg')}"
     peer = f" from {d['peer']}" if d.get("peer") else ""
-    return f"#{rec.seq:<7} {stamp}.{ms:03d}Z {who}{peer}  {what}"
+    return _printable(f"#{rec.seq:<7} {stamp}.{ms:03d}Z {who}{peer}  {what}")

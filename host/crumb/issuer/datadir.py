@@ -3,12 +3,14 @@
     DATA/master.key        device master secret (0600)
     DATA/keys/             root signing keys and keyring.json (see keystore.py)
     DATA/registry.db       enrolled and revoked devices (SQLite, WAL)
-    DATA/audit.db          the hash-chained audit log (SQLite, WAL)
+    DATA/audit.db          the hash-chained audit log (SQLite, WAL); with several
+    DATA/audit-N.db        issuer processes, one chain per process (see claim_audit)
     DATA/policy.toml       used when `serve` is given no --config (optional)
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -35,6 +37,31 @@ class DataDir:
     @property
     def audit(self) -> Path:
         return self.root / "audit.db"
+
+    def audit_logs(self) -> list[Path]:
+        """Every audit chain in the directory: audit.db first, then audit-1.db, audit-2.db, ..."""
+        extra = sorted(self.root.glob("audit-*.db"), key=lambda p: int(p.stem.split("-")[1])
+                       if p.stem.split("-")[1].isdigit() else 1 << 30)
+        return ([self.audit] if self.audit.exists() else []) + [p for p in extra if p.stem.split("-")[1].isdigit()]
+
+    def claim_audit(self) -> tuple[Path, int]:
+        """The audit chain this process appends to, and the open lock fd that claims it.
+
+        Each issuer process holds an exclusive lock on one chain for its
+        lifetime (audit.db, else audit-1.db, ...), so processes never contend
+        for one SQLite write lock per request batch, and each chain has exactly
+        one writer. A restarted process takes up a free chain where it ended.
+        """
+        for n in range(0, 1024):
+            path = self.audit if n == 0 else self.root / f"audit-{n}.db"
+            fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return path, fd
+        raise RuntimeError("more than 1024 issuer processes hold audit chains in this data directory")
 
     @property
     def policy(self) -> Path:

@@ -11,11 +11,11 @@ refused with store_unavailable (fail closed), never admitted.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .codes import Refusal
 from .limits import NonceCache, TokenBuckets
-from .resp import RedisClient, RedisReplyError, RedisUnavailable
+from .resp import RedisClient, RedisReplyError, RedisUnavailable, encode
 
 KEY_PREFIX = "crumb:"
 REVOKED_KEY = KEY_PREFIX + "revoked"
@@ -87,28 +87,49 @@ class RedisGate:
         self.client = RedisClient(url, timeout=timeout)
         self.url = url
         self._sha: str | None = None
+        self._prefix: bytes | None = None
+
+    async def _load_prefix(self) -> bytes:
+        # "*12 EVALSHA <sha> 3" is the same for every call: encode it once.
+        sha = await self._load()
+        self._prefix = b"*12\r\n" + encode(("EVALSHA", sha, 3))[4:]
+        return self._prefix
+
+    @staticmethod
+    def _skip(args: tuple) -> int:
+        return 4 if len(args) < 10 else 5  # the array header encode() wrote for ``args`` alone
 
     async def _load(self) -> str:
         sha = await self.client.call("SCRIPT", "LOAD", ADMIT_LUA)
         self._sha = sha.decode() if isinstance(sha, bytes) else sha
         return self._sha
 
-    async def sync_revoked(self, devices: list[str]) -> None:
-        """Publish locally known revocations to Redis (a union: nothing is un-revoked)."""
-        for i in range(0, len(devices), 512):
-            await self.client.call("SADD", REVOKED_KEY, *devices[i:i + 512])
+    def publish_revocations_from(self, source: Callable[[], list[str]]) -> None:
+        """On every (re)connection, publish ``source()`` (locally known revocations) to Redis.
+
+        A union: nothing is ever un-revoked. A Redis restarted without its
+        data so gets the revocations this issuer knows back before it admits
+        anything.
+        """
+        async def publish() -> None:
+            devices = source()
+            for i in range(0, len(devices), 512):
+                await self.client.call("SADD", REVOKED_KEY, *devices[i:i + 512])
+
+        self.client.on_connect = publish
 
     async def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
                     now: float) -> None:
         args = (REVOKED_KEY, nonce_key(device, nonce), bucket_key(device),
                 device, nonce_ttl, cost, repr(float(rate)), burst, int(now * 1000))
         try:
-            sha = self._sha or await self._load()
+            prefix = self._prefix or await self._load_prefix()
             try:
-                result = await self.client.call("EVALSHA", sha, 3, *args)
+                result = await self.client.call_encoded(prefix + encode(args)[self._skip(args):])
             except RedisReplyError as e:
                 if not str(e).startswith("NOSCRIPT"):
                     raise
+                self._prefix = None
                 result = await self.client.call("EVALSHA", await self._load(), 3, *args)
         except RedisUnavailable as e:
             raise Refusal("store_unavailable", f"Redis cannot answer ({e}); failing closed", retry_after=1) from None

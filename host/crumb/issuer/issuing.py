@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .audit import AuditLog, AuditUnavailable
+from .audit import AuditLog, AuditUnavailable, issued_body
 from .codes import Refusal
 from .gate import Gate, MemoryGate
 from .keystore import Keyring
@@ -29,7 +29,7 @@ from .minting import Minter
 from .policy import Policy, PolicyError, Profile, Rule
 from .policy import load as load_policy
 from .protocol import (
-    Issued, TokenRequest, derive_device_key, error_cbor, error_json, mac_of, parse_cbor_request,
+    DeviceMacs, Issued, TokenRequest, error_cbor, error_json, parse_cbor_request,
     parse_json_request, token_response_cbor, token_response_json,
 )
 from .registry import Registry
@@ -42,7 +42,7 @@ class Issuer:
     def __init__(self, *, master: bytes, keyring: Keyring, registry: Registry, audit: AuditLog,
                  policy: Policy, policy_path: Path | None = None, gate: Gate | None = None,
                  metrics: Metrics | None = None, clock=time.time) -> None:
-        self.master = master
+        self.macs = DeviceMacs(master)
         self.keyring = keyring
         self.registry = registry
         self.audit = audit
@@ -115,7 +115,7 @@ class Issuer:
             assert body is not None
             req = parse_cbor_request(body) if fmt == "cbor" else parse_json_request(body)
             device = req.client_id
-            if not hmac.compare_digest(mac_of(derive_device_key(self.master, device), req.mac_input), req.mac):
+            if not hmac.compare_digest(self.macs.mac(device, req.mac_input), req.mac):
                 raise Refusal("bad_mac", "the request MAC does not verify for this client_id")
             authenticated = True
             skew = req.time - now
@@ -130,9 +130,8 @@ class Issuer:
             log.exception("internal error while issuing")
             return await self._refuse(Refusal("internal_error", f"internal error ({type(e).__name__})"),
                                       fmt, now, device, authenticated, peer)
-        record["peer"] = peer
         try:
-            await self.audit.append(record)
+            await self.audit.append_body(issued_body(peer=peer, **record))
         except AuditUnavailable as e:
             # The tokens are dropped: nothing leaves the issuer that the log does not hold.
             return await self._refuse(Refusal("store_unavailable", str(e), retry_after=1), fmt, now, device,
@@ -182,12 +181,9 @@ class Issuer:
                                   uses=rule.uses, iss=policy.name, aud=aud, chain=rule.chain,
                                   attenuators=rule.attenuators, hop_refs=policy.hop_refs, now=now)
                 issued.append(Issued(token, rule.ttl, rule.uses, cti, (resource, perm)))
-        record = {
-            "t": int(now_f * 1000), "event": "issued", "device": device, "auth": True,
-            "scope": [[r, p] for r, p in req.scopes], "count": req.count,
-            "tokens": [it.cti.hex() for it in issued], "exp": now + min(r.ttl for r in rules),
-            "kid": key.kid.hex(), "rules": sorted({r.where for r in rules}),
-        }
+        record = dict(t=int(now_f * 1000), device=device, scope=req.scopes, count=req.count,
+                      tokens=[it.cti.hex() for it in issued], exp=now + min(r.ttl for r in rules),
+                      kid=key.kid.hex(), rules=sorted({r.where for r in rules}))
         return issued, record
 
     async def _refuse(self, r: Refusal, fmt: str, now: int, device: str | None, authenticated: bool,

@@ -25,6 +25,7 @@ from ..cose import authority_protected, sig_structure
 from ..keys import PublicKey, SigningKey
 from ..scope import encode_scope
 from ..wire import CLAIM_AUD, CLAIM_ISS, CLAIM_SUB, CTI_BYTES, FORMAT_VERSION
+from .protocol import encode_uint
 
 _SPLIT_LOW = (CLAIM_ISS, CLAIM_SUB, CLAIM_AUD)     # encoded before exp
 _VARYING = (4, 6, 7)                                 # exp, iat, cti
@@ -73,7 +74,7 @@ class Minter:
 
     @staticmethod
     def _payload(t: _Template, iat: int, exp: int, cti: bytes) -> bytes:
-        return b"".join((t.prefix, b"\x04", cbor.dumps(exp), b"\x06", cbor.dumps(iat), b"\x07",
+        return b"".join((t.prefix, b"\x04", encode_uint(exp), b"\x06", encode_uint(iat), b"\x07",
                          cbor.bstr_head(len(cti)), cti, t.suffix))
 
     def mint(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,

@@ -98,6 +98,45 @@ def mac_of(device_key: bytes, mac_input: bytes) -> bytes:
     return hmac.digest(device_key, mac_input, "sha256")[:MAC_BYTES]
 
 
+class DeviceMacs:
+    """Computes device MACs, keeping each device's keyed HMAC state in a bounded cache.
+
+    Derivation is deterministic, so this is a cache (in memory, never
+    written anywhere), not a table of secrets: dropping it changes nothing
+    but the time to answer. It saves a key derivation and the HMAC key
+    set-up per request.
+    """
+
+    def __init__(self, master: bytes, max_entries: int = 65_536) -> None:
+        self.master = master
+        self.max_entries = max_entries
+        self._states: dict[str, Any] = {}
+
+    def mac(self, device_id: str, mac_input: bytes) -> bytes:
+        state = self._states.get(device_id)
+        if state is None:
+            if len(self._states) >= self.max_entries:
+                self._states.clear()
+            state = self._states[device_id] = hmac.new(derive_device_key(self.master, device_id),
+                                                       digestmod=hashlib.sha256)
+        h = state.copy()
+        h.update(mac_input)
+        return h.digest()[:MAC_BYTES]
+
+
+def encode_uint(value: int) -> bytes:
+    """Preferred CBOR encoding of an unsigned integer (the issuer writes many)."""
+    if value < 24:
+        return bytes((value,))
+    if value < 0x100:
+        return bytes((0x18, value))
+    if value < 0x10000:
+        return b"\x19" + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return b"\x1a" + value.to_bytes(4, "big")
+    return cbor.dumps(value)
+
+
 # -- the request ----------------------------------------------------------------------
 
 
@@ -121,8 +160,17 @@ def _malformed(message: str) -> Refusal:
     return Refusal("malformed", message)
 
 
+def _head(data: bytes, i: int) -> tuple[int, int, int]:
+    # Short heads inline (nearly every head of a request); longer ones through the
+    # strict core reader, which refuses non-preferred and indefinite forms.
+    b = data[i]
+    if b & 31 < 24:
+        return b >> 5, b & 31, i + 1
+    return cbor.head(data, i)
+
+
 def _text(data: bytes, i: int, what: str, limit: int) -> tuple[str, int]:
-    mt, length, i = cbor.head(data, i)
+    mt, length, i = _head(data, i)
     if mt != 3:
         raise _malformed(f"{what} is a text string")
     if length > limit:
@@ -137,7 +185,7 @@ def _text(data: bytes, i: int, what: str, limit: int) -> tuple[str, int]:
 
 
 def _bytes(data: bytes, i: int, what: str) -> tuple[bytes, int]:
-    mt, length, i = cbor.head(data, i)
+    mt, length, i = _head(data, i)
     if mt != 2:
         raise _malformed(f"{what} is a byte string")
     end = i + length
@@ -147,20 +195,20 @@ def _bytes(data: bytes, i: int, what: str) -> tuple[bytes, int]:
 
 
 def _uint(data: bytes, i: int, what: str) -> tuple[int, int]:
-    mt, value, i = cbor.head(data, i)
+    mt, value, i = _head(data, i)
     if mt != 0:
         raise _malformed(f"{what} is an unsigned integer")
     return value, i
 
 
 def _permission(data: bytes, i: int) -> tuple[Permission, int]:
-    mt = data[i] >> 5 if i < len(data) else -1
+    mt = data[i] >> 5
     if mt == 3:
         return _text(data, i, "an operation", MAX_STRING)
     if mt == 0:
         return _uint(data, i, "a method bitmask")
     if mt == 4:
-        _, length, i = cbor.head(data, i)
+        _, length, i = _head(data, i)
         if not 2 <= length <= MAX_PERMISSION_OPS:
             raise _malformed(f"a permission array holds 2 to {MAX_PERMISSION_OPS} operations")
         ops = []
@@ -171,86 +219,91 @@ def _permission(data: bytes, i: int) -> tuple[Permission, int]:
     raise _malformed("a permission is an operation, an array of operations or a method bitmask")
 
 
-def _scope_entry(data: bytes, i: int, expect_header: bool) -> tuple[tuple[str, Permission], int]:
-    if expect_header:
-        mt, length, i = cbor.head(data, i)
-        if mt != 4 or length != 2:
-            raise _malformed("a scope entry is [resource, permission]")
-    resource, i = _text(data, i, "a resource", MAX_STRING)
-    perm, i = _permission(data, i)
-    return (resource, perm), i
-
-
 def _scope(data: bytes, i: int) -> tuple[list, bool, int]:
-    mt, length, i = cbor.head(data, i)
+    mt, length, i = _head(data, i)
     if mt != 4:
         raise _malformed("scope is [resource, permission] or an array of them")
-    if i < len(data) and data[i] >> 5 == 3:  # [resource, permission]: one scope
+    if data[i] >> 5 == 3:  # [resource, permission]: one scope
         if length != 2:
             raise _malformed("a scope entry is [resource, permission]")
-        entry, i = _scope_entry(data, i, False)
-        return [entry], False, i
+        resource, i = _text(data, i, "a resource", MAX_STRING)
+        perm, i = _permission(data, i)
+        return [(resource, perm)], False, i
     if not 2 <= length <= MAX_BATCH:
         raise _malformed(f"a batch scope holds 2 to {MAX_BATCH} entries (one scope is written as [resource, permission])")
     entries = []
     for _ in range(length):
-        entry, i = _scope_entry(data, i, True)
-        entries.append(entry)
+        mt, pair, i = _head(data, i)
+        if mt != 4 or pair != 2:
+            raise _malformed("a scope entry is [resource, permission]")
+        resource, i = _text(data, i, "a resource", MAX_STRING)
+        perm, i = _permission(data, i)
+        entries.append((resource, perm))
     return entries, True, i
+
+
+# Request keys by their encoded byte (all one byte but client_id, 0x18 0x18).
+_KEY_BYTES = {0x05: REQ_AUDIENCE, 0x09: REQ_SCOPE, 0x20: REQ_NONCE, 0x21: REQ_TIME, 0x22: REQ_COUNT,
+              0x23: REQ_MAC}
 
 
 def parse_cbor_request(data: bytes) -> TokenRequest:
     """Decode a device request strictly (deterministic CBOR, known keys, bounded)."""
     try:
         return _parse_cbor(data)
+    except IndexError:  # every read past the end lands here: one check instead of many
+        raise _malformed("truncated request") from None
     except Malformed as e:  # from cbor.head: non-preferred, indefinite, truncated
         raise _malformed(e.message) from None
 
 
 def _parse_cbor(data: bytes) -> TokenRequest:
     n = len(data)
-    mt, count, i = cbor.head(data, 0)
-    if mt != 5:
+    first = data[0]
+    count = first & 31
+    if first >> 5 != 5 or count >= 24:
         raise _malformed("a token request is a CBOR map")
     if count > len(_ALLOWED_KEYS):
         raise _malformed(f"a token request has at most {len(_ALLOWED_KEYS)} parameters")
-    header_end = i
-    prev = b""
+    i = 1
+    last = -1  # encoded key bytes are all below 0x24 and strictly increasing
     fields: dict[int, Any] = {}
     mac_at = -1
     batch = False
     for _ in range(count):
         start = i
-        mt, arg, i = cbor.head(data, i)
-        if mt == 0:
-            key = arg
-        elif mt == 1:
-            key = -1 - arg
+        kb = data[i]
+        if kb == 0x18:
+            if data[i + 1] != 0x18:
+                raise _malformed(f"unknown or non-preferred request parameter at offset {start}")
+            key, order, i = REQ_CLIENT_ID, 0x1818, i + 2
         else:
-            raise _malformed(f"request parameter at offset {start} is not an integer key")
-        if data[start:i] <= prev:
+            key = _KEY_BYTES.get(kb)
+            if key is None:
+                raise _malformed(f"unknown request parameter at offset {start}")
+            order, i = kb << 8, i + 1
+        if order <= last:
             raise _malformed(f"request parameter {key} is duplicate or out of deterministic order")
-        prev = data[start:i]
-        if key == REQ_CLIENT_ID:
-            fields[key], i = _text(data, i, "client_id", MAX_CLIENT_ID)
-        elif key == REQ_AUDIENCE:
-            fields[key], i = _text(data, i, "audience", MAX_STRING)
-        elif key == REQ_NONCE or key == REQ_MAC:
-            if key == REQ_MAC:
-                mac_at = start
-            fields[key], i = _bytes(data, i, "nonce" if key == REQ_NONCE else "mac")
+        last = order
+        if key == REQ_NONCE:
+            fields[key], i = _bytes(data, i, "nonce")
         elif key == REQ_TIME:
             fields[key], i = _uint(data, i, "time")
-        elif key == REQ_COUNT:
-            fields[key], i = _uint(data, i, "count")
         elif key == REQ_SCOPE:
             fields[key], batch, i = _scope(data, i)
+        elif key == REQ_CLIENT_ID:
+            fields[key], i = _text(data, i, "client_id", MAX_CLIENT_ID)
+        elif key == REQ_MAC:
+            mac_at = start
+            fields[key], i = _bytes(data, i, "mac")
+        elif key == REQ_AUDIENCE:
+            fields[key], i = _text(data, i, "audience", MAX_STRING)
         else:
-            raise _malformed(f"unknown request parameter {key}")
+            fields[key], i = _uint(data, i, "count")
     if i != n:
         raise _malformed(f"{n - i} trailing bytes after the request")
     # -4 sorts last, so the MAC input is everything before it under a header one smaller.
-    mac_input = bytes((0xA0 | (count - 1),)) + data[header_end:mac_at] if mac_at > 0 else b""
+    mac_input = bytes((0xA0 | (count - 1),)) + data[1:mac_at] if mac_at > 0 else b""
     return _finish(fields, mac_input, batch)
 
 
@@ -402,8 +455,7 @@ class Issued(NamedTuple):
     scope: tuple
 
 
-def _u(value: int) -> bytes:
-    return cbor.dumps(value)
+_u = encode_uint
 
 
 def token_response_cbor(issued: list[Issued], now: int, batch: bool) -> bytes:

@@ -5,15 +5,19 @@ its id on every request. The registry says who is enrolled (and in which
 group) and who is revoked. Revocation is final for an id: the derived key
 of a revoked device cannot be trusted again, so it cannot be re-enrolled.
 
-The running issuer keeps the two tables in memory and asks SQLite's
-``PRAGMA data_version`` before each request whether another connection
-(the CLI, another issuer process) committed a change; only then does it
-reload. So a revocation applies from the next request on, at the cost of
-one cheap pragma per request.
+The running issuer keeps the two tables in memory. Every write through this
+module is followed by a new random value in ``registry.gen``, an 8-byte file
+each issuer process maps into memory; before each request the issuer
+compares those 8 bytes (a memory read, no system call) and reloads when
+they changed. So a revocation applies from the next request after
+`crumb device revoke` returns. Writes made some other way (plain SQL) are
+still caught by SQLite's ``PRAGMA data_version``, checked once a second.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -52,34 +56,76 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class Generation:
+    """8 shared bytes that change after every registry write (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            self._map = mmap.mmap(fd, 8)
+        finally:
+            os.close(fd)
+
+    def read(self) -> bytes:
+        return self._map[:8]
+
+    def bump(self) -> None:
+        # A fresh random value, not an increment: two writers can never write
+        # the same "next" value and so hide one change behind the other.
+        self._map[:8] = os.urandom(8)
+
+    def close(self) -> None:
+        self._map.close()
+
+
 class Registry:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = connect(path)
+        self.generation = Generation(path.with_suffix(".gen"))
         self.known: dict[str, str | None] = {}
         self.revoked: set[str] = set()
         self._version = -1
+        self._gen = b""
+        self._checked = 0.0
         self.refresh()
 
     def close(self) -> None:
         self.conn.close()
+        self.generation.close()
 
     # -- the server's view ------------------------------------------------------------
 
     def refresh(self) -> bool:
         """Reload the tables if anyone committed since we last looked."""
-        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        if version == self._version:
+        gen = self.generation.read()
+        if gen != self._gen:
+            self._gen = gen
+            self._reload()
+            return True
+        now = time.monotonic()
+        if now - self._checked < 1.0:
             return False
+        self._checked = now
+        if self.conn.execute("PRAGMA data_version").fetchone()[0] == self._version:
+            return False
+        self._reload()
+        return True
+
+    def _reload(self) -> None:
         known: dict[str, str | None] = {}
         revoked: set[str] = set()
-        for device, group, added, rev in self.conn.execute("SELECT id, grp, added, revoked FROM devices"):
-            if rev is not None:
-                revoked.add(device)
-            elif added is not None:
-                known[device] = group
-        self.known, self.revoked, self._version = known, revoked, version
-        return True
+        with self.conn:
+            self.conn.execute("BEGIN")  # one consistent snapshot, and its data_version
+            self._version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            for device, group, added, rev in self.conn.execute("SELECT id, grp, added, revoked FROM devices"):
+                if rev is not None:
+                    revoked.add(device)
+                elif added is not None:
+                    known[device] = group
+        self.known, self.revoked = known, revoked
 
     # -- administration ---------------------------------------------------------------
 
@@ -100,9 +146,10 @@ class Registry:
             if current is None:
                 self.conn.execute("INSERT INTO devices (id, grp, added) VALUES (?, ?, ?)",
                                   (device, group, time.time()))
-                return True
-            self.conn.execute("UPDATE devices SET grp = ? WHERE id = ?", (group, device))
-            return False
+            else:
+                self.conn.execute("UPDATE devices SET grp = ? WHERE id = ?", (group, device))
+        self.generation.bump()  # after the commit: a reader that sees it sees the change
+        return current is None
 
     def revoke(self, device: str, reason: str | None = None) -> bool:
         """Deny ``device`` from the next request on. False if it was revoked already.
@@ -121,7 +168,8 @@ class Registry:
             else:
                 self.conn.execute("UPDATE devices SET revoked = ?, reason = ? WHERE id = ?",
                                   (time.time(), reason, device))
-            return True
+        self.generation.bump()
+        return True
 
     def all(self) -> list[Device]:
         return [Device(*row) for row in

@@ -2,9 +2,10 @@
 
 Why not redis-py's asyncio client: on this project's 2-core reference
 machine it spends ~90 µs of CPU per command, more than the rest of issuing a
-token. This client keeps one connection, writes each command as soon as it
-is asked and matches replies in order (pipelining for free under load): a
-few µs per command. It speaks only what the issuer needs (commands in,
+token. This client keeps one connection, writes the commands of each
+event-loop turn together in one write and matches replies in order
+(pipelining for free under load): ~20 µs of CPU per command, most of it the
+await. It speaks only what the issuer needs (commands in,
 integers/strings/arrays/errors out); the CLI uses redis-py.
 
 Failure is explicit: a lost connection fails every pending call, a reply
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import Awaitable, Callable
 from urllib.parse import unquote, urlparse
 
 
@@ -68,14 +70,16 @@ def _parse(buf: bytearray, pos: int):
 
 
 def encode(args: tuple) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
+    """A RESP array of bulk strings; str, bytes and numbers (as their decimal text) are accepted."""
+    out = b"*%d\r\n" % len(args)
     for arg in args:
-        if isinstance(arg, str):
+        kind = type(arg)
+        if kind is str:
             arg = arg.encode()
-        elif isinstance(arg, (int, float)):
+        elif kind is not bytes:
             arg = str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
+        out += b"$%d\r\n%s\r\n" % (len(arg), arg)
+    return out
 
 
 class _Protocol(asyncio.Protocol):
@@ -84,6 +88,21 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.waiters: deque = deque()  # (future, sent at)
+        self.out: list[bytes] = []     # commands of this event-loop turn, written together
+
+    def send(self, command: bytes) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.waiters.append((fut, time.monotonic()))
+        if not self.out:
+            loop.call_soon(self.flush)
+        self.out.append(command)
+        return fut
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -143,6 +162,9 @@ class RedisClient:
         self._connecting: asyncio.Future | None = None
         self._last_failure = 0.0
         self._watchdog: asyncio.Task | None = None
+        # Awaited after every (re)connection, before other commands: restore state a
+        # restarted Redis may have lost.
+        self.on_connect: Callable[[], Awaitable[None]] | None = None
 
     async def _connect(self) -> _Protocol:
         if self._connecting is not None:
@@ -160,6 +182,8 @@ class RedisClient:
                 await self._send(proto, ("AUTH", *auth))
             if self.db:
                 await self._send(proto, ("SELECT", self.db))
+            if self.on_connect is not None:
+                await self.on_connect()
             if self._watchdog is None or self._watchdog.done():
                 self._watchdog = loop.create_task(self._watch())
             self._connecting.set_result(proto)
@@ -175,17 +199,20 @@ class RedisClient:
             self._connecting = None
 
     def _send(self, proto: _Protocol, args: tuple) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        proto.waiters.append((fut, time.monotonic()))
-        assert proto.transport is not None
-        proto.transport.write(encode(args))
-        return fut
+        return proto.send(encode(args))
 
     async def call(self, *args):
         proto = self._protocol
         if proto is None:
             proto = await self._connect()
         return await self._send(proto, args)
+
+    async def call_encoded(self, command: bytes):
+        """Send a command already in RESP form (see ``encode``): the hot path skips re-encoding."""
+        proto = self._protocol
+        if proto is None:
+            proto = await self._connect()
+        return await proto.send(command)
 
     async def _watch(self) -> None:
         # One timer for all calls: cheaper than a timeout per call.

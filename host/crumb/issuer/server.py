@@ -9,12 +9,13 @@ The bench serves its bare ASGI baseline through this same function.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import signal
 import socket
 import sys
+import threading
+import time
 from typing import Callable
 
 import uvicorn
@@ -28,14 +29,15 @@ def _fast(module: str) -> bool:
     return True
 
 
-def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool, listen: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -60,7 +62,17 @@ def serve_socket(app, sock: socket.socket, log_level: str = "warning") -> None:
         sys.exit(3)
 
 
-def _worker(factory: Callable[[], object], host: str, port: int, log_level: str) -> None:
+def _orphan_watch(supervisor: int) -> None:
+    # A worker whose supervisor died (even by SIGKILL) shuts itself down gracefully.
+    while os.getppid() == supervisor:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(factory: Callable[[], object], host: str, port: int, log_level: str, supervisor: int) -> None:
+    if os.getppid() != supervisor:  # it died while this process was starting
+        return
+    threading.Thread(target=_orphan_watch, args=(supervisor,), daemon=True).start()
     sock = bind(host, port, reuse_port=True)
     serve_socket(factory(), sock, log_level)
 
@@ -74,14 +86,14 @@ def serve(factory: Callable[[], object], host: str, port: int, processes: int = 
             ready()
         serve_socket(factory(), sock, log_level)
         return
-    # Bind once here first, so a busy port fails now, with a clear error, in the parent.
-    probe = bind(host, port, reuse_port=True)
+    # Bind (without listening, so it receives no connections) here first: a busy
+    # port fails now, in the parent, with a clear error.
+    probe = bind(host, port, reuse_port=True, listen=False)
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_worker, args=(factory, host, port, log_level), daemon=False)
+    workers = [ctx.Process(target=_worker, args=(factory, host, port, log_level, os.getpid()), daemon=False)
                for _ in range(processes)]
     for w in workers:
         w.start()
-    probe.close()
     if ready:
         ready()
 
@@ -94,6 +106,7 @@ def serve(factory: Callable[[], object], host: str, port: int, processes: int = 
     signal.signal(signal.SIGINT, stop)
     for w in workers:
         w.join()
+    probe.close()
     codes = [w.exitcode for w in workers]
     if any(c not in (0, -signal.SIGTERM, None) for c in codes):
         sys.exit(3)
@@ -104,5 +117,3 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         return s.getsockname()[1]
 
-
-__all__ = ["serve", "bind", "free_port", "uvicorn_config", "asyncio"]

@@ -87,13 +87,13 @@ class Locator:
                     index = counts.get(base, 0)
                     counts[base] = index + 1
                     table = base + (index,)
-                    self.lines.setdefault(table, number)
+                    self._mark(table, number)
                 continue
             if line.startswith("["):
                 keys = _keys(line[1:line.rfind("]")]) if "]" in line else None
                 if keys is not None:
                     table = self._resolve(tuple(keys[:-1])) + (keys[-1],)
-                    self.lines.setdefault(table, number)
+                    self._mark(table, number)
                 continue
             eq = line.find("=")
             if eq > 0:
@@ -103,6 +103,11 @@ class Locator:
                     for k in keys:
                         path = path + (k,)
                         self.lines.setdefault(path, number)
+
+    def _mark(self, table: tuple, number: int) -> None:
+        # [a.b.c] also defines a and a.b (implicitly): they start here unless seen before.
+        for end in range(1, len(table) + 1):
+            self.lines.setdefault(table[:end], number)
 
     def _resolve(self, keys: tuple) -> tuple:
         # In [[a.b]] followed by [a.b.c], "a.b" means the latest entry of the array.

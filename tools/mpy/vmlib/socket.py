@@ -97,9 +97,9 @@ class socket:
         buf[: len(b)] = b
         return len(b)
 
-    def readline(self):
+    def readline(self, limit=-1):
         out = bytearray()
-        while out[-1:] != b"\n":
+        while out[-1:] != b"\n" and (limit < 0 or len(out) < limit):
             b = self.recv(1)
             if not b:
                 break

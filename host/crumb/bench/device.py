@@ -1,0 +1,520 @@
+"""`crumb bench device`: what the device client costs, measured on the real thing.
+
+Everything runs here, on loopback: the real issuer (``crumb issuer serve``
+in a child process), a service that verifies every call with
+``crumb.Verifier`` (keys fetched from the issuer's ``GET /keys``), a TCP relay
+that counts the bytes on the wire, and the device code ``ucrumb`` inside the
+MicroPython WebAssembly VM (tools/mpy), talking to them through its socket
+bridge.
+
+Figures (``run()`` returns them as a dict, ``--json`` prints it):
+
+mpy_bytes
+    Sum of the ``.mpy`` files of ``device/`` compiled by mpy-cross.
+request_bytes, response_bytes
+    The CBOR bodies of one single-token exchange (batch 1) for the typical
+    scope: 8-character device id, 15-character resource, one operation.
+http_bytes
+    Everything on the wire for that exchange, both directions, headers
+    included (counted by the relay).
+import_heap_bytes
+    MicroPython heap allocated by ``import ucrumb.client`` from the .mpy files
+    (the code loaded into RAM; frozen modules keep most of it in flash).
+heap_peak_bytes
+    MicroPython heap allocated by one ``Client.header()`` call that has to
+    fetch (a token request with the default batch, then the attach), inside
+    the VM: ``gc.collect(); gc.disable()`` and the ``gc.mem_alloc()``
+    difference across the call (the VM cannot collect mid-run, see
+    docs/micropython-vm.md), so it counts every byte allocated, garbage
+    included: an upper bound of the peak. The socket during that call replays
+    the issuer's response recorded on the wire a moment before and allocates
+    what a native socket allocates for it (the bytes it returns), because the
+    VM's bridge socket moves data as hex strings and would count its own
+    traffic many times over. ``heap_peak_bytes_batch1`` is the same with
+    ``batch=1``.
+round_trips_per_call
+    Issuer exchanges per authorized call over 100 calls made with
+    ``Client.request()`` with the default settings (batch 4, single-use
+    tokens), boot included: the first request carries no time and is
+    refused with ``stale_time`` once. Every call must be accepted by the
+    verifying service.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+GOALS = {"mpy_bytes": 16384, "heap_peak_bytes": 8192, "request_plus_response_bytes": 220,
+         "round_trips_per_call": 0.34}
+
+DEVICE_ID = "dev-0001"          # 8 characters, like the typical token of PROTOCOL.md §9
+RESOURCE = "/sensors/temp01"    # 15 characters
+OPERATION = "read"
+CALLS = 100
+
+BENCH_POLICY = """\
+[defaults]
+ttl = 60
+uses = 1
+batch = 8
+rate = 1000.0
+burst = 1000
+
+[groups.sensors]
+[[groups.sensors.allow]]
+resource = "/sensors/*"
+operations = ["read", "publish"]
+
+[[groups.sensors.allow]]
+resource = "/config/*"
+operations = ["read"]
+uses = 3
+"""
+
+
+def repo_root() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "device" / "ucrumb").is_dir() and (parent / "tools" / "mpy").is_dir():
+            return parent
+    raise RuntimeError("crumb bench device needs a source checkout (device/ and tools/mpy/ next to host/)")
+
+
+def mpyvm():
+    """tools/mpy/mpyvm.py (the MicroPython VM runner), imported from the checkout."""
+    path = str(repo_root() / "tools" / "mpy")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import mpyvm as m  # noqa: PLC0415
+
+    return m
+
+
+# -- real peers on loopback ----------------------------------------------------------
+
+
+class DeviceIssuer:
+    """The real issuer, `crumb issuer serve` in a child process on a free loopback port
+    (crumb.issuer.local.LocalIssuer), with a policy and enrolled devices in a data dir.
+
+    ``devices`` maps device ids to policy groups; ``creds[id]`` is what
+    ``crumb device add`` would print for each.
+    """
+
+    def __init__(self, policy: str = BENCH_POLICY, devices: dict[str, str | None] | None = None,
+                 data_dir: str | Path | None = None) -> None:
+        self.policy = policy
+        self.devices = {DEVICE_ID: "sensors"} if devices is None else devices
+        self.data_dir = data_dir
+        self.creds: dict[str, dict] = {}
+
+    def __enter__(self) -> "DeviceIssuer":
+        from ..issuer.datadir import DataDir
+        from ..issuer.keystore import load_or_create_master
+        from ..issuer.local import LocalIssuer
+        from ..issuer.protocol import derive_device_key
+        from ..issuer.registry import Registry
+
+        self._tmp = None
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="crumb-issuer-")
+            self.data_dir = self._tmp.name
+        data = DataDir(self.data_dir).create()
+        self.policy_path = data.root / "policy.toml"
+        self.policy_path.write_text(self.policy)
+        registry = Registry(data.registry)
+        try:
+            for dev, group in self.devices.items():
+                registry.add(dev, group)
+        finally:
+            registry.close()
+        master = load_or_create_master(data.root)
+        self.local = LocalIssuer(data.root, self.policy_path)
+        self.url, self.port = self.local.url, self.local.port
+        for dev in self.devices:
+            self.creds[dev] = {"device_id": dev, "key": derive_device_key(master, dev).hex(), "issuer": self.url}
+        try:
+            self.local.start()
+        except Exception:
+            self._cleanup()
+            raise
+        return self
+
+    def _cleanup(self) -> None:
+        self.local.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __exit__(self, *exc) -> None:
+        self._cleanup()
+
+
+class VerifyingService:
+    """An HTTP service that verifies every call with crumb.Verifier before answering.
+
+    Resource = the request path, operation = read (GET) / publish (POST) /
+    write (PUT). 200 with ``{"sub": ...}`` when the token is good, 401/403
+    with ``{"code": ...}`` otherwise. Counts ``accepted`` and ``rejected``.
+    ``POST /envelope/<resource>`` takes an MQTT envelope as the body and
+    verifies its token for (resource, publish), as an MQTT consumer does.
+    """
+
+    OPERATIONS = {"GET": "read", "POST": "publish", "PUT": "write"}
+
+    def __init__(self, issuer_url: str, clock=time.time) -> None:
+        from ..keyfetch import FetchedKeys
+        from ..verify import Verifier
+
+        self.verifier = Verifier([], resolver=FetchedKeys(issuer_url.rstrip("/") + "/keys", min_interval=0.0),
+                                 clock=clock)
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+        self.bodies: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def handle(self, method: str, path: str, auth: str | None, body: bytes) -> tuple[int, dict]:
+        from .. import envelope
+        from ..errors import CrumbError
+
+        try:
+            if path.startswith("/envelope/"):  # an MQTT envelope [token, payload], posted as the body
+                token, body = envelope.unpack(body)
+                path = path[len("/envelope"):]
+                verified = self.verifier.verify(token, path, "publish")
+            elif not auth or not auth.startswith("Bearer "):
+                return 401, {"code": "no_token"}
+            else:
+                verified = self.verifier.verify(auth[7:].strip(), path, self.OPERATIONS.get(method, method.lower()))
+        except CrumbError as e:
+            with self._lock:
+                self.rejected[e.code] = self.rejected.get(e.code, 0) + 1
+            return (403 if e.code == "scope_denied" else 401), {"code": e.code, "message": str(e)}
+        with self._lock:
+            self.accepted += 1
+            self.bodies.append(body)
+        return 200, {"sub": verified.claims.sub, "resource": path, "body": body.decode("latin-1")}
+
+    def __enter__(self) -> "VerifyingService":
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                status, doc = service.handle(self.command, self.path, self.headers.get("Authorization"), body)
+                out = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = _any
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Relay:
+    """A TCP relay to ``target`` that records every connection's bytes, both ways."""
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target = (host, target_port)
+        self.conns: list[list[bytearray]] = []  # [sent by client, sent by server]
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "Relay":
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.ls.settimeout(0.2)
+        self.port = self.ls.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                continue
+            record = [bytearray(), bytearray()]
+            with self._lock:
+                self.conns.append(record)
+            threading.Thread(target=self._serve, args=(c, record), daemon=True).start()
+
+    def _serve(self, c: socket.socket, record: list[bytearray]) -> None:
+        try:
+            u = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            c.close()
+            return
+        c.settimeout(10)
+
+        def pump(src: socket.socket, dst: socket.socket, buf: bytearray) -> None:
+            try:
+                while data := src.recv(65536):
+                    with self._lock:
+                        buf += data
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=pump, args=(u, c, record[1]), daemon=True)
+        t.start()
+        pump(c, u, record[0])
+        t.join(10)
+        c.close()
+        u.close()
+
+    def exchanges(self) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            return [(bytes(a), bytes(b)) for a, b in self.conns]
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.thread.join(2)
+        self.ls.close()
+
+
+def split_http(message: bytes) -> tuple[bytes, bytes]:
+    """(head, body) of one recorded HTTP message."""
+    i = message.index(b"\r\n\r\n") + 4
+    return message[:i], message[i:]
+
+
+# -- what runs inside the VM -----------------------------------------------------------
+
+_VM_WIRE = """
+import sys
+from binascii import unhexlify
+from ucrumb import client, cbor
+dev, key, relay, issuer, service, res, op, calls = sys.argv[1:9]
+key = unhexlify(key)
+calls = int(calls)
+
+# one single-token exchange through the counting relay, after a sync with the issuer
+c1 = client.Client(issuer, dev, key, batch=1)
+c1.token("/sensors/warm", op)
+c1.url = relay + "/token"
+c1.header(res, op)
+# one exchange with the default settings (batch 4): its response is replayed for the heap figure
+c4 = client.Client(issuer, dev, key)
+c4.token("/sensors/warm", op)
+c4.url = relay + "/token"
+c4.header(res, op)
+
+# round trips: a fresh client, default settings, `calls` authorized calls to the verifying service
+c = client.Client(issuer, dev, key)
+ok = 0
+for i in range(calls):
+    status, hdrs, body = c.request("POST", service + res, res, "publish", b"21.5")
+    ok += status == 200
+print("@@CALLS", calls, ok, c.round_trips)
+"""
+
+_VM_REPLAY_SOCKET = '''
+# A socket that answers with recorded responses; it allocates only the
+# bytes it returns, as a native socket's recv() does.
+import socket as _socket
+
+responses = []
+
+
+class ReplaySocket:
+    def __init__(self, af=2, type=1, proto=0):
+        self.b = responses.pop(0)
+        self.p = 0
+
+    def settimeout(self, t):
+        pass
+
+    def connect(self, addr):
+        pass
+
+    def send(self, data):
+        return len(data)
+
+    def recv(self, n):
+        e = min(len(self.b), self.p + n)
+        r = self.b[self.p:e]
+        self.p = e
+        return r
+
+    def close(self):
+        pass
+
+
+_socket.socket = ReplaySocket
+'''
+
+_VM_HEAP = """
+import gc, sys
+from binascii import unhexlify
+import crumb_replay
+from ucrumb import client
+dev, key, res, op = sys.argv[1:5]
+key = unhexlify(key)
+answers = {4: unhexlify(sys.argv[5]), 1: unhexlify(sys.argv[6])}
+
+
+def measure(batch):
+    c = client.Client("http://127.0.0.1:9/", dev, key, batch=batch)
+    crumb_replay.responses[:] = [answers[batch]] * 2
+    c.header("/sensors/warm", op)  # syncs; one-time allocations (first calls, the address) not counted
+    gc.collect()
+    gc.disable()
+    a = gc.mem_alloc()
+    c.header(res, op)
+    b = gc.mem_alloc()
+    gc.enable()
+    assert c.round_trips == 2 and not crumb_replay.responses
+    return b - a
+
+
+for batch in (4, 1):
+    print("@@HEAP", batch, measure(batch))
+"""
+
+
+def _marks(out: str, tag: str) -> list[list[str]]:
+    return [line.split()[1:] for line in out.splitlines() if line.startswith(tag + " ")]
+
+
+def run(calls: int = CALLS, progress=None) -> dict:
+    say = progress or (lambda m: None)
+    vm = mpyvm()
+    vm.check_vm()
+    say("compiling device/ with mpy-cross")
+    sizes, total = vm.mpy_sizes()
+    result: dict = {"mpy_bytes": total, "mpy_files": sizes}
+    with DeviceIssuer() as issuer, VerifyingService(issuer.url) as service, Relay(issuer.port) as relay:
+        cred = issuer.creds[DEVICE_ID]
+        say(f"issuer on {issuer.url}, verifying service on {service.url}; running the device code in MicroPython")
+        r = vm.run_vm(_VM_WIRE, args=[DEVICE_ID, cred["key"], relay.url, issuer.url, service.url, RESOURCE,
+                                      OPERATION, calls], timeout=300).check()
+        exchanges = relay.exchanges()
+        if len(exchanges) != 2:
+            raise RuntimeError(f"expected 2 exchanges through the relay, saw {len(exchanges)}:\n{r.out}\n{r.err}")
+        (req1, resp1), (req4, resp4) = exchanges
+        head_q, body_q = split_http(req1)
+        head_r, body_r = split_http(resp1)
+        if not resp1.startswith(b"HTTP/1.1 200") or not resp4.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"the issuer refused the bench device:\n{resp1!r}\n{resp4!r}")
+        from ..issuer.protocol import parse_response
+
+        token = parse_response(body_r).tokens[0][0]
+        n, ok, trips = (int(x) for x in _marks(r.out, "@@CALLS")[0])
+        result.update({
+            "request_bytes": len(body_q),
+            "response_bytes": len(body_r),
+            "request_plus_response_bytes": len(body_q) + len(body_r),
+            "token_bytes": len(token),
+            "http_bytes": len(req1) + len(resp1),
+            "http_request_bytes": len(req1),
+            "http_response_bytes": len(resp1),
+            "batch_response_bytes": len(split_http(resp4)[1]),
+            "calls": n,
+            "calls_accepted": ok,
+            "service_accepted": service.accepted,
+            "service_rejected": dict(service.rejected),
+            "issuer_round_trips": trips,
+            "round_trips_per_call": round(trips / n, 4),
+        })
+    say("measuring heap use in MicroPython")
+    with tempfile.TemporaryDirectory(prefix="crumb-bench-") as d:
+        (Path(d) / "crumb_replay.py").write_text(_VM_REPLAY_SOCKET)
+        h = vm.run_vm(_VM_HEAP, args=[DEVICE_ID, cred["key"], RESOURCE, OPERATION, resp4.hex(), resp1.hex()],
+                      paths=[d]).check()
+        compiled = Path(d) / "mpy"
+        vm.compile_tree(vm.DEVICE_DIR, compiled)
+        import_heap = vm.heap_peak("import ucrumb.client", default_paths=False,
+                                   paths=[f"{compiled}:/lib", f"{vm.VMLIB_DIR}:/lib"])
+    heap = {int(b): int(v) for b, v in _marks(h.out, "@@HEAP")}
+    ver = vm.run_vm("import sys; print('.'.join(str(x) for x in sys.implementation.version[:3]))").check()
+    result.update({
+        "heap_peak_bytes": heap[4],
+        "heap_peak_bytes_batch1": heap[1],
+        "import_heap_bytes": import_heap,
+        "heap_method": "gc.mem_alloc() difference across one Client.header() that fetches (default batch), "
+                       "automatic GC disabled, socket replaying the recorded issuer response",
+        "micropython": ver.out.strip(),
+        "batch": 4,
+        "goals": GOALS,
+    })
+    result["meets_goals"] = {k: result[k] <= v for k, v in GOALS.items()}
+    return result
+
+
+def render(r: dict) -> str:
+    ok = {True: "ok", False: "OVER"}
+    m = r["meets_goals"]
+    lines = [
+        f"device client (ucrumb) on MicroPython {r['micropython']} (WebAssembly port), default batch {r['batch']}",
+        f"  mpy_bytes              {r['mpy_bytes']:>7,}   goal <= {GOALS['mpy_bytes']:,}  {ok[m['mpy_bytes']]}",
+        "                         " + "  ".join(f"{Path(k).stem} {v:,}" for k, v in r["mpy_files"].items()),
+        f"  heap_peak_bytes        {r['heap_peak_bytes']:>7,}   goal <= {GOALS['heap_peak_bytes']:,}  "
+        f"{ok[m['heap_peak_bytes']]}   (batch 1: {r['heap_peak_bytes_batch1']:,})",
+        f"  import_heap_bytes      {r['import_heap_bytes']:>7,}   (import ucrumb.client from .mpy)",
+        f"  request_bytes          {r['request_bytes']:>7,}",
+        f"  response_bytes         {r['response_bytes']:>7,}   (token {r['token_bytes']} B)",
+        f"  request + response     {r['request_plus_response_bytes']:>7,}   goal <= "
+        f"{GOALS['request_plus_response_bytes']}  {ok[m['request_plus_response_bytes']]}",
+        f"  http_bytes             {r['http_bytes']:>7,}   (request {r['http_request_bytes']}, "
+        f"response {r['http_response_bytes']})",
+        f"  round_trips_per_call   {r['round_trips_per_call']:>7}   goal <= {GOALS['round_trips_per_call']}  "
+        f"{ok[m['round_trips_per_call']]}   ({r['issuer_round_trips']} issuer exchanges for {r['calls']} calls, "
+        f"{r['service_accepted']} accepted by the verifier)",
+        f"  heap method: {r['heap_method']}",
+    ]
+    return "\n".join(lines)
+
+
+def _command():
+    import click
+
+    @click.command("device")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    @click.option("--calls", default=CALLS, show_default=True, type=click.IntRange(10, 10_000),
+                  help="Authorized calls for round_trips_per_call.")
+    def device(as_json: bool, calls: int) -> None:
+        """Size, heap, bytes on the wire and round trips of the device client, in MicroPython."""
+        try:
+            result = run(calls=calls, progress=None if as_json else (lambda m: click.echo(m, err=True)))
+        except Exception as e:  # the VM, mpy-cross or a port: say what, not a traceback
+            click.echo(f"error: {type(e).__name__}: {e}", err=True)
+            sys.exit(1)
+        click.echo(json.dumps(result, indent=1) if as_json else render(result))
+
+    return device
+
+
+command = _command()

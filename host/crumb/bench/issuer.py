@@ -1,0 +1,459 @@
+"""`crumb bench issuer`: tokens/s and latency of the issuer, against the stack's own ceiling.
+
+Three phases, each against a server started here on a free loopback port
+(unless --url) and driven by load-generator processes separate from it:
+
+  bare     a bare ASGI endpoint served exactly like the issuer (same uvicorn
+           set-up, same socket code) that reads the body and returns a fixed
+           CBOR body the size of a token response: the ceiling of the stack
+  issuer   one issuer process, in-memory nonces and rate limits
+  multi    N issuer processes sharing one port and one Redis (with --processes N)
+
+Clients are real devices as far as the issuer can tell: each connection is
+an enrolled device that sends a fresh nonce, its current time and a MAC
+with its derived key on every request. Only 200 responses count as tokens;
+a sample of them is verified with the issuer's published key at the end.
+Figures are for this run on this machine: quote medians of several runs.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import hmac
+import multiprocessing
+import os
+import shutil
+import statistics
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .. import cbor
+from ..localservices import free_port
+
+BENCH_GROUP = "bench"
+BENCH_RESOURCE = "/bench/sensor01"
+BENCH_OP = "read"
+WARMUP_S = 1.0
+
+BENCH_POLICY = f"""
+# Written by `crumb bench issuer`: one group that may read /bench/*.
+[issuer]
+name = "crumb-bench"
+
+[defaults]
+batch = 1
+rate = 1000000
+burst = 1000000
+
+[groups.{BENCH_GROUP}]
+[[groups.{BENCH_GROUP}.allow]]
+resource = "/bench/*"
+operations = ["{BENCH_OP}"]
+"""
+
+# The bare endpoint's answer: a CBOR map the size of a single-token response.
+BARE_BODY = cbor.dumps({1: bytes(139), 2: 60, -2: 1_800_000_000})
+_BARE_HEADERS = [(b"content-type", b"application/ace+cbor"), (b"content-length", str(len(BARE_BODY)).encode()),
+                 (b"cache-control", b"no-store")]
+
+
+async def bare_app(scope, receive, send) -> None:
+    """The ceiling: read the body, answer a fixed CBOR body. No routing, no work."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": _BARE_HEADERS})
+    await send({"type": "http.response.body", "body": BARE_BODY})
+
+
+def bare_factory():
+    return bare_app
+
+
+# -- services -------------------------------------------------------------------------
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"server exited with code {proc.returncode} before listening:\n{out}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- the load generator ---------------------------------------------------------------
+
+
+class RequestMaker:
+    """Signed /token requests for one device, built from a template (a few µs each).
+
+    The bytes are those of crumb.issuer.protocol.build_request (tests check
+    it): only the nonce, the time and the MAC change between requests.
+    """
+
+    def __init__(self, device_id: str, key: bytes, port: int, nonce_bytes: int = 8) -> None:
+        from ..issuer.protocol import REQ_CLIENT_ID, REQ_SCOPE
+
+        self.key = key
+        self.nonce_bytes = nonce_bytes
+        fixed = cbor.dumps({REQ_SCOPE: [BENCH_RESOURCE, BENCH_OP], REQ_CLIENT_ID: device_id})
+        self.body_prefix = fixed[1:]  # entries 9 and 24; map header written per request
+        self.http_head = (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                          "Content-Type: application/ace+cbor\r\nContent-Length: ").encode()
+
+    def body(self, now: int, nonce: bytes | None = None) -> bytes:
+        nonce = nonce if nonce is not None else os.urandom(self.nonce_bytes)
+        entries = self.body_prefix + b"\x20" + cbor.bstr_head(len(nonce)) + nonce + b"\x21" + cbor.dumps(now)
+        mac = hmac.digest(self.key, b"\xa4" + entries, "sha256")[:16]
+        return b"\xa5" + entries + b"\x23\x50" + mac
+
+    def request(self, now: int) -> bytes:
+        body = self.body(now)
+        return self.http_head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+async def _connection(port: int, maker: RequestMaker, start: float, end: float, lat: array.array,
+                      tally: dict, samples: list) -> None:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError as e:
+        tally["errors"] += 1
+        tally.setdefault("error_kinds", {}).setdefault(type(e).__name__, 0)
+        tally["error_kinds"][type(e).__name__] += 1
+        return
+    clock = time.perf_counter
+    wall = time.time
+    try:
+        while True:
+            t0 = clock()
+            if t0 >= end:
+                break
+            writer.write(maker.request(int(wall())))
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            i = head.lower().find(b"content-length:")
+            length = int(head[i + 15:head.find(b"\r\n", i)])
+            body = await reader.readexactly(length)
+            t1 = clock()
+            if t0 < start:
+                continue
+            if status == 200:
+                tally["ok"] += 1
+                lat.append(t1 - t0)
+                if len(samples) < 8:
+                    samples.append(body)
+            elif status < 500:
+                tally["refused"] += 1
+                if len(samples) < 8:
+                    samples.append(body)
+            else:
+                tally["errors"] += 1
+            if b"connection: close" in head.lower():
+                break
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+        tally["errors"] += 1
+        tally.setdefault("error_kinds", {}).setdefault(type(e).__name__, 0)
+        tally["error_kinds"][type(e).__name__] += 1
+    finally:
+        writer.close()
+
+
+def _client_process(port: int, devices: list, start_wall: float, warmup: float, duration: float, out) -> None:
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+
+    async def main() -> None:
+        # Convert the shared wall-clock start to this process's perf_counter.
+        offset = time.perf_counter() - time.time()
+        start = start_wall + warmup + offset
+        end = start_wall + warmup + duration + offset
+        lat = array.array("d")
+        tally = {"ok": 0, "refused": 0, "errors": 0}
+        samples: list = []
+        makers = [RequestMaker(d, bytes.fromhex(k), port) for d, k in devices]
+        delay = start_wall - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await asyncio.gather(*(_connection(port, m, start, end, lat, tally, samples) for m in makers))
+        out.put({"tally": tally, "lat": lat.tobytes(), "samples": samples})
+
+    runner(main())
+
+
+def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: int,
+          warmup: float = WARMUP_S) -> dict:
+    """Run the load against 127.0.0.1:port; one connection per device, spread over ``clients`` processes."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    share = [devices[i::clients] for i in range(clients)]
+    start_wall = time.time() + 1.5  # time for the processes to start
+    procs = [ctx.Process(target=_client_process, args=(port, s, start_wall, warmup, duration, out)) for s in share]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=warmup + duration + 60) for _ in procs]
+    for p in procs:
+        p.join()
+    lat = array.array("d")
+    tally = {"ok": 0, "refused": 0, "errors": 0}
+    kinds: dict = {}
+    samples: list = []
+    for r in results:
+        lat.frombytes(r["lat"])
+        for k in tally:
+            tally[k] += r["tally"][k]
+        for k, v in r["tally"].get("error_kinds", {}).items():
+            kinds[k] = kinds.get(k, 0) + v
+        samples.extend(r["samples"])
+    return {"per_s": round(tally["ok"] / duration, 1), "lat": lat, "ok": tally["ok"], "refused": tally["refused"],
+            "errors": tally["errors"], "error_kinds": kinds, "samples": samples}
+
+
+# -- the phases -----------------------------------------------------------------------
+
+
+def _enroll(data: Path, n: int) -> list[tuple[str, str]]:
+    from ..issuer.datadir import DataDir
+    from ..issuer.keystore import load_or_create_master
+    from ..issuer.protocol import derive_device_key
+    from ..issuer.registry import Registry
+
+    d = DataDir(data).create()
+    master = load_or_create_master(d.root)
+    registry = Registry(d.registry)
+    devices = []
+    with registry.conn:
+        for i in range(n):
+            device = f"bench-{i:04d}"
+            registry.conn.execute("INSERT OR IGNORE INTO devices (id, grp, added) VALUES (?, ?, ?)",
+                                  (device, BENCH_GROUP, time.time()))
+            devices.append((device, derive_device_key(master, device).hex()))
+    registry.close()
+    return devices
+
+
+def _serve_bare(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "crumb.bench.issuer", "bare", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_for_port(port, proc)
+    return proc
+
+
+def _verify_samples(samples: list[bytes], port: int) -> tuple[int, dict]:
+    """Verify the sampled tokens with the key the issuer publishes; tally refusal codes."""
+    import httpx
+
+    from ..issuer.protocol import parse_response
+    from ..keys import PublicKey, unb64u
+    from ..replay import MemoryReplayStore
+    from ..verify import Verifier
+
+    keys = [PublicKey(unb64u(k["x"])) for k in httpx.get(f"http://127.0.0.1:{port}/keys").json()["keys"]]
+    verifier = Verifier(keys, replay=MemoryReplayStore(fence=False))
+    verified, codes = 0, {}
+    for body in samples:
+        resp = parse_response(body)
+        if not resp.ok:
+            codes[resp.code] = codes.get(resp.code, 0) + 1
+            continue
+        for token, _, _ in resp.tokens:
+            verifier.verify(token, BENCH_RESOURCE, BENCH_OP)  # raises if the issuer sent garbage
+            verified += 1
+    return verified, codes
+
+
+def _merge(runs: list[dict]) -> dict:
+    """Median throughput over rounds; latency percentiles over all rounds' samples pooled."""
+    lat = sorted(x for r in runs for x in r["lat"])
+
+    def pct(q: float) -> float | None:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 3) if lat else None
+
+    kinds: dict = {}
+    for r in runs:
+        for k, v in r["error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    return {"per_s": round(statistics.median(r["per_s"] for r in runs), 1),
+            "rounds_per_s": [r["per_s"] for r in runs], "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "refused": sum(r["refused"] for r in runs), "errors": sum(r["errors"] for r in runs),
+            "error_kinds": kinds, "samples": [x for r in runs for x in r["samples"]]}
+
+
+def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = None, duration: float = 3.0,
+        rounds: int = 3, connections: int = 64, clients: int = 1, data_dir: str | None = None,
+        progress: Callable[[str], None] | None = None) -> dict:
+    """Measure every target in ``rounds`` rounds, back to back within each round.
+
+    All servers start first and idle while another is measured; each round
+    then drives bare, issuer and (with processes > 1) the multi-process
+    issuer in turn. On a shared 2-core machine noise comes and goes: the
+    ratio to bare is taken within each round, and the medians are reported.
+    """
+    from ..issuer.protocol import parse_response
+
+    say = progress or (lambda m: None)
+    tmp = Path(tempfile.mkdtemp(prefix="crumb-bench-"))
+    from ..issuer.local import LocalIssuer
+    from ..localservices import RedisServer
+
+    procs: list[subprocess.Popen] = []
+    issuers: list[LocalIssuer] = []
+    redis: RedisServer | None = None
+    try:
+        data = Path(data_dir) if (url and data_dir) else tmp / "data"
+        policy = tmp / "policy.toml"
+        policy.write_text(BENCH_POLICY)
+        devices = _enroll(data, connections)
+        maker = RequestMaker(devices[0][0], bytes.fromhex(devices[0][1]), 0)
+        request_bytes = len(maker.body(int(time.time())))
+
+        targets: dict[str, int] = {}
+        targets["bare"] = free_port()
+        procs.append(_serve_bare(targets["bare"]))
+        if url:
+            from urllib.parse import urlparse
+            target = urlparse(url)
+            if target.hostname not in ("127.0.0.1", "localhost", "::1"):
+                raise RuntimeError("the bench drives loopback addresses only")
+            targets["issuer"] = target.port or 80
+        else:
+            issuers.append(LocalIssuer(data, policy).start())
+            targets["issuer"] = issuers[-1].port
+            if processes > 1:
+                if redis_url is None:
+                    redis = RedisServer()
+                    redis.start()
+                    redis_url = redis.url
+                issuers.append(LocalIssuer(data, policy, redis_url=redis_url, processes=processes).start())
+                targets["multi"] = issuers[-1].port
+
+        measured: dict[str, list[dict]] = {name: [] for name in targets}
+        for k in range(rounds):
+            for name, port in targets.items():
+                say(f"round {k + 1}/{rounds}: {name} ({connections} connections, {clients} client process(es), "
+                    f"{duration}s)")
+                measured[name].append(drive(port, devices, duration, clients))
+
+        def ratio(name: str, to: str) -> float | None:
+            # within each round (adjacent in time, so sharing its noise), then the median
+            pairs = [a["per_s"] / b["per_s"] for a, b in zip(measured[name], measured[to]) if b["per_s"]]
+            return round(statistics.median(pairs), 3) if pairs else None
+
+        merged = {name: _merge(runs) for name, runs in measured.items()}
+        for name in merged:
+            if name != "bare":
+                verified, codes = _verify_samples(merged[name]["samples"], targets[name])
+                merged[name].update(verified=verified, refusal_codes=codes)
+        main_name = "multi" if "multi" in merged else "issuer"
+        main_run, bare, one = merged[main_name], merged["bare"], merged["issuer"]
+        token_sample = next((x for x in main_run["samples"] if parse_response(x).ok), None)
+        result = {
+            "tokens_per_s": main_run["per_s"],
+            "p50_ms": main_run["p50_ms"],
+            "p99_ms": main_run["p99_ms"],
+            "bare_per_s": bare["per_s"],
+            "bare_p50_ms": bare["p50_ms"],
+            "bare_p99_ms": bare["p99_ms"],
+            "ratio_to_bare": ratio(main_name, "bare"),
+            "refused": main_run["refused"],
+            "errors": main_run["errors"] + bare["errors"],
+            "refusal_codes": main_run.get("refusal_codes", {}),
+            "error_kinds": {**bare["error_kinds"], **main_run["error_kinds"]},
+            "verified_tokens": main_run.get("verified", 0),
+            "processes": processes,
+            "store": "redis" if main_name == "multi" else "memory",
+            "rounds": rounds,
+            "rounds_tokens_per_s": main_run["rounds_per_s"],
+            "rounds_bare_per_s": bare["rounds_per_s"],
+            "connections": connections,
+            "client_processes": clients,
+            "duration_s": duration,
+            "request_bytes": request_bytes,
+            "response_bytes": len(token_sample) if token_sample else None,
+            "cpus": os.cpu_count(),
+        }
+        if main_name == "multi":
+            result["single_process"] = {"tokens_per_s": one["per_s"], "p50_ms": one["p50_ms"],
+                                        "p99_ms": one["p99_ms"], "refused": one["refused"], "errors": one["errors"],
+                                        "rounds_tokens_per_s": one["rounds_per_s"]}
+            result["ratio_to_bare_single"] = ratio("issuer", "bare")
+            result["speedup_vs_single"] = ratio("multi", "issuer")
+        return result
+    finally:
+        for p in procs:
+            _stop(p)
+        for issuer in issuers:
+            issuer.close()
+        if redis is not None:
+            redis.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def render(r: dict) -> str:
+    lines = [
+        f"issuer ({r['processes']} process{'es' if r['processes'] > 1 else ''}, {r['store']} store): "
+        f"{r['tokens_per_s']:,.0f} tokens/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms",
+        f"bare ASGI endpoint, same server:  {r['bare_per_s']:,.0f} req/s  p50 {r['bare_p50_ms']} ms  "
+        f"p99 {r['bare_p99_ms']} ms",
+        f"issuer / bare (median of per-round ratios): {r['ratio_to_bare']:.0%}"
+        + (f"  (single process: {r['ratio_to_bare_single']:.0%})" if "ratio_to_bare_single" in r else ""),
+    ]
+    if "single_process" in r:
+        one = r["single_process"]
+        lines.append(f"single process (memory store):   {one['tokens_per_s']:,.0f} tokens/s  "
+                     f"p50 {one['p50_ms']} ms  p99 {one['p99_ms']} ms  -> x{r['speedup_vs_single']} with "
+                     f"{r['processes']} processes")
+    lines.append("per round: issuer " + " ".join(f"{x:,.0f}" for x in r["rounds_tokens_per_s"])
+                 + "  bare " + " ".join(f"{x:,.0f}" for x in r["rounds_bare_per_s"]))
+    lines.append(f"refused {r['refused']}  errors {r['errors']}  verified sample tokens {r['verified_tokens']}  "
+                 f"request {r['request_bytes']} B  response {r['response_bytes']} B")
+    lines.append(f"{r['connections']} connections (one device each), {r['client_processes']} client process(es), "
+                 f"{r['rounds']} rounds of {r['duration_s']}s per target, {r['cpus']} CPUs; medians of rounds")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # `python -m crumb.bench.issuer bare PORT`: the baseline server, served like the issuer.
+    if len(sys.argv) == 3 and sys.argv[1] == "bare":
+        from ..issuer.server import serve
+
+        serve(bare_factory, "127.0.0.1", int(sys.argv[2]))
+    else:
+        print("usage: python -m crumb.bench.issuer bare PORT   (the bench itself is `crumb bench issuer`)",
+              file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,412 @@
+"""Command line for the issuer: `crumb issuer|policy|keys|device|audit ...` and `crumb bench issuer`.
+
+Exit codes follow crumb's CLI: 0 ok, 1 a check failed (policy invalid, audit
+chain broken), 2 usage or setup error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .datadir import DEFAULT_DATA, ENV_DATA, DataDir
+
+_data_option = click.option(
+    "--data", "data_dir", envvar=ENV_DATA, default=DEFAULT_DATA, show_default=True,
+    type=click.Path(file_okay=False), help=f"Issuer data directory (or ${ENV_DATA}).")
+
+
+def _setup_error(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def make_app(settings):
+    """Build the ASGI app in the serving process (picklable for worker processes)."""
+    from .app import IssuerApp, build_issuer
+
+    return IssuerApp(build_issuer(settings))
+
+
+# -- crumb issuer ---------------------------------------------------------------------
+
+
+@click.group("issuer")
+def issuer_group() -> None:
+    """Run the token issuer."""
+
+
+@issuer_group.command("serve")
+@click.option("--config", "config", type=click.Path(dir_okay=False),
+              help="Policy file (TOML). Default: DATA/policy.toml if present, else deny everything.")
+@_data_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--redis", "redis_url", metavar="URL",
+              help="Redis for nonces, rate limits and revocations, shared by several issuer processes "
+                   "(redis://[:password@]host:port/db).")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Issuer processes sharing the port (needs --redis when more than 1).")
+@click.option("--audit-sync", type=click.Choice(["full", "normal"]), default="full", show_default=True,
+              help="SQLite synchronous mode of the audit log: full = durable at each group commit.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="warning", show_default=True)
+def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, log_level) -> None:
+    """Serve POST /token, GET /keys, /healthz and /metrics over HTTP."""
+    from ..keys import KeyFileError
+    from .app import Settings, build_issuer
+    from .policy import PolicyError
+    from .server import serve
+
+    if processes > 1 and not redis_url:
+        raise click.UsageError("--processes > 1 needs --redis: without it each process would keep its own "
+                               "nonces and rate limits, and a replay could pass through another process")
+    settings = Settings(DataDir(data_dir), Path(config) if config else None, redis_url, audit_sync.upper())
+    try:
+        issuer = build_issuer(settings)  # in this process too: fail early, and say where things are
+    except PolicyError as e:
+        click.echo(str(e), err=True)
+        _setup_error("the policy has errors (see above); `crumb policy check` explains them")
+    except (KeyFileError, OSError) as e:
+        _setup_error(str(e))
+    data = settings.data
+    policy_path = settings.resolved_policy_path()
+    key = issuer.keyring.current
+    lines = [
+        f"crumb issuer on http://{host}:{port}  ({processes} process{'es' if processes > 1 else ''})",
+        f"  data dir     {data.root}",
+        f"  master key   {data.master}",
+        f"  root key     kid {key.kid.hex() if key else '?'}  ({data.keys})",
+        f"  registry     {data.registry}  ({len(issuer.registry.known)} enrolled, "
+        f"{len(issuer.registry.revoked)} revoked)",
+        f"  audit log    {data.audit}  (synchronous={audit_sync})",
+        f"  policy       {policy_path if policy_path else 'none: every request is denied (pass --config FILE)'}",
+        f"  store        {'redis ' + redis_url if redis_url else 'in memory (this process only)'}",
+        "  endpoints    POST /token  GET /keys  GET /healthz  GET /metrics",
+    ]
+    if processes == 1:
+        from .app import IssuerApp
+
+        factory = functools.partial(IssuerApp, issuer)
+    else:
+        issuer.registry.close()  # each worker process builds its own...
+        os.close(issuer.audit.lock_fd)  # ...and claims an audit chain of its own
+        factory = functools.partial(make_app, settings)
+    try:
+        serve(factory, host, port, processes, log_level, ready=lambda: click.echo("\n".join(lines), err=True))
+    except OSError as e:
+        _setup_error(f"cannot listen on {host}:{port}: {e.strerror or e}")
+
+
+# -- crumb policy ---------------------------------------------------------------------
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Check issuer policy files."""
+
+
+@policy_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def policy_check(file: str) -> None:
+    """Validate FILE; explain each problem with its line number (exit 1 if any)."""
+    from .policy import PolicyError, load
+
+    try:
+        policy = load(file)
+    except PolicyError as e:
+        for line in e.lines():
+            click.echo(line, err=True)
+        n = len(e.problems)
+        click.echo(f"{file}: {n} problem{'s' if n != 1 else ''}", err=True)
+        sys.exit(1)
+    click.echo(f"{file}: ok: {len(policy.groups)} group(s), {len(policy.devices)} device table(s), "
+               f"{policy.rule_count} rule(s), {len(policy.nodes)} node key(s); deny by default")
+
+
+# -- crumb keys -----------------------------------------------------------------------
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """The issuer's root signing keys."""
+
+
+@keys_group.command("rotate")
+@_data_option
+def keys_rotate(data_dir: str) -> None:
+    """Make a new signing key; the old one stays published as 'previous'."""
+    from .keystore import Keyring
+
+    ring = Keyring.open(DataDir(data_dir).create().keys)
+    old = ring.current
+    new = ring.rotate()
+    click.echo(f"current  {new.kid.hex()}")
+    if old is not None:
+        click.echo(f"previous {old.kid.hex()}  (still published; tokens it signed verify until they expire)")
+    click.echo("a running issuer switches within a second", err=True)
+
+
+@keys_group.command("list")
+@_data_option
+def keys_list(data_dir: str) -> None:
+    """Show the published keys."""
+    from ..keys import KeyFileError
+    from .keystore import Keyring
+
+    try:
+        ring = Keyring.open(DataDir(data_dir).keys, create=False)
+    except KeyFileError as e:
+        _setup_error(str(e))
+    for key, status in ring.published():
+        click.echo(f"{status:<9}{key.kid.hex()}  {ring.dir / (key.kid.hex() + '.jwk.pub')}")
+    for kid in ring.retired:
+        click.echo(f"{'retired':<9}{kid}")
+
+
+# -- crumb device ---------------------------------------------------------------------
+
+
+@click.group("device")
+def device_group() -> None:
+    """Enroll and revoke devices."""
+
+
+def _policy_for(config: str | None, data: DataDir):
+    from .policy import PolicyError, load
+
+    path = Path(config) if config else (data.policy if data.policy.exists() else None)
+    if path is None:
+        return None
+    try:
+        return load(path)
+    except PolicyError as e:
+        click.echo(str(e), err=True)
+        _setup_error(f"the policy {path} has errors")
+
+
+@device_group.command("add")
+@click.argument("device_id")
+@click.option("--group", help="Policy group the device belongs to.")
+@_data_option
+@click.option("--config", type=click.Path(dir_okay=False), help="Policy file (for the issuer URL and group check).")
+@click.option("--url", help="Issuer URL written into the credentials (default: the policy's [issuer] url).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the credentials here (0600) instead of stdout.")
+def device_add(device_id, group, data_dir, config, url, out) -> None:
+    """Enroll DEVICE_ID and print its credentials as the JSON file the firmware loads."""
+    import os
+
+    from .keystore import load_or_create_master
+    from .protocol import check_device_id, derive_device_key
+    from .registry import AlreadyRevoked, Registry
+
+    try:
+        check_device_id(device_id)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    data = DataDir(data_dir).create()
+    policy = _policy_for(config, data)
+    if policy is not None and group is not None and group not in policy.groups:
+        click.echo(f"warning: group {group!r} is not defined in {policy.source}; the device will be "
+                   "denied everything until it is", err=True)
+    registry = Registry(data.registry)
+    try:
+        new = registry.add(device_id, group)
+    except AlreadyRevoked as e:
+        _setup_error(str(e))
+    finally:
+        registry.close()
+    master = load_or_create_master(data.root)
+    issuer_url = url or (policy.url if policy is not None else "http://127.0.0.1:8080")
+    creds = {"device_id": device_id, "key": derive_device_key(master, device_id).hex(), "issuer": issuer_url}
+    if group:
+        creds["group"] = group
+    text = json.dumps(creds, indent=1) + "\n"
+    if out:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        click.echo(f"{'enrolled' if new else 'updated'} {device_id}; credentials written to {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@device_group.command("revoke")
+@click.argument("device_id")
+@click.option("--reason", help="Why (kept in the registry).")
+@_data_option
+@click.option("--redis", "redis_url", metavar="URL",
+              help="Also publish the revocation to this Redis (issuers running with --redis).")
+def device_revoke(device_id, reason, data_dir, redis_url) -> None:
+    """Deny DEVICE_ID everything from its next request on."""
+    from .gate import REVOKED_KEY
+    from .protocol import check_device_id
+    from .registry import Registry
+
+    try:
+        check_device_id(device_id)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    data = DataDir(data_dir).create()
+    registry = Registry(data.registry)
+    try:
+        changed = registry.revoke(device_id, reason)
+    finally:
+        registry.close()
+    click.echo(f"revoked {device_id}" if changed else f"{device_id} was already revoked")
+    if redis_url:
+        import redis
+
+        try:
+            redis.Redis.from_url(redis_url, socket_timeout=3).sadd(REVOKED_KEY, device_id)
+        except redis.RedisError as e:
+            _setup_error(f"revoked in {data.registry}, but could not publish to Redis at {redis_url}: {e}; "
+                         "issuers sharing this data dir see it, others do not until Redis is reachable "
+                         "(rerun this command)")
+        click.echo(f"published to {redis_url}")
+
+
+@device_group.command("list")
+@_data_option
+def device_list(data_dir) -> None:
+    """List enrolled and revoked devices."""
+    from .registry import Registry
+
+    data = DataDir(data_dir)
+    if not data.registry.exists():
+        _setup_error(f"no registry at {data.registry}")
+    registry = Registry(data.registry)
+    for d in registry.all():
+        state = "revoked " + time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.revoked)) if d.revoked else "enrolled"
+        click.echo(f"{d.id:<24} {d.group or '-':<16} {state}{'  (' + d.reason + ')' if d.reason else ''}")
+    registry.close()
+
+
+# -- crumb audit ----------------------------------------------------------------------
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The hash-chained audit log."""
+
+
+@audit_group.command("verify")
+@_data_option
+@click.option("--head", "heads", multiple=True, metavar="[FILE=]HEX",
+              help="Expected head hash from an earlier verify (detects records cut off the end); "
+                   "FILE=HEX names the chain when there are several (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def audit_verify(data_dir, heads, as_json) -> None:
+    """Check every chain end to end; name the first broken record (exit 1 if any)."""
+    from . import audit
+
+    data = DataDir(data_dir)
+    paths = data.audit_logs()
+    if not paths:
+        _setup_error(f"no audit log in {data.root}")
+    expected: dict[str, bytes] = {}
+    for head in heads:
+        name, sep, hexed = head.rpartition("=")
+        name = name if sep else paths[0].name
+        try:
+            expected[name] = bytes.fromhex(hexed)
+        except ValueError:
+            raise click.UsageError(f"--head {head!r}: the head is a hex SHA-256") from None
+    chains = []
+    for path in paths:
+        v = audit.verify(path, expected.get(path.name))
+        chains.append({"file": path.name, "ok": v.ok, "records": v.count, "head": v.head.hex(),
+                       "broken_at": v.broken_at, "reason": v.reason})
+    ok = all(c["ok"] for c in chains)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "chains": chains}))
+    else:
+        for c in chains:
+            if c["ok"]:
+                click.echo(f"{c['file']}: ok: {c['records']} records, chain intact; head {c['head']}")
+            else:
+                click.echo(f"{c['file']}: BROKEN at record {c['broken_at']}: {c['reason']}")
+                click.echo(f"{c['file']}: the {c['records']} records before it are intact (head {c['head']})")
+    sys.exit(0 if ok else 1)
+
+
+@audit_group.command("tail")
+@_data_option
+@click.option("-n", "count", default=20, show_default=True, type=click.IntRange(1, 100_000), help="Records to show.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records.")
+@click.option("--json", "as_json", is_flag=True, help="Print each record's JSON body.")
+def audit_tail(data_dir, count, follow, as_json) -> None:
+    """Show the latest records readably (all chains, in time order)."""
+    from . import audit
+
+    data = DataDir(data_dir)
+    paths = data.audit_logs()
+    if not paths:
+        _setup_error(f"no audit log in {data.root}")
+    several = len(paths) > 1
+
+    def show(path, rec) -> str:
+        line = rec.text if as_json else audit.describe(rec)
+        return f"{path.stem:<9}{line}" if several and not as_json else line
+
+    def when(item) -> tuple:
+        try:
+            return (item[1].data.get("t", 0), item[1].seq)
+        except ValueError:
+            return (0, item[1].seq)
+
+    seen = {p: 0 for p in paths}
+    recent = []
+    for path in paths:
+        for rec in audit.last(path, count):
+            recent.append((path, rec))
+            seen[path] = max(seen[path], rec.seq)
+    for path, rec in sorted(recent, key=when)[-count:]:
+        click.echo(show(path, rec))
+    while follow:
+        time.sleep(0.5)
+        new = []
+        for path in data.audit_logs():
+            for rec in audit.records(path, after=seen.get(path, 0)):
+                new.append((path, rec))
+                seen[path] = rec.seq
+        for path, rec in sorted(new, key=when):
+            click.echo(show(path, rec))
+
+
+# -- crumb bench issuer ---------------------------------------------------------------
+
+
+@click.command("issuer")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--url", help="Drive a running issuer instead of starting one (needs --data of that issuer "
+                            "for device keys, and a policy allowing the bench scope).")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Issuer processes; more than 1 shares a Redis (started by the bench unless --redis).")
+@click.option("--redis", "redis_url", metavar="URL", help="Redis for the multi-process run.")
+@click.option("--duration", default=3.0, show_default=True, type=click.FloatRange(0.5, 120),
+              help="Seconds of measured load per target and round.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Rounds; each measures every target back to back (medians are reported).")
+@click.option("--connections", default=64, show_default=True, type=click.IntRange(1, 1024),
+              help="Concurrent keep-alive connections, each a distinct device.")
+@click.option("--clients", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Load-generator processes.")
+@_data_option
+def bench_issuer(as_json, url, processes, redis_url, duration, rounds, connections, clients, data_dir) -> None:
+    """Tokens/s and latency of the issuer against a bare ASGI endpoint served the same way."""
+    from ..bench.issuer import render, run
+
+    result = run(url=url, processes=processes, redis_url=redis_url, duration=duration, rounds=rounds,
+                 connections=connections, clients=clients, data_dir=data_dir if url else None,
+                 progress=None if as_json else (lambda m: click.echo(m, err=True)))
+    click.echo(json.dumps(result, indent=1) if as_json else render(result))
+
+
+COMMANDS = (issuer_group, policy_group, keys_group, device_group, audit_group)

@@ -1,0 +1,56 @@
+# The shared token vectors (shared/vectors/tokens.json) through the device's
+# CBOR decoder: host and device agree on which tokens are well-formed,
+# deterministic CBOR at every level (token, protected headers, payloads).
+import json
+
+from ucrumb import cbor
+
+_vectors = None
+
+
+def _load():
+    global _vectors
+    if _vectors is None:
+        try:
+            f = open("/vectors/tokens.json")  # mounted there in the VM
+        except OSError:
+            f = open(__file__.rsplit("/", 4)[0] + "/shared/vectors/tokens.json")
+        with f:
+            _vectors = json.load(f)["vectors"]
+    return _vectors
+
+
+def _well_formed(token):
+    try:
+        items = cbor.loads(token)
+        for block in items[1:] if isinstance(items, list) else ():
+            if isinstance(block, list) and len(block) == 4:
+                cbor.loads(block[0])
+                cbor.loads(block[2])
+    except cbor.CBORError:
+        return False
+    return True
+
+
+def test_vectors_present():
+    assert len(_load()) >= 40
+
+
+def test_device_decoder_agrees_with_host_on_vectors():
+    for v in _load():
+        got = _well_formed(bytes.fromhex(v["token"]))
+        assert got == v["cbor_ok"], v["name"]
+
+
+def test_valid_tokens_have_the_documented_shape():
+    # [1, [protected, {}, payload, signature(64)], ...] for every token the host accepts.
+    for v in _load():
+        if v["expect"] != "ok":
+            continue
+        items = cbor.loads(bytes.fromhex(v["token"]))
+        assert items[0] == 1, v["name"]
+        for block in items[1:]:
+            if isinstance(block, bytes):
+                assert len(block) in (32, 64), v["name"]  # the proof of an open token
+                continue
+            assert len(block) == 4 and block[1] == {} and len(block[3]) == 64, v["name"]

@@ -1,0 +1,84 @@
+"""The real issuer app in the test process, where a test must steer it (clock, TLS).
+
+The other device tests use `crumb issuer serve` in a child process
+(crumb.bench.device.DeviceIssuer, built on crumb.issuer.local.LocalIssuer).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from crumb.bench.device import BENCH_POLICY, DEVICE_ID
+
+
+class InProcessIssuer:
+    """The real issuer (IssuerApp under uvicorn, as `crumb issuer serve` runs it) in a
+    thread of the test process, for what the command line cannot do: ``skew``
+    (seconds) is added to the issuer's clock, and ``tls`` = (certificate file,
+    key file) serves https.
+
+    ``devices`` maps device ids to policy groups; ``creds[id]`` is what
+    ``crumb device add`` would print for each.
+    """
+
+    def __init__(self, policy: str = BENCH_POLICY, devices: dict[str, str | None] | None = None,
+                 data_dir: str | Path | None = None, tls: tuple[str, str] | None = None) -> None:
+        self.policy = policy
+        self.tls = tls  # (certificate file, key file): serve https
+        self.devices = {DEVICE_ID: "sensors"} if devices is None else devices
+        self.data_dir = data_dir
+        self.skew = 0.0
+        self.creds: dict[str, dict] = {}
+
+    def __enter__(self) -> "InProcessIssuer":
+        import uvicorn
+
+        from crumb.issuer.app import IssuerApp, Settings, build_issuer
+        from crumb.issuer.datadir import DataDir
+        from crumb.issuer.keystore import load_or_create_master
+        from crumb.issuer.protocol import derive_device_key
+        from crumb.issuer.registry import Registry
+        from crumb.issuer.server import bind, uvicorn_config
+
+        self._tmp = None
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="crumb-issuer-")
+            self.data_dir = self._tmp.name
+        data = DataDir(self.data_dir).create()
+        data.policy.write_text(self.policy)
+        self.sock = bind("127.0.0.1", 0, reuse_port=False)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        registry = Registry(data.registry)
+        try:
+            for dev, group in self.devices.items():
+                registry.add(dev, group)
+        finally:
+            registry.close()
+        master = load_or_create_master(data.root)
+        for dev in self.devices:
+            self.creds[dev] = {"device_id": dev, "key": derive_device_key(master, dev).hex(), "issuer": self.url}
+        self.issuer = build_issuer(Settings(data, data.policy, audit_sync="NORMAL"))
+        self.issuer.clock = lambda: time.time() + self.skew
+        config = uvicorn_config(IssuerApp(self.issuer), "error")
+        if self.tls:
+            config.ssl_certfile, config.ssl_keyfile = (str(p) for p in self.tls)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the issuer did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()

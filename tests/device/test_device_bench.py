@@ -1,0 +1,27 @@
+"""`crumb bench device --json` runs end to end and reports its figures.
+
+The figures are sizes, byte counts and counts (no timings), so the goals are
+checked too: a change that breaks one fails here.
+"""
+
+import json
+import subprocess
+import sys
+
+KEYS = {"mpy_bytes", "heap_peak_bytes", "request_bytes", "response_bytes", "http_bytes",
+        "round_trips_per_call", "heap_method", "calls", "calls_accepted", "goals", "meets_goals"}
+
+
+def test_bench_device_json():
+    p = subprocess.run([sys.executable, "-m", "crumb.cli", "bench", "device", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert KEYS <= set(r)
+    assert r["calls"] == r["calls_accepted"] == r["service_accepted"] == 100 and not r["service_rejected"]
+    assert r["mpy_bytes"] == sum(r["mpy_files"].values())
+    assert r["request_bytes"] == 67 and r["token_bytes"] == 139
+    assert r["http_bytes"] > r["request_bytes"] + r["response_bytes"]
+    assert 0 < r["heap_peak_bytes_batch1"] < r["heap_peak_bytes"]
+    assert r["round_trips_per_call"] == 0.26  # 25 batches of 4 single-use tokens + the boot resync
+    assert all(r["meets_goals"].values()), r["meets_goals"]

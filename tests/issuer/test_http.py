@@ -1,0 +1,405 @@
+"""The issuer over real HTTP: every answer, every refusal, and what the audit log holds."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+
+import httpx
+import pytest
+
+from crumb import cbor
+from crumb.errors import ChainIncomplete
+from crumb.issuer.codes import CODES
+from crumb.issuer.protocol import (
+    REQ_CLIENT_ID, REQ_MAC, REQ_NONCE, REQ_SCOPE, REQ_TIME, build_json_request, build_request, mac_of,
+    parse_response,
+)
+from crumb.keyset import parse_json
+from crumb.replay import MemoryReplayStore
+from crumb.token import attenuate, attest
+from crumb.verify import Verifier
+
+from .conftest import crumb_cli
+from .policies import NODE_KEYS
+
+CBOR = {"content-type": "application/ace+cbor"}
+
+
+def post(fleet, body: bytes, headers=CBOR) -> httpx.Response:
+    return httpx.post(f"{fleet.url}/token", content=body, headers=headers, timeout=10)
+
+
+def refusal(r: httpx.Response, code: str):
+    """Assert r is the typed refusal ``code`` with the issuer's time, and return it."""
+    resp = parse_response(r.content, r.headers["content-type"])
+    assert resp.code == code, (r.status_code, resp)
+    assert r.status_code == CODES[code][0] or code == "too_large", r.status_code
+    assert resp.message and isinstance(resp.message, str)
+    assert resp.ace_error == CODES[code][1]
+    assert abs(resp.time - time.time()) < 5
+    assert not resp.tokens
+    return resp
+
+
+def verifier_for(fleet) -> Verifier:
+    keys = parse_json(httpx.get(f"{fleet.url}/keys").content)
+    return Verifier(list(keys.issuer.values()), node_keys=list(keys.nodes.values()),
+                    replay=MemoryReplayStore(fence=False))
+
+
+# -- issuing ----------------------------------------------------------------------------
+
+
+def test_single_token_verifies_with_the_published_key(served):
+    c = served.client("dev-single")
+    r = c.request([("/sensors/temp01", "read")])
+    assert r.ok, r
+    (token, expires_in, uses), = r.tokens
+    assert (expires_in, uses) == (120, 1)
+    assert abs(r.time - time.time()) < 5
+    v = verifier_for(served).verify(token, "/sensors/temp01", "read")
+    assert v.claims.sub == "dev-single" and v.claims.iss == "crumb-test"
+    assert v.claims.scope == [["/sensors/temp01", "read"]]  # as narrow as the request
+    assert v.claims.exp - v.claims.iat == 120
+
+
+def test_cbor_response_is_the_documented_map(served):
+    c = served.client("dev-map")
+    body = build_request("dev-map", c.creds.key, [("/config/sensors", "read")])
+    r = post(served, body)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/ace+cbor"
+    assert r.headers["cache-control"] == "no-store"
+    m = cbor.loads(r.content, max_string=4096)
+    assert set(m) == {1, 2, -2, -6} and m[2] == 60 and m[-6] == 3 and isinstance(m[1], bytes)
+
+
+def test_json_clients_get_json(served):
+    c = served.client("dev-json")
+    r = c.request([("/sensors/x", "publish")], as_json=True)
+    assert r.ok and len(r.tokens) == 1
+    raw = post(served, build_json_request("dev-json", c.creds.key, [("/sensors/x", "read")]),
+               {"content-type": "application/json"})
+    doc = raw.json()
+    assert raw.status_code == 200 and set(doc) == {"access_token", "expires_in", "uses", "time"}
+
+
+def test_batch_of_scopes_in_request_order(served):
+    c = served.client("dev-batch")
+    scopes = [("/sensors/a", "read"), ("/config/sensors", "read"), ("/sensors/b", ["read", "publish"])]
+    r = c.request(scopes)
+    assert r.ok and len(r.tokens) == 3
+    v = verifier_for(served)
+    for (resource, perm), (token, expires_in, uses) in zip(scopes, r.tokens):
+        op = perm if isinstance(perm, str) else perm[1]
+        assert v.verify(token, resource, op).claims.sub == "dev-batch"
+    assert [t[2] for t in r.tokens] == [1, 3, 1]
+
+
+def test_count_gives_n_distinct_single_use_tokens(served):
+    c = served.client("dev-count")
+    r = c.request([("/sensors/t", "read")], count=5)
+    assert r.ok and len(r.tokens) == 5
+    v = verifier_for(served)
+    ctis = {v.verify(t, "/sensors/t", "read").claims.cti for t, _, _ in r.tokens}
+    assert len(ctis) == 5
+
+
+def test_chain_and_attenuators_come_from_the_policy(served):
+    c = served.client("dev-chain")
+    r = c.request([("/chained/x", "publish")])
+    assert r.ok
+    token = r.tokens[0][0]
+    v = verifier_for(served)
+    with pytest.raises(ChainIncomplete):  # the declared attenuator and hops have not acted yet
+        v.verify(token, "/chained/x", "publish", consume=False)
+    token = attenuate(token, NODE_KEYS["fleet-gw"], [])
+    token = attest(token, NODE_KEYS["gateway"], "gateway")
+    token = attest(token, NODE_KEYS["ingest"], "ingest")
+    assert v.verify(token, "/chained/x", "publish").attested == ["gateway", "ingest"]
+
+
+def test_audience_and_method_bitmask(served):
+    c = served.client("dev-ota")
+    r = c.request([("/ota/image", 1 | 16)], audience="ota")  # GET | FETCH
+    assert r.ok
+    v = verifier_for(served)
+    v.audience = "ota"
+    assert v.verify(r.tokens[0][0], "/ota/image", "GET").claims.aud == "ota"
+    # the rule's audience goes into the token even when the request names none
+    r = c.request([("/ota/image", "GET")])
+    assert r.ok
+
+
+def test_device_named_only_in_the_policy_is_known(served):
+    c = served.client("policy-only-1", enroll=False)
+    assert c.request([("/sensors/p", "read")]).ok
+
+
+def test_device_rules_come_before_group_rules(served):
+    c = served.client("special-1", enroll=False)
+    r = c.request([("/valves/7", "open")])
+    assert r.ok and r.tokens[0][1] == 10
+    assert c.request([("/sensors/q", "read")]).ok  # and the group's rules still apply
+
+
+# -- refusals ----------------------------------------------------------------------------
+
+
+def test_stale_time_carries_issuer_time_and_one_retry_succeeds(served):
+    c = served.client("dev-clockless")
+    key = c.creds.key
+    r = post(served, build_request("dev-clockless", key, [("/sensors/t", "read")], now=0))
+    resp = refusal(r, "stale_time")
+    # A device without a clock sets it from the refusal and retries once.
+    r = post(served, build_request("dev-clockless", key, [("/sensors/t", "read")], now=resp.time))
+    assert parse_response(r.content).ok
+    future = build_request("dev-clockless", key, [("/sensors/t", "read")], now=int(time.time()) + 3600)
+    refusal(post(served, future), "stale_time")
+
+
+def test_replayed_nonce(served):
+    c = served.client("dev-replay")
+    body = build_request("dev-replay", c.creds.key, [("/sensors/t", "read")])
+    assert post(served, body).status_code == 200
+    refusal(post(served, body), "replayed")
+    # the same nonce with another time (and so another MAC) is still a replay
+    m = cbor.loads(body)
+    again = build_request("dev-replay", c.creds.key, [("/sensors/t", "read")], nonce=m[REQ_NONCE],
+                          now=m[REQ_TIME] + 1)
+    refusal(post(served, again), "replayed")
+
+
+def test_bad_mac_and_foreign_key(served):
+    c = served.client("dev-mac")
+    body = bytearray(build_request("dev-mac", c.creds.key, [("/sensors/t", "read")]))
+    body[-1] ^= 1
+    refusal(post(served, bytes(body)), "bad_mac")
+    other = served.client("dev-mac-other")
+    forged = build_request("dev-mac", other.creds.key, [("/sensors/t", "read")])
+    refusal(post(served, forged), "bad_mac")
+    # a bad MAC for an id nobody enrolled is bad_mac too: existence is not revealed
+    refusal(post(served, build_request("nobody-1", os.urandom(32), [("/sensors/t", "read")])), "bad_mac")
+
+
+def test_unknown_device_with_a_valid_key(served):
+    creds = served.credentials("never-enrolled")  # the right derived key, but no enrollment
+    refusal(post(served, build_request(creds.device_id, creds.key, [("/sensors/t", "read")])), "unknown_device")
+
+
+def test_scope_denied(served):
+    c = served.client("dev-deny")
+    key = c.creds.key
+    for scopes in ([("/valves/1", "open")], [("/sensors/t", "delete")], [("/sens*", "read")],
+                   [("/config/sensors", ["read", "write"])], [("/sensors/a", "read"), ("/nope", "read")]):
+        refusal(post(served, build_request("dev-deny", key, scopes)), "scope_denied")
+    # audience mismatch: the only rule for /ota/image is for audience "ota"
+    refusal(post(served, build_request("dev-deny", key, [("/ota/image", "GET")], audience="other")), "scope_denied")
+
+
+def test_request_pattern_inside_a_rule_pattern_is_allowed(served):
+    c = served.client("dev-pattern")
+    r = c.request([("/sensors/room1/*", "read")])
+    assert r.ok
+    assert verifier_for(served).verify(r.tokens[0][0], "/sensors/room1/t", "read")
+
+
+def test_batch_over_the_limit(served):
+    c = served.client("dev-big")
+    r = post(served, build_request("dev-big", c.creds.key, [("/sensors/t", "read")], count=7))
+    assert r.status_code == 400
+    refusal(r, "too_large")
+
+
+def test_revoked_device_gets_nothing_from_the_next_request_on(served):
+    c = served.client("dev-revoke")
+    assert c.request([("/sensors/t", "read")]).ok
+    crumb_cli("device", "revoke", "dev-revoke", "--reason", "stolen", "--data", str(served.data), check=True)
+    refusal(post(served, build_request("dev-revoke", c.creds.key, [("/sensors/t", "read")])), "revoked")
+
+
+def test_rate_limited_with_retry_after(served):
+    c = served.client("dev-slow", group="slow")
+    key = c.creds.key
+    assert post(served, build_request("dev-slow", key, [("/slow/a", "read")], count=2)).status_code == 200
+    r = post(served, build_request("dev-slow", key, [("/slow/a", "read")]))
+    resp = refusal(r, "rate_limited")
+    assert resp.retry_after >= 1 and int(r.headers["retry-after"]) == resp.retry_after
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"", "empty"),
+    (b"\xff", "break"),
+    (b"\xa0", "empty map"),
+    (b"[1,2]", "not CBOR"),
+    (b"\x84\x01\x02\x03\x04", "array"),
+    (b"\xbf\x18\x18\x61a\xff", "indefinite map"),
+    (b"\xc0\x00", "tag"),
+])
+def test_malformed_cbor(served, body, why):
+    refusal(post(served, body), "malformed")
+
+
+def _signed(key: bytes, m: dict) -> bytes:
+    m = {k: v for k, v in m.items() if k != REQ_MAC}
+    return cbor.dumps({**m, REQ_MAC: mac_of(key, cbor.dumps(m))})
+
+
+def test_malformed_structures_even_when_signed(served):
+    c = served.client("dev-strict")
+    key = c.creds.key
+    good = cbor.loads(build_request("dev-strict", key, [("/sensors/t", "read")]))
+    cases = [
+        {**good, 77: 1},                                        # unknown parameter
+        {k: v for k, v in good.items() if k != REQ_TIME},       # no time
+        {**good, REQ_NONCE: b"abc"},                             # nonce too short
+        {**good, REQ_SCOPE: [["/sensors/t", "read"]]},           # one scope in batch form
+        {**good, REQ_SCOPE: ["/sensors/t", "read", "x"]},
+        {**good, REQ_SCOPE: ["/sens*ors", "read"]},              # '*' in the middle
+        {**good, REQ_CLIENT_ID: "dev strict"},                   # bad id syntax
+        {**good, REQ_SCOPE: ["/sensors/t", 0]},                  # empty bitmask
+        {**good, -3: 1},                                         # count 1 is written as no count
+    ]
+    for m in cases:
+        refusal(post(served, _signed(key, m)), "malformed")
+    valid = _signed(key, {**good, REQ_NONCE: os.urandom(8)})
+    refusal(post(served, valid + b"\x00"), "malformed")          # trailing byte
+    # non-preferred integer encoding of the time (0x1b + 8 bytes)
+    raw = _signed(key, {**good, REQ_NONCE: os.urandom(8)})
+    t = cbor.dumps(good[REQ_TIME])
+    refusal(post(served, raw.replace(b"\x21" + t, b"\x21\x1b" + good[REQ_TIME].to_bytes(8, "big"))), "malformed")
+
+
+def test_malformed_json(served):
+    for body in (b"{", b"[]", b'{"client_id": 5}', b'{"time": 1.5}', b'{"nonce": "a+b/"}', b'{"x": 1}'):
+        refusal(post(served, body, {"content-type": "application/json"}), "malformed")
+
+
+def test_unsupported_media_type(served):
+    r = post(served, b"x", {"content-type": "text/plain"})
+    refusal(r, "unsupported_media_type")
+    r = post(served, b"x", {"content-type": "text/plain", "accept": "application/json"})
+    assert r.headers["content-type"] == "application/json" and r.json()["code"] == "unsupported_media_type"
+
+
+def test_body_limit_is_enforced_before_reading(served):
+    r = post(served, b"\xa0" * 5000)
+    assert r.status_code == 413
+    refusal(r, "too_large")
+
+
+def test_body_limit_without_content_length(served):
+    # A chunked body that never declares its size is cut off once it passes the limit.
+    def chunks():
+        for _ in range(64):
+            yield b"\x00" * 100
+
+    r = httpx.post(f"{served.url}/token", content=chunks(), headers=CBOR, timeout=10)
+    assert r.status_code == 413
+    refusal(r, "too_large")
+
+
+def test_lying_content_length_does_not_hang_or_crash(served):
+    with socket.create_connection(("127.0.0.1", served.issuer.port), timeout=5) as s:
+        s.sendall(b"POST /token HTTP/1.1\r\nhost: x\r\ncontent-type: application/ace+cbor\r\n"
+                  b"content-length: 999999999999\r\n\r\n")
+        data = s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 413")
+
+
+def test_fuzzed_requests_never_500(served):
+    """Mutations of valid requests: every answer is a typed refusal or a token, never a 500."""
+    c = served.client("dev-fuzz")
+    rng = random.Random(1234)
+    seen = set()
+    with httpx.Client(timeout=10) as http:
+        for i in range(300):
+            body = bytearray(build_request("dev-fuzz", c.creds.key, [("/sensors/t", "read")]))
+            for _ in range(rng.randint(1, 4)):
+                op = rng.random()
+                pos = rng.randrange(len(body))
+                if op < 0.5:
+                    body[pos] = rng.randrange(256)
+                elif op < 0.75:
+                    del body[pos:pos + rng.randint(1, 8)]
+                else:
+                    body[pos:pos] = os.urandom(rng.randint(1, 8))
+            r = http.post(f"{served.url}/token", content=bytes(body), headers=CBOR)
+            assert r.status_code < 500, r.content
+            resp = parse_response(r.content)
+            assert resp.ok or resp.code in CODES
+            seen.add(resp.code)
+    assert "malformed" in seen and "bad_mac" in seen
+
+
+# -- the other endpoints ------------------------------------------------------------------
+
+
+def test_keys_json_and_cose_key_set(served):
+    doc = httpx.get(f"{served.url}/keys").json()
+    assert [k["status"] for k in doc["keys"]] == ["current"]
+    assert {n["name"] for n in doc["nodes"]} == {"gateway", "ingest", "fleet-gw"}
+    keys = parse_json(httpx.get(f"{served.url}/keys").content)  # the verifiers' own parser
+    assert len(keys.issuer) == 1 and len(keys.nodes) == 3
+    r = httpx.get(f"{served.url}/keys", headers={"accept": "application/cose-key-set+cbor"})
+    assert r.headers["content-type"] == "application/cose-key-set+cbor"
+    (cose_key,) = cbor.loads(r.content)
+    kid = next(iter(keys.issuer))
+    assert cose_key == {1: 1, 2: kid, 3: -8, 4: [2], -1: 6, -2: keys.issuer[kid].raw}
+
+
+def test_healthz_and_metrics(served):
+    h = httpx.get(f"{served.url}/healthz")
+    assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["store"] == "memory ok"
+    c = served.client("dev-metrics")
+    c.request([("/sensors/m", "read")])
+    post(served, b"\x00")
+    text = httpx.get(f"{served.url}/metrics").text
+    assert 'crumb_issuer_refusals_total{code="malformed"}' in text
+    assert "crumb_issuer_tokens_issued_total " in text
+    assert 'crumb_issuer_token_request_duration_seconds_bucket{le="+Inf"}' in text
+    assert 'crumb_issuer_requests_total{endpoint="token",status="200"}' in text
+    issued = next(line for line in text.splitlines() if line.startswith("crumb_issuer_tokens_issued_total "))
+    assert int(issued.split()[1]) >= 1
+
+
+def test_unknown_paths_and_methods(served):
+    assert httpx.get(f"{served.url}/nope").status_code == 404
+    r = httpx.get(f"{served.url}/token")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+# -- the audit log, after all of the above ---------------------------------------------------
+
+
+def test_every_issuance_and_refusal_is_in_the_audit_log(served):
+    c = served.client("dev-audited")
+    ok = c.request([("/sensors/audit", "read")])
+    body = build_request("dev-audited", c.creds.key, [("/nope", "read")])
+    post(served, body)
+    post(served, body)
+    time.sleep(0.2)
+    out = crumb_cli("audit", "tail", "-n", "500", "--json", "--data", str(served.data), check=True).stdout
+    import json
+    records = [json.loads(line) for line in out.splitlines()]
+    mine = [r for r in records if r.get("device") == "dev-audited"]
+    assert [r["event"] for r in mine] == ["issued", "refused", "refused"]
+    assert [r.get("code") for r in mine[1:]] == ["scope_denied", "replayed"]
+    cti = verifier_for(served).verify(ok.tokens[0][0], "/sensors/audit", "read").claims.cti
+    assert mine[0]["tokens"] == [cti.hex()]
+    codes = {r.get("code") for r in records if r["event"] == "refused"}
+    assert {"malformed", "bad_mac", "stale_time", "too_large", "unsupported_media_type"} <= codes
+    verify = crumb_cli("audit", "verify", "--data", str(served.data))
+    assert verify.returncode == 0 and "chain intact" in verify.stdout
+
+
+def test_a_verifier_fetching_keys_trusts_the_issuer(served):
+    from crumb.keyfetch import FetchedKeys
+
+    c = served.client("dev-fetch")
+    r = c.request([("/sensors/f", "read")])
+    keys = FetchedKeys(f"{served.url}/keys")
+    v = Verifier([], resolver=keys, replay=MemoryReplayStore(fence=False))
+    assert v.verify(r.tokens[0][0], "/sensors/f", "read").claims.sub == "dev-fetch"

@@ -1,0 +1,183 @@
+"""Several issuer processes behind Redis agree on nonces, rate limits and revocations;
+with Redis down they refuse (store_unavailable) rather than admit."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from crumb.issuer.protocol import build_request, parse_response
+
+from .conftest import Fleet, crumb_cli, start_issuer
+
+CBOR = {"content-type": "application/ace+cbor"}
+
+
+def post(url: str, body: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/token", content=body, headers=CBOR, timeout=10)
+
+
+def code(r: httpx.Response) -> str | None:
+    return parse_response(r.content).code
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, redis_server):
+    """Two issuer processes on two ports, one data directory, one Redis."""
+    tmp = tmp_path_factory.mktemp("pair")
+    a, config = start_issuer(tmp, redis_url=redis_server.url)
+    from crumb.issuer.local import LocalIssuer
+
+    b = LocalIssuer(a.data, config, redis_url=redis_server.url).start()
+    fleet = Fleet(a.data, a.url)
+    yield fleet, a, b
+    fleet.close()
+    a.close()
+    b.close()
+
+
+def test_a_nonce_used_at_one_process_is_replayed_at_the_other(pair):
+    fleet, a, b = pair
+    creds = fleet.enroll("r-dev-1", "sensors")
+    body = build_request("r-dev-1", creds.key, [("/sensors/t", "read")])
+    assert post(a.url, body).status_code == 200
+    assert code(post(b.url, body)) == "replayed"
+    assert code(post(a.url, body)) == "replayed"
+
+
+def test_rate_limit_is_shared(pair):
+    fleet, a, b = pair
+    creds = fleet.enroll("r-slow-1", "slow")  # burst 2, 0.2 tokens/s
+    assert post(a.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")])).status_code == 200
+    assert post(b.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")])).status_code == 200
+    r = post(a.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")]))
+    assert code(r) == "rate_limited" and r.status_code == 429
+
+
+def test_revocation_published_to_redis_reaches_every_process(pair, redis_server):
+    fleet, a, b = pair
+    creds = fleet.enroll("r-rev-1", "sensors")
+    assert post(b.url, build_request("r-rev-1", creds.key, [("/sensors/t", "read")])).status_code == 200
+    crumb_cli("device", "revoke", "r-rev-1", "--data", str(fleet.data), "--redis", redis_server.url, check=True)
+    for url in (a.url, b.url):
+        assert code(post(url, build_request("r-rev-1", creds.key, [("/sensors/t", "read")]))) == "revoked"
+
+
+def test_revocation_in_redis_alone_is_honoured(pair, redis_server):
+    # An issuer on another host shares Redis but not this registry file.
+    import redis
+
+    fleet, a, b = pair
+    creds = fleet.enroll("r-rev-2", "sensors")
+    redis.Redis.from_url(redis_server.url).sadd("crumb:revoked", "r-rev-2")
+    assert code(post(a.url, build_request("r-rev-2", creds.key, [("/sensors/t", "read")]))) == "revoked"
+
+
+def test_processes_flag_serves_from_several_processes(tmp_path, redis_server):
+    issuer, _ = start_issuer(tmp_path, redis_url=redis_server.url, processes=2)
+    try:
+        fleet = Fleet(issuer.data, issuer.url)
+        creds = fleet.enroll("r-multi-1", "sensors")
+        pids = set()
+        for _ in range(20):
+            # a new connection each time, so the kernel spreads them over both processes
+            r = httpx.post(f"{issuer.url}/token", headers=CBOR,
+                           content=build_request("r-multi-1", creds.key, [("/sensors/t", "read")]))
+            assert r.status_code == 200, r.content
+            pids.add(httpx.get(f"{issuer.url}/healthz").json()["pid"])
+        assert len(pids) == 2  # both processes answered
+        verdict = crumb_cli("audit", "verify", "--json", "--data", str(issuer.data), check=True).stdout
+        import json
+        chains = json.loads(verdict)["chains"]
+        assert sum(c["records"] for c in chains) == 20 and all(c["ok"] for c in chains)
+    finally:
+        issuer.close()
+
+
+def test_serve_refuses_several_processes_without_redis(tmp_path):
+    r = crumb_cli("issuer", "serve", "--data", str(tmp_path), "--processes", "2")
+    assert r.returncode == 2 and "--redis" in r.stderr
+
+
+def test_redis_down_fails_closed_then_recovers(tmp_path):
+    from crumb.localservices import RedisServer
+
+    with RedisServer() as redis_server:
+        issuer, _ = start_issuer(tmp_path, redis_url=redis_server.url)
+        try:
+            fleet = Fleet(issuer.data, issuer.url)
+            creds = fleet.enroll("r-down-1", "sensors")
+            assert post(issuer.url, build_request("r-down-1", creds.key, [("/sensors/t", "read")])).status_code == 200
+            redis_server.stop()
+            r = post(issuer.url, build_request("r-down-1", creds.key, [("/sensors/t", "read")]))
+            resp = parse_response(r.content)
+            assert r.status_code == 503 and resp.code == "store_unavailable" and resp.retry_after == 1
+            assert not resp.tokens
+            assert httpx.get(f"{issuer.url}/healthz").status_code == 503
+            redis_server.start()  # same port
+            deadline = time.monotonic() + 10
+            while True:
+                r = post(issuer.url, build_request("r-down-1", creds.key, [("/sensors/t", "read")]))
+                if r.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert r.status_code == 200, r.content
+            # Redis came back empty: the issuer re-published the revocations it knows.
+            import redis
+
+            crumb_cli("device", "revoke", "r-gone-1", "--data", str(issuer.data), check=True)
+            redis_server.stop()
+            redis_server.start()
+            post(issuer.url, build_request("r-down-1", creds.key, [("/sensors/t", "read")]))  # reconnects
+            deadline = time.monotonic() + 10
+            client = redis.Redis.from_url(redis_server.url)
+            while not client.sismember("crumb:revoked", "r-gone-1") and time.monotonic() < deadline:
+                post(issuer.url, build_request("r-down-1", creds.key, [("/sensors/t", "read")]))
+                time.sleep(0.2)
+            assert client.sismember("crumb:revoked", "r-gone-1")
+            tail = crumb_cli("audit", "tail", "--json", "--data", str(issuer.data), check=True).stdout
+            assert '"code":"store_unavailable"' in tail
+        finally:
+            issuer.close()
+
+
+def _children(pid: int) -> list[int]:
+    import os
+
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(tmp_path, redis_server):
+    import os
+    import signal
+
+    issuer, _ = start_issuer(tmp_path, redis_url=redis_server.url, processes=2)
+    try:
+        parent = issuer.proc.pid
+        answered, deadline = set(), time.monotonic() + 20
+        while len(answered) < 2 and time.monotonic() < deadline:  # both workers serving
+            answered.add(httpx.get(f"{issuer.url}/healthz").json()["pid"])
+        workers = sorted(answered)
+        assert len(workers) == 2 and set(workers) <= set(_children(parent))
+        os.kill(parent, signal.SIGKILL)  # our own child, by its id
+        issuer.proc.wait()
+        deadline = time.monotonic() + 10
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [w for w in alive if os.path.exists(f"/proc/{w}") and
+                     open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        assert not alive, f"workers {alive} outlived their supervisor"
+    finally:
+        issuer.close()
