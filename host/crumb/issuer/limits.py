@@ -69,7 +69,8 @@ class TokenBuckets:
             if len(self._state) >= self.max_devices:
                 self._forget_full(now)
             state = self._state[device] = [float(burst), now, rate, burst]
-        tokens = min(float(burst), state[0] + (now - state[1]) * rate)
+        # A clock stepped back refills nothing (and must not drain the bucket).
+        tokens = min(float(burst), state[0] + max(0.0, now - state[1]) * rate)
         state[1], state[2], state[3] = now, rate, burst
         if tokens < cost:
             state[0] = tokens
