@@ -28,7 +28,12 @@ vectors: $(STAMP)
 	$(BIN)/python tools/gen_vectors.py
 
 bench: $(STAMP)
+	bash tools/setup_test_env.sh
 	$(BIN)/crumb bench tokens
+	$(BIN)/crumb bench device
+	$(BIN)/crumb bench middleware
+	$(BIN)/crumb bench replay
+	$(BIN)/crumb bench issuer --processes 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
