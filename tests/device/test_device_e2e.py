@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from crumb.bench.device import DeviceIssuer, VerifyingService
+from crumb.bench.device import BENCH_POLICY, DeviceIssuer, VerifyingService
 from inproc_issuer import InProcessIssuer
 from test_device_cases import HERE, _parse, _with_source
 
@@ -22,27 +22,7 @@ MODULE = "netcases.e2e"
 m = importlib.import_module(MODULE)
 CASES = sorted(n for n in dir(m) if n.startswith("test_"))
 
-POLICY = """\
-[issuer]
-max_skew = 60
-
-[defaults]
-ttl = 60
-uses = 1
-batch = 8
-rate = 1000.0
-burst = 1000
-
-[groups.sensors]
-[[groups.sensors.allow]]
-resource = "/sensors/*"
-operations = ["read", "publish"]
-
-[[groups.sensors.allow]]
-resource = "/config/*"
-operations = ["read"]
-uses = 3
-"""
+POLICY = "[issuer]\nmax_skew = 60\n\n" + BENCH_POLICY  # the bench's policy, with a tight clock
 
 
 @pytest.fixture(scope="module")
