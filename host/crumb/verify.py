@@ -78,7 +78,7 @@ class Verifier:
         resolver: KeyResolver | None = None,
     ) -> None:
         self._keys: dict[bytes, PublicKey] = {}
-        self._by_header: dict[bytes, PublicKey] = {}
+        self._by_header: dict[bytes, tuple[PublicKey, bytes]] = {}  # protected header -> (key, signing prefix)
         for key in keys:
             self.add_key(key)
         self._node_keys = {k.kid: k for k in node_keys}

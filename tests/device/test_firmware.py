@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import mpyvm
-import pytest
 
 from crumb.bench.device import DeviceIssuer, VerifyingService
 

@@ -210,7 +210,6 @@ def _forged(t: bytes, wrong: SigningKey) -> bytes:
 
 
 def test_a_document_too_large_is_refused():
-    issuer = SigningKey.generate()
     with KeyServer() as srv:
         srv.serve(b'{"keys": [], "pad": "' + b"x" * 70_000 + b'"}')
         with pytest.raises(KeyFetchError, match="larger than"):

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from crumb import SigningKey, Verifier, mint
+from crumb import Verifier, mint
 from crumb.errors import Replayed, StoreUnavailable
 from crumb.replay_redis import RedisReplayStore
 
