@@ -256,6 +256,9 @@ def _encode(v: Any, out: bytearray) -> None:
         raise TypeError(f"crumb CBOR cannot encode {type(v).__name__}")
 
 
+_SHORT_BSTR_HEADS = [_head(2, n) for n in range(256)]  # signing inputs are built per verification
+
+
 def bstr_head(length: int) -> bytes:
     """The head of a byte string of ``length`` bytes (for building signing inputs)."""
-    return _head(2, length)
+    return _SHORT_BSTR_HEADS[length] if length < 256 else _head(2, length)

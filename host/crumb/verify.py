@@ -165,7 +165,8 @@ class Verifier:
             attested, extra = [], []
         if claims.open_key is not None and tok.proof is None:
             raise Malformed("an open token carries a proof")
-        self._check_position(claims, attested, hop)
+        if claims.chain:
+            self._check_position(claims, attested, hop)
 
         if claims.aud is not None and claims.aud != self.audience:
             raise ScopeDenied(f"token is for audience {claims.aud!r}, this is {self.audience!r}")
