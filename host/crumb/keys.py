@@ -87,7 +87,7 @@ class PublicKey:
 class SigningKey:
     """An Ed25519 private key (32-byte seed)."""
 
-    __slots__ = ("seed", "_nacl", "public")
+    __slots__ = ("seed", "_nacl", "_sk", "public")
 
     def __init__(self, seed: bytes) -> None:
         if not isinstance(seed, bytes) or len(seed) != 32:
@@ -95,6 +95,7 @@ class SigningKey:
         self.seed = seed
         self._nacl = nacl.signing.SigningKey(seed)
         self.public = PublicKey(bytes(self._nacl.verify_key))
+        self._sk = seed + self.public.raw  # libsodium's 64-byte secret key layout: seed || public
 
     @classmethod
     def generate(cls) -> "SigningKey":
@@ -105,6 +106,15 @@ class SigningKey:
         return self.public.kid
 
     def sign(self, message: bytes) -> bytes:
+        if _lib is not None:
+            # The issuer signs every token: call libsodium directly. PyNaCl's
+            # SigningKey.sign copies the signed message out, wraps it in a
+            # SignedMessage and slices the signature back out (~3-5 µs of the ~30 µs).
+            n = len(message)
+            signed = _ffi.new("unsigned char[]", n + 64)
+            if _lib.crypto_sign(signed, _ffi.NULL, message, n, self._sk) != 0:  # pragma: no cover
+                raise RuntimeError("crypto_sign failed")
+            return _ffi.buffer(signed, 64)[:]
         return self._nacl.sign(message).signature
 
     def __repr__(self) -> str:

@@ -128,6 +128,8 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 _MEDIA = {t.encode(): t for t in (*CBOR_TYPES, JSON_TYPE)}
+_CONTENT_TYPE = {"cbor": (b"content-type", CBOR_TYPES[0].encode()), "json": (b"content-type", JSON_TYPE.encode())}
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 class TokenEndpoint:
@@ -172,12 +174,14 @@ class TokenEndpoint:
                 except _Disconnected:
                     return
         status, payload, retry_after = await issuer.token(body, fmt, peer, refusal)
-        extra = [(b"cache-control", b"no-store")]
+        # The same headers as respond() writes, from constants: this is every token's answer.
+        headers = [_CONTENT_TYPE[fmt], (b"content-length", b"%d" % len(payload)), _NO_STORE]
         if retry_after is not None:
-            extra.append((b"retry-after", str(retry_after).encode()))
+            headers.append((b"retry-after", b"%d" % retry_after))
         if status == 413:
-            extra.append((b"connection", b"close"))  # the unread rest of the body is not ours to drain
-        await respond(send, status, payload, CBOR_TYPES[0] if fmt == "cbor" else JSON_TYPE, extra)
+            headers.append((b"connection", b"close"))  # the unread rest of the body is not ours to drain
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
         issuer.metrics.request("token", status)
         issuer.metrics.observe(time.perf_counter() - t0)
 

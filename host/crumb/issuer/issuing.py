@@ -53,6 +53,7 @@ class Issuer:
         self.clock = clock
         self.minter = Minter()
         self._profiles: dict = {}
+        self._kid: tuple = (b"", "")  # (kid, kid.hex()) of the key that signed last
         self._policy_stamp = self._stamp(policy_path)
         self._checked = time.monotonic()
 
@@ -123,7 +124,7 @@ class Issuer:
                 raise Refusal("stale_time", f"device time {req.time} is {skew:+d}s from issuer time {now} "
                                             f"(limit ±{self.policy.max_skew}s); set the clock from this "
                                             "response's time and retry")
-            issued, record = await self._issue(req, device, now, now_f)
+            issued, body = await self._issue(req, device, now, now_f, peer)
         except Refusal as r:
             return await self._refuse(r, fmt, now, device, authenticated, peer)
         except Exception as e:  # a bug: log it, issue nothing, and say so
@@ -131,7 +132,7 @@ class Issuer:
             return await self._refuse(Refusal("internal_error", f"internal error ({type(e).__name__})"),
                                       fmt, now, device, authenticated, peer)
         try:
-            await self.audit.append_body(issued_body(peer=peer, **record))
+            await self.audit.append_body(body)
         except AuditUnavailable as e:
             # The tokens are dropped: nothing leaves the issuer that the log does not hold.
             return await self._refuse(Refusal("store_unavailable", str(e), retry_after=1), fmt, now, device,
@@ -141,7 +142,9 @@ class Issuer:
             return 200, token_response_cbor(issued, now, req.batch), None
         return 200, token_response_json(issued, now, req.batch), None
 
-    async def _issue(self, req: TokenRequest, device: str, now: int, now_f: float) -> tuple[list[Issued], dict]:
+    async def _issue(self, req: TokenRequest, device: str, now: int, now_f: float,
+                     peer: str | None) -> tuple[list[Issued], bytes]:
+        """(tokens, their audit record in canonical form) or Refusal."""
         self.refresh()
         registry = self.registry
         if device in registry.revoked:
@@ -174,17 +177,30 @@ class Issuer:
         assert key is not None
         issued: list[Issued] = []
         mint = self.minter.mint
+        iss, hop_refs, count = policy.name, policy.hop_refs, req.count
         for (resource, perm), rule in zip(req.scopes, rules):
             aud = rule.audience or req.audience
-            for _ in range(req.count):
-                token, cti = mint(key, resource=resource, permission=perm, sub=device, ttl=rule.ttl,
-                                  uses=rule.uses, iss=policy.name, aud=aud, chain=rule.chain,
-                                  attenuators=rule.attenuators, hop_refs=policy.hop_refs, now=now)
-                issued.append(Issued(token, rule.ttl, rule.uses, cti, (resource, perm)))
-        record = dict(t=int(now_f * 1000), device=device, scope=req.scopes, count=req.count,
-                      tokens=[it.cti.hex() for it in issued], exp=now + min(r.ttl for r in rules),
-                      kid=key.kid.hex(), rules=sorted({r.where for r in rules}))
-        return issued, record
+            ttl, uses = rule.ttl, rule.uses
+            for _ in range(count):
+                token, cti = mint(key, resource=resource, permission=perm, sub=device, ttl=ttl,
+                                  uses=uses, iss=iss, aud=aud, chain=rule.chain,
+                                  attenuators=rule.attenuators, hop_refs=hop_refs, now=now)
+                issued.append(Issued(token, ttl, uses, cti, (resource, perm)))
+        # The audit record is written here, straight to its canonical bytes (no dict in between).
+        if len(rules) == 1:  # the common case: one scope, one rule
+            exp, where = now + rules[0].ttl, [rules[0].where]
+        else:
+            exp, where = now + min(r.ttl for r in rules), sorted({r.where for r in rules})
+        body = issued_body(t=int(now_f * 1000), device=device, scope=req.scopes, count=count,
+                           tokens=[it.cti.hex() for it in issued], exp=exp, kid=self._kid_hex(key),
+                           rules=where, peer=peer)
+        return issued, body
+
+    def _kid_hex(self, key) -> str:
+        kid = key.kid
+        if kid != self._kid[0]:
+            self._kid = (kid, kid.hex())
+        return self._kid[1]
 
     async def _refuse(self, r: Refusal, fmt: str, now: int, device: str | None, authenticated: bool,
                       peer: str | None, audit: bool = True) -> tuple[int, bytes, int | None]:

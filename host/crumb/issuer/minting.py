@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 from .. import cbor
 from ..claims import Claims, Party
-from ..cose import authority_protected, sig_structure
+from ..cose import authority_protected, signing_prefix
 from ..keys import PublicKey, SigningKey
 from ..scope import encode_scope
 from ..wire import CLAIM_AUD, CLAIM_ISS, CLAIM_SUB, CTI_BYTES, FORMAT_VERSION
@@ -49,7 +49,9 @@ class Minter:
     def __init__(self, max_templates: int = 4096) -> None:
         self.max_templates = max_templates
         self._templates: OrderedDict = OrderedDict()
-        self._protected: dict[bytes, bytes] = {}
+        # Per signing key: (Sig_structure up to the payload, token bytes up to the payload).
+        # Both are constant for a key; building them per token was ~3 µs of joins and heads.
+        self._keyed: dict[bytes, tuple[bytes, bytes]] = {}
 
     def _template(self, shape: tuple, key: SigningKey) -> _Template:
         (_, iss, sub, aud, resource, perm, ttl, uses, chain, attenuators, refs) = shape
@@ -95,11 +97,14 @@ class Minter:
         if cti is None:
             cti = os.urandom(CTI_BYTES)
         payload = self._payload(template, now, now + ttl, cti)
-        protected = self._protected.get(key.kid)
-        if protected is None:
-            protected = self._protected[key.kid] = authority_protected(key.kid)
-        signature = key.sign(sig_structure(protected, b"", payload))
-        # [version, [protected, {}, payload, signature]]
-        token = b"".join((b"\x82", cbor.dumps(FORMAT_VERSION), b"\x84", cbor.bstr_head(len(protected)), protected,
-                          b"\xa0", cbor.bstr_head(len(payload)), payload, b"\x58\x40", signature))
-        return token, cti
+        keyed = self._keyed.get(key.kid)
+        if keyed is None:
+            protected = authority_protected(key.kid)
+            # [version, [protected, {}, payload, signature]] up to the payload's bstr head
+            head = b"".join((b"\x82", cbor.dumps(FORMAT_VERSION), b"\x84", cbor.bstr_head(len(protected)),
+                             protected, b"\xa0"))
+            keyed = self._keyed[key.kid] = (signing_prefix(protected, b""), head)
+        to_sign, head = keyed
+        payload_head = cbor.bstr_head(len(payload))
+        signature = key.sign(to_sign + payload_head + payload)  # Sig_structure (cose.sig_structure)
+        return b"".join((head, payload_head, payload, b"\x58\x40", signature)), cti
