@@ -72,16 +72,18 @@ class MemoryReplayStore:
                     return False
                 self._left[key] = left - 1
                 return True
-            heap = self._bucket_heap
-            if heap and heap[0] < int(self.clock()) // self.BUCKET_SECONDS:
+            # Expired buckets are dropped every 256 entries or when full: O(1)
+            # amortised without reading the clock on every insert.
+            size = len(self._left)
+            if size >= self.max_entries or not size & 0xFF:
                 self._purge(int(self.clock()))
-            if len(self._left) >= self.max_entries:
-                raise StoreUnavailable(f"replay store is full ({self.max_entries} live tokens)")
+                if len(self._left) >= self.max_entries:
+                    raise StoreUnavailable(f"replay store is full ({self.max_entries} live tokens)")
             self._left[key] = uses - 1
             bucket = (exp + self.leeway) // self.BUCKET_SECONDS + 1
             keys = self._buckets.get(bucket)
             if keys is None:
                 keys = self._buckets[bucket] = []
-                heapq.heappush(heap, bucket)
+                heapq.heappush(self._bucket_heap, bucket)
             keys.append(key)
             return True
