@@ -145,13 +145,18 @@ class KeyFileError(ValueError):
     pass
 
 
-def _read_jwk(path: str | os.PathLike) -> dict:
+def read_json(path: str | os.PathLike) -> object:
+    """A key file's JSON, or KeyFileError saying why it cannot be had."""
     try:
-        jwk = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except OSError as e:
         raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
     except ValueError:
         raise KeyFileError(f"{path} is not a JSON key file") from None
+
+
+def _read_jwk(path: str | os.PathLike) -> dict:
+    jwk = read_json(path)
     if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
         raise KeyFileError(f"{path} is not an Ed25519 JWK (kty OKP, crv Ed25519)")
     return jwk

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Iterable
 
-from .keys import KeyFileError, PublicKey, load_public_key, unb64u
+from .keys import KeyFileError, PublicKey, load_public_key, read_json, unb64u
 
 TRUSTED_STATUS = frozenset({"current", "previous"})
 MAX_KEYS = 64  # a key set is a handful of keys; more is a broken or hostile document
@@ -102,12 +101,7 @@ def parse_json(body: bytes | str) -> KeySet:
 
 def load_file(path: str | os.PathLike) -> KeySet:
     """A pinned key file: a saved ``GET /keys`` document, or one JWK (an issuer key)."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
-    except ValueError:
-        raise KeyFileError(f"{path} is not a JSON key file") from None
+    doc = read_json(path)
     if isinstance(doc, dict) and "keys" in doc:
         try:
             return parse_document(doc)

@@ -80,6 +80,18 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def terminate(proc: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it is not gone within ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LocalServer:
     """A child process listening on a loopback port, with a private directory."""
 
@@ -168,14 +180,7 @@ class LocalServer:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, timeout)
 
     def stop(self) -> None:
         """Stop the process; the port and directory are kept for ``start()`` again."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from ..localservices import free_port
+from ..localservices import free_port, terminate
 from .keystore import Keyring
 
 
@@ -101,14 +101,7 @@ class LocalIssuer:
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # graceful: the audit writer flushes
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 15)  # SIGTERM first: the audit writer flushes
 
     def log_tail(self, lines: int = 30) -> str:
         try:
