@@ -105,6 +105,11 @@ class SigningKey:
     def kid(self) -> bytes:
         return self.public.kid
 
+    @property
+    def secret_bytes(self) -> bytes:
+        """libsodium's 64-byte secret key (seed || public key), for native batch signing."""
+        return self._sk
+
     def sign(self, message: bytes) -> bytes:
         if _lib is not None:
             # The issuer signs every token: call libsodium directly. PyNaCl's

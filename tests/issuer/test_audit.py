@@ -124,7 +124,7 @@ def test_a_failing_commit_fails_every_waiting_request(tmp_path):
         try:
             conn = audit.connect(path)
             conn.execute("PRAGMA busy_timeout = 50")
-            log._commit(conn, [(b'{"x":1}', asyncio.get_running_loop().create_future())])  # direct: no wait
+            log._commit(conn, [(b'{"x":1}', asyncio.get_running_loop().create_future(), None, None)])  # direct: no wait
         finally:
             blocker.rollback()
         assert log.failures == 1 and log.last_error
@@ -148,6 +148,7 @@ def test_issuer_sends_no_token_it_could_not_log(tmp_path):
             return fut
 
         issuer.audit.append_body = broken
+        issuer.audit.append_signed = lambda body, key, messages: broken(body)
         issuer.audit.append = lambda record: broken(None)
         status, body, retry = await issuer.token(build_request("dev-a", key, [("/sensors/t", "read")]),
                                                  "cbor", "127.0.0.1")

@@ -21,9 +21,14 @@ writer: the issuer gives each of its processes a chain of its own
 (DATA/audit-N.db, see datadir.claim_audit), which it keeps the head of in
 memory; they never wait on one another's write lock.
 
-The writer thread does as little Python as it can (a hash per record, then
-SQLite, which releases the GIL): Python work there holds the GIL against
-the event loop, and every GIL hand-over costs the loop latency.
+The writer thread also signs the tokens of the batch (append_signed): with
+crumb._commit built, it signs them and chains the records in one call with
+the GIL released, on the machine's other core (commit.py says why), so a
+token gets its signature only as its record goes to disk. Otherwise the
+tokens are signed on the event loop before they are queued. Either way the
+writer does as little Python as it can (one native call or a hash per
+record, then SQLite, which releases the GIL): Python work there holds the
+GIL against the event loop, and every GIL hand-over costs the loop latency.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ import time
 from pathlib import Path
 from json.encoder import encode_basestring as _quote
 from typing import Iterator, NamedTuple
+
+from ..keys import SigningKey
+from . import commit
 
 GENESIS = bytes(32)
 HANDOFF_AT = 16
@@ -138,7 +146,21 @@ class AuditLog:
         return self.append_body(canonical(record).encode("utf-8"))
 
     def append_body(self, body: bytes) -> asyncio.Future:
-        """Queue a record already in canonical form (see issued_body)."""
+        """Queue a record already in canonical form (see issued_body); the future gives its seq."""
+        return self._queue_entry((body, None, None, None))
+
+    def append_signed(self, body: bytes, key: SigningKey, messages: list[bytes]) -> asyncio.Future:
+        """Queue an issuance record and the signing inputs of its tokens.
+
+        The future gives (seq, signatures) once the record is committed: the
+        signatures of ``messages`` under ``key``, made by the writer (native)
+        or here, on the event loop, before queuing (without crumb._commit).
+        """
+        if commit.NATIVE:
+            return self._queue_entry((body, None, key, messages))
+        return self._queue_entry((body, None, None, [key.sign(m) for m in messages]))
+
+    def _queue_entry(self, entry: tuple) -> asyncio.Future:
         assert self._loop is not None, "AuditLog.start() was not called"
         fut = self._loop.create_future()
         pending = self._pending
@@ -148,7 +170,7 @@ class AuditLog:
             # the loop works on the next, instead of the loop idling through one big
             # commit that every in-flight request waits for.
             self._loop.call_soon(self._handoff)
-        pending.append((body, fut))
+        pending.append((entry[0], fut, entry[2], entry[3]))
         if len(pending) >= HANDOFF_AT:
             self._handoff()
         return fut
@@ -183,7 +205,8 @@ class AuditLog:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
-        futures = [fut for _, fut in batch]
+        """Sign (if asked), chain and insert ``batch``: entries (body, future, key or None, messages or sigs)."""
+        futures = [entry[1] for entry in batch]
         try:
             # A chain has one writer (datadir.claim_audit), so its head is read once and
             # then kept here. Were another writer to append anyway, the seq primary key
@@ -191,14 +214,16 @@ class AuditLog:
             if self._head is None:
                 row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
                 self._head = tuple(row) if row else (0, GENESIS)
-            seq, prev = self._head
+            last, prev = self._head
+            first = last + 1
+            bodies = [entry[0] for entry in batch]
+            hashes, signatures = _sign_and_chain(batch, prev, first, bodies)
             params: list = []
-            sha256 = hashlib.sha256
-            for body, _ in batch:
-                seq += 1
-                digest = sha256(prev + seq.to_bytes(8, "big") + body).digest()
+            seq = first
+            for body, digest in zip(bodies, hashes):
                 params += (seq, body, prev, digest)
                 prev = digest
+                seq += 1
             # One multi-row INSERT in autocommit: one atomic transaction, one SQLite call,
             # so the writer takes the GIL a handful of times per batch, not once per row.
             n = len(batch)
@@ -209,12 +234,12 @@ class AuditLog:
             self.last_error = f"{type(e).__name__}: {e}"
             self._settle(futures, None, AuditUnavailable(f"the audit log cannot commit ({e})"))
             return
-        first = self._head[0] + 1
-        self._head = (seq, prev)
+        self._head = (seq - 1, prev)
         self.records += n
         self.commits += 1
         self.last_error = None
-        self._settle(futures, list(range(first, seq + 1)), None)
+        results = [first + i if entry[3] is None else (first + i, signatures[i]) for i, entry in enumerate(batch)]
+        self._settle(futures, results, None)
 
     def _settle(self, futures: list, seqs: list | None, error: Exception | None) -> None:
         loop = self._loop
@@ -224,6 +249,37 @@ class AuditLog:
             loop.call_soon_threadsafe(_wake, futures, seqs, error)
         except RuntimeError:  # the loop closed between the check and the call
             pass
+
+
+def _sign_and_chain(batch: list, prev: bytes, first: int, bodies: list[bytes]) -> tuple[list, dict]:
+    """(hashes of the records, {batch index: signatures}) for one batch, in as few native calls as it can.
+
+    Entries to sign under one key (the usual case: one current key) take one
+    GIL-free call for their signatures and the whole chain.
+    """
+    signatures: dict[int, list[bytes]] = {}
+    to_sign = [(i, entry[2], entry[3]) for i, entry in enumerate(batch) if entry[2] is not None]
+    for i, entry in enumerate(batch):
+        if entry[2] is None and entry[3] is not None:
+            signatures[i] = entry[3]  # signed on the event loop already
+    if not to_sign:
+        return commit.chain(prev, first, bodies), signatures
+    by_key: dict[bytes, list] = {}
+    for i, key, messages in to_sign:
+        by_key.setdefault(key.kid, []).append((i, key, messages))
+    hashes: list[bytes] | None = None
+    for group in by_key.values():
+        key = group[0][1]
+        flat = [m for _, _, messages in group for m in messages]
+        sigs, chained = commit.sign_and_chain(key, flat, prev, first, bodies if hashes is None else [])
+        if hashes is None:
+            hashes = chained
+        k = 0
+        for i, _, messages in group:
+            signatures[i] = sigs[k:k + len(messages)]
+            k += len(messages)
+    assert hashes is not None
+    return hashes, signatures
 
 
 _INSERTS: dict[int, str] = {}
@@ -236,14 +292,14 @@ def _insert_sql(rows: int) -> str:
     return sql
 
 
-def _wake(futures: list, seqs: list | None, error: Exception | None) -> None:
+def _wake(futures: list, results: list | None, error: Exception | None) -> None:
     for i, fut in enumerate(futures):
         if fut.done():
             continue
         if error is not None:
             fut.set_exception(error)
         else:
-            fut.set_result(seqs[i])  # type: ignore[index]
+            fut.set_result(results[i])  # type: ignore[index]
 
 
 # -- reading and verifying -----------------------------------------------------------

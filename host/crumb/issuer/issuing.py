@@ -23,9 +23,10 @@ from pathlib import Path
 from .audit import AuditLog, AuditUnavailable, issued_body
 from .codes import Refusal
 from .gate import Gate, MemoryGate
+from ..keys import SigningKey
 from .keystore import Keyring
 from .metrics import Metrics
-from .minting import Minter
+from .minting import Minter, finish
 from .policy import Policy, PolicyError, Profile, Rule
 from .policy import load as load_policy
 from .protocol import (
@@ -124,7 +125,7 @@ class Issuer:
                 raise Refusal("stale_time", f"device time {req.time} is {skew:+d}s from issuer time {now} "
                                             f"(limit ±{self.policy.max_skew}s); set the clock from this "
                                             "response's time and retry")
-            issued, body = await self._issue(req, device, now, now_f, peer)
+            minted, body, key = await self._issue(req, device, now, now_f, peer)
         except Refusal as r:
             return await self._refuse(r, fmt, now, device, authenticated, peer)
         except Exception as e:  # a bug: log it, issue nothing, and say so
@@ -132,19 +133,25 @@ class Issuer:
             return await self._refuse(Refusal("internal_error", f"internal error ({type(e).__name__})"),
                                       fmt, now, device, authenticated, peer)
         try:
-            await self.audit.append_body(body)
+            # The tokens are signed as their record is committed (audit.append_signed).
+            _, signatures = await self.audit.append_signed(body, key, [m[1] for m in minted])
         except AuditUnavailable as e:
             # The tokens are dropped: nothing leaves the issuer that the log does not hold.
             return await self._refuse(Refusal("store_unavailable", str(e), retry_after=1), fmt, now, device,
                                       True, peer, audit=False)
+        issued = [Issued(finish(unsigned, sig), ttl, uses, cti, scope)
+                  for (unsigned, _, ttl, uses, cti, scope), sig in zip(minted, signatures)]
         self.metrics.tokens_issued += len(issued)
         if fmt == "cbor":
             return 200, token_response_cbor(issued, now, req.batch), None
         return 200, token_response_json(issued, now, req.batch), None
 
     async def _issue(self, req: TokenRequest, device: str, now: int, now_f: float,
-                     peer: str | None) -> tuple[list[Issued], bytes]:
-        """(tokens, their audit record in canonical form) or Refusal."""
+                     peer: str | None) -> tuple[list[tuple], bytes, SigningKey]:
+        """(unsigned tokens, their audit record in canonical form, the key to sign with) or Refusal.
+
+        Each unsigned token is (bytes up to the signature, signing input, ttl, uses, cti, scope).
+        """
         self.refresh()
         registry = self.registry
         if device in registry.revoked:
@@ -175,26 +182,26 @@ class Issuer:
 
         key = self.keyring.current
         assert key is not None
-        issued: list[Issued] = []
-        mint = self.minter.mint
+        minted: list[tuple] = []
+        prepare = self.minter.prepare
         iss, hop_refs, count = policy.name, policy.hop_refs, req.count
         for (resource, perm), rule in zip(req.scopes, rules):
             aud = rule.audience or req.audience
             ttl, uses = rule.ttl, rule.uses
             for _ in range(count):
-                token, cti = mint(key, resource=resource, permission=perm, sub=device, ttl=ttl,
-                                  uses=uses, iss=iss, aud=aud, chain=rule.chain,
-                                  attenuators=rule.attenuators, hop_refs=hop_refs, now=now)
-                issued.append(Issued(token, ttl, uses, cti, (resource, perm)))
+                unsigned, to_sign, cti = prepare(key, resource=resource, permission=perm, sub=device, ttl=ttl,
+                                                 uses=uses, iss=iss, aud=aud, chain=rule.chain,
+                                                 attenuators=rule.attenuators, hop_refs=hop_refs, now=now)
+                minted.append((unsigned, to_sign, ttl, uses, cti, (resource, perm)))
         # The audit record is written here, straight to its canonical bytes (no dict in between).
         if len(rules) == 1:  # the common case: one scope, one rule
             exp, where = now + rules[0].ttl, [rules[0].where]
         else:
             exp, where = now + min(r.ttl for r in rules), sorted({r.where for r in rules})
         body = issued_body(t=int(now_f * 1000), device=device, scope=req.scopes, count=count,
-                           tokens=[it.cti.hex() for it in issued], exp=exp, kid=self._kid_hex(key),
+                           tokens=[m[4].hex() for m in minted], exp=exp, kid=self._kid_hex(key),
                            rules=where, peer=peer)
-        return issued, body
+        return minted, body, key
 
     def _kid_hex(self, key) -> str:
         kid = key.kid

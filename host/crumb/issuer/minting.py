@@ -83,6 +83,19 @@ class Minter:
              uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),
              attenuators: tuple = (), hop_refs: str = "key", now: int, cti: bytes | None = None) -> tuple[bytes, bytes]:
         """(token bytes, cti) for one scope entry; arguments as crumb.token.mint."""
+        unsigned, to_sign, cti = self.prepare(key, resource=resource, permission=permission, sub=sub, ttl=ttl,
+                                              uses=uses, iss=iss, aud=aud, chain=chain, attenuators=attenuators,
+                                              hop_refs=hop_refs, now=now, cti=cti)
+        return finish(unsigned, key.sign(to_sign)), cti
+
+    def prepare(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
+                uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),
+                attenuators: tuple = (), hop_refs: str = "key", now: int,
+                cti: bytes | None = None) -> tuple[bytes, bytes, bytes]:
+        """(token bytes up to the signature, Sig_structure to sign, cti); ``finish`` completes the token.
+
+        The issuer signs later, in a batch, as the token's audit record is committed.
+        """
         perm_key = tuple(permission) if isinstance(permission, list) else permission
         shape = (key.kid, iss, sub, aud, resource, perm_key, ttl, uses, chain, attenuators, hop_refs)
         templates = self._templates
@@ -106,5 +119,10 @@ class Minter:
             keyed = self._keyed[key.kid] = (signing_prefix(protected, b""), head)
         to_sign, head = keyed
         payload_head = cbor.bstr_head(len(payload))
-        signature = key.sign(to_sign + payload_head + payload)  # Sig_structure (cose.sig_structure)
-        return b"".join((head, payload_head, payload, b"\x58\x40", signature)), cti
+        # The Sig_structure (cose.sig_structure), and the token up to its signature's bstr head.
+        return b"".join((head, payload_head, payload)), to_sign + payload_head + payload, cti
+
+
+def finish(unsigned: bytes, signature: bytes) -> bytes:
+    """The token: what Minter.prepare returned, then the 64-byte signature as a bstr."""
+    return unsigned + b"\x58\x40" + signature

@@ -1,0 +1,61 @@
+"""The commit step's signing and chaining: native when crumb._commit is built, Python otherwise.
+
+The audit writer thread signs a batch of tokens and hash-chains the batch's
+records right before it commits them (audit.py). Done there, signing runs on
+the machine's other core while the event loop serves requests, and a token
+cannot exist (it has no signature) until its record is being committed.
+
+That only pays if the whole batch runs without the GIL: from Python each
+libsodium call gives the GIL up and must wait to take it back from the busy
+event loop. crumb._commit (host/crumb/_commit.c) does the batch in one call
+with the GIL released, calling the libsodium that PyNaCl ships. Without it
+(no C compiler at install time) the issuer signs on its event loop as it
+always could: same tokens, less throughput.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ..keys import SigningKey
+
+try:  # the optional extension, and the libsodium functions it calls
+    from nacl._sodium import ffi as _ffi, lib as _lib
+
+    from .. import _commit as _native
+
+    _SIGN = int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, "crypto_sign")))
+    _SHA256 = int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, "crypto_hash_sha256")))
+except (ImportError, AttributeError):  # pragma: no cover - exercised where the extension is absent
+    _native = None
+
+# CRUMB_NATIVE_COMMIT=0 turns the native step off (to compare the two paths).
+NATIVE = _native is not None and os.environ.get("CRUMB_NATIVE_COMMIT", "1") != "0"
+
+
+def describe() -> str:
+    if NATIVE:
+        return "signing and chaining on the audit writer thread, GIL released (crumb._commit)"
+    why = "turned off by CRUMB_NATIVE_COMMIT=0" if _native is not None else "crumb._commit is not built"
+    return f"signing on the event loop ({why})"
+
+
+def chain(prev: bytes, seq: int, bodies: list[bytes]) -> list[bytes]:
+    """Hashes of records seq, seq+1, ... after a record whose hash is ``prev`` (audit.record_hash, chained)."""
+    if NATIVE and bodies:
+        return _native.sign_and_chain(_SIGN, _SHA256, bytes(64), [], prev, seq, bodies)[1]
+    out = []
+    sha256 = hashlib.sha256
+    for body in bodies:
+        prev = sha256(prev + seq.to_bytes(8, "big") + body).digest()
+        out.append(prev)
+        seq += 1
+    return out
+
+
+def sign_and_chain(key: SigningKey, messages: list[bytes], prev: bytes, seq: int,
+                   bodies: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """(signatures of messages under key, chained hashes of bodies), in one GIL-free call."""
+    assert NATIVE
+    return _native.sign_and_chain(_SIGN, _SHA256, key.secret_bytes, messages, prev, seq, bodies)
