@@ -200,3 +200,69 @@ def test_parser_property_only_typed_refusals():
             assert req.mac_input and len(req.mac) == 16
 
     check()
+
+
+def _general(data: bytes):
+    from crumb.issuer import protocol
+
+    try:
+        return protocol._parse_cbor(data)
+    except (Refusal, IndexError, cbor.Malformed):
+        return "refused"
+
+
+def test_common_request_fast_path_agrees_with_the_general_parser():
+    """The fast path answers only what the general parser answers the same way; otherwise it steps aside."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from crumb.issuer import protocol
+
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40)
+    perms = st.one_of(text, st.integers(0, 300), st.lists(st.sampled_from(["read", "write", "x"]), max_size=3))
+    device_ids = st.one_of(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,70}", fullmatch=True), text)
+
+    @st.composite
+    def requests(draw) -> bytes:
+        # Mostly well-formed device requests, with one field at a time drawn from a wider range.
+        wild = draw(st.sampled_from(["none", "resource", "perm", "device", "nonce", "time", "mac", "extra"]))
+        resource = draw(st.one_of(text, st.text(min_size=20, max_size=300))) if wild == "resource" else \
+            draw(st.sampled_from(["/sensors/t", "/a/*", "/" + "x" * 30]))
+        perm = draw(perms) if wild == "perm" else draw(st.sampled_from(["read", "w", 1, 23, 24, 255]))
+        device = draw(device_ids) if wild == "device" else draw(st.sampled_from(["dev-0001", "d", "x" * 40]))
+        nonce = draw(st.binary(max_size=20)) if wild == "nonce" else draw(st.binary(min_size=6, max_size=16))
+        now = draw(st.integers(0, 2**40)) if wild == "time" else 1_800_000_000
+        mac = draw(st.binary(min_size=15, max_size=17)) if wild == "mac" else bytes(16)
+        fields = {9: [resource, perm], 24: device, -1: nonce, -2: now, -4: mac}
+        if wild == "extra":
+            fields[draw(st.sampled_from([-3, 5]))] = draw(st.one_of(st.integers(0, 40), text))
+        body = bytearray(cbor.dumps(fields))
+        if draw(st.integers(0, 3)) == 0:  # a flipped byte
+            body[draw(st.integers(0, len(body) - 1))] ^= draw(st.integers(1, 255))
+        if draw(st.integers(0, 5)) == 0:
+            body = body[:draw(st.integers(0, len(body)))]
+        return bytes(body)
+
+    hits = []
+
+    @settings(max_examples=1500, deadline=None)
+    @given(requests())
+    def check(data: bytes) -> None:
+        try:
+            fast = protocol._parse_common(data)
+        except IndexError:
+            fast = None
+        if fast is not None:
+            hits.append(1)
+            assert fast == _general(data)
+
+    check()
+    # Real device requests take the fast path.
+    maker = RequestMaker("bench-0001", KEY, 1)
+    for _ in range(50):
+        body = maker.body(1_800_000_000)
+        assert protocol._parse_common(body) is not None
+        assert protocol._parse_common(body) == _general(body) == parse_cbor_request(body)
+    assert protocol._parse_common(build_request("dev-0001", KEY, [("/a", 5)], nonce=bytes(6), now=70_000)) == \
+        _general(build_request("dev-0001", KEY, [("/a", 5)], nonce=bytes(6), now=70_000))
+    assert len(hits) > 300, f"the generator produced only {len(hits)} requests the fast path takes"
