@@ -154,5 +154,11 @@ def test_policy_edits_apply_while_serving_and_broken_edits_do_not(tmp_path):
         metrics = httpx.get(f"{issuer.url}/metrics").text
         assert "crumb_issuer_policy_reload_errors_total 1" in metrics
         assert "policy change refused" in issuer.log_tail()
+        # Taking the permission away again stops issuance for a device that was just issued to.
+        config.write_text(POLICY)
+        deadline = time.monotonic() + 5
+        while ask("/new/thing") is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ask("/new/thing") == "scope_denied"
     finally:
         issuer.close()

@@ -13,9 +13,9 @@ import pytest
 
 from crumb import SigningKey, cbor, mint
 from crumb.bench.issuer import RequestMaker
-from crumb.issuer.audit import canonical, issued_body
+from crumb.issuer.audit import IssuedRecord, canonical, issued_body
 from crumb.issuer.codes import CODES, Refusal
-from crumb.issuer.minting import Minter
+from crumb.issuer.minting import Minter, finish
 from crumb.issuer.protocol import (
     Issued, build_json_request, build_request, derive_device_key, encode_uint, error_cbor, mac_of,
     parse_cbor_request, parse_json_request, parse_response, token_response_cbor, token_response_json,
@@ -148,6 +148,11 @@ def test_issued_record_body_equals_canonical_json():
     record = {**kw, "scope": [list(s) for s in kw["scope"]], "auth": True, "event": "issued"}
     assert issued_body(**kw) == canonical(record).encode()
     assert issued_body(**{**kw, "peer": None}) == canonical({**record, "peer": None}).encode()
+    # The issuer's per-lane template writes the same bytes.
+    lane = IssuedRecord(device=kw["device"], scope=kw["scope"], count=kw["count"], kid=kw["kid"], rules=kw["rules"])
+    for peer in ("127.0.0.1", None, "::1"):
+        assert lane.body(t=kw["t"], exp=kw["exp"], peer=peer, tokens=kw["tokens"]) == \
+            issued_body(**{**kw, "peer": peer})
 
 
 @pytest.mark.parametrize("shape", [
@@ -167,6 +172,12 @@ def test_template_minting_equals_core_mint(shape):
                          uses=shape.get("uses", 1), iss=shape.get("iss"), aud=shape.get("aud"), chain=list(chain),
                          attenuators=list(atten), hop_refs=shape.get("hop_refs", "key"), now=now, cti=cti)
         assert token == reference
+        # A lane (the issuer's per-shape cache) prepares the same bytes; finish() makes the token.
+        lane = minter.lane(key, chain=chain, attenuators=atten, **shape)
+        unsigned, to_sign, _ = lane.prepare(now, cti)
+        assert (unsigned, to_sign, cti) == minter.prepare(key, now=now, chain=chain, attenuators=atten, cti=cti,
+                                                          **shape)
+        assert finish(unsigned, key.sign(to_sign)) == reference
 
 
 def test_documented_request_vector():

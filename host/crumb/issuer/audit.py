@@ -94,6 +94,28 @@ def issued_body(*, t: int, device: str, scope: list, count: int, tokens: list[st
             f'"scope":[{entries}],"t":{t},"tokens":[{",".join(_quote(x) for x in tokens)}]}}').encode("utf-8")
 
 
+class IssuedRecord:
+    """issued_body() for one (device, scope, count, kid, rules), with exp, peer, t and tokens to fill in.
+
+    The issuer keeps one per lane (issuing.py): the canonical text around the
+    varying values is written once. Equal, byte for byte, to issued_body
+    (tests check it).
+    """
+
+    __slots__ = ("head", "mid", "tail")
+
+    def __init__(self, *, device: str, scope: list, count: int, kid: str, rules: list[str]) -> None:
+        entries = ",".join(f"[{_quote(r)},{_quote(p) if isinstance(p, str) else _ENCODER.encode(p)}]"
+                           for r, p in scope)
+        self.head = f'{{"auth":true,"count":{count},"device":{_quote(device)},"event":"issued","exp":'
+        self.mid = f',"kid":{_quote(kid)},"peer":'
+        self.tail = f',"rules":[{",".join(_quote(r) for r in rules)}],"scope":[{entries}],"t":'
+
+    def body(self, *, t: int, exp: int, peer: str | None, tokens: list[str]) -> bytes:
+        return (f'{self.head}{exp}{self.mid}{_q(peer)}{self.tail}{t},"tokens":['
+                f'{",".join(_quote(x) for x in tokens)}]}}').encode("utf-8")
+
+
 def connect(path: Path, sync: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")

@@ -19,14 +19,15 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-from .audit import AuditLog, AuditUnavailable, issued_body
+from .audit import AuditLog, AuditUnavailable, IssuedRecord, issued_body
 from .codes import Refusal
 from .gate import Gate, MemoryGate
 from ..keys import SigningKey
 from .keystore import Keyring
 from .metrics import Metrics
-from .minting import Minter, finish
+from .minting import Minter, MintLane, finish
 from .policy import Policy, PolicyError, Profile, Rule
 from .policy import load as load_policy
 from .protocol import (
@@ -54,6 +55,7 @@ class Issuer:
         self.clock = clock
         self.minter = Minter()
         self._profiles: dict = {}
+        self._lanes: dict = {}
         self._kid: tuple = (b"", "")  # (kid, kid.hex()) of the key that signed last
         self._policy_stamp = self._stamp(policy_path)
         self._checked = time.monotonic()
@@ -74,6 +76,7 @@ class Issuer:
         """Per request: registry changes (one pragma). Once a second: keys and policy."""
         if self.registry.refresh():
             self._profiles.clear()
+            self._lanes.clear()
         now = time.monotonic()
         if now - self._checked < 1.0:
             return
@@ -92,6 +95,7 @@ class Issuer:
                 return
             self.metrics.policy_reloads += 1
             self._profiles.clear()
+            self._lanes.clear()
 
     def profile(self, device: str, enrolled_group) -> Profile:
         key = (device, enrolled_group)
@@ -171,13 +175,18 @@ class Issuer:
         nonce_ttl = req.time + policy.max_skew + 1 - now
         await self.gate.admit(device, req.nonce, nonce_ttl, n, profile.rate, profile.burst, now_f)
 
+        if req.count == 1 and len(req.scopes) == 1:  # nearly every request: one token, one scope
+            lane = self._lane(device, group, profile, req)
+            unsigned, to_sign, cti = lane.mint.prepare(now)
+            scope = req.scopes[0]
+            body = lane.record.body(t=int(now_f * 1000), exp=now + lane.ttl, peer=peer, tokens=[cti.hex()])
+            return [(unsigned, to_sign, lane.ttl, lane.uses, cti, scope)], body, lane.key
+
         rules: list[Rule] = []
         for resource, perm in req.scopes:
             rule = profile.match(resource, perm, req.audience)
             if rule is None:
-                raise Refusal("scope_denied", f"the policy does not allow {_show(perm)} on {resource!r} "
-                                              f"for device {device!r}"
-                                              + (f" (audience {req.audience!r})" if req.audience else ""))
+                raise _denied(resource, perm, device, req.audience)
             rules.append(rule)
 
         key = self.keyring.current
@@ -203,6 +212,32 @@ class Issuer:
                            rules=where, peer=peer)
         return minted, body, key
 
+    def _lane(self, device: str, group, profile: Profile, req: TokenRequest) -> "_Lane":
+        """The decision, mint template and audit template for one (device, scope, audience); Refusal if denied.
+
+        Lanes are dropped with the profiles (policy or registry changed) and
+        rebuilt when the signing key changes; a denial is never cached.
+        """
+        resource, perm = req.scopes[0]
+        key = self.keyring.current
+        assert key is not None
+        lane_key = (device, group, resource, tuple(perm) if isinstance(perm, list) else perm, req.audience)
+        lane = self._lanes.get(lane_key)
+        if lane is not None and lane.key is key:
+            return lane
+        rule = profile.match(resource, perm, req.audience)
+        if rule is None:
+            raise _denied(resource, perm, device, req.audience)
+        policy = self.policy
+        mint = self.minter.lane(key, resource=resource, permission=perm, sub=device, ttl=rule.ttl, uses=rule.uses,
+                                iss=policy.name, aud=rule.audience or req.audience, chain=rule.chain,
+                                attenuators=rule.attenuators, hop_refs=policy.hop_refs)
+        record = IssuedRecord(device=device, scope=req.scopes, count=1, kid=self._kid_hex(key), rules=[rule.where])
+        if len(self._lanes) >= 100_000:
+            self._lanes.clear()
+        lane = self._lanes[lane_key] = _Lane(key, mint, record, rule.ttl, rule.uses)
+        return lane
+
     def _kid_hex(self, key) -> str:
         kid = key.kid
         if kid != self._kid[0]:
@@ -223,6 +258,19 @@ class Issuer:
                 log.error("audit log unavailable, refusal not recorded: %s (%s)", r, e)
         body = error_cbor(r, now) if fmt == "cbor" else error_json(r, now)
         return r.status, body, r.retry_after
+
+
+class _Lane(NamedTuple):
+    key: SigningKey
+    mint: MintLane
+    record: IssuedRecord
+    ttl: int
+    uses: int
+
+
+def _denied(resource: str, perm: object, device: str, audience: str | None) -> Refusal:
+    return Refusal("scope_denied", f"the policy does not allow {_show(perm)} on {resource!r} for device {device!r}"
+                                   + (f" (audience {audience!r})" if audience else ""))
 
 
 def _show(perm: object) -> str:

@@ -96,6 +96,27 @@ class Minter:
 
         The issuer signs later, in a batch, as the token's audit record is committed.
         """
+        template, to_sign, head = self._parts(key, resource, permission, sub, ttl, uses, iss, aud, chain,
+                                              attenuators, hop_refs)
+        if cti is None:
+            cti = os.urandom(CTI_BYTES)
+        payload = self._payload(template, now, now + ttl, cti)
+        payload_head = cbor.bstr_head(len(payload))
+        # The Sig_structure (cose.sig_structure), and the token up to its signature's bstr head.
+        return b"".join((head, payload_head, payload)), to_sign + payload_head + payload, cti
+
+    def lane(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
+             uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),
+             attenuators: tuple = (), hop_refs: str = "key") -> MintLane:
+        """A MintLane whose prepare(now) equals prepare(key, ..., now=now) for these arguments."""
+        template, to_sign, head = self._parts(key, resource, permission, sub, ttl, uses, iss, aud, chain,
+                                              attenuators, hop_refs)
+        return MintLane(template, ttl, to_sign, head)
+
+    def _parts(self, key: SigningKey, resource: str, permission: object, sub: str | None, ttl: int, uses: int,
+               iss: str | None, aud: str | None, chain: tuple, attenuators: tuple,
+               hop_refs: str) -> tuple[_Template, bytes, bytes]:
+        """(claims template, Sig_structure up to the payload, token bytes up to the payload)."""
         perm_key = tuple(permission) if isinstance(permission, list) else permission
         shape = (key.kid, iss, sub, aud, resource, perm_key, ttl, uses, chain, attenuators, hop_refs)
         templates = self._templates
@@ -107,9 +128,6 @@ class Minter:
             templates[shape] = template
             if len(templates) > self.max_templates:
                 templates.popitem(last=False)
-        if cti is None:
-            cti = os.urandom(CTI_BYTES)
-        payload = self._payload(template, now, now + ttl, cti)
         keyed = self._keyed.get(key.kid)
         if keyed is None:
             protected = authority_protected(key.kid)
@@ -117,10 +135,23 @@ class Minter:
             head = b"".join((b"\x82", cbor.dumps(FORMAT_VERSION), b"\x84", cbor.bstr_head(len(protected)),
                              protected, b"\xa0"))
             keyed = self._keyed[key.kid] = (signing_prefix(protected, b""), head)
-        to_sign, head = keyed
+        return template, keyed[0], keyed[1]
+
+
+class MintLane:
+    """Minter.prepare for one fixed shape (key, claims but exp, iat and cti): the issuer's lanes."""
+
+    __slots__ = ("template", "ttl", "to_sign", "head")
+
+    def __init__(self, template: _Template, ttl: int, to_sign: bytes, head: bytes) -> None:
+        self.template, self.ttl, self.to_sign, self.head = template, ttl, to_sign, head
+
+    def prepare(self, now: int, cti: bytes | None = None) -> tuple[bytes, bytes, bytes]:
+        if cti is None:
+            cti = os.urandom(CTI_BYTES)
+        payload = Minter._payload(self.template, now, now + self.ttl, cti)
         payload_head = cbor.bstr_head(len(payload))
-        # The Sig_structure (cose.sig_structure), and the token up to its signature's bstr head.
-        return b"".join((head, payload_head, payload)), to_sign + payload_head + payload, cti
+        return b"".join((self.head, payload_head, payload)), b"".join((self.to_sign, payload_head, payload)), cti
 
 
 def finish(unsigned: bytes, signature: bytes) -> bytes:
