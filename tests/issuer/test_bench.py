@@ -19,3 +19,8 @@ def test_bench_issuer_json():
     assert result["single_process"]["tokens_per_s"] > 0 and result["store"] == "redis"
     assert result["verified_tokens"] > 0  # sampled tokens verified with the published key
     assert 0 < result["p50_ms"] <= result["p99_ms"]
+    # CPU per answer, from the servers' threads in /proc: the issuer's loop does more than the bare one,
+    # and signing and the audit log run on its other threads.
+    cpu = result["cpu_per_answer_us"]
+    assert cpu["issuer_loop"] > cpu["bare_loop"] > 0 and cpu["issuer_other_threads"] > 0
+    assert 0 < result["loop_busy"]["issuer"] <= 1.05 and 0 < result["loop_busy"]["bare"] <= 1.05

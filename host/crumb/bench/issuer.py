@@ -216,9 +216,41 @@ def _client_process(port: int, devices: list, start_wall: float, warmup: float, 
     runner(main())
 
 
+def thread_cpu(pid: int) -> dict[int, float] | None:
+    """CPU seconds (user + system) used so far by each thread of process ``pid`` (Linux /proc), or None."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _cpu_split(before: dict, after: dict, pid: int, seconds: float, requests: int) -> dict:
+    """The server's CPU over the measured window, per answered request: its main thread and the rest."""
+    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    main = used.get(pid, 0.0)  # the main thread (tid == pid) runs the event loop
+    rest = sum(v for tid, v in used.items() if tid != pid)
+    per = 1e6 / requests if requests else 0.0
+    return {"loop_cpu_us": round(main * per, 1), "other_threads_cpu_us": round(rest * per, 1),
+            "loop_busy": round(main / seconds, 3)}
+
+
 def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: int,
-          warmup: float = WARMUP_S) -> dict:
-    """Run the load against 127.0.0.1:port; one connection per device, spread over ``clients`` processes."""
+          warmup: float = WARMUP_S, server_pid: int | None = None) -> dict:
+    """Run the load against 127.0.0.1:port; one connection per device, spread over ``clients`` processes.
+
+    With ``server_pid``, also the server's CPU per request over the measured
+    window (from /proc, sampled at its start and end).
+    """
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     share = [devices[i::clients] for i in range(clients)]
@@ -226,6 +258,13 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
     procs = [ctx.Process(target=_client_process, args=(port, s, start_wall, warmup, duration, out)) for s in share]
     for p in procs:
         p.start()
+    cpu: dict | None = None
+    if server_pid is not None:
+        time.sleep(max(0.0, start_wall + warmup - time.time()))
+        before = thread_cpu(server_pid)
+        time.sleep(max(0.0, start_wall + warmup + duration - time.time()))
+        after = thread_cpu(server_pid)
+        cpu = {"before": before, "after": after} if before and after else None
     results = [out.get(timeout=warmup + duration + 60) for _ in procs]
     for p in procs:
         p.join()
@@ -240,8 +279,11 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
         for k, v in r["tally"].get("error_kinds", {}).items():
             kinds[k] = kinds.get(k, 0) + v
         samples.extend(r["samples"])
-    return {"per_s": round(tally["ok"] / duration, 1), "lat": lat, "ok": tally["ok"], "refused": tally["refused"],
-            "errors": tally["errors"], "error_kinds": kinds, "samples": samples}
+    result = {"per_s": round(tally["ok"] / duration, 1), "lat": lat, "ok": tally["ok"], "refused": tally["refused"],
+              "errors": tally["errors"], "error_kinds": kinds, "samples": samples}
+    if cpu is not None and server_pid is not None:
+        result["cpu"] = _cpu_split(cpu["before"], cpu["after"], server_pid, duration, tally["ok"] + tally["refused"])
+    return result
 
 
 # -- the phases -----------------------------------------------------------------------
@@ -308,7 +350,10 @@ def _merge(runs: list[dict]) -> dict:
     for r in runs:
         for k, v in r["error_kinds"].items():
             kinds[k] = kinds.get(k, 0) + v
-    return {"per_s": round(statistics.median(r["per_s"] for r in runs), 1),
+    cpu = [r["cpu"] for r in runs if "cpu" in r]
+    merged_cpu = {k: round(statistics.median(c[k] for c in cpu), 3 if k == "loop_busy" else 1)
+                  for k in cpu[0]} if cpu else None
+    return {"per_s": round(statistics.median(r["per_s"] for r in runs), 1), "cpu": merged_cpu,
             "rounds_per_s": [r["per_s"] for r in runs], "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "refused": sum(r["refused"] for r in runs), "errors": sum(r["errors"] for r in runs),
             "error_kinds": kinds, "samples": [x for r in runs for x in r["samples"]]}
@@ -343,8 +388,10 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
         request_bytes = len(maker.body(int(time.time())))
 
         targets: dict[str, int] = {}
+        pids: dict[str, int] = {}  # servers whose threads the bench can see: one process each
         targets["bare"] = free_port()
         procs.append(_serve_bare(targets["bare"]))
+        pids["bare"] = procs[-1].pid
         if url:
             from urllib.parse import urlparse
             target = urlparse(url)
@@ -354,6 +401,7 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
         else:
             issuers.append(LocalIssuer(data, policy).start())
             targets["issuer"] = issuers[-1].port
+            pids["issuer"] = issuers[-1].proc.pid  # `crumb issuer serve` with one process serves in itself
             if processes > 1:
                 if redis_url is None:
                     redis = RedisServer()
@@ -367,7 +415,7 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
             for name, port in targets.items():
                 say(f"round {k + 1}/{rounds}: {name} ({connections} connections, {clients} client process(es), "
                     f"{duration}s)")
-                measured[name].append(drive(port, devices, duration, clients))
+                measured[name].append(drive(port, devices, duration, clients, server_pid=pids.get(name)))
 
         def ratio(name: str, to: str) -> float | None:
             # within each round (adjacent in time, so sharing its noise), then the median
@@ -407,6 +455,13 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
             "response_bytes": len(token_sample) if token_sample else None,
             "cpus": os.cpu_count(),
         }
+        if one.get("cpu") and bare.get("cpu"):
+            # Where the ratio comes from: CPU per answer on each server's event-loop thread
+            # (the one that must do all the Python), and on the issuer's other threads.
+            result["cpu_per_answer_us"] = {
+                "issuer_loop": one["cpu"]["loop_cpu_us"], "issuer_other_threads": one["cpu"]["other_threads_cpu_us"],
+                "bare_loop": bare["cpu"]["loop_cpu_us"]}
+            result["loop_busy"] = {"issuer": one["cpu"]["loop_busy"], "bare": bare["cpu"]["loop_busy"]}
         if main_name == "multi":
             result["single_process"] = {"tokens_per_s": one["per_s"], "p50_ms": one["p50_ms"],
                                         "p99_ms": one["p99_ms"], "refused": one["refused"], "errors": one["errors"],
@@ -440,6 +495,11 @@ def render(r: dict) -> str:
                      f"{r['processes']} processes")
     lines.append("per round: issuer " + " ".join(f"{x:,.0f}" for x in r["rounds_tokens_per_s"])
                  + "  bare " + " ".join(f"{x:,.0f}" for x in r["rounds_bare_per_s"]))
+    if "cpu_per_answer_us" in r:
+        c, busy = r["cpu_per_answer_us"], r["loop_busy"]
+        lines.append(f"CPU per answer: issuer event loop {c['issuer_loop']:.0f} µs (busy {busy['issuer']:.0%}) + "
+                     f"{c['issuer_other_threads']:.0f} µs on its other threads (signing, audit); bare event loop "
+                     f"{c['bare_loop']:.0f} µs (busy {busy['bare']:.0%})")
     lines.append(f"refused {r['refused']}  errors {r['errors']}  verified sample tokens {r['verified_tokens']}  "
                  f"request {r['request_bytes']} B  response {r['response_bytes']} B")
     lines.append(f"{r['connections']} connections (one device each), {r['client_processes']} client process(es), "
