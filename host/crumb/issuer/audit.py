@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -124,6 +125,15 @@ def connect(path: Path, sync: str = "FULL") -> sqlite3.Connection:
     return conn
 
 
+def _read_head(path: Path) -> tuple[int, bytes]:
+    conn = sqlite3.connect(path, timeout=30.0)
+    try:
+        row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    return (row[0], row[1]) if row else (0, GENESIS)
+
+
 class AuditUnavailable(Exception):
     pass
 
@@ -146,18 +156,102 @@ class AuditLog:
         self.last_error: str | None = None
         self.lock_fd: int | None = None
         self._head: tuple[int, bytes] | None = None  # (seq, hash) of the last record, in the writer
+        self._writer = None  # the native writer, when crumb._commit runs it
+        self._efd = -1
+        self._signs = False
         connect(path, self.sync).close()  # create the schema now: fail at start, not per request
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._signs = commit.NATIVE  # the writer signs (native) or the loop signs before queuing
+        if commit.NATIVE:
+            self._start_native()
+            return
         self._thread = threading.Thread(target=self._run, name="crumb-audit-writer", daemon=True)
         self._thread.start()
 
     async def stop(self) -> None:
-        if self._thread is not None:
+        if self._thread is None:
+            return
+        if self._writer is not None:
+            self._handoff()
+            commit.native_writer_stop(self._writer)
+        else:
             self._queue.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-            self._thread = None
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+        if self._writer is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(self._efd)
+            self._collect()
+            os.close(self._efd)
+            self._writer = None
+
+    # -- the native writer (crumb._commit) ----------------------------------------------
+
+    def _start_native(self) -> None:
+        assert self._loop is not None
+        self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._writer = commit.native_writer(self.path, self.sync, self._efd, (0, GENESIS))
+        self._head_known = False  # read at the first append, as the Python writer does
+        self._jobs: dict[int, list] = {}
+        self._next_job = 0
+        self._loop.add_reader(self._efd, self._collect)
+        self._thread = threading.Thread(target=commit.native_writer_serve, args=(self._writer,),
+                                        name="crumb-audit-writer", daemon=True)
+        self._thread.start()
+
+    def _submit(self, batch: list) -> None:
+        """Runs of entries under one key (or none) become one job each, in order."""
+        if not self._head_known:
+            commit.native_writer_set_head(self._writer, _read_head(self.path))
+            self._head_known = True
+        i = 0
+        while i < len(batch):
+            key = batch[i][2]
+            j = i + 1
+            while j < len(batch) and (batch[j][2] is None or key is None or batch[j][2] is key):
+                key = key or batch[j][2]
+                j += 1
+            run = batch[i:j]
+            messages = [m for entry in run if entry[2] is not None for m in entry[3]]
+            job = self._next_job = self._next_job + 1
+            self._jobs[job] = run
+            commit.native_writer_submit(self._writer, job, key.secret_bytes if key is not None else None,
+                                        messages, [entry[0] for entry in run])
+            i = j
+
+    def _collect(self) -> None:
+        try:
+            os.eventfd_read(self._efd)
+        except BlockingIOError:
+            pass
+        failed = False
+        for job, first, sigs, error in commit.native_writer_collect(self._writer):
+            run = self._jobs.pop(job)
+            futures = [entry[1] for entry in run]
+            if error is not None:
+                failed = True
+                self.failures += 1
+                self.last_error = error
+                _wake(futures, None, AuditUnavailable(f"the audit log cannot commit ({error})"))
+                continue
+            self.records += len(run)
+            self.commits += 1
+            self.last_error = None
+            results, k = [], 0
+            for i, entry in enumerate(run):
+                if entry[2] is None:
+                    results.append(first + i if entry[3] is None else (first + i, entry[3]))
+                else:
+                    n = len(entry[3])
+                    results.append((first + i, sigs[k:k + n]))
+                    k += n
+            _wake(futures, results, None)
+        if failed:
+            # The writer refuses jobs until it knows the chain's head again (another
+            # writer may have appended): read it back, as the Python writer does.
+            self._head_known = False  # re-read at the next append
 
     @property
     def healthy(self) -> bool:
@@ -178,7 +272,7 @@ class AuditLog:
         signatures of ``messages`` under ``key``, made by the writer (native)
         or here, on the event loop, before queuing (without crumb._commit).
         """
-        if commit.NATIVE:
+        if self._signs:
             return self._queue_entry((body, None, key, messages))
         return self._queue_entry((body, None, None, [key.sign(m) for m in messages]))
 
@@ -200,7 +294,10 @@ class AuditLog:
     def _handoff(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
-            self._queue.put(batch)
+            if self._writer is not None:
+                self._submit(batch)
+            else:
+                self._queue.put(batch)
 
     # -- the writer thread ------------------------------------------------------------
 

@@ -30,13 +30,32 @@ try:  # the optional extension, and the libsodium functions it calls
 except (ImportError, AttributeError):  # pragma: no cover - exercised where the extension is absent
     _native = None
 
+_SQLITE = ("sqlite3_open_v2", "sqlite3_close", "sqlite3_exec", "sqlite3_prepare_v2", "sqlite3_bind_int64",
+           "sqlite3_bind_blob", "sqlite3_step", "sqlite3_reset", "sqlite3_finalize", "sqlite3_errmsg",
+           "sqlite3_busy_timeout")
+
+
+def writer_addresses() -> tuple[int, ...]:
+    """libsodium's sign and SHA-256, then SQLite's C API, as crumb._commit.writer_new takes them.
+
+    SQLite's functions are looked up through Python's own sqlite3 module, so
+    the writer uses the very SQLite library (and its file locks) the rest of
+    the process does.
+    """
+    import ctypes
+
+    import _sqlite3
+
+    lib = ctypes.CDLL(_sqlite3.__file__)
+    return (_SIGN, _SHA256, *(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in _SQLITE))
+
 # CRUMB_NATIVE_COMMIT=0 turns the native step off (to compare the two paths).
 NATIVE = _native is not None and os.environ.get("CRUMB_NATIVE_COMMIT", "1") != "0"
 
 
 def describe() -> str:
     if NATIVE:
-        return "signing and chaining on the audit writer thread, GIL released (crumb._commit)"
+        return "signing, chaining and committing on the audit writer thread without the GIL (crumb._commit)"
     why = "turned off by CRUMB_NATIVE_COMMIT=0" if _native is not None else "crumb._commit is not built"
     return f"signing on the event loop ({why})"
 
@@ -59,3 +78,30 @@ def sign_and_chain(key: SigningKey, messages: list[bytes], prev: bytes, seq: int
     """(signatures of messages under key, chained hashes of bodies), in one GIL-free call."""
     assert NATIVE
     return _native.sign_and_chain(_SIGN, _SHA256, key.secret_bytes, messages, prev, seq, bodies)
+
+
+# The native writer (crumb._commit.writer_*): see AuditLog._start_native.
+
+def native_writer(path, sync: str, efd: int, head: tuple[int, bytes]):
+    return _native.writer_new(writer_addresses(), str(path), sync, efd, head[0], head[1])
+
+
+def native_writer_serve(writer) -> None:
+    _native.writer_serve(writer)
+
+
+def native_writer_submit(writer, job: int, secret_key: bytes | None, messages: list[bytes],
+                         bodies: list[bytes]) -> None:
+    _native.writer_submit(writer, job, secret_key, messages, bodies)
+
+
+def native_writer_collect(writer) -> list[tuple]:
+    return _native.writer_collect(writer)
+
+
+def native_writer_stop(writer) -> None:
+    _native.writer_stop(writer)
+
+
+def native_writer_set_head(writer, head: tuple[int, bytes]) -> None:
+    _native.writer_set_head(writer, head[0], head[1])
