@@ -181,3 +181,36 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path, redis_server):
         assert not alive, f"workers {alive} outlived their supervisor"
     finally:
         issuer.close()
+
+
+def test_one_turn_of_admissions_is_one_script_call_answered_per_request(redis_server):
+    """Requests that reach the gate in one turn of the loop go to Redis together, and each gets its own answer,
+    as if they had gone one by one in order."""
+    import asyncio
+
+    from crumb.issuer.codes import Refusal
+    from crumb.issuer.gate import REVOKED_KEY, RedisGate
+    from crumb.issuer.resp import RedisClient
+
+    async def main() -> None:
+        admin = RedisClient(redis_server.url)
+        await admin.call("SADD", REVOKED_KEY, "batch-revoked")
+        await admin.call("CONFIG", "RESETSTAT")
+        gate = RedisGate(redis_server.url)
+        await gate.client.call("PING")
+        now = time.time()
+        tag = str(now).encode()
+        asks = [("batch-a", b"n1" + tag, 1.0, 5), ("batch-a", b"n1" + tag, 1.0, 5),   # a replay inside the batch
+                ("batch-b", b"n2" + tag, 0.001, 1), ("batch-b", b"n3" + tag, 0.001, 1),  # the second is over rate
+                ("batch-revoked", b"n4" + tag, 1.0, 5), ("batch-a", b"n5" + tag, 1.0, 5)]
+        results = await asyncio.gather(*(gate.admit(d, n, 60, 1, rate, burst, now) for d, n, rate, burst in asks),
+                                       return_exceptions=True)
+        codes = [r.code if isinstance(r, Refusal) else r for r in results]
+        assert codes == [None, "replayed", None, "rate_limited", "revoked", None]
+        stats = (await admin.call("INFO", "commandstats")).decode()
+        evalsha = [line for line in stats.splitlines() if line.startswith("cmdstat_evalsha:")]
+        assert evalsha and evalsha[0].startswith("cmdstat_evalsha:calls=1,"), stats
+        await gate.close()
+        await admin.close()
+
+    asyncio.run(main())

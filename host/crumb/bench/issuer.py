@@ -234,14 +234,35 @@ def thread_cpu(pid: int) -> dict[int, float] | None:
     return out
 
 
-def _cpu_split(before: dict, after: dict, pid: int, seconds: float, requests: int) -> dict:
-    """The server's CPU over the measured window, per answered request: its main thread and the rest."""
+def server_pids(pid: int) -> list[int]:
+    """The processes serving: ``pid`` itself, or its children when it supervises worker processes."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    workers = []
+    for child in children:  # not multiprocessing's resource tracker
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"resource_tracker" not in f.read():
+                    workers.append(child)
+        except OSError:
+            pass
+    return workers or [pid]
+
+
+def _cpu_split(before: dict, after: dict, pids: list[int], seconds: float, requests: int) -> dict:
+    """The servers' CPU over the measured window, per answered request: event-loop threads and the rest.
+
+    With several processes, loop_busy is the mean over their event loops.
+    """
     used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
-    main = used.get(pid, 0.0)  # the main thread (tid == pid) runs the event loop
-    rest = sum(v for tid, v in used.items() if tid != pid)
+    main = sum(used.get(pid, 0.0) for pid in pids)  # each main thread (tid == pid) runs an event loop
+    rest = sum(v for tid, v in used.items() if tid not in pids)
     per = 1e6 / requests if requests else 0.0
     return {"loop_cpu_us": round(main * per, 1), "other_threads_cpu_us": round(rest * per, 1),
-            "loop_busy": round(main / seconds, 3)}
+            "loop_busy": round(main / seconds / len(pids), 3)}
 
 
 def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: int,
@@ -259,11 +280,21 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
     for p in procs:
         p.start()
     cpu: dict | None = None
-    if server_pid is not None:
+    pids = server_pids(server_pid) if server_pid is not None else []
+    if pids:
+        def sample() -> dict | None:
+            merged: dict = {}
+            for pid in pids:
+                threads = thread_cpu(pid)
+                if threads is None:
+                    return None
+                merged.update(threads)
+            return merged
+
         time.sleep(max(0.0, start_wall + warmup - time.time()))
-        before = thread_cpu(server_pid)
+        before = sample()
         time.sleep(max(0.0, start_wall + warmup + duration - time.time()))
-        after = thread_cpu(server_pid)
+        after = sample()
         cpu = {"before": before, "after": after} if before and after else None
     results = [out.get(timeout=warmup + duration + 60) for _ in procs]
     for p in procs:
@@ -282,7 +313,7 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
     result = {"per_s": round(tally["ok"] / duration, 1), "lat": lat, "ok": tally["ok"], "refused": tally["refused"],
               "errors": tally["errors"], "error_kinds": kinds, "samples": samples}
     if cpu is not None and server_pid is not None:
-        result["cpu"] = _cpu_split(cpu["before"], cpu["after"], server_pid, duration, tally["ok"] + tally["refused"])
+        result["cpu"] = _cpu_split(cpu["before"], cpu["after"], pids, duration, tally["ok"] + tally["refused"])
     return result
 
 
@@ -409,6 +440,7 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
                     redis_url = redis.url
                 issuers.append(LocalIssuer(data, policy, redis_url=redis_url, processes=processes).start())
                 targets["multi"] = issuers[-1].port
+                pids["multi"] = issuers[-1].proc.pid  # the supervisor: its children serve
 
         measured: dict[str, list[dict]] = {name: [] for name in targets}
         for k in range(rounds):
@@ -462,6 +494,10 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
                 "issuer_loop": one["cpu"]["loop_cpu_us"], "issuer_other_threads": one["cpu"]["other_threads_cpu_us"],
                 "bare_loop": bare["cpu"]["loop_cpu_us"]}
             result["loop_busy"] = {"issuer": one["cpu"]["loop_busy"], "bare": bare["cpu"]["loop_busy"]}
+        if main_name == "multi" and main_run.get("cpu"):
+            result["cpu_per_answer_us"]["multi_loops"] = main_run["cpu"]["loop_cpu_us"]
+            result["cpu_per_answer_us"]["multi_other_threads"] = main_run["cpu"]["other_threads_cpu_us"]
+            result["loop_busy"]["multi"] = main_run["cpu"]["loop_busy"]
         if main_name == "multi":
             result["single_process"] = {"tokens_per_s": one["per_s"], "p50_ms": one["p50_ms"],
                                         "p99_ms": one["p99_ms"], "refused": one["refused"], "errors": one["errors"],
@@ -500,6 +536,9 @@ def render(r: dict) -> str:
         lines.append(f"CPU per answer: issuer event loop {c['issuer_loop']:.0f} µs (busy {busy['issuer']:.0%}) + "
                      f"{c['issuer_other_threads']:.0f} µs on its other threads (signing, audit); bare event loop "
                      f"{c['bare_loop']:.0f} µs (busy {busy['bare']:.0%})")
+        if "multi_loops" in c:
+            lines.append(f"CPU per answer with {r['processes']} processes: event loops {c['multi_loops']:.0f} µs "
+                         f"(each busy {busy['multi']:.0%}) + {c['multi_other_threads']:.0f} µs on other threads")
     lines.append(f"refused {r['refused']}  errors {r['errors']}  verified sample tokens {r['verified_tokens']}  "
                  f"request {r['request_bytes']} B  response {r['response_bytes']} B")
     lines.append(f"{r['connections']} connections (one device each), {r['client_processes']} client process(es), "

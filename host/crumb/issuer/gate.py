@@ -10,12 +10,13 @@ refused with store_unavailable (fail closed), never admitted.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Callable, Protocol
 
 from .codes import Refusal
 from .limits import NonceCache, TokenBuckets
-from .resp import RedisClient, RedisReplyError, RedisUnavailable, encode
+from .resp import RedisClient, RedisReplyError, RedisUnavailable
 
 KEY_PREFIX = "crumb:"
 REVOKED_KEY = KEY_PREFIX + "revoked"
@@ -62,24 +63,38 @@ class MemoryGate:
         pass
 
 
-# KEYS: revoked set, nonce key, bucket key. ARGV: device, nonce ttl (s), cost, rate (/s), burst, now (ms).
-# Returns 0 (admitted), -1 (revoked), -2 (replayed) or the ms until the bucket holds `cost`.
+# One call admits a batch: every request that reached the gate in one turn of
+# the event loop, in order (one round trip and one script run instead of one
+# per request). KEYS: revoked set, then a nonce key and a bucket key per
+# request. ARGV, 6 per request: device, nonce ttl (s), cost, rate (/s),
+# burst, now (ms). Returns one result per request: 0 (admitted), -1
+# (revoked), -2 (replayed) or the ms until the bucket holds `cost`.
 ADMIT_LUA = """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return -1 end
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return -2 end
-local cost, rate, burst, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local b = redis.call('HMGET', KEYS[3], 't', 'ts')
-local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-if tokens < cost then
-  redis.call('HSET', KEYS[3], 't', tostring(tokens), 'ts', ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], math.ceil(burst * 1000 / rate) + 1000)
-  return math.max(1, math.ceil((cost - tokens) * 1000 / rate))
+local out = {}
+for i = 0, #ARGV / 6 - 1 do
+  local a, nonce, bucket = i * 6, KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local r = 0
+  if redis.call('SISMEMBER', KEYS[1], ARGV[a + 1]) == 1 then r = -1
+  elseif not redis.call('SET', nonce, '1', 'NX', 'EX', ARGV[a + 2]) then r = -2
+  else
+    local cost, rate, burst, now = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]),
+                                   tonumber(ARGV[a + 6])
+    local b = redis.call('HMGET', bucket, 't', 'ts')
+    local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+    tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+    if tokens < cost then
+      r = math.max(1, math.ceil((cost - tokens) * 1000 / rate))
+    else
+      tokens = tokens - cost
+    end
+    redis.call('HSET', bucket, 't', tostring(tokens), 'ts', ARGV[a + 6])
+    redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
+  end
+  out[i + 1] = r
 end
-redis.call('HSET', KEYS[3], 't', tostring(tokens - cost), 'ts', ARGV[6])
-redis.call('PEXPIRE', KEYS[3], math.ceil(burst * 1000 / rate) + 1000)
-return 0
+return out
 """
+MAX_ADMIT_BATCH = 256
 
 
 class RedisGate:
@@ -87,17 +102,7 @@ class RedisGate:
         self.client = RedisClient(url, timeout=timeout)
         self.url = url
         self._sha: str | None = None
-        self._prefix: bytes | None = None
-
-    async def _load_prefix(self) -> bytes:
-        # "*12 EVALSHA <sha> 3" is the same for every call: encode it once.
-        sha = await self._load()
-        self._prefix = b"*12\r\n" + encode(("EVALSHA", sha, 3))[4:]
-        return self._prefix
-
-    @staticmethod
-    def _skip(args: tuple) -> int:
-        return 4 if len(args) < 10 else 5  # the array header encode() wrote for ``args`` alone
+        self._pending: list[tuple] = []  # (keys, args, future) of this turn of the event loop
 
     async def _load(self) -> str:
         sha = await self.client.call("SCRIPT", "LOAD", ADMIT_LUA)
@@ -120,22 +125,16 @@ class RedisGate:
 
     async def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
                     now: float) -> None:
-        args = (REVOKED_KEY, nonce_key(device, nonce), bucket_key(device),
-                device, nonce_ttl, cost, repr(float(rate)), burst, int(now * 1000))
-        try:
-            prefix = self._prefix or await self._load_prefix()
-            try:
-                result = await self.client.call_encoded(prefix + encode(args)[self._skip(args):])
-            except RedisReplyError as e:
-                if not str(e).startswith("NOSCRIPT"):
-                    raise
-                self._prefix = None
-                result = await self.client.call("EVALSHA", await self._load(), 3, *args)
-        except RedisUnavailable as e:
-            raise Refusal("store_unavailable", f"Redis cannot answer ({e}); failing closed", retry_after=1) from None
-        except RedisReplyError as e:
-            raise Refusal("store_unavailable", f"Redis refused the admission script ({e}); failing closed",
-                          retry_after=1) from None
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        pending = self._pending
+        if not pending:
+            loop.call_soon(self._flush)
+        pending.append(((nonce_key(device, nonce), bucket_key(device)),
+                        (device, nonce_ttl, cost, repr(float(rate)), burst, int(now * 1000)), fut))
+        if len(pending) >= MAX_ADMIT_BATCH:
+            self._flush()
+        result = await fut
         if result == 0:
             return
         if result == -1:
@@ -143,6 +142,40 @@ class RedisGate:
         if result == -2:
             raise Refusal("replayed", "this device nonce was already used; every request needs a fresh nonce")
         raise _rate_limited(result / 1000, rate)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            asyncio.get_running_loop().create_task(self._admit_batch(batch))
+
+    async def _admit_batch(self, batch: list[tuple]) -> None:
+        keys = [REVOKED_KEY]
+        args: list = []
+        for (nonce, bucket), request, _ in batch:
+            keys += (nonce, bucket)
+            args += request
+        try:
+            try:
+                results = await self.client.call("EVALSHA", self._sha or await self._load(), len(keys), *keys, *args)
+            except RedisReplyError as e:
+                if not str(e).startswith("NOSCRIPT"):
+                    raise
+                results = await self.client.call("EVALSHA", await self._load(), len(keys), *keys, *args)
+            if not isinstance(results, list) or len(results) != len(batch):
+                raise RedisReplyError(f"the admission script answered {results!r}")
+        except RedisUnavailable as e:
+            error = Refusal("store_unavailable", f"Redis cannot answer ({e}); failing closed", retry_after=1)
+        except RedisReplyError as e:
+            error = Refusal("store_unavailable", f"Redis refused the admission script ({e}); failing closed",
+                            retry_after=1)
+        else:
+            for (_, _, fut), result in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(result)
+            return
+        for _, _, fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
 
     async def ping(self) -> bool:
         try:
