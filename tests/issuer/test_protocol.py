@@ -153,6 +153,8 @@ def test_issued_record_body_equals_canonical_json():
     for peer in ("127.0.0.1", None, "::1"):
         assert lane.body(t=kw["t"], exp=kw["exp"], peer=peer, tokens=kw["tokens"]) == \
             issued_body(**{**kw, "peer": peer})
+        assert lane.body_one(kw["t"], kw["exp"], peer, "00ff") == issued_body(**{**kw, "peer": peer,
+                                                                                   "tokens": ["00ff"]})
 
 
 @pytest.mark.parametrize("shape", [

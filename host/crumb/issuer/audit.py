@@ -116,6 +116,10 @@ class IssuedRecord:
         return (f'{self.head}{exp}{self.mid}{_q(peer)}{self.tail}{t},"tokens":['
                 f'{",".join(_quote(x) for x in tokens)}]}}').encode("utf-8")
 
+    def body_one(self, t: int, exp: int, peer: str | None, token_hex: str) -> bytes:
+        """body() for one token, whose id is hex (nothing to escape)."""
+        return f'{self.head}{exp}{self.mid}{_q(peer)}{self.tail}{t},"tokens":["{token_hex}"]}}'.encode()
+
 
 def connect(path: Path, sync: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)

@@ -80,28 +80,19 @@ def sign_and_chain(key: SigningKey, messages: list[bytes], prev: bytes, seq: int
     return _native.sign_and_chain(_SIGN, _SHA256, key.secret_bytes, messages, prev, seq, bodies)
 
 
-# The native writer (crumb._commit.writer_*): see AuditLog._start_native.
+# The native writer (crumb._commit.writer_*): see AuditLog._start_native. Submit and
+# collect run on the event loop for every batch: bound straight to the C functions.
 
 def native_writer(path, sync: str, efd: int, head: tuple[int, bytes]):
     return _native.writer_new(writer_addresses(), str(path), sync, efd, head[0], head[1])
 
 
-def native_writer_serve(writer) -> None:
-    _native.writer_serve(writer)
-
-
-def native_writer_submit(writer, job: int, secret_key: bytes | None, messages: list[bytes],
-                         bodies: list[bytes]) -> None:
-    _native.writer_submit(writer, job, secret_key, messages, bodies)
-
-
-def native_writer_collect(writer) -> list[tuple]:
-    return _native.writer_collect(writer)
-
-
-def native_writer_stop(writer) -> None:
-    _native.writer_stop(writer)
-
-
 def native_writer_set_head(writer, head: tuple[int, bytes]) -> None:
     _native.writer_set_head(writer, head[0], head[1])
+
+
+if _native is not None:
+    native_writer_serve = _native.writer_serve        # (writer): blocks without the GIL until stopped
+    native_writer_submit = _native.writer_submit      # (writer, job id, secret key or None, messages, bodies)
+    native_writer_collect = _native.writer_collect    # (writer) -> [(job id, first seq, signatures, error)]
+    native_writer_stop = _native.writer_stop          # (writer): finish the queue, then return from serve

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from .codes import Refusal
 from .limits import NonceCache, TokenBuckets
@@ -31,9 +31,14 @@ def bucket_key(device: str) -> str:
 
 
 class Gate(Protocol):
-    async def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
-                    now: float) -> None:
-        """Return if admitted; raise Refusal (revoked, replayed, rate_limited, store_unavailable)."""
+    def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
+              now: float) -> Awaitable[None] | None:
+        """Admit or raise Refusal (revoked, replayed, rate_limited, store_unavailable).
+
+        A gate that can answer at once (MemoryGate) returns None; one that
+        must ask elsewhere (RedisGate) returns an awaitable that does. The
+        issuer awaits only the latter: no coroutine per request in memory.
+        """
         ...
 
 
@@ -47,8 +52,8 @@ class MemoryGate:
         self.nonces = NonceCache(max_nonces)
         self.buckets = TokenBuckets(max_devices)
 
-    async def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
-                    now: float) -> None:
+    def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
+              now: float) -> None:
         # (Revocation in memory mode is the registry's set, checked by the issuer.)
         if not self.nonces.add(device.encode() + b"\0" + nonce, now + nonce_ttl, now):
             raise Refusal("replayed", "this device nonce was already used; every request needs a fresh nonce")

@@ -173,13 +173,15 @@ class Issuer:
                           status=400)
         # Keep the nonce while the request's time could still pass the freshness check.
         nonce_ttl = req.time + policy.max_skew + 1 - now
-        await self.gate.admit(device, req.nonce, nonce_ttl, n, profile.rate, profile.burst, now_f)
+        pending = self.gate.admit(device, req.nonce, nonce_ttl, n, profile.rate, profile.burst, now_f)
+        if pending is not None:  # Redis: ask it (memory answers at once)
+            await pending
 
         if req.count == 1 and len(req.scopes) == 1:  # nearly every request: one token, one scope
             lane = self._lane(device, group, profile, req)
             unsigned, to_sign, cti = lane.mint.prepare(now)
             scope = req.scopes[0]
-            body = lane.record.body(t=int(now_f * 1000), exp=now + lane.ttl, peer=peer, tokens=[cti.hex()])
+            body = lane.record.body_one(int(now_f * 1000), now + lane.ttl, peer, cti.hex())
             return [(unsigned, to_sign, lane.ttl, lane.uses, cti, scope)], body, lane.key
 
         rules: list[Rule] = []
