@@ -1,20 +1,21 @@
-"""The commit step: tokens signed and records chained by the audit writer, natively or on the loop.
+"""The audit writer that signs: native (crumb._commit, no GIL) or Python (tokens signed on the loop).
 
-The native step (crumb._commit) must be built in the test environment: a
-missing compiler fails here, loudly, instead of quietly testing only the
-slower path.
+The native writer must be built in the test environment: a missing compiler
+fails here, loudly, instead of quietly testing only the slower path. Tests
+that matter for both writers run on both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 
 import pytest
 
 from crumb.issuer import audit, commit
 from crumb.issuer.app import Settings, build_issuer
-from crumb.issuer.audit import AuditLog, record_hash
+from crumb.issuer.audit import GENESIS, AuditLog, AuditUnavailable
 from crumb.issuer.datadir import DataDir
 from crumb.issuer.protocol import build_request, derive_device_key, parse_response
 from crumb.keys import SigningKey
@@ -23,55 +24,17 @@ from crumb.verify import Verifier
 
 from .policies import POLICY
 
+WRITERS = pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
 
-def test_the_native_commit_step_is_built():
+
+def test_the_native_writer_is_built():
     assert commit._native is not None, (
         "crumb._commit is not built: the issuer would sign on its event loop. Install a C compiler and the "
         "Python headers, then `make setup` (pip install -e .) again")
     assert commit.NATIVE or os.environ.get("CRUMB_NATIVE_COMMIT") == "0"
 
 
-def _python_chain(prev: bytes, seq: int, bodies: list[bytes]) -> list[bytes]:
-    out = []
-    for body in bodies:
-        prev = record_hash(prev, seq, body)
-        out.append(prev)
-        seq += 1
-    return out
-
-
-def test_native_signatures_and_chain_equal_python():
-    key = SigningKey.generate()
-    messages = [os.urandom(n) for n in (0, 1, 63, 64, 65, 139, 400, 5000)]
-    bodies = [os.urandom(n) for n in (0, 10, 300, 70_000)]
-    prev = os.urandom(32)
-    sigs, hashes = commit.sign_and_chain(key, messages, prev, 41, bodies)
-    assert sigs == [key.sign(m) for m in messages]
-    assert all(key.public.verify(m, s) for m, s in zip(messages, sigs))
-    assert hashes == _python_chain(prev, 41, bodies)
-    assert commit.chain(prev, 41, bodies) == hashes
-    assert commit.sign_and_chain(key, [], prev, 1, []) == ([], [])
-
-
-def test_native_step_rejects_what_it_cannot_take():
-    native = commit._native
-    sk, prev = SigningKey.generate().secret_bytes, bytes(32)
-    args = (commit._SIGN, commit._SHA256)
-    with pytest.raises(ValueError, match="64 bytes"):
-        native.sign_and_chain(*args, sk[:32], [b"m"], prev, 1, [])
-    with pytest.raises(ValueError, match="32-byte"):
-        native.sign_and_chain(*args, sk, [b"m"], prev[:31], 1, [])
-    with pytest.raises(TypeError, match=r"messages\[1\] is not bytes"):
-        native.sign_and_chain(*args, sk, [b"m", "text"], prev, 1, [])
-    with pytest.raises(TypeError, match="bodies must be a list"):
-        native.sign_and_chain(*args, sk, [], prev, 1, (b"x",))
-    with pytest.raises(ValueError, match="null function"):
-        native.sign_and_chain(0, commit._SHA256, sk, [], prev, 1, [])
-    with pytest.raises(OverflowError):
-        native.sign_and_chain(*args, sk, [], prev, 2**63 - 1, [b"a", b"b"])
-
-
-@pytest.mark.parametrize("native", [True, False], ids=["native", "on-the-loop"])
+@WRITERS
 def test_a_batch_signed_under_two_keys_during_a_rotation(tmp_path, monkeypatch, native):
     """Records and signatures land where they belong, whichever key signed and however they batched."""
     monkeypatch.setattr(commit, "NATIVE", native)
@@ -81,14 +44,15 @@ def test_a_batch_signed_under_two_keys_during_a_rotation(tmp_path, monkeypatch, 
         log = AuditLog(tmp_path / "a.db")
         log.start()
         futures = []
-        for i in range(12):  # queued in one turn of the loop: one or a few batches
+        for i in range(40):  # queued in one turn of the loop: a few batches, runs of keys within them
             key = old if i % 3 else new
             if i % 4 == 3:
                 futures.append((None, [], log.append({"n": i, "event": "refused"})))
             else:
-                msgs = [b"token %d/%d" % (i, j) for j in range(i % 3 + 1)]
+                msgs = [os.urandom(i * 7 % 300) for _ in range(i % 3 + 1)]
                 futures.append((key, msgs, log.append_signed(b'{"n":%d}' % i, key, msgs)))
         results = [(key, msgs, await fut) for key, msgs, fut in futures]
+        assert log.commits >= 1 and log.records == 40
         await log.stop()
         return results
 
@@ -101,13 +65,13 @@ def test_a_batch_signed_under_two_keys_during_a_rotation(tmp_path, monkeypatch, 
         seq, sigs = result
         seqs.append(seq)
         assert sigs == [key.sign(m) for m in msgs]
-    assert seqs == list(range(1, 13))
+    assert seqs == list(range(1, 41))
     verdict = audit.verify(tmp_path / "a.db")
-    assert verdict.ok and verdict.count == 12
+    assert verdict.ok and verdict.count == 40
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native", "on-the-loop"])
-def test_issued_tokens_verify_on_both_paths(tmp_path, monkeypatch, native):
+@WRITERS
+def test_issued_tokens_verify(tmp_path, monkeypatch, native):
     monkeypatch.setattr(commit, "NATIVE", native)
     (tmp_path / "p.toml").write_text(POLICY)
     issuer = build_issuer(Settings(DataDir(tmp_path / "data"), tmp_path / "p.toml"))
@@ -117,8 +81,8 @@ def test_issued_tokens_verify_on_both_paths(tmp_path, monkeypatch, native):
     async def main() -> list:
         issuer.audit.start()
         answers = await asyncio.gather(*(
-            issuer.token(build_request("dev-a", key, [("/sensors/t", "read")], count=3), "cbor", "127.0.0.1")
-            for _ in range(20)))
+            issuer.token(build_request("dev-a", key, [("/sensors/t", "read")], count=1 + i % 3), "cbor", "::1")
+            for i in range(30)))
         await issuer.audit.stop()
         return answers
 
@@ -132,5 +96,62 @@ def test_issued_tokens_verify_on_both_paths(tmp_path, monkeypatch, native):
     for token in tokens:
         verifier.verify(token, "/sensors/t", "read")
     verdict = audit.verify(issuer.audit.path)
-    assert verdict.ok and verdict.count == 20
+    assert verdict.ok and verdict.count == 30
     issuer.registry.close()
+
+
+def test_a_failed_native_commit_fails_its_requests_and_the_writer_recovers(tmp_path, monkeypatch):
+    """A record appended behind the writer's back makes its next commit fail: that batch is refused, nothing
+    of it is written, and the writer carries on from the true head."""
+    monkeypatch.setattr(commit, "NATIVE", True)
+    path = tmp_path / "a.db"
+
+    async def main() -> None:
+        log = AuditLog(path)
+        log.start()
+        assert await log.append({"n": 0}) == 1
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("INSERT INTO audit (seq, body, prev, hash) VALUES (2, x'7b7d', ?, ?)", (bytes(32), bytes(32)))
+        other.close()
+        with pytest.raises(AuditUnavailable, match="UNIQUE"):
+            await log.append({"n": 1})
+        assert log.failures == 1 and not log.healthy
+        assert await log.append({"n": 2}) == 3  # the head was re-read: it follows the foreign record
+        assert log.healthy
+        await log.stop()
+
+    asyncio.run(main())
+    rows = sqlite3.connect(path).execute("SELECT seq FROM audit ORDER BY seq").fetchall()
+    assert rows == [(1,), (2,), (3,)]
+
+
+def test_native_writer_rejects_what_it_cannot_take(tmp_path):
+    native = commit._native
+    path = tmp_path / "a.db"
+    AuditLog(path)  # the schema
+    efd = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        addresses = commit.writer_addresses()
+        with pytest.raises(ValueError, match="null function"):
+            native.writer_new((0, *addresses[1:]), str(path), "FULL", efd, 0, GENESIS)
+        with pytest.raises(ValueError, match="32 bytes"):
+            native.writer_new(addresses, str(path), "FULL", efd, 0, GENESIS[:31])
+        with pytest.raises(ValueError, match="FULL or NORMAL"):
+            native.writer_new(addresses, str(path), "OFF", efd, 0, GENESIS)
+        with pytest.raises(OSError, match="cannot be opened"):
+            native.writer_new(addresses, str(tmp_path / "no" / "such" / "dir.db"), "FULL", efd, 0, GENESIS)
+        writer = native.writer_new(addresses, str(path), "FULL", efd, 0, GENESIS)
+        sk = SigningKey.generate().secret_bytes
+        with pytest.raises(ValueError, match="64 bytes"):
+            native.writer_submit(writer, 1, sk[:32], [b"m"], [b"{}"])
+        with pytest.raises(ValueError, match="without a key"):
+            native.writer_submit(writer, 1, None, [b"m"], [b"{}"])
+        with pytest.raises(TypeError, match="lists of bytes"):
+            native.writer_submit(writer, 1, sk, [b"m", "text"], [b"{}"])
+        with pytest.raises(TypeError):
+            native.writer_submit(writer, 1, sk, (b"m",), [b"{}"])
+        with pytest.raises(ValueError, match="32 bytes"):
+            native.writer_set_head(writer, 0, b"short")
+        assert native.writer_collect(writer) == []
+    finally:
+        os.close(efd)

@@ -14,21 +14,18 @@ transaction (WAL, synchronous=FULL: durable once committed) and only then
 releases the waiting handlers. So a token is never sent before its record
 is on disk, and one fsync covers every request that arrived meanwhile. If
 the commit fails, every waiting request fails with store_unavailable and no
-token of that batch leaves the issuer. A batch is one multi-row INSERT in
-autocommit mode: atomic, and a single SQLite call, so the writer needs the
-GIL a few times per batch rather than once per row. Each chain has one
-writer: the issuer gives each of its processes a chain of its own
-(DATA/audit-N.db, see datadir.claim_audit), which it keeps the head of in
-memory; they never wait on one another's write lock.
+token of that batch leaves the issuer. Each chain has one writer: the
+issuer gives each of its processes a chain of its own (DATA/audit-N.db, see
+datadir.claim_audit), which it keeps the head of in memory; they never wait
+on one another's write lock.
 
-The writer thread also signs the tokens of the batch (append_signed): with
-crumb._commit built, it signs them and chains the records in one call with
-the GIL released, on the machine's other core (commit.py says why), so a
-token gets its signature only as its record goes to disk. Otherwise the
-tokens are signed on the event loop before they are queued. Either way the
-writer does as little Python as it can (one native call or a hash per
-record, then SQLite, which releases the GIL): Python work there holds the
-GIL against the event loop, and every GIL hand-over costs the loop latency.
+Two writers, one behaviour. With crumb._commit built, the writer is native
+(commit.py, _commit.c): it also signs the batch's tokens (append_signed), so
+a token gets its signature only as its record is committed, and it never
+takes the GIL; results come back to the loop through an eventfd. Without
+it, a Python thread commits (one multi-row INSERT per batch, so it takes
+the GIL a few times per batch rather than once per row) and the tokens are
+signed on the event loop before they are queued.
 """
 
 from __future__ import annotations
@@ -339,11 +336,12 @@ class AuditLog:
                 self._head = tuple(row) if row else (0, GENESIS)
             last, prev = self._head
             first = last + 1
-            bodies = [entry[0] for entry in batch]
-            hashes, signatures = _sign_and_chain(batch, prev, first, bodies)
             params: list = []
             seq = first
-            for body, digest in zip(bodies, hashes):
+            sha256 = hashlib.sha256
+            for entry in batch:
+                body = entry[0]
+                digest = sha256(prev + seq.to_bytes(8, "big") + body).digest()
                 params += (seq, body, prev, digest)
                 prev = digest
                 seq += 1
@@ -361,7 +359,8 @@ class AuditLog:
         self.records += n
         self.commits += 1
         self.last_error = None
-        results = [first + i if entry[3] is None else (first + i, signatures[i]) for i, entry in enumerate(batch)]
+        # Entries carry no key here: without the native writer, tokens are signed before queuing.
+        results = [first + i if entry[3] is None else (first + i, entry[3]) for i, entry in enumerate(batch)]
         self._settle(futures, results, None)
 
     def _settle(self, futures: list, seqs: list | None, error: Exception | None) -> None:
@@ -372,37 +371,6 @@ class AuditLog:
             loop.call_soon_threadsafe(_wake, futures, seqs, error)
         except RuntimeError:  # the loop closed between the check and the call
             pass
-
-
-def _sign_and_chain(batch: list, prev: bytes, first: int, bodies: list[bytes]) -> tuple[list, dict]:
-    """(hashes of the records, {batch index: signatures}) for one batch, in as few native calls as it can.
-
-    Entries to sign under one key (the usual case: one current key) take one
-    GIL-free call for their signatures and the whole chain.
-    """
-    signatures: dict[int, list[bytes]] = {}
-    to_sign = [(i, entry[2], entry[3]) for i, entry in enumerate(batch) if entry[2] is not None]
-    for i, entry in enumerate(batch):
-        if entry[2] is None and entry[3] is not None:
-            signatures[i] = entry[3]  # signed on the event loop already
-    if not to_sign:
-        return commit.chain(prev, first, bodies), signatures
-    by_key: dict[bytes, list] = {}
-    for i, key, messages in to_sign:
-        by_key.setdefault(key.kid, []).append((i, key, messages))
-    hashes: list[bytes] | None = None
-    for group in by_key.values():
-        key = group[0][1]
-        flat = [m for _, _, messages in group for m in messages]
-        sigs, chained = commit.sign_and_chain(key, flat, prev, first, bodies if hashes is None else [])
-        if hashes is None:
-            hashes = chained
-        k = 0
-        for i, _, messages in group:
-            signatures[i] = sigs[k:k + len(messages)]
-            k += len(messages)
-    assert hashes is not None
-    return hashes, signatures
 
 
 _INSERTS: dict[int, str] = {}

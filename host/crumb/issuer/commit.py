@@ -1,24 +1,18 @@
-"""The commit step's signing and chaining: native when crumb._commit is built, Python otherwise.
+"""The native audit writer (crumb._commit), and what it is given to run.
 
-The audit writer thread signs a batch of tokens and hash-chains the batch's
-records right before it commits them (audit.py). Done there, signing runs on
-the machine's other core while the event loop serves requests, and a token
-cannot exist (it has no signature) until its record is being committed.
-
-That only pays if the whole batch runs without the GIL: from Python each
-libsodium call gives the GIL up and must wait to take it back from the busy
-event loop. crumb._commit (host/crumb/_commit.c) does the batch in one call
-with the GIL released, calling the libsodium that PyNaCl ships. Without it
-(no C compiler at install time) the issuer signs on its event loop as it
-always could: same tokens, less throughput.
+With crumb._commit built, the audit writer thread signs each batch of
+tokens, hash-chains the batch's records and commits them, all without the
+GIL (host/crumb/_commit.c says why that matters), so signing runs on the
+machine's other core while the event loop serves requests, and a token has
+no signature until its record is being committed. Without it (no C compiler
+when crumb was installed, or CRUMB_NATIVE_COMMIT=0) the issuer signs on its
+event loop and a Python thread commits (audit.py): same tokens, same log,
+less throughput.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-
-from ..keys import SigningKey
 
 try:  # the optional extension, and the libsodium functions it calls
     from nacl._sodium import ffi as _ffi, lib as _lib
@@ -49,7 +43,7 @@ def writer_addresses() -> tuple[int, ...]:
     lib = ctypes.CDLL(_sqlite3.__file__)
     return (_SIGN, _SHA256, *(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value for name in _SQLITE))
 
-# CRUMB_NATIVE_COMMIT=0 turns the native step off (to compare the two paths).
+# CRUMB_NATIVE_COMMIT=0 turns the native writer off (to compare the two paths).
 NATIVE = _native is not None and os.environ.get("CRUMB_NATIVE_COMMIT", "1") != "0"
 
 
@@ -58,26 +52,6 @@ def describe() -> str:
         return "signing, chaining and committing on the audit writer thread without the GIL (crumb._commit)"
     why = "turned off by CRUMB_NATIVE_COMMIT=0" if _native is not None else "crumb._commit is not built"
     return f"signing on the event loop ({why})"
-
-
-def chain(prev: bytes, seq: int, bodies: list[bytes]) -> list[bytes]:
-    """Hashes of records seq, seq+1, ... after a record whose hash is ``prev`` (audit.record_hash, chained)."""
-    if NATIVE and bodies:
-        return _native.sign_and_chain(_SIGN, _SHA256, bytes(64), [], prev, seq, bodies)[1]
-    out = []
-    sha256 = hashlib.sha256
-    for body in bodies:
-        prev = sha256(prev + seq.to_bytes(8, "big") + body).digest()
-        out.append(prev)
-        seq += 1
-    return out
-
-
-def sign_and_chain(key: SigningKey, messages: list[bytes], prev: bytes, seq: int,
-                   bodies: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """(signatures of messages under key, chained hashes of bodies), in one GIL-free call."""
-    assert NATIVE
-    return _native.sign_and_chain(_SIGN, _SHA256, key.secret_bytes, messages, prev, seq, bodies)
 
 
 # The native writer (crumb._commit.writer_*): see AuditLog._start_native. Submit and
