@@ -176,6 +176,8 @@ static PyObject *writer_new(PyObject *self, PyObject *args) {
     PyBuffer_Release(&head);
     PyObject *capsule = PyCapsule_New(w, "crumb._commit.writer", writer_destroy);
     if (!capsule) {
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->ready);
         PyMem_RawFree(w);
         return NULL;
     }
@@ -242,6 +244,12 @@ static PyObject *writer_submit(PyObject *self, PyObject *args) {
         if (!(j->bodies[i] = copy_bytes(item, &j->body_len[i]))) goto nomem;
     }
     pthread_mutex_lock(&w->lock);
+    if (w->stop) {
+        pthread_mutex_unlock(&w->lock);
+        job_free(j);
+        PyErr_SetString(PyExc_RuntimeError, "the audit writer is stopped");
+        return NULL;
+    }
     if (w->todo_tail) w->todo_tail->next = j;
     else w->todo = j;
     w->todo_tail = j;
@@ -387,8 +395,13 @@ static PyObject *writer_collect(PyObject *self, PyObject *capsule) {
                 }
             }
             if (sigs) {
-                if (j->failed) item = Py_BuildValue("(LLNs)", j->id, -1LL, sigs, j->error);
-                else item = Py_BuildValue("(LLNO)", j->id, j->first_seq, sigs, Py_None);
+                if (j->failed) {
+                    PyObject *why = PyUnicode_DecodeUTF8(j->error, (Py_ssize_t)strlen(j->error), "replace");
+                    item = why ? Py_BuildValue("(LLNN)", j->id, -1LL, sigs, why) : NULL;
+                    if (!why) Py_DECREF(sigs);
+                } else {
+                    item = Py_BuildValue("(LLNO)", j->id, j->first_seq, sigs, Py_None);
+                }
             }
             if (!item || PyList_Append(out, item) < 0) Py_CLEAR(out);
             Py_XDECREF(item);

@@ -155,3 +155,20 @@ def test_native_writer_rejects_what_it_cannot_take(tmp_path):
         assert native.writer_collect(writer) == []
     finally:
         os.close(efd)
+
+
+@WRITERS
+def test_appends_at_shutdown_are_committed_or_refused_never_left_waiting(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(commit, "NATIVE", native)
+
+    async def main() -> None:
+        log = AuditLog(tmp_path / "a.db")
+        log.start()
+        queued = [log.append({"n": i}) for i in range(5)]  # not yet handed to the writer
+        await log.stop()
+        assert [await asyncio.wait_for(f, 5) for f in queued] == [1, 2, 3, 4, 5]
+        with pytest.raises(AuditUnavailable, match="closed"):
+            await asyncio.wait_for(log.append({"n": "late"}), 5)
+
+    asyncio.run(main())
+    assert audit.verify(tmp_path / "a.db").count == 5

@@ -158,12 +158,14 @@ class AuditLog:
         self.lock_fd: int | None = None
         self._head: tuple[int, bytes] | None = None  # (seq, hash) of the last record, in the writer
         self._writer = None  # the native writer, when crumb._commit runs it
+        self._stopping = False
         self._efd = -1
         self._signs = False
         connect(path, self.sync).close()  # create the schema now: fail at start, not per request
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._stopping = False
         self._signs = commit.NATIVE  # the writer signs (native) or the loop signs before queuing
         if commit.NATIVE:
             self._start_native()
@@ -174,8 +176,9 @@ class AuditLog:
     async def stop(self) -> None:
         if self._thread is None:
             return
+        self._handoff()  # what is queued goes first; what comes after is refused (_queue_entry)
+        self._stopping = True
         if self._writer is not None:
-            self._handoff()
             commit.native_writer_stop(self._writer)
         else:
             self._queue.put(None)
@@ -217,9 +220,13 @@ class AuditLog:
             run = batch[i:j]
             messages = [m for entry in run if entry[2] is not None for m in entry[3]]
             job = self._next_job = self._next_job + 1
-            self._jobs[job] = run
-            commit.native_writer_submit(self._writer, job, key.secret_bytes if key is not None else None,
-                                        messages, [entry[0] for entry in run])
+            try:
+                commit.native_writer_submit(self._writer, job, key.secret_bytes if key is not None else None,
+                                            messages, [entry[0] for entry in run])
+            except (RuntimeError, MemoryError) as e:  # stopped meanwhile, or out of memory: refuse, never hang
+                _wake([entry[1] for entry in run], None, AuditUnavailable(f"the audit log cannot commit ({e})"))
+            else:
+                self._jobs[job] = run
             i = j
 
     def _collect(self) -> None:
@@ -280,6 +287,9 @@ class AuditLog:
     def _queue_entry(self, entry: tuple) -> asyncio.Future:
         assert self._loop is not None, "AuditLog.start() was not called"
         fut = self._loop.create_future()
+        if self._thread is None or self._stopping:  # nothing would ever commit it
+            fut.set_exception(AuditUnavailable("the audit log is closed"))
+            return fut
         pending = self._pending
         if not pending:
             # Hand what this turn of the event loop appends to the writer at the end of
