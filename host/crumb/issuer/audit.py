@@ -208,7 +208,12 @@ class AuditLog:
     def _submit(self, batch: list) -> None:
         """Runs of entries under one key (or none) become one job each, in order."""
         if not self._head_known:
-            commit.native_writer_set_head(self._writer, _read_head(self.path))
+            try:
+                commit.native_writer_set_head(self._writer, _read_head(self.path))
+            except sqlite3.Error as e:  # refuse this batch; the next one tries again
+                self.last_error = f"{type(e).__name__}: {e}"
+                _wake([entry[1] for entry in batch], None, AuditUnavailable(f"the audit log cannot be read ({e})"))
+                return
             self._head_known = True
         i = 0
         while i < len(batch):
