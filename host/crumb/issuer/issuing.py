@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from ..keys import SigningKey
 from .audit import AuditLog, AuditUnavailable, IssuedRecord, issued_body
 from .codes import Refusal
 from .gate import Gate, MemoryGate
-from ..keys import SigningKey
 from .keystore import Keyring
 from .metrics import Metrics
 from .minting import Minter, MintLane, finish
