@@ -127,6 +127,12 @@ def main() -> int:
             out.print(f"   credentials for the firmware: device_id={shown['device_id']}, issuer={shown['issuer']}, "
                       f"key={shown['key'][:8]}… (derived from the issuer's master secret, stored nowhere)")
 
+            # The services are up before the device calls them: a verifier's replay store
+            # refuses tokens issued before it started (its restart fence), to the second.
+            keys = FetchedKeys(f"{url}/keys")
+            verifiers = {name: Verifier([], resolver=keys, hop=name) for name in HOPS}
+            destination = Verifier([], resolver=keys)
+
             say(f"Device (ucrumb, the firmware's code): a token to '{OP}' {RES}")
             device = ucrumb.from_file(str(creds))
             token = device.token(RES, OP)
@@ -136,9 +142,6 @@ def main() -> int:
             out.print(f"   Authorization: {device.header(RES, OP)[:60]}…")
 
             say("Services verify offline with keys from GET /keys, each hop attests")
-            keys = FetchedKeys(f"{url}/keys")
-            verifiers = {name: Verifier([], resolver=keys, hop=name) for name in HOPS}
-            destination = Verifier([], resolver=keys)
             fresh = token
             for name in HOPS:
                 v = verifiers[name].verify(token, RES, OP)
