@@ -4,8 +4,9 @@ For an authenticated request the gate, in this order, refuses a revoked
 device, a device nonce seen before, and a device over its rate. In memory
 (one process) these are a set, a NonceCache and TokenBuckets. With Redis
 (several processes behind one address) one Lua script does all three
-atomically in one round trip; if Redis cannot answer, the request is
-refused with store_unavailable (fail closed), never admitted.
+atomically, for all the requests of one turn of the event loop in one
+round trip; if Redis cannot answer, the request is refused with
+store_unavailable (fail closed), never admitted.
 """
 
 from __future__ import annotations
