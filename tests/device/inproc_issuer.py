@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from crumb.bench.device import BENCH_POLICY, DEVICE_ID
+from crumb.bench.device import BENCH_POLICY, DEVICE_ID, enroll_data_dir
 
 
 class InProcessIssuer:
@@ -37,30 +37,17 @@ class InProcessIssuer:
         import uvicorn
 
         from crumb.issuer.app import IssuerApp, Settings, build_issuer
-        from crumb.issuer.datadir import DataDir
-        from crumb.issuer.keystore import load_or_create_master
-        from crumb.issuer.protocol import derive_device_key
-        from crumb.issuer.registry import Registry
         from crumb.issuer.server import bind, uvicorn_config
 
         self._tmp = None
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="crumb-issuer-")
             self.data_dir = self._tmp.name
-        data = DataDir(self.data_dir).create()
-        data.policy.write_text(self.policy)
+        data, credentials = enroll_data_dir(self.data_dir, self.policy, self.devices)
         self.sock = bind("127.0.0.1", 0, reuse_port=False)
         self.port = self.sock.getsockname()[1]
         self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-        registry = Registry(data.registry)
-        try:
-            for dev, group in self.devices.items():
-                registry.add(dev, group)
-        finally:
-            registry.close()
-        master = load_or_create_master(data.root)
-        for dev in self.devices:
-            self.creds[dev] = {"device_id": dev, "key": derive_device_key(master, dev).hex(), "issuer": self.url}
+        self.creds.update(credentials(self.url))
         self.issuer = build_issuer(Settings(data, data.policy, audit_sync="NORMAL"))
         self.issuer.clock = lambda: time.time() + self.skew
         config = uvicorn_config(IssuerApp(self.issuer), "error")

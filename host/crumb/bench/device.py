@@ -100,6 +100,34 @@ def mpyvm():
 # -- real peers on loopback ----------------------------------------------------------
 
 
+def enroll_data_dir(data_dir: str | Path, policy: str, devices: dict[str, str | None]):
+    """Create the data dir with ``policy`` as its policy and ``devices`` (id -> group) enrolled.
+
+    Returns (DataDir, a function from issuer URL to each device's credentials,
+    as `crumb device add` prints them).
+    """
+    from ..issuer.datadir import DataDir
+    from ..issuer.keystore import load_or_create_master
+    from ..issuer.protocol import derive_device_key
+    from ..issuer.registry import Registry
+
+    data = DataDir(data_dir).create()
+    data.policy.write_text(policy)
+    registry = Registry(data.registry)
+    try:
+        for dev, group in devices.items():
+            registry.add(dev, group)
+    finally:
+        registry.close()
+    master = load_or_create_master(data.root)
+
+    def credentials(url: str) -> dict[str, dict]:
+        return {dev: {"device_id": dev, "key": derive_device_key(master, dev).hex(), "issuer": url}
+                for dev in devices}
+
+    return data, credentials
+
+
 class DeviceIssuer:
     """The real issuer, `crumb issuer serve` in a child process on a free loopback port
     (crumb.issuer.local.LocalIssuer), with a policy and enrolled devices in a data dir.
@@ -116,30 +144,17 @@ class DeviceIssuer:
         self.creds: dict[str, dict] = {}
 
     def __enter__(self) -> "DeviceIssuer":
-        from ..issuer.datadir import DataDir
-        from ..issuer.keystore import load_or_create_master
         from ..issuer.local import LocalIssuer
-        from ..issuer.protocol import derive_device_key
-        from ..issuer.registry import Registry
 
         self._tmp = None
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="crumb-issuer-")
             self.data_dir = self._tmp.name
-        data = DataDir(self.data_dir).create()
-        self.policy_path = data.root / "policy.toml"
-        self.policy_path.write_text(self.policy)
-        registry = Registry(data.registry)
-        try:
-            for dev, group in self.devices.items():
-                registry.add(dev, group)
-        finally:
-            registry.close()
-        master = load_or_create_master(data.root)
+        data, credentials = enroll_data_dir(self.data_dir, self.policy, self.devices)
+        self.policy_path = data.policy
         self.local = LocalIssuer(data.root, self.policy_path)
         self.url, self.port = self.local.url, self.local.port
-        for dev in self.devices:
-            self.creds[dev] = {"device_id": dev, "key": derive_device_key(master, dev).hex(), "issuer": self.url}
+        self.creds.update(credentials(self.url))
         try:
             self.local.start()
         except Exception:
