@@ -202,6 +202,18 @@ static unsigned char *copy_bytes(PyObject *item, size_t *len) {
     return out;
 }
 
+/* Copy a list of bytes into C memory (count goes up as items land, for job_free):
+ * 0, -1 if an item is not bytes or too long, -2 if out of memory. */
+static int copy_list(PyObject *list, unsigned char **out, size_t *len, Py_ssize_t *count) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) > MAX_ITEM_BYTES) return -1;
+        *count = i + 1;
+        if (!(out[i] = copy_bytes(item, &len[i]))) return -2;
+    }
+    return 0;
+}
+
 /* writer_submit(writer, job_id, secret_key or None, messages, bodies) */
 static PyObject *writer_submit(PyObject *self, PyObject *args) {
     PyObject *capsule, *key, *messages, *bodies;
@@ -231,18 +243,10 @@ static PyObject *writer_submit(PyObject *self, PyObject *args) {
     j->body_len = PyMem_RawCalloc(nb ? nb : 1, sizeof(size_t));
     j->sigs = PyMem_RawCalloc(nm ? nm : 1, SIG_BYTES);
     if (!j->msgs || !j->msg_len || !j->bodies || !j->body_len || !j->sigs) goto nomem;
-    for (Py_ssize_t i = 0; i < nm; i++) {
-        PyObject *item = PyList_GET_ITEM(messages, i);
-        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) > MAX_ITEM_BYTES) goto badtype;
-        j->n_msgs = i + 1;
-        if (!(j->msgs[i] = copy_bytes(item, &j->msg_len[i]))) goto nomem;
-    }
-    for (Py_ssize_t i = 0; i < nb; i++) {
-        PyObject *item = PyList_GET_ITEM(bodies, i);
-        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) > MAX_ITEM_BYTES) goto badtype;
-        j->n_bodies = i + 1;
-        if (!(j->bodies[i] = copy_bytes(item, &j->body_len[i]))) goto nomem;
-    }
+    int rc = copy_list(messages, j->msgs, j->msg_len, &j->n_msgs);
+    if (rc == 0) rc = copy_list(bodies, j->bodies, j->body_len, &j->n_bodies);
+    if (rc == -1) goto badtype;
+    if (rc == -2) goto nomem;
     pthread_mutex_lock(&w->lock);
     if (w->stop) {
         pthread_mutex_unlock(&w->lock);

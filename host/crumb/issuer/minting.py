@@ -96,14 +96,8 @@ class Minter:
 
         The issuer signs later, in a batch, as the token's audit record is committed.
         """
-        template, to_sign, head = self._parts(key, resource, permission, sub, ttl, uses, iss, aud, chain,
-                                              attenuators, hop_refs)
-        if cti is None:
-            cti = os.urandom(CTI_BYTES)
-        payload = self._payload(template, now, now + ttl, cti)
-        payload_head = cbor.bstr_head(len(payload))
-        # The Sig_structure (cose.sig_structure), and the token up to its signature's bstr head.
-        return b"".join((head, payload_head, payload)), to_sign + payload_head + payload, cti
+        return self.lane(key, resource=resource, permission=permission, sub=sub, ttl=ttl, uses=uses, iss=iss,
+                         aud=aud, chain=chain, attenuators=attenuators, hop_refs=hop_refs).prepare(now, cti)
 
     def lane(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
              uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),
@@ -151,6 +145,7 @@ class MintLane:
             cti = os.urandom(CTI_BYTES)
         payload = Minter._payload(self.template, now, now + self.ttl, cti)
         payload_head = cbor.bstr_head(len(payload))
+        # The token up to its signature's bstr head, and the Sig_structure (cose.sig_structure).
         return b"".join((self.head, payload_head, payload)), b"".join((self.to_sign, payload_head, payload)), cti
 
 
