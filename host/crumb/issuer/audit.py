@@ -126,13 +126,18 @@ def connect(path: Path, sync: str = "FULL") -> sqlite3.Connection:
     return conn
 
 
+def _head(conn: sqlite3.Connection) -> tuple[int, bytes]:
+    """(seq, hash) of the chain's last record, or (0, GENESIS) for an empty log."""
+    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return (row[0], row[1]) if row else (0, GENESIS)
+
+
 def _read_head(path: Path) -> tuple[int, bytes]:
     conn = sqlite3.connect(path, timeout=30.0)
     try:
-        row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return _head(conn)
     finally:
         conn.close()
-    return (row[0], row[1]) if row else (0, GENESIS)
 
 
 class AuditUnavailable(Exception):
@@ -347,8 +352,7 @@ class AuditLog:
             # then kept here. Were another writer to append anyway, the seq primary key
             # makes this insert fail rather than fork the chain, and the head is re-read.
             if self._head is None:
-                row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-                self._head = tuple(row) if row else (0, GENESIS)
+                self._head = _head(conn)
             last, prev = self._head
             first = last + 1
             params: list = []
