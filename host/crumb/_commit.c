@@ -36,6 +36,7 @@ typedef int (*sha256_fn)(unsigned char *out, const unsigned char *in, unsigned l
 #define SK_BYTES 64
 #define MAX_ITEMS 65536
 #define MAX_ITEM_BYTES (1 << 20)
+#define GROUP_RECORDS 1024  /* records per transaction when jobs queue up */
 
 
 typedef struct sqlite3 sqlite3;
@@ -67,6 +68,7 @@ typedef struct job {
     size_t *msg_len, *body_len;
     unsigned char *sigs;
     long long first_seq;
+    long long group;    /* the transaction it was committed in: jobs of one group share it */
     int failed;
     char error[256];
 } job;
@@ -91,6 +93,7 @@ typedef struct {
     sqlite3 *db;
     sqlite3_stmt *insert;
     int head_valid;
+    long long groups;   /* transactions attempted so far */
     long long head_seq;
     unsigned char head_hash[HASH_BYTES];
 } writer;
@@ -274,10 +277,8 @@ static void fail_job(writer *w, job *j, const char *why) {
     snprintf(j->error, sizeof j->error, "%s", why);
 }
 
-/* Runs without the GIL. Records are appended in one transaction; on any
- * failure nothing of the job is kept and the head is unknown until the
- * owner re-reads it (writer_set_head): a second writer is never forked. */
-static void run_job(writer *w, job *j) {
+/* Runs without the GIL: the signatures of one job; on failure the job fails alone. */
+static void sign_job(writer *w, job *j) {
     for (Py_ssize_t i = 0; i < j->n_msgs; i++) {
         unsigned long long smlen = 0;
         unsigned char *sm = PyMem_RawMalloc(j->msg_len[i] + SIG_BYTES);
@@ -287,36 +288,59 @@ static void run_job(writer *w, job *j) {
         PyMem_RawFree(sm);
         if (rc != 0) { fail_job(w, j, "libsodium failed to sign"); return; }
     }
-    if (j->n_bodies == 0) return;
+}
+
+static void fail_group(writer *w, job *group, const char *why) {
+    for (job *j = group; j; j = j->next)
+        if (!j->failed) fail_job(w, j, why);
+}
+
+/* Runs without the GIL. The records of every job in ``group`` that signed
+ * are appended in one transaction (group commit: one fsync for all the jobs
+ * that queued up during the previous commit). On any failure none of them
+ * is kept and the head is unknown until the owner re-reads it
+ * (writer_set_head): a second writer is never forked. */
+static void commit_group(writer *w, job *group) {
     pthread_mutex_lock(&w->lock);
     int valid = w->head_valid;
     long long seq = w->head_seq;
     unsigned char prev[HASH_BYTES], hash[HASH_BYTES];
     memcpy(prev, w->head_hash, HASH_BYTES);
     pthread_mutex_unlock(&w->lock);
-    if (!valid) { fail_job(w, j, "the log's head is being re-read after a failed commit"); return; }
-    j->first_seq = seq + 1;
+    Py_ssize_t records = 0;
+    for (job *j = group; j; j = j->next)
+        if (!j->failed) records += j->n_bodies;
+    if (records == 0) return;
+    if (!valid) { fail_group(w, group, "the log's head is being re-read after a failed commit"); return; }
     if (w->exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail;
-    for (Py_ssize_t i = 0; i < j->n_bodies; i++) {
-        seq++;
-        size_t n = HASH_BYTES + 8 + j->body_len[i];
-        unsigned char *buf = PyMem_RawMalloc(n);
-        if (!buf) { w->exec(w->db, "ROLLBACK", NULL, NULL, NULL); fail_job(w, j, "out of memory"); goto invalid; }
-        memcpy(buf, prev, HASH_BYTES);
-        for (int k = 0; k < 8; k++) buf[HASH_BYTES + k] = (unsigned char)((unsigned long long)seq >> (56 - 8 * k));
-        memcpy(buf + HASH_BYTES + 8, j->bodies[i], j->body_len[i]);
-        int rc = w->sha256(hash, buf, (unsigned long long)n);
-        PyMem_RawFree(buf);
-        if (rc != 0 || w->bind_int64(w->insert, 1, seq) != SQLITE_OK ||
-            w->bind_blob(w->insert, 2, j->bodies[i], (int)j->body_len[i], NULL) != SQLITE_OK ||
-            w->bind_blob(w->insert, 3, prev, HASH_BYTES, NULL) != SQLITE_OK ||
-            w->bind_blob(w->insert, 4, hash, HASH_BYTES, NULL) != SQLITE_OK ||
-            w->step(w->insert) != SQLITE_DONE) {
+    for (job *j = group; j; j = j->next) {
+        if (j->failed) continue;
+        j->first_seq = seq + 1;
+        for (Py_ssize_t i = 0; i < j->n_bodies; i++) {
+            seq++;
+            size_t n = HASH_BYTES + 8 + j->body_len[i];
+            unsigned char *buf = PyMem_RawMalloc(n);
+            if (!buf) {
+                w->exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+                fail_group(w, group, "out of memory");
+                goto invalid;
+            }
+            memcpy(buf, prev, HASH_BYTES);
+            for (int k = 0; k < 8; k++) buf[HASH_BYTES + k] = (unsigned char)((unsigned long long)seq >> (56 - 8 * k));
+            memcpy(buf + HASH_BYTES + 8, j->bodies[i], j->body_len[i]);
+            int rc = w->sha256(hash, buf, (unsigned long long)n);
+            PyMem_RawFree(buf);
+            if (rc != 0 || w->bind_int64(w->insert, 1, seq) != SQLITE_OK ||
+                w->bind_blob(w->insert, 2, j->bodies[i], (int)j->body_len[i], NULL) != SQLITE_OK ||
+                w->bind_blob(w->insert, 3, prev, HASH_BYTES, NULL) != SQLITE_OK ||
+                w->bind_blob(w->insert, 4, hash, HASH_BYTES, NULL) != SQLITE_OK ||
+                w->step(w->insert) != SQLITE_DONE) {
+                w->reset(w->insert);
+                goto sqlfail_rollback;
+            }
             w->reset(w->insert);
-            goto sqlfail_rollback;
+            memcpy(prev, hash, HASH_BYTES);
         }
-        w->reset(w->insert);
-        memcpy(prev, hash, HASH_BYTES);
     }
     if (w->exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail_rollback;
     pthread_mutex_lock(&w->lock);
@@ -325,18 +349,20 @@ static void run_job(writer *w, job *j) {
     pthread_mutex_unlock(&w->lock);
     return;
 sqlfail_rollback:
-    fail_job(w, j, w->errmsg(w->db));
+    fail_group(w, group, w->errmsg(w->db));
     w->exec(w->db, "ROLLBACK", NULL, NULL, NULL);
     goto invalid;
 sqlfail:
-    fail_job(w, j, w->errmsg(w->db));
+    fail_group(w, group, w->errmsg(w->db));
 invalid:
     pthread_mutex_lock(&w->lock);
     w->head_valid = 0;
     pthread_mutex_unlock(&w->lock);
 }
 
-/* writer_serve(writer): the writer thread's body; returns after writer_stop, once the queue is empty. */
+/* writer_serve(writer): the writer thread's body; returns after writer_stop, once the queue is empty.
+ * Each turn takes every job queued (up to GROUP_RECORDS records), so the number of
+ * commits per second falls as the load rises instead of queueing one fsync per job. */
 static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
     writer *w = get_writer(capsule);
     if (!w) return NULL;
@@ -346,16 +372,26 @@ static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
     for (;;) {
         while (!w->todo && !w->stop) pthread_cond_wait(&w->ready, &w->lock);
         if (!w->todo) break;
-        job *j = w->todo;
-        w->todo = j->next;
+        job *group = w->todo, *last = group;
+        Py_ssize_t records = group->n_bodies;
+        while (last->next && records + last->next->n_bodies <= GROUP_RECORDS) {
+            last = last->next;
+            records += last->n_bodies;
+        }
+        w->todo = last->next;
         if (!w->todo) w->todo_tail = NULL;
-        j->next = NULL;
+        last->next = NULL;
         pthread_mutex_unlock(&w->lock);
-        run_job(w, j);
+        long long number = ++w->groups;  /* only this thread writes it */
+        for (job *j = group; j; j = j->next) {
+            j->group = number;
+            sign_job(w, j);
+        }
+        commit_group(w, group);
         pthread_mutex_lock(&w->lock);
-        if (w->done_tail) w->done_tail->next = j;
-        else w->done = j;
-        w->done_tail = j;
+        if (w->done_tail) w->done_tail->next = group;
+        else w->done = group;
+        w->done_tail = last;
         pthread_mutex_unlock(&w->lock);
         uint64_t one = 1;
         while (write(w->efd, &one, sizeof one) < 0 && errno == EINTR) {}
@@ -377,7 +413,7 @@ static PyObject *writer_stop(PyObject *self, PyObject *capsule) {
     Py_RETURN_NONE;
 }
 
-/* writer_collect(writer) -> [(job_id, first_seq, signatures, error or None), ...] in completion order */
+/* writer_collect(writer) -> [(job_id, first_seq, signatures, error or None, group), ...] in completion order */
 static PyObject *writer_collect(PyObject *self, PyObject *capsule) {
     writer *w = get_writer(capsule);
     if (!w) return NULL;
@@ -401,10 +437,10 @@ static PyObject *writer_collect(PyObject *self, PyObject *capsule) {
             if (sigs) {
                 if (j->failed) {
                     PyObject *why = PyUnicode_DecodeUTF8(j->error, (Py_ssize_t)strlen(j->error), "replace");
-                    item = why ? Py_BuildValue("(LLNN)", j->id, -1LL, sigs, why) : NULL;
+                    item = why ? Py_BuildValue("(LLNNL)", j->id, -1LL, sigs, why, j->group) : NULL;
                     if (!why) Py_DECREF(sigs);
                 } else {
-                    item = Py_BuildValue("(LLNO)", j->id, j->first_seq, sigs, Py_None);
+                    item = Py_BuildValue("(LLNOL)", j->id, j->first_seq, sigs, Py_None, j->group);
                 }
             }
             if (!item || PyList_Append(out, item) < 0) Py_CLEAR(out);
@@ -441,7 +477,7 @@ static PyMethodDef methods[] = {
     {"writer_submit", writer_submit, METH_VARARGS, "Queue a job: sign messages, append bodies."},
     {"writer_serve", writer_serve, METH_O, "Run the writer (blocks, without the GIL, until writer_stop)."},
     {"writer_stop", writer_stop, METH_O, "Ask the writer to finish its queue and return."},
-    {"writer_collect", writer_collect, METH_O, "Finished jobs: [(id, first_seq, signatures, error)]."},
+    {"writer_collect", writer_collect, METH_O, "Finished jobs: [(id, first_seq, signatures, error, group)]."},
     {"writer_set_head", writer_set_head, METH_VARARGS, "Set the chain head after re-reading it."},
     {NULL, NULL, 0, NULL},
 };

@@ -172,3 +172,38 @@ def test_appends_at_shutdown_are_committed_or_refused_never_left_waiting(tmp_pat
 
     asyncio.run(main())
     assert audit.verify(tmp_path / "a.db").count == 5
+
+
+@WRITERS
+def test_batches_that_queue_behind_a_commit_share_the_next_one(tmp_path, monkeypatch, native):
+    """Group commit: while one commit waits (here on a lock held by another connection), the batches handed
+    over meanwhile all go into the next transaction, not one transaction (and one fsync) each."""
+    monkeypatch.setattr(commit, "NATIVE", native)
+    path = tmp_path / "a.db"
+    key = SigningKey.generate()
+
+    async def main() -> None:
+        log = AuditLog(path)
+        log.start()
+        assert await log.append({"n": 0}) == 1
+        assert log.commits == 1
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the writer's next commit waits for this
+        first = log.append({"n": 1})
+        await asyncio.sleep(0.3)  # handed over; the writer is now waiting on the lock
+        later = []
+        for i in range(2, 7):  # five more batches, one per turn of the loop
+            later.append(log.append_signed(b'{"n":%d}' % i, key, [b"m%d" % i]))
+            await asyncio.sleep(0.02)
+        other.execute("COMMIT")
+        other.close()
+        assert await asyncio.wait_for(first, 10) == 2
+        results = [await asyncio.wait_for(f, 10) for f in later]
+        assert [seq for seq, _ in results] == [3, 4, 5, 6, 7]
+        assert [sigs for _, sigs in results] == [[key.sign(b"m%d" % i)] for i in range(2, 7)]
+        assert log.records == 7
+        assert log.commits == 3, f"{log.commits} commits: batches queued behind a commit were committed one by one"
+        await log.stop()
+
+    asyncio.run(main())
+    assert audit.verify(path).count == 7

@@ -145,50 +145,111 @@ class RequestMaker:
         return self.http_head + str(len(body)).encode() + b"\r\n\r\n" + body
 
 
-async def _connection(port: int, maker: RequestMaker, start: float, end: float, lat: array.array,
-                      tally: dict, samples: list) -> None:
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError as e:
-        tally["errors"] += 1
-        tally.setdefault("error_kinds", {}).setdefault(type(e).__name__, 0)
-        tally["error_kinds"][type(e).__name__] += 1
-        return
-    clock = time.perf_counter
-    wall = time.time
-    try:
-        while True:
-            t0 = clock()
-            if t0 >= end:
-                break
-            writer.write(maker.request(int(wall())))
-            head = await reader.readuntil(b"\r\n\r\n")
+class _Client(asyncio.Protocol):
+    """One keep-alive connection (one device): a request in flight, the next written when its answer is in.
+
+    Protocol callbacks, not streams: a stream read is a task switch, and the
+    load generator shares the machine's cores with the server it measures
+    (its CPU per answer is reported, `client_cpu_us`).
+    """
+
+    def __init__(self, maker: RequestMaker, start: float, end: float, lat: array.array, tally: dict,
+                 samples: list, done: asyncio.Future) -> None:
+        self.maker, self.start, self.end = maker, start, end
+        self.lat, self.tally, self.samples, self.done = lat, tally, samples, done
+        self.buf = b""
+        self.t0 = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self._next()
+
+    def _next(self) -> None:
+        t0 = time.perf_counter()
+        if t0 >= self.end:
+            self._close()
+            return
+        self.t0 = t0
+        assert self.transport is not None
+        self.transport.write(self.maker.request(int(time.time())))
+
+    def _close(self, error: str | None = None) -> None:
+        if error is not None:
+            _error(self.tally, error)
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        end_of_head = buf.find(b"\r\n\r\n")
+        if end_of_head < 0:
+            self.buf = buf
+            if len(buf) > 16384:
+                self._close("LimitOverrunError")
+            return
+        head = buf[:end_of_head + 2].lower()
+        i = head.find(b"content-length:")
+        try:
             status = int(head[9:12])
-            i = head.lower().find(b"content-length:")
-            length = int(head[i + 15:head.find(b"\r\n", i)])
-            body = await reader.readexactly(length)
-            t1 = clock()
-            if t0 < start:
-                continue
+            length = int(head[i + 15:head.index(b"\r\n", i)]) if i >= 0 else -1
+        except ValueError:
+            self._close("ValueError")
+            return
+        if length < 0:
+            self._close("ValueError")
+            return
+        body_at = end_of_head + 4
+        if len(buf) < body_at + length:
+            self.buf = buf
+            return
+        if len(buf) > body_at + length:  # one request in flight, so one answer: more is a broken server
+            self._close("ValueError")
+            return
+        self.buf = b""
+        if self.t0 >= self.start:
+            tally = self.tally
             if status == 200:
                 tally["ok"] += 1
-                lat.append(t1 - t0)
-                if len(samples) < 8:
-                    samples.append(body)
+                self.lat.append(time.perf_counter() - self.t0)
+                if len(self.samples) < 8:
+                    self.samples.append(buf[body_at:])
             elif status < 500:
                 tally["refused"] += 1
-                if len(samples) < 8:
-                    samples.append(body)
+                if len(self.samples) < 8:
+                    self.samples.append(buf[body_at:])
             else:
                 tally["errors"] += 1
-            if b"connection: close" in head.lower():
-                break
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
-        tally["errors"] += 1
-        tally.setdefault("error_kinds", {}).setdefault(type(e).__name__, 0)
-        tally["error_kinds"][type(e).__name__] += 1
-    finally:
-        writer.close()
+        if b"connection: close" in head:
+            self._close()
+            return
+        self._next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closing:  # the server hung up on a request in flight
+            _error(self.tally, type(exc).__name__ if exc is not None else "IncompleteReadError")
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _error(tally: dict, kind: str) -> None:
+    tally["errors"] += 1
+    kinds = tally.setdefault("error_kinds", {})
+    kinds[kind] = kinds.get(kind, 0) + 1
+
+
+async def _connection(port: int, maker: RequestMaker, start: float, end: float, lat: array.array,
+                      tally: dict, samples: list) -> None:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    try:
+        await loop.create_connection(lambda: _Client(maker, start, end, lat, tally, samples, done), "127.0.0.1", port)
+    except OSError as e:
+        _error(tally, type(e).__name__)
+        return
+    await done
 
 
 def _client_process(port: int, devices: list, start_wall: float, warmup: float, duration: float, out) -> None:
@@ -210,8 +271,17 @@ def _client_process(port: int, devices: list, start_wall: float, warmup: float, 
         delay = start_wall - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        await asyncio.gather(*(_connection(port, m, start, end, lat, tally, samples) for m in makers))
-        out.put({"tally": tally, "lat": lat.tobytes(), "samples": samples})
+        cpu: list[float] = []
+
+        async def measure_cpu() -> None:
+            # This process's own CPU over the measured window (it shares the cores with the server).
+            await asyncio.sleep(max(0.0, start - time.perf_counter()))
+            cpu.append(time.process_time())
+            await asyncio.sleep(max(0.0, end - time.perf_counter()))
+            cpu.append(time.process_time())
+
+        await asyncio.gather(measure_cpu(), *(_connection(port, m, start, end, lat, tally, samples) for m in makers))
+        out.put({"tally": tally, "lat": lat.tobytes(), "samples": samples, "cpu_s": cpu[1] - cpu[0]})
 
     runner(main())
 
@@ -312,8 +382,11 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
         samples.extend(r["samples"])
     result = {"per_s": round(tally["ok"] / duration, 1), "lat": lat, "ok": tally["ok"], "refused": tally["refused"],
               "errors": tally["errors"], "error_kinds": kinds, "samples": samples}
+    answers = tally["ok"] + tally["refused"]
     if cpu is not None and server_pid is not None:
-        result["cpu"] = _cpu_split(cpu["before"], cpu["after"], pids, duration, tally["ok"] + tally["refused"])
+        result["cpu"] = _cpu_split(cpu["before"], cpu["after"], pids, duration, answers)
+    if answers:
+        result.setdefault("cpu", {})["client_cpu_us"] = round(sum(r["cpu_s"] for r in results) * 1e6 / answers, 1)
     return result
 
 
@@ -487,14 +560,17 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
             "response_bytes": len(token_sample) if token_sample else None,
             "cpus": os.cpu_count(),
         }
-        if one.get("cpu") and bare.get("cpu"):
+        # The load generator's own CPU per answer: it runs on the same cores as the servers.
+        result["client_cpu_per_answer_us"] = {name: run["cpu"]["client_cpu_us"] for name, run in merged.items()
+                                              if run.get("cpu") and "client_cpu_us" in run["cpu"]}
+        if one.get("cpu") and bare.get("cpu") and "loop_cpu_us" in one["cpu"] and "loop_cpu_us" in bare["cpu"]:
             # Where the ratio comes from: CPU per answer on each server's event-loop thread
             # (the one that must do all the Python), and on the issuer's other threads.
             result["cpu_per_answer_us"] = {
                 "issuer_loop": one["cpu"]["loop_cpu_us"], "issuer_other_threads": one["cpu"]["other_threads_cpu_us"],
                 "bare_loop": bare["cpu"]["loop_cpu_us"]}
             result["loop_busy"] = {"issuer": one["cpu"]["loop_busy"], "bare": bare["cpu"]["loop_busy"]}
-        if main_name == "multi" and main_run.get("cpu"):
+        if main_name == "multi" and main_run.get("cpu") and "loop_cpu_us" in main_run["cpu"]:
             result["cpu_per_answer_us"]["multi_loops"] = main_run["cpu"]["loop_cpu_us"]
             result["cpu_per_answer_us"]["multi_other_threads"] = main_run["cpu"]["other_threads_cpu_us"]
             result["loop_busy"]["multi"] = main_run["cpu"]["loop_busy"]
@@ -539,6 +615,9 @@ def render(r: dict) -> str:
         if "multi_loops" in c:
             lines.append(f"CPU per answer with {r['processes']} processes: event loops {c['multi_loops']:.0f} µs "
                          f"(each busy {busy['multi']:.0%}) + {c['multi_other_threads']:.0f} µs on other threads")
+    if r.get("client_cpu_per_answer_us"):
+        lines.append("load generator CPU per answer (same cores): "
+                     + "  ".join(f"{k} {v:.0f} µs" for k, v in r["client_cpu_per_answer_us"].items()))
     lines.append(f"refused {r['refused']}  errors {r['errors']}  verified sample tokens {r['verified_tokens']}  "
                  f"request {r['request_bytes']} B  response {r['response_bytes']} B")
     lines.append(f"{r['connections']} connections (one device each), {r['client_processes']} client process(es), "

@@ -205,6 +205,7 @@ class AuditLog:
         self._head_known = False  # read at the first append, as the Python writer does
         self._jobs: dict[int, list] = {}
         self._next_job = 0
+        self._group = 0
         self._loop.add_reader(self._efd, self._collect)
         self._thread = threading.Thread(target=commit.native_writer_serve, args=(self._writer,),
                                         name="crumb-audit-writer", daemon=True)
@@ -245,7 +246,7 @@ class AuditLog:
         except BlockingIOError:
             pass
         failed = False
-        for job, first, sigs, error in commit.native_writer_collect(self._writer):
+        for job, first, sigs, error, group in commit.native_writer_collect(self._writer):
             run = self._jobs.pop(job)
             futures = [entry[1] for entry in run]
             if error is not None:
@@ -255,7 +256,9 @@ class AuditLog:
                 _wake(futures, None, AuditUnavailable(f"the audit log cannot commit ({error})"))
                 continue
             self.records += len(run)
-            self.commits += 1
+            if group != self._group:  # jobs that queued up together share one transaction
+                self._group = group
+                self.commits += 1
             self.last_error = None
             results, k = [], 0
             for i, entry in enumerate(run):

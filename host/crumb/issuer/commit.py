@@ -68,5 +68,5 @@ def native_writer_set_head(writer, head: tuple[int, bytes]) -> None:
 if _native is not None:
     native_writer_serve = _native.writer_serve        # (writer): blocks without the GIL until stopped
     native_writer_submit = _native.writer_submit      # (writer, job id, secret key or None, messages, bodies)
-    native_writer_collect = _native.writer_collect    # (writer) -> [(job id, first seq, signatures, error)]
+    native_writer_collect = _native.writer_collect    # (writer) -> [(job id, first seq, signatures, error, group)]
     native_writer_stop = _native.writer_stop          # (writer): finish the queue, then return from serve
