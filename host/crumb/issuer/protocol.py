@@ -34,6 +34,7 @@ from ..errors import CrumbError, Malformed
 from ..keys import b64u, unb64u
 from ..scope import check_permission, check_resource
 from ..wire import MAX_STRING, REST_METHODS
+from . import fastreq
 from .codes import ACE_NAMES, Refusal
 
 # Request keys.
@@ -249,10 +250,13 @@ _KEY_BYTES = {0x05: REQ_AUDIENCE, 0x09: REQ_SCOPE, 0x20: REQ_NONCE, 0x21: REQ_TI
 
 def parse_cbor_request(data: bytes) -> TokenRequest:
     """Decode a device request strictly (deterministic CBOR, known keys, bounded)."""
-    try:
-        common = _parse_common(data)
-    except IndexError:  # runs past the end: the general parser says where
-        common = None
+    if _native_parse is not None:  # _parse_common in C: a TokenRequest, or None for the general parser
+        common = _native_parse(data)
+    else:
+        try:
+            common = _parse_common(data)
+        except IndexError:  # runs past the end: the general parser says where
+            common = None
     if common is not None:
         return common
     try:
@@ -332,6 +336,11 @@ def _parse_common(data: bytes) -> TokenRequest | None:
     mac_at = n - 18
     return TokenRequest(client_id, [(resource, perm)], data[i + 2:end], time_, 1, None, data[mac_at + 2:],
                         b"\xa4" + data[1:mac_at], False)
+
+
+# crumb._request (host/crumb/_request.c): _parse_common in C, when built.
+_native_parse = fastreq.load(TokenRequest, sum(REST_METHODS.values()))
+NATIVE = _native_parse is not None
 
 
 def _parse_cbor(data: bytes) -> TokenRequest:
