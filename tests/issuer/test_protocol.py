@@ -169,7 +169,7 @@ def test_template_minting_equals_core_mint(shape):
     chain = (("gw", nodes[0]), ("st", nodes[1])) if shape.get("hop_refs") else ()
     atten = (("fl", nodes[2]),) if shape.get("hop_refs") == "kid" else ()
     minter = Minter()
-    for now in (1_700_000_000, 1_800_000_000, 4_000_000_000):
+    for now in (1_700_000_000, 1_800_000_000, 4_000_000_000, 2**32 - 30, 70_000, 65_535, 1_000):
         token, cti = minter.mint(key, now=now, chain=chain, attenuators=atten, **shape)
         reference = mint(key, scope=[(shape["resource"], shape["permission"])], sub=shape["sub"], ttl=shape["ttl"],
                          uses=shape.get("uses", 1), iss=shape.get("iss"), aud=shape.get("aud"), chain=list(chain),
@@ -373,3 +373,17 @@ def test_parse_cbor_request_is_the_same_with_and_without_the_native_parser(monke
             assert answer(data) == with_native
 
     check()
+
+
+def test_token_ids_are_fresh_and_not_shared_with_a_forked_child():
+    from crumb.issuer import minting
+
+    ids = [minting.new_cti() for _ in range(3000)]  # across several refills of the pool
+    assert len(set(ids)) == len(ids) and all(len(i) == 8 for i in ids)
+    minting.new_cti()  # the pool now holds ids
+    assert minting._CTIS
+    pid = os.fork()
+    if pid == 0:  # the child: nothing inherited
+        os._exit(0 if not minting._CTIS else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -129,7 +129,10 @@ class Issuer:
                 raise Refusal("stale_time", f"device time {req.time} is {skew:+d}s from issuer time {now} "
                                             f"(limit ±{self.policy.max_skew}s); set the clock from this "
                                             "response's time and retry")
-            minted, body, key = await self._issue(req, device, now, now_f, peer)
+            group, profile, pending = self._admit(req, device, now, now_f)
+            if pending is not None:  # Redis: ask it (memory answers at once, with no coroutine)
+                await pending
+            minted, body, key = self._mint(req, device, group, profile, now, now_f, peer)
         except Refusal as r:
             return await self._refuse(r, fmt, now, device, authenticated, peer)
         except Exception as e:  # a bug: log it, issue nothing, and say so
@@ -150,12 +153,8 @@ class Issuer:
             return 200, token_response_cbor(issued, now, req.batch), None
         return 200, token_response_json(issued, now, req.batch), None
 
-    async def _issue(self, req: TokenRequest, device: str, now: int, now_f: float,
-                     peer: str | None) -> tuple[list[tuple], bytes, SigningKey]:
-        """(unsigned tokens, their audit record in canonical form, the key to sign with) or Refusal.
-
-        Each unsigned token is (bytes up to the signature, signing input, ttl, uses, cti, scope).
-        """
+    def _admit(self, req: TokenRequest, device: str, now: int, now_f: float) -> tuple[object, Profile, object]:
+        """(enrolled group, policy profile, the gate's awaitable or None) for an authenticated request, or Refusal."""
         self.refresh()
         registry = self.registry
         if device in registry.revoked:
@@ -173,10 +172,14 @@ class Issuer:
                           status=400)
         # Keep the nonce while the request's time could still pass the freshness check.
         nonce_ttl = req.time + policy.max_skew + 1 - now
-        pending = self.gate.admit(device, req.nonce, nonce_ttl, n, profile.rate, profile.burst, now_f)
-        if pending is not None:  # Redis: ask it (memory answers at once)
-            await pending
+        return group, profile, self.gate.admit(device, req.nonce, nonce_ttl, n, profile.rate, profile.burst, now_f)
 
+    def _mint(self, req: TokenRequest, device: str, group, profile: Profile, now: int, now_f: float,
+              peer: str | None) -> tuple[list[tuple], bytes, SigningKey]:
+        """(unsigned tokens, their audit record in canonical form, the key to sign with) or Refusal.
+
+        Each unsigned token is (bytes up to the signature, signing input, ttl, uses, cti, scope).
+        """
         if req.count == 1 and len(req.scopes) == 1:  # nearly every request: one token, one scope
             lane = self._lane(device, group, profile, req)
             unsigned, to_sign, cti = lane.mint.prepare(now)
@@ -193,6 +196,7 @@ class Issuer:
 
         key = self.keyring.current
         assert key is not None
+        policy = self.policy
         minted: list[tuple] = []
         prepare = self.minter.prepare
         iss, hop_refs, count = policy.name, policy.hop_refs, req.count

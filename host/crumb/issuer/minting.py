@@ -17,6 +17,7 @@ few µs.
 from __future__ import annotations
 
 import os
+import struct
 from collections import OrderedDict
 
 from .. import cbor
@@ -29,6 +30,23 @@ from .protocol import encode_uint
 
 _SPLIT_LOW = (CLAIM_ISS, CLAIM_SUB, CLAIM_AUD)     # encoded before exp
 _VARYING = (4, 6, 7)                                 # exp, iat, cti
+# exp and iat as 4-byte uints (their preferred form from 65536 until 2106): 4, 0x1a, exp, 6, 0x1a, iat
+_TIMES = struct.Struct(">BBIBBI")
+
+# Token ids come from one getrandom() per 512 tokens rather than one each. Each id
+# is popped (atomically, under the GIL) and never handed out twice; a forked
+# child starts with none, so parent and child never share one.
+_CTIS: list[bytes] = []
+os.register_at_fork(after_in_child=_CTIS.clear)
+
+
+def new_cti() -> bytes:
+    try:
+        return _CTIS.pop()
+    except IndexError:
+        pool = os.urandom(CTI_BYTES * 512)
+        _CTIS.extend([pool[i:i + CTI_BYTES] for i in range(0, len(pool), CTI_BYTES)])
+        return _CTIS.pop()
 
 
 def _party(name: str, key: PublicKey, refs: str) -> Party:
@@ -76,8 +94,11 @@ class Minter:
 
     @staticmethod
     def _payload(t: _Template, iat: int, exp: int, cti: bytes) -> bytes:
-        return b"".join((t.prefix, b"\x04", encode_uint(exp), b"\x06", encode_uint(iat), b"\x07",
-                         cbor.bstr_head(len(cti)), cti, t.suffix))
+        if 0x10000 <= iat and exp < 0x100000000:  # every real token: no encoder call
+            times = _TIMES.pack(4, 0x1A, exp, 6, 0x1A, iat)
+        else:
+            times = b"".join((b"\x04", encode_uint(exp), b"\x06", encode_uint(iat)))
+        return b"".join((t.prefix, times, b"\x07", cbor.bstr_head(len(cti)), cti, t.suffix))
 
     def mint(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
              uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),
@@ -142,7 +163,7 @@ class MintLane:
 
     def prepare(self, now: int, cti: bytes | None = None) -> tuple[bytes, bytes, bytes]:
         if cti is None:
-            cti = os.urandom(CTI_BYTES)
+            cti = new_cti()
         payload = Minter._payload(self.template, now, now + self.ttl, cti)
         payload_head = cbor.bstr_head(len(payload))
         # The token up to its signature's bstr head, and the Sig_structure (cose.sig_structure).
