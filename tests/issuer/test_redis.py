@@ -210,6 +210,20 @@ def test_one_turn_of_admissions_is_one_script_call_answered_per_request(redis_se
         stats = (await admin.call("INFO", "commandstats")).decode()
         evalsha = [line for line in stats.splitlines() if line.startswith("cmdstat_evalsha:")]
         assert evalsha and evalsha[0].startswith("cmdstat_evalsha:calls=1,"), stats
+        # Connected and the script loaded: the next turn's batch goes straight out, no task in between.
+        assert gate._sha is not None
+        more = [("batch-a", b"n1" + tag, 1.0, 5), ("batch-c", b"n6" + tag, 1.0, 5)]
+        results = await asyncio.gather(*(gate.admit(d, n, 60, 1, rate, burst, now) for d, n, rate, burst in more),
+                                       return_exceptions=True)
+        assert [r.code if isinstance(r, Refusal) else r for r in results] == ["replayed", None]
+        # A Redis that lost its scripts (restarted, SCRIPT FLUSH) answers NOSCRIPT: loaded again, then answered.
+        await admin.call("SCRIPT", "FLUSH")
+        results = await asyncio.gather(*(gate.admit(d, n, 60, 1, rate, burst, now) for d, n, rate, burst in
+                                         [("batch-c", b"n6" + tag, 1.0, 5), ("batch-c", b"n7" + tag, 1.0, 5)]),
+                                       return_exceptions=True)
+        assert [r.code if isinstance(r, Refusal) else r for r in results] == ["replayed", None]
+        stats = (await admin.call("INFO", "commandstats")).decode()
+        assert "cmdstat_evalsha:calls=4," in stats, stats  # 1 + 1 + (NOSCRIPT, then again)
         await gate.close()
         await admin.close()
 

@@ -12,12 +12,13 @@ store_unavailable (fail closed), never admitted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from typing import Awaitable, Callable, Protocol
 
 from .codes import Refusal
 from .limits import NonceCache, TokenBuckets
-from .resp import RedisClient, RedisReplyError, RedisUnavailable
+from .resp import RedisClient, RedisReplyError, RedisUnavailable, encode
 
 KEY_PREFIX = "crumb:"
 REVOKED_KEY = KEY_PREFIX + "revoked"
@@ -129,8 +130,9 @@ class RedisGate:
 
         self.client.on_connect = publish
 
-    async def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
-                    now: float) -> None:
+    def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
+              now: float) -> asyncio.Future:
+        """A future that resolves when Redis has admitted the request, or raises its Refusal."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         pending = self._pending
@@ -140,26 +142,39 @@ class RedisGate:
                         (device, nonce_ttl, cost, repr(float(rate)), burst, int(now * 1000)), fut))
         if len(pending) >= MAX_ADMIT_BATCH:
             self._flush()
-        result = await fut
-        if result == 0:
-            return
-        if result == -1:
-            raise Refusal("revoked", f"device {device!r} is revoked")
-        if result == -2:
-            raise Refusal("replayed", "this device nonce was already used; every request needs a fresh nonce")
-        raise _rate_limited(result / 1000, rate)
+        return fut
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        if batch:
+        if not batch:
+            return
+        proto = self.client.connected()
+        if proto is None or self._sha is None:  # connect (and load the script) first
             asyncio.get_running_loop().create_task(self._admit_batch(batch))
+            return
+        keys, args = self._script_args(batch)
+        reply = proto.send(encode(("EVALSHA", self._sha, len(keys), *keys, *args)))
+        reply.add_done_callback(functools.partial(self._replied, batch))
 
-    async def _admit_batch(self, batch: list[tuple]) -> None:
+    @staticmethod
+    def _script_args(batch: list[tuple]) -> tuple[list, list]:
         keys = [REVOKED_KEY]
         args: list = []
         for (nonce, bucket), request, _ in batch:
             keys += (nonce, bucket)
             args += request
+        return keys, args
+
+    def _replied(self, batch: list[tuple], reply: asyncio.Future) -> None:
+        error = reply.exception() if not reply.cancelled() else RedisUnavailable("cancelled")
+        if isinstance(error, RedisReplyError) and str(error).startswith("NOSCRIPT"):  # Redis restarted empty
+            self._sha = None
+            asyncio.get_running_loop().create_task(self._admit_batch(batch))
+            return
+        self._settle(batch, None if error is not None else reply.result(), error)
+
+    async def _admit_batch(self, batch: list[tuple]) -> None:
+        keys, args = self._script_args(batch)
         try:
             try:
                 results = await self.client.call("EVALSHA", self._sha or await self._load(), len(keys), *keys, *args)
@@ -167,21 +182,38 @@ class RedisGate:
                 if not str(e).startswith("NOSCRIPT"):
                     raise
                 results = await self.client.call("EVALSHA", await self._load(), len(keys), *keys, *args)
-            if not isinstance(results, list) or len(results) != len(batch):
-                raise RedisReplyError(f"the admission script answered {results!r}")
-        except RedisUnavailable as e:
-            error = Refusal("store_unavailable", f"Redis cannot answer ({e}); failing closed", retry_after=1)
-        except RedisReplyError as e:
-            error = Refusal("store_unavailable", f"Redis refused the admission script ({e}); failing closed",
-                            retry_after=1)
+        except (RedisUnavailable, RedisReplyError) as e:
+            self._settle(batch, None, e)
         else:
-            for (_, _, fut), result in zip(batch, results):
+            self._settle(batch, results, None)
+
+    @staticmethod
+    def _settle(batch: list[tuple], results, error: BaseException | None) -> None:
+        """Answer each request of ``batch``: admitted, or its Refusal (all store_unavailable on ``error``)."""
+        if error is None and (not isinstance(results, list) or len(results) != len(batch)):
+            error = RedisReplyError(f"the admission script answered {results!r}")
+        if error is not None:
+            if isinstance(error, RedisUnavailable):
+                refusal = Refusal("store_unavailable", f"Redis cannot answer ({error}); failing closed", retry_after=1)
+            else:
+                refusal = Refusal("store_unavailable", f"Redis refused the admission script ({error}); failing closed",
+                                  retry_after=1)
+            for _, _, fut in batch:
                 if not fut.done():
-                    fut.set_result(result)
+                    fut.set_exception(refusal)
             return
-        for _, _, fut in batch:
-            if not fut.done():
-                fut.set_exception(error)
+        for ((_, _), (device, _, _, rate, _, _), fut), result in zip(batch, results):
+            if fut.done():
+                continue
+            if result == 0:
+                fut.set_result(None)
+            elif result == -1:
+                fut.set_exception(Refusal("revoked", f"device {device!r} is revoked"))
+            elif result == -2:
+                fut.set_exception(Refusal("replayed",
+                                          "this device nonce was already used; every request needs a fresh nonce"))
+            else:
+                fut.set_exception(_rate_limited(result / 1000, float(rate)))
 
     async def ping(self) -> bool:
         try:

@@ -198,6 +198,10 @@ class RedisClient:
         finally:
             self._connecting = None
 
+    def connected(self) -> _Protocol | None:
+        """The live connection, to send on without a coroutine (``proto.send(encode(args))``), or None."""
+        return self._protocol
+
     def _send(self, proto: _Protocol, args: tuple) -> asyncio.Future:
         return proto.send(encode(args))
 
@@ -206,13 +210,6 @@ class RedisClient:
         if proto is None:
             proto = await self._connect()
         return await self._send(proto, args)
-
-    async def call_encoded(self, command: bytes):
-        """Send a command already in RESP form (see ``encode``): the hot path skips re-encoding."""
-        proto = self._protocol
-        if proto is None:
-            proto = await self._connect()
-        return await proto.send(command)
 
     async def _watch(self) -> None:
         # One timer for all calls: cheaper than a timeout per call.
