@@ -202,7 +202,9 @@ def test_batches_that_queue_behind_a_commit_share_the_next_one(tmp_path, monkeyp
         assert [seq for seq, _ in results] == [3, 4, 5, 6, 7]
         assert [sigs for _, sigs in results] == [[key.sign(b"m%d" % i)] for i in range(2, 7)]
         assert log.records == 7
-        assert log.commits == 3, f"{log.commits} commits: batches queued behind a commit were committed one by one"
+        # 3: the first record, the one that waited on the lock, then all five together (2 if the writer had
+        # not yet taken the waiting one when the others came: also one commit for the queue).
+        assert log.commits <= 3, f"{log.commits} commits: batches queued behind a commit were committed one by one"
         await log.stop()
 
     asyncio.run(main())
