@@ -387,3 +387,17 @@ def test_token_ids_are_fresh_and_not_shared_with_a_forked_child():
         os._exit(0 if not minting._CTIS else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_extension_that_does_not_fit_leaves_parsing_to_python():
+    """crumb._request refuses a request type it cannot fill (say, built from other sources): the issuer then
+    parses in Python rather than failing to start, and the parser already set up is left as it was."""
+    from crumb.issuer import fastreq, protocol
+
+    class Other(tuple):
+        _fields = ("client_id",)
+
+    assert fastreq.load(Other, sum(REST_METHODS.values())) is None
+    body = build_request("dev-0001", KEY, [("/a", "read")], nonce=bytes(8), now=1_800_000_000)
+    if protocol._native_parse is not None:
+        assert type(protocol._native_parse(body)) is protocol.TokenRequest

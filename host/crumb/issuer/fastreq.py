@@ -21,7 +21,10 @@ def load(request_type: type, all_methods: int) -> Callable | None:
         from .. import _request
     except ImportError:
         return None
-    _request.init(all_methods, request_type)
+    try:
+        _request.init(all_methods, request_type)
+    except (TypeError, ValueError):  # an extension built from other sources: parse in Python, as without it
+        return None
     return _request.parse_common
 
 
