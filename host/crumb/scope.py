@@ -14,7 +14,7 @@ from .errors import Malformed
 from .wire import MAX_ITEMS, MAX_STRING, REST_METHODS
 
 Permission = Union[str, list, int]
-_ALL_METHODS = sum(REST_METHODS.values())
+ALL_METHODS = sum(REST_METHODS.values())  # every known method bit
 
 
 def _too_long(text: str) -> bool:
@@ -41,7 +41,7 @@ def check_permission(perm: object) -> Permission:
     if type(perm) is str:
         return check_operation(perm)
     if type(perm) is int:  # bool is not int here, on purpose
-        if perm <= 0 or perm & ~_ALL_METHODS:
+        if perm <= 0 or perm & ~ALL_METHODS:
             raise Malformed(f"method bitmask {perm} is empty or has unknown bits")
         return perm
     if type(perm) is list:

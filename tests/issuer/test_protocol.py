@@ -20,7 +20,7 @@ from crumb.issuer.protocol import (
     Issued, build_json_request, build_request, derive_device_key, encode_uint, error_cbor, mac_of,
     parse_cbor_request, parse_json_request, parse_response, token_response_cbor, token_response_json,
 )
-from crumb.wire import REST_METHODS
+from crumb.scope import ALL_METHODS
 
 MASTER = bytes(range(32))
 KEY = derive_device_key(MASTER, "dev-0001")
@@ -311,7 +311,7 @@ def test_native_common_request_parser_agrees_with_the_python_one():
     from crumb import _request
     from crumb.issuer import fastreq, protocol
 
-    mask = sum(REST_METHODS.values())
+    mask = ALL_METHODS
     native = fastreq.load(protocol.TokenRequest, mask) or _request.parse_common  # even with CRUMB_NATIVE_REQUEST=0
     _request.init(mask, protocol.TokenRequest)
     hits = []
@@ -397,7 +397,7 @@ def test_an_extension_that_does_not_fit_leaves_parsing_to_python():
     class Other(tuple):
         _fields = ("client_id",)
 
-    assert fastreq.load(Other, sum(REST_METHODS.values())) is None
+    assert fastreq.load(Other, ALL_METHODS) is None
     body = build_request("dev-0001", KEY, [("/a", "read")], nonce=bytes(8), now=1_800_000_000)
     if protocol._native_parse is not None:
         assert type(protocol._native_parse(body)) is protocol.TokenRequest

@@ -191,14 +191,13 @@ class _Client(asyncio.Protocol):
                 self._close("LimitOverrunError")
             return
         head = buf[:end_of_head + 2].lower()
-        i = head.find(b"content-length:")
-        try:
+        try:  # a missing or garbled status or length is a ValueError, like a broken number
             status = int(head[9:12])
-            length = int(head[i + 15:head.index(b"\r\n", i)]) if i >= 0 else -1
+            i = head.index(b"content-length:")
+            length = int(head[i + 15:head.index(b"\r\n", i)])
+            if length < 0:
+                raise ValueError("negative length")
         except ValueError:
-            self._close("ValueError")
-            return
-        if length < 0:
             self._close("ValueError")
             return
         body_at = end_of_head + 4

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Union
 from .. import cbor
 from ..errors import CrumbError, Malformed
 from ..keys import b64u, unb64u
-from ..scope import check_permission, check_resource
+from ..scope import ALL_METHODS, check_permission, check_resource
 from ..wire import MAX_STRING, REST_METHODS
 from . import fastreq
 from .codes import ACE_NAMES, Refusal
@@ -339,7 +339,7 @@ def _parse_common(data: bytes) -> TokenRequest | None:
 
 
 # crumb._request (host/crumb/_request.c): _parse_common in C, when built.
-_native_parse = fastreq.load(TokenRequest, sum(REST_METHODS.values()))
+_native_parse = fastreq.load(TokenRequest, ALL_METHODS)
 NATIVE = _native_parse is not None
 
 
