@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test setup clean vectors bench
 
-$(STAMP): pyproject.toml setup.py host/crumb/_commit.c
+$(STAMP): pyproject.toml setup.py host/crumb/_commit.c host/crumb/_request.c
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (crumb needs Python >= 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -312,7 +312,7 @@ def test_native_common_request_parser_agrees_with_the_python_one():
     from crumb.issuer import fastreq, protocol
 
     mask = ALL_METHODS
-    native = fastreq.load(protocol.TokenRequest, mask) or _request.parse_common  # even with CRUMB_NATIVE_REQUEST=0
+    native = (fastreq.load(protocol.TokenRequest, mask) or _request).parse_common  # even with CRUMB_NATIVE_REQUEST=0
     _request.init(mask, protocol.TokenRequest)
     hits = []
 

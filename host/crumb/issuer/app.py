@@ -88,6 +88,10 @@ async def respond(send: Send, status: int, body: bytes, content_type: str,
     await send({"type": "http.response.body", "body": body})
 
 
+async def _nothing() -> None:
+    return None
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -107,12 +111,14 @@ class _Disconnected(Exception):
     pass
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, or _BodyTooLarge as soon as it passes ``limit``."""
+async def read_body(receive: Receive, limit: int, message: dict | None = None) -> bytes:
+    """The whole request body (from ``message`` on, if one was read already), or _BodyTooLarge
+    as soon as it passes ``limit``."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        if message is None:
+            message = await receive()
         if message["type"] == "http.disconnect":
             raise _Disconnected()
         chunk = message.get("body", b"")
@@ -122,6 +128,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        message = None
 
 
 # -- endpoints ------------------------------------------------------------------------
@@ -167,12 +174,17 @@ class TokenEndpoint:
                 refusal = Refusal("too_large", f"the body is {int(length[:13])}{'+' if len(length) > 12 else ''} "
                                                f"bytes; the limit is {limit}")
             else:
-                try:
-                    body = await read_body(receive, limit)
-                except _BodyTooLarge:
-                    refusal = Refusal("too_large", f"the body exceeds the limit of {limit} bytes")
-                except _Disconnected:
-                    return
+                message = await receive()  # nearly always the whole body: one message, read here
+                if message["type"] == "http.request" and not message.get("more_body", False) \
+                        and len(message.get("body", b"")) <= limit:
+                    body = message.get("body", b"")
+                else:
+                    try:
+                        body = await read_body(receive, limit, message)
+                    except _BodyTooLarge:
+                        refusal = Refusal("too_large", f"the body exceeds the limit of {limit} bytes")
+                    except _Disconnected:
+                        return
         status, payload, retry_after = await issuer.token(body, fmt, peer, refusal)
         # The same headers as respond() writes, from constants: this is every token's answer.
         headers = [_CONTENT_TYPE[fmt], (b"content-length", b"%d" % len(payload)), _NO_STORE]
@@ -277,21 +289,22 @@ class IssuerApp:
             "/metrics": (frozenset({"GET", "HEAD"}), MetricsEndpoint(issuer)),
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function handing back the endpoint's coroutine: the server awaits that
+        # directly, so routing adds no coroutine of its own to every request.
         kind = scope["type"]
         if kind == "http":
             route = self.routes.get(scope["path"])
             if route is None:
-                await respond(send, 404, _problem(404, f"no such endpoint {scope['path']!r}"), JSON_TYPE)
-                return
+                return respond(send, 404, _problem(404, f"no such endpoint {scope['path']!r}"), JSON_TYPE)
             methods, endpoint = route
             if scope["method"] not in methods:
-                await respond(send, 405, _problem(405, f"{scope['path']} accepts {', '.join(sorted(methods))}"),
-                              JSON_TYPE, [(b"allow", ", ".join(sorted(methods)).encode())])
-                return
-            await endpoint(scope, receive, send)
-        elif kind == "lifespan":
-            await self.lifespan(receive, send)
+                return respond(send, 405, _problem(405, f"{scope['path']} accepts {', '.join(sorted(methods))}"),
+                               JSON_TYPE, [(b"allow", ", ".join(sorted(methods)).encode())])
+            return endpoint(scope, receive, send)
+        if kind == "lifespan":
+            return self.lifespan(receive, send)
+        return _nothing()
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         issuer = self.issuer

@@ -18,18 +18,21 @@ from typing import Awaitable, Callable, Protocol
 
 from .codes import Refusal
 from .limits import NonceCache, TokenBuckets
-from .resp import RedisClient, RedisReplyError, RedisUnavailable, encode
+from .resp import RedisClient, RedisReplyError, RedisUnavailable
 
 KEY_PREFIX = "crumb:"
 REVOKED_KEY = KEY_PREFIX + "revoked"
+NONCE_PREFIX = KEY_PREFIX + "n:"
+# "b:", not the "r:" of the hashes that held buckets before: a bucket is now one string (see ADMIT_LUA).
+BUCKET_PREFIX = KEY_PREFIX + "b:"
 
 
 def nonce_key(device: str, nonce: bytes) -> str:
-    return f"{KEY_PREFIX}n:{device}:{nonce.hex()}"
+    return f"{NONCE_PREFIX}{device}:{nonce.hex()}"
 
 
 def bucket_key(device: str) -> str:
-    return f"{KEY_PREFIX}r:{device}"
+    return f"{BUCKET_PREFIX}{device}"
 
 
 class Gate(Protocol):
@@ -73,35 +76,58 @@ class MemoryGate:
 # One call admits a batch: every request that reached the gate in one turn of
 # the event loop, in order (one round trip and one script run instead of one
 # per request). KEYS: revoked set, then a nonce key and a bucket key per
-# request. ARGV, 6 per request: device, nonce ttl (s), cost, rate (/s),
-# burst, now (ms). Returns one result per request: 0 (admitted), -1
-# (revoked), -2 (replayed) or the ms until the bucket holds `cost`.
+# request. ARGV: now (ms), then 5 per request: device, nonce ttl (s), cost,
+# rate (/s), burst. Returns one string, the results in request order
+# separated by spaces: 0 (admitted), -1 (revoked), -2 (replayed) or the ms
+# until the bucket holds `cost` (one bulk string: far cheaper to parse than
+# an array of integers).
+#
+# `now` is one clock reading for the whole batch, its last request's: each
+# request is judged as of when its batch left for Redis (at most one turn of
+# the event loop after its own reading; Redis runs them all at one instant
+# anyway), and the buckets are exact on that clock. It spares an argument
+# and a tonumber per request: 5-14 % of the gate's CPU per admission, client
+# and redis-server together (measured against a now per request).
+#
+# A bucket is one string, "<tokens> <ms of the last update>", written with
+# SET PX: two calls (GET, SET) where a hash took three (HMGET, HSET, PEXPIRE).
+# It lives under its own key prefix, crumb:b:, not the crumb:r: of the hashes
+# an older issuer wrote, so that during a rolling upgrade neither version
+# misreads the other's value (WRONGTYPE would refuse every request): each
+# version keeps its own bucket per device until the old processes are gone,
+# so for that while a device can get up to twice its rate and burst. Nonce
+# keys are unchanged, so replays are caught across versions.
 ADMIT_LUA = """
-local out = {}
-for i = 0, #ARGV / 6 - 1 do
-  local a, nonce, bucket = i * 6, KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  local r = 0
-  if redis.call('SISMEMBER', KEYS[1], ARGV[a + 1]) == 1 then r = -1
-  elseif not redis.call('SET', nonce, '1', 'NX', 'EX', ARGV[a + 2]) then r = -2
+local call, tonumber, out = redis.call, tonumber, {}
+local now_ms = ARGV[1]
+local now = tonumber(now_ms)
+for i = 1, (#KEYS - 1) / 2 do
+  local a, bucket = 5 * i - 3, KEYS[2 * i + 1]
+  if call('SISMEMBER', KEYS[1], ARGV[a]) == 1 then out[i] = '-1'
+  elseif not call('SET', KEYS[2 * i], '1', 'NX', 'EX', ARGV[a + 1]) then out[i] = '-2'
   else
-    local cost, rate, burst, now = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]),
-                                   tonumber(ARGV[a + 6])
-    local b = redis.call('HMGET', bucket, 't', 'ts')
-    local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+    local cost, rate, burst = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+    local tokens, ts = burst, now
+    local b = call('GET', bucket)
+    if b then
+      local t, s = string.match(b, '^(%S+) (%S+)$')
+      tokens, ts = tonumber(t) or burst, tonumber(s) or now
+    end
     tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
     if tokens < cost then
-      r = math.max(1, math.ceil((cost - tokens) * 1000 / rate))
+      out[i] = string.format('%d', math.max(1, math.ceil((cost - tokens) * 1000 / rate)))
     else
       tokens = tokens - cost
+      out[i] = '0'
     end
-    redis.call('HSET', bucket, 't', tostring(tokens), 'ts', ARGV[a + 6])
-    redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
+    call('SET', bucket, tostring(tokens) .. ' ' .. now_ms, 'PX', math.ceil(burst * 1000 / rate) + 1000)
   end
-  out[i + 1] = r
 end
-return out
+return table.concat(out, ' ')
 """
 MAX_ADMIT_BATCH = 256
+_REVOKED_ARG = f"${len(REVOKED_KEY)}\r\n{REVOKED_KEY}\r\n"  # (the prefixes are ASCII)
+_NONCE_LEN, _BUCKET_LEN = len(NONCE_PREFIX) + 1, len(BUCKET_PREFIX)  # key lengths less the device's and nonce's
 
 
 class RedisGate:
@@ -109,7 +135,9 @@ class RedisGate:
         self.client = RedisClient(url, timeout=timeout)
         self.url = url
         self._sha: str | None = None
-        self._pending: list[tuple] = []  # (keys, args, future) of this turn of the event loop
+        # (device, nonce, nonce ttl, cost, rate, burst, now, future) of this turn of the event loop
+        self._pending: list[tuple] = []
+        self._profiles: dict[tuple, str] = {}  # (nonce ttl, cost, rate, burst) -> those 4 arguments in RESP
 
     async def _load(self) -> str:
         sha = await self.client.call("SCRIPT", "LOAD", ADMIT_LUA)
@@ -132,14 +160,16 @@ class RedisGate:
 
     def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
               now: float) -> asyncio.Future:
-        """A future that resolves when Redis has admitted the request, or raises its Refusal."""
+        """A future that resolves when Redis has admitted the request, or raises its Refusal.
+
+        Requests of one turn of the event loop go together, all judged at the last one's ``now``.
+        """
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         pending = self._pending
         if not pending:
             loop.call_soon(self._flush)
-        pending.append(((nonce_key(device, nonce), bucket_key(device)),
-                        (device, nonce_ttl, cost, repr(float(rate)), burst, int(now * 1000)), fut))
+        pending.append((device, nonce, nonce_ttl, cost, rate, burst, now, fut))  # encoded at the flush, in one go
         if len(pending) >= MAX_ADMIT_BATCH:
             self._flush()
         return fut
@@ -152,18 +182,41 @@ class RedisGate:
         if proto is None or self._sha is None:  # connect (and load the script) first
             asyncio.get_running_loop().create_task(self._admit_batch(batch))
             return
-        keys, args = self._script_args(batch)
-        reply = proto.send(encode(("EVALSHA", self._sha, len(keys), *keys, *args)))
+        reply = proto.send(self._command(self._sha, batch))
         reply.add_done_callback(functools.partial(self._replied, batch))
 
-    @staticmethod
-    def _script_args(batch: list[tuple]) -> tuple[list, list]:
-        keys = [REVOKED_KEY]
-        args: list = []
-        for (nonce, bucket), request, _ in batch:
-            keys += (nonce, bucket)
-            args += request
-        return keys, args
+    def _command(self, sha: str, batch: list[tuple]) -> bytes:
+        """EVALSHA of ADMIT_LUA for ``batch``, in RESP.
+
+        The same bytes as ``resp.encode(("EVALSHA", sha, len(keys), *keys, *args))`` with keys
+        REVOKED_KEY, then nonce_key(device, nonce), bucket_key(device) per request, and args
+        int(now * 1000) of the last request, then device, nonce_ttl, cost, repr(float(rate)), burst per
+        request; but one f-string per request, the four numbers of a profile formatted once: the generic
+        encoder costs ~0.7 µs per argument on the reference machine, and there are 7 per request.
+        """
+        keys: list[str] = []
+        args: list[str] = []
+        key, arg = keys.append, args.append
+        profiles = self._profiles
+        for device, nonce, nonce_ttl, cost, rate, burst, _, _ in batch:
+            n = len(device) if device.isascii() else len(device.encode())  # RESP lengths are in bytes
+            h = nonce.hex()
+            key(f"${_NONCE_LEN + n + len(h)}\r\n{NONCE_PREFIX}{device}:{h}\r\n"
+                f"${_BUCKET_LEN + n}\r\n{BUCKET_PREFIX}{device}\r\n")
+            profile = profiles.get((nonce_ttl, cost, rate, burst))
+            if profile is None:  # a few per policy: its profiles, request costs and nonce ttls
+                if len(profiles) >= 4096:
+                    profiles.clear()
+                profile = profiles[(nonce_ttl, cost, rate, burst)] = "".join(
+                    f"${len(v)}\r\n{v}\r\n"
+                    # EX takes whole seconds: a float ttl (never the issuer's) is rounded up, never down
+                    for v in (str(math.ceil(nonce_ttl)), str(cost), repr(float(rate)), str(burst)))
+            arg(f"${n}\r\n{device}\r\n{profile}")
+        now = str(int(batch[-1][6] * 1000))
+        n_keys = str(1 + 2 * len(batch))
+        head = (f"*{4 + 2 * len(batch) + 1 + 5 * len(batch)}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n"
+                f"${len(n_keys)}\r\n{n_keys}\r\n{_REVOKED_ARG}")
+        return "".join((head, *keys, f"${len(now)}\r\n{now}\r\n", *args)).encode()
 
     def _replied(self, batch: list[tuple], reply: asyncio.Future) -> None:
         error = reply.exception() if not reply.cancelled() else RedisUnavailable("cancelled")
@@ -174,46 +227,54 @@ class RedisGate:
         self._settle(batch, None if error is not None else reply.result(), error)
 
     async def _admit_batch(self, batch: list[tuple]) -> None:
-        keys, args = self._script_args(batch)
         try:
             try:
-                results = await self.client.call("EVALSHA", self._sha or await self._load(), len(keys), *keys, *args)
+                results = await self.client.call_encoded(self._command(self._sha or await self._load(), batch))
             except RedisReplyError as e:
                 if not str(e).startswith("NOSCRIPT"):
                     raise
-                results = await self.client.call("EVALSHA", await self._load(), len(keys), *keys, *args)
+                results = await self.client.call_encoded(self._command(await self._load(), batch))
         except (RedisUnavailable, RedisReplyError) as e:
             self._settle(batch, None, e)
         else:
             self._settle(batch, results, None)
 
     @staticmethod
-    def _settle(batch: list[tuple], results, error: BaseException | None) -> None:
-        """Answer each request of ``batch``: admitted, or its Refusal (all store_unavailable on ``error``)."""
-        if error is None and (not isinstance(results, list) or len(results) != len(batch)):
-            error = RedisReplyError(f"the admission script answered {results!r}")
+    def _settle(batch: list[tuple], reply, error: BaseException | None) -> None:
+        """Answer each request of ``batch`` from the script's ``reply``: admitted, or its Refusal
+        (all store_unavailable on ``error`` or a reply that is not one result per request)."""
+        results = None
+        if error is None:
+            try:
+                results = [int(r) for r in reply.split(b" ")]
+            except (AttributeError, TypeError, ValueError):
+                pass
+            if results is None or len(results) != len(batch):
+                error = RedisReplyError(f"the admission script answered {reply!r}")
         if error is not None:
             if isinstance(error, RedisUnavailable):
                 refusal = Refusal("store_unavailable", f"Redis cannot answer ({error}); failing closed", retry_after=1)
             else:
                 refusal = Refusal("store_unavailable", f"Redis refused the admission script ({error}); failing closed",
                                   retry_after=1)
-            for _, _, fut in batch:
+            for request in batch:
+                fut = request[7]
                 if not fut.done():
                     fut.set_exception(refusal)
             return
-        for ((_, _), (device, _, _, rate, _, _), fut), result in zip(batch, results):
+        for request, result in zip(batch, results):
+            fut = request[7]
             if fut.done():
                 continue
             if result == 0:
                 fut.set_result(None)
             elif result == -1:
-                fut.set_exception(Refusal("revoked", f"device {device!r} is revoked"))
+                fut.set_exception(Refusal("revoked", f"device {request[0]!r} is revoked"))
             elif result == -2:
                 fut.set_exception(Refusal("replayed",
                                           "this device nonce was already used; every request needs a fresh nonce"))
             else:
-                fut.set_exception(_rate_limited(result / 1000, float(rate)))
+                fut.set_exception(_rate_limited(result / 1000, float(request[4])))
 
     async def ping(self) -> bool:
         try:

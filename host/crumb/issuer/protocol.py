@@ -108,21 +108,37 @@ class DeviceMacs:
     set-up per request.
     """
 
-    def __init__(self, master: bytes, max_entries: int = 65_536) -> None:
+    def __init__(self, master: bytes, max_entries: int = 65_536, native: bool = True) -> None:
         self.master = master
         self.max_entries = max_entries
         self._states: dict[str, Any] = {}
+        # crumb._request.MacKey: the same HMAC, its keyed states and the comparison in C.
+        self._native = _native.MacKey if native and _native is not None else None
 
-    def mac(self, device_id: str, mac_input: bytes) -> bytes:
+    def _state(self, device_id: str) -> Any:
         state = self._states.get(device_id)
         if state is None:
             if len(self._states) >= self.max_entries:
                 self._states.clear()
-            state = self._states[device_id] = hmac.new(derive_device_key(self.master, device_id),
-                                                       digestmod=hashlib.sha256)
+            key = derive_device_key(self.master, device_id)
+            state = self._native(key) if self._native is not None else hmac.new(key, digestmod=hashlib.sha256)
+            self._states[device_id] = state
+        return state
+
+    def mac(self, device_id: str, mac_input: bytes) -> bytes:
+        state = self._state(device_id)
+        if self._native is not None:
+            return state.digest(mac_input)[:MAC_BYTES]
         h = state.copy()
         h.update(mac_input)
         return h.digest()[:MAC_BYTES]
+
+    def verify(self, device_id: str, mac_input: bytes, mac: bytes) -> bool:
+        """Whether ``mac`` is the device's MAC of ``mac_input``, compared in constant time."""
+        if self._native is not None:
+            state = self._states.get(device_id) or self._state(device_id)
+            return state.verify(mac_input, mac)
+        return hmac.compare_digest(self.mac(device_id, mac_input), mac)
 
 
 def encode_uint(value: int) -> bytes:
@@ -338,9 +354,11 @@ def _parse_common(data: bytes) -> TokenRequest | None:
                         b"\xa4" + data[1:mac_at], False)
 
 
-# crumb._request (host/crumb/_request.c): _parse_common in C, when built.
-_native_parse = fastreq.load(TokenRequest, ALL_METHODS)
-NATIVE = _native_parse is not None
+# crumb._request (host/crumb/_request.c): _parse_common, the MAC and the lanes' bytes in C, when built.
+_native = fastreq.load(TokenRequest, ALL_METHODS)
+_native_parse = _native.parse_common if _native is not None else None
+NATIVE = _native is not None
+NATIVE_LANE = _native.Lane if _native is not None else None
 
 
 def _parse_cbor(data: bytes) -> TokenRequest:

@@ -71,15 +71,19 @@ def _parse(buf: bytearray, pos: int):
 
 def encode(args: tuple) -> bytes:
     """A RESP array of bulk strings; str, bytes and numbers (as their decimal text) are accepted."""
-    out = b"*%d\r\n" % len(args)
+    # Parts joined once: `out += ...` copied the whole command per argument (quadratic in its length).
+    out = [b"*%d\r\n" % len(args)]
+    append = out.append
     for arg in args:
         kind = type(arg)
         if kind is str:
             arg = arg.encode()
         elif kind is not bytes:
             arg = str(arg).encode()
-        out += b"$%d\r\n%s\r\n" % (len(arg), arg)
-    return out
+        append(b"$%d\r\n" % len(arg))
+        append(arg)
+        append(b"\r\n")
+    return b"".join(out)
 
 
 class _Protocol(asyncio.Protocol):
@@ -179,9 +183,9 @@ class RedisClient:
             self._protocol = proto
             if self.password is not None:
                 auth = (self.username, self.password) if self.username else (self.password,)
-                await self._send(proto, ("AUTH", *auth))
+                await proto.send(encode(("AUTH", *auth)))
             if self.db:
-                await self._send(proto, ("SELECT", self.db))
+                await proto.send(encode(("SELECT", self.db)))
             if self.on_connect is not None:
                 await self.on_connect()
             if self._watchdog is None or self._watchdog.done():
@@ -202,14 +206,15 @@ class RedisClient:
         """The live connection, to send on without a coroutine (``proto.send(encode(args))``), or None."""
         return self._protocol
 
-    def _send(self, proto: _Protocol, args: tuple) -> asyncio.Future:
-        return proto.send(encode(args))
-
     async def call(self, *args):
+        return await self.call_encoded(encode(args))
+
+    async def call_encoded(self, command: bytes):
+        """``call`` for a command already in RESP (a caller that builds its own, e.g. the admission gate)."""
         proto = self._protocol
         if proto is None:
             proto = await self._connect()
-        return await self._send(proto, args)
+        return await proto.send(command)
 
     async def _watch(self) -> None:
         # One timer for all calls: cheaper than a timeout per call.

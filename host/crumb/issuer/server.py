@@ -47,6 +47,7 @@ def uvicorn_config(app, log_level: str = "warning") -> uvicorn.Config:
         app,
         loop="uvloop" if _fast("uvloop") else "asyncio",
         http="httptools" if _fast("httptools") else "h11",
+        interface="asgi3",  # said, not guessed: IssuerApp.__call__ is a plain function returning a coroutine
         lifespan="on",
         access_log=False,
         log_level=log_level,
