@@ -72,9 +72,20 @@ def test_mac_input_is_the_canonical_request_without_the_mac():
 
 def test_bench_request_maker_builds_real_requests():
     maker = RequestMaker("bench-0001", KEY, 8080)
-    nonce = os.urandom(8)
-    assert maker.body(1_800_000_000, nonce) == build_request(
-        "bench-0001", KEY, [("/bench/sensor01", "read")], nonce=nonce, now=1_800_000_000)
+    for nonce in (os.urandom(8), os.urandom(6), os.urandom(16)):
+        for now in (1_800_000_000, 1_800_000_001, 70_000):
+            assert maker.body(now, nonce) == build_request(
+                "bench-0001", KEY, [("/bench/sensor01", "read")], nonce=nonce, now=now)
+    # Its own nonces (pooled) are fresh across refills of the pool, and every request is one the issuer takes.
+    nonces = set()
+    for i in range(1100):
+        raw = maker.request(1_800_000_000 + i // 100)
+        head, body = raw.split(b"\r\n\r\n", 1)
+        assert head.endswith(b"Content-Length: %d" % len(body))
+        req = parse_cbor_request(body)
+        assert req.time == 1_800_000_000 + i // 100 and hmac.compare_digest(mac_of(KEY, req.mac_input), req.mac)
+        nonces.add(req.nonce)
+    assert len(nonces) == 1100
 
 
 @pytest.mark.parametrize("mutate, message", [

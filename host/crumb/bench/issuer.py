@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import hashlib
 import hmac
 import multiprocessing
 import os
@@ -121,28 +122,48 @@ class RequestMaker:
     """Signed /token requests for one device, built from a template (a few µs each).
 
     The bytes are those of crumb.issuer.protocol.build_request (tests check
-    it): only the nonce, the time and the MAC change between requests.
+    it): only the nonce, the time and the MAC change between requests. The
+    load generator shares the machine with the server it measures, so it
+    does as little as it can per request: nonces come from one getrandom()
+    per 512, the time is encoded once a second, the MAC starts from the
+    device's keyed HMAC state, and the HTTP head is kept per body length.
     """
 
     def __init__(self, device_id: str, key: bytes, port: int, nonce_bytes: int = 8) -> None:
         from ..issuer.protocol import REQ_CLIENT_ID, REQ_SCOPE
 
-        self.key = key
         self.nonce_bytes = nonce_bytes
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
         fixed = cbor.dumps({REQ_SCOPE: [BENCH_RESOURCE, BENCH_OP], REQ_CLIENT_ID: device_id})
         self.body_prefix = fixed[1:]  # entries 9 and 24; map header written per request
+        self._mac_prefix = b"\xa4" + self.body_prefix + b"\x20" + cbor.bstr_head(nonce_bytes)
         self.http_head = (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                           "Content-Type: application/ace+cbor\r\nContent-Length: ").encode()
+        self._heads: dict[int, bytes] = {}
+        self._now, self._time = -1, b""
+        self._nonces = b""
 
     def body(self, now: int, nonce: bytes | None = None) -> bytes:
-        nonce = nonce if nonce is not None else os.urandom(self.nonce_bytes)
-        entries = self.body_prefix + b"\x20" + cbor.bstr_head(len(nonce)) + nonce + b"\x21" + cbor.dumps(now)
-        mac = hmac.digest(self.key, b"\xa4" + entries, "sha256")[:16]
-        return b"\xa5" + entries + b"\x23\x50" + mac
+        if nonce is None:
+            if not self._nonces:
+                self._nonces = os.urandom(self.nonce_bytes * 512)
+            nonce, self._nonces = self._nonces[:self.nonce_bytes], self._nonces[self.nonce_bytes:]
+        if now != self._now:
+            self._now, self._time = now, b"\x21" + cbor.dumps(now)
+        if len(nonce) == self.nonce_bytes:
+            mac_input = self._mac_prefix + nonce + self._time
+        else:
+            mac_input = b"\xa4" + self.body_prefix + b"\x20" + cbor.bstr_head(len(nonce)) + nonce + self._time
+        h = self._mac.copy()
+        h.update(mac_input)
+        return b"\xa5" + mac_input[1:] + b"\x23\x50" + h.digest()[:16]
 
     def request(self, now: int) -> bytes:
         body = self.body(now)
-        return self.http_head + str(len(body)).encode() + b"\r\n\r\n" + body
+        head = self._heads.get(len(body))
+        if head is None:
+            head = self._heads[len(body)] = self.http_head + str(len(body)).encode() + b"\r\n\r\n"
+        return head + body
 
 
 class _Client(asyncio.Protocol):

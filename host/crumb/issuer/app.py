@@ -134,7 +134,7 @@ async def read_body(receive: Receive, limit: int, message: dict | None = None) -
 # -- endpoints ------------------------------------------------------------------------
 
 
-_MEDIA = {t.encode(): t for t in (*CBOR_TYPES, JSON_TYPE)}
+_FORMATS = {**{t.encode(): "cbor" for t in CBOR_TYPES}, JSON_TYPE.encode(): "json"}
 _CONTENT_TYPE = {"cbor": (b"content-type", CBOR_TYPES[0].encode()), "json": (b"content-type", JSON_TYPE.encode())}
 _NO_STORE = (b"cache-control", b"no-store")
 
@@ -154,10 +154,10 @@ class TokenEndpoint:
                 length = value
             elif name == b"accept":
                 accept = value
-        media = _MEDIA.get(raw_type)
-        if media is None:
+        fmt = _FORMATS.get(raw_type)  # the exact media types devices send; anything else is parsed
+        if fmt is None:
             media = raw_type.split(b";", 1)[0].strip().lower().decode("latin-1")
-        fmt = "cbor" if media in CBOR_TYPES else "json" if media == JSON_TYPE else None
+            fmt = "cbor" if media in CBOR_TYPES else "json" if media == JSON_TYPE else None
         limit = issuer.policy.max_request_bytes
         client = scope.get("client")
         peer = client[0] if client else None
@@ -194,8 +194,7 @@ class TokenEndpoint:
             headers.append((b"connection", b"close"))  # the unread rest of the body is not ours to drain
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        issuer.metrics.request("token", status)
-        issuer.metrics.observe(time.perf_counter() - t0)
+        issuer.metrics.token(status, time.perf_counter() - t0)
 
 
 class KeysEndpoint:

@@ -28,7 +28,10 @@ class Metrics:
     def refused(self, code: str) -> None:
         self.refusals[code] = self.refusals.get(code, 0) + 1
 
-    def observe(self, seconds: float) -> None:
+    def token(self, status: int, seconds: float) -> None:
+        """A token request answered with ``status`` after ``seconds``: counted, and its latency observed."""
+        key = ("token", status)
+        self.requests[key] = self.requests.get(key, 0) + 1
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
         self.latency_count += 1

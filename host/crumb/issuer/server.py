@@ -43,10 +43,15 @@ def bind(host: str, port: int, reuse_port: bool, listen: bool = True) -> socket.
 
 
 def uvicorn_config(app, log_level: str = "warning") -> uvicorn.Config:
+    http: object = "h11"
+    if _fast("httptools"):
+        from .onewrite import OneWriteHttpToolsProtocol
+
+        http = OneWriteHttpToolsProtocol  # uvicorn's httptools protocol, one write per response
     return uvicorn.Config(
         app,
         loop="uvloop" if _fast("uvloop") else "asyncio",
-        http="httptools" if _fast("httptools") else "h11",
+        http=http,
         interface="asgi3",  # said, not guessed: IssuerApp.__call__ is a plain function returning a coroutine
         lifespan="on",
         access_log=False,

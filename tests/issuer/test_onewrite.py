@@ -1,0 +1,103 @@
+"""onewrite: a response's head and body in one write, without holding back a head whose body is late."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from crumb.issuer.onewrite import OneWriteHttpToolsProtocol, _HeadWithBody
+from crumb.localservices import AppServer
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+
+
+class Recording:
+    """Stands in for the kernel's socket: what was written, in which calls."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default=None):
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+
+def test_head_and_body_go_out_in_one_write_and_a_late_body_does_not_hold_the_head():
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        rec = Recording()
+        t = _HeadWithBody(rec, loop)
+        t.write(HEAD)
+        assert rec.writes == [] and t.get_write_buffer_size() == len(HEAD)
+        t.write(b"ok")
+        assert rec.writes == [HEAD + b"ok"]
+        await asyncio.sleep(0)  # the turn's flush finds nothing left
+        assert rec.writes == [HEAD + b"ok"]
+
+        rec.writes.clear()
+        t.write(HEAD)  # a streaming app: its first chunk comes later
+        await asyncio.sleep(0)
+        assert rec.writes == [HEAD]
+        t.write(b"chunk")
+        assert rec.writes == [HEAD, b"chunk"]
+
+        rec.writes.clear()
+        t.write(b"not a head")  # anything else passes straight through
+        t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        t.close()  # a held head is written before the close
+        assert rec.writes == [b"not a head", b"HTTP/1.1 100 Continue\r\n\r\n"] and rec.closed
+        assert t.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is the real transport's
+
+    asyncio.run(main())
+
+
+async def _late_body(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+    await asyncio.sleep(0.5)
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+async def _at_once(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"now"})
+
+
+def _exchange(port: int) -> tuple[bytes, float, bytes, float]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        t_head = time.monotonic() - t0
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += s.recv(4096)
+        return head, t_head, body, time.monotonic() - t0
+
+
+def test_served_by_uvicorn_the_head_of_a_late_body_is_not_held_back():
+    with AppServer(_late_body, http=OneWriteHttpToolsProtocol, interface="asgi3") as server:
+        head, t_head, body, t_body = _exchange(server.port)
+    assert head.startswith(b"HTTP/1.1 200") and body == b"late"
+    assert t_head < 0.4 <= t_body, (t_head, t_body)
+    with AppServer(_at_once, http=OneWriteHttpToolsProtocol, interface="asgi3") as server:
+        head, _, body, _ = _exchange(server.port)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"now"
+        # keep-alive still works: a second exchange on a new connection and the same server
+        assert _exchange(server.port)[2] == b"now"
