@@ -134,6 +134,7 @@ async def read_body(receive: Receive, limit: int, message: dict | None = None) -
 # -- endpoints ------------------------------------------------------------------------
 
 
+_perf_counter = time.perf_counter
 _FORMATS = {**{t.encode(): "cbor" for t in CBOR_TYPES}, JSON_TYPE.encode(): "json"}
 _CONTENT_TYPE = {"cbor": (b"content-type", CBOR_TYPES[0].encode()), "json": (b"content-type", JSON_TYPE.encode())}
 _NO_STORE = (b"cache-control", b"no-store")
@@ -145,15 +146,9 @@ class TokenEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         issuer = self.issuer
-        t0 = time.perf_counter()
-        raw_type, length, accept = b"", None, b""
-        for name, value in scope["headers"]:  # one pass over the headers
-            if name == b"content-type":
-                raw_type = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"accept":
-                accept = value
+        t0 = _perf_counter()
+        headers = dict(scope["headers"])  # of a repeated header, the last (names are lower-case in ASGI)
+        raw_type = headers.get(b"content-type", b"")
         fmt = _FORMATS.get(raw_type)  # the exact media types devices send; anything else is parsed
         if fmt is None:
             media = raw_type.split(b";", 1)[0].strip().lower().decode("latin-1")
@@ -163,38 +158,36 @@ class TokenEndpoint:
         peer = client[0] if client else None
         refusal = None
         body = None
+        length = headers.get(b"content-length")
         if fmt is None:
-            fmt = "json" if b"json" in accept else "cbor"
+            fmt = "json" if b"json" in headers.get(b"accept", b"") else "cbor"
             refusal = Refusal("unsupported_media_type",
                               f"Content-Type {media or '(none)'!r} is not application/ace+cbor or application/json")
+        elif length is not None and not length.isdigit():
+            refusal = Refusal("malformed", "Content-Length is not a number")
+        elif length is not None and (len(length) > 12 or int(length) > limit):
+            refusal = Refusal("too_large", f"the body is {int(length[:13])}{'+' if len(length) > 12 else ''} "
+                                           f"bytes; the limit is {limit}")
         else:
-            if length is not None and not length.isdigit():
-                refusal = Refusal("malformed", "Content-Length is not a number")
-            elif length is not None and (len(length) > 12 or int(length) > limit):
-                refusal = Refusal("too_large", f"the body is {int(length[:13])}{'+' if len(length) > 12 else ''} "
-                                               f"bytes; the limit is {limit}")
-            else:
-                message = await receive()  # nearly always the whole body: one message, read here
-                if message["type"] == "http.request" and not message.get("more_body", False) \
-                        and len(message.get("body", b"")) <= limit:
-                    body = message.get("body", b"")
-                else:
-                    try:
-                        body = await read_body(receive, limit, message)
-                    except _BodyTooLarge:
-                        refusal = Refusal("too_large", f"the body exceeds the limit of {limit} bytes")
-                    except _Disconnected:
-                        return
+            message = await receive()  # nearly always the whole body: one message, read here
+            body = message.get("body", b"")
+            if message.get("more_body", False) or message["type"] != "http.request" or len(body) > limit:
+                try:
+                    body = await read_body(receive, limit, message)
+                except _BodyTooLarge:
+                    body, refusal = None, Refusal("too_large", f"the body exceeds the limit of {limit} bytes")
+                except _Disconnected:
+                    return
         status, payload, retry_after = await issuer.token(body, fmt, peer, refusal)
         # The same headers as respond() writes, from constants: this is every token's answer.
-        headers = [_CONTENT_TYPE[fmt], (b"content-length", b"%d" % len(payload)), _NO_STORE]
+        out = [_CONTENT_TYPE[fmt], (b"content-length", b"%d" % len(payload)), _NO_STORE]
         if retry_after is not None:
-            headers.append((b"retry-after", b"%d" % retry_after))
+            out.append((b"retry-after", b"%d" % retry_after))
         if status == 413:
-            headers.append((b"connection", b"close"))  # the unread rest of the body is not ours to drain
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+            out.append((b"connection", b"close"))  # the unread rest of the body is not ours to drain
+        await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": payload})
-        issuer.metrics.token(status, time.perf_counter() - t0)
+        issuer.metrics.token(status, _perf_counter() - t0)
 
 
 class KeysEndpoint:
