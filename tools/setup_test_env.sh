@@ -105,5 +105,5 @@ if [ -x "$ROOT/.venv/bin/python" ] && ! "$ROOT/.venv/bin/python" -c "$NATIVE_CHE
     "$ROOT/.venv/bin/python" -c "$NATIVE_CHECK" ||
         fail "crumb's C extensions were built but do not import"
 fi
-info "crumb._commit ok (the issuer signs and chains off its event loop), crumb._request ok (requests parsed in C)"
+info "crumb._commit ok (the issuer signs and chains off its event loop), crumb._request ok (the common request parsed, MAC-checked and answered in C)"
 info "done"
