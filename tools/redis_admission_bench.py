@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU per admission of the Redis gate: redis-server's and the issuer loop's, now against the baseline.
+"""CPU per admission of the Redis gate: redis-server's and the issuer loop's, against the floor.
 
 Starts its own redis-server on a free loopback port (crumb.localservices),
 then drives ``RedisGate.admit`` the way the issuer does: batches of N
@@ -15,12 +15,12 @@ round it measures, per admission:
           what remains is the gate's own work: keys and arguments, RESP
           encoding, parsing the reply, settling the futures
 
-for three gates, interleaved round by round so that both see the same
-machine: ``driver`` (no Redis), ``baseline`` (a frozen copy, below, of the
-gate and the admission script before they were made cheaper: hash buckets,
-HMGET + HSET + PEXPIRE, quadratic RESP encoding) and ``current``
-(crumb.issuer.gate.RedisGate as it is). Prints medians over the rounds and
-the median of the per-round ratios current/baseline.
+for three gates, interleaved round by round so that all see the same
+machine: ``driver`` (no Redis), ``floor`` (the same gate and client with a
+script that only records each nonce: the least an admission can cost) and
+``current`` (crumb.issuer.gate.RedisGate as it is: revocation, nonce and
+token bucket). Prints medians over the rounds and the median of the
+per-round ratios current/floor.
 
     .venv/bin/python tools/redis_admission_bench.py [--batches 32,128] [--rounds 7] [--admissions 4096] [--json]
 
@@ -33,171 +33,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import glob
 import json
-import math
 import os
 import statistics
 import sys
 import time
 
-from crumb.issuer.codes import Refusal
 from crumb.issuer.gate import RedisGate
-from crumb.issuer.resp import RedisClient, RedisReplyError, RedisUnavailable
+from crumb.issuer.resp import RedisClient
 from crumb.localservices import RedisServer
 
-# ---------------------------------------------------------------------------------------------------------------
-# BASELINE: the gate as it was before this benchmark's change (crumb.issuer.gate and resp.encode at a9d13e4),
-# frozen here to compare against in the same run. Not used by the issuer.
-
-BASELINE_ADMIT_LUA = """
+# The floor: what any admission must cost at the least, one SET NX EX of its nonce per request, sent and
+# answered exactly as the gate's own script is (same keys, arguments, batching and reply), so that the
+# difference between the two is the revocation check and the token bucket.
+FLOOR_LUA = """
 local out = {}
-for i = 0, #ARGV / 6 - 1 do
-  local a, nonce, bucket = i * 6, KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  local r = 0
-  if redis.call('SISMEMBER', KEYS[1], ARGV[a + 1]) == 1 then r = -1
-  elseif not redis.call('SET', nonce, '1', 'NX', 'EX', ARGV[a + 2]) then r = -2
-  else
-    local cost, rate, burst, now = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]),
-                                   tonumber(ARGV[a + 6])
-    local b = redis.call('HMGET', bucket, 't', 'ts')
-    local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
-    tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-    if tokens < cost then
-      r = math.max(1, math.ceil((cost - tokens) * 1000 / rate))
-    else
-      tokens = tokens - cost
-    end
-    redis.call('HSET', bucket, 't', tostring(tokens), 'ts', ARGV[a + 6])
-    redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
-  end
-  out[i + 1] = r
+for i = 1, (#KEYS - 1) / 2 do
+  if redis.call('SET', KEYS[2 * i], '1', 'NX', 'EX', ARGV[5 * i - 2]) then out[i] = '0' else out[i] = '-2' end
 end
-return out
+return table.concat(out, ' ')
 """
-BASELINE_MAX_ADMIT_BATCH = 256
-BASELINE_REVOKED_KEY = "crumb:revoked"
 
 
-def baseline_encode(args: tuple) -> bytes:
-    out = b"*%d\r\n" % len(args)
-    for arg in args:
-        kind = type(arg)
-        if kind is str:
-            arg = arg.encode()
-        elif kind is not bytes:
-            arg = str(arg).encode()
-        out += b"$%d\r\n%s\r\n" % (len(arg), arg)
-    return out
+class FloorGate(RedisGate):
+    script = FLOOR_LUA
 
-
-def _baseline_rate_limited(wait: float, rate: float) -> Refusal:
-    return Refusal("rate_limited", f"over this device's rate of {rate:g} tokens/s; retry in {wait:.2f}s",
-                   retry_after=max(1, math.ceil(wait)))
-
-
-class BaselineGate:
-    """crumb.issuer.gate.RedisGate before the change (same logic, old script, old encoding)."""
-
-    def __init__(self, url: str, timeout: float = 1.0) -> None:
-        self.client = RedisClient(url, timeout=timeout)
-        self._sha: str | None = None
-        self._pending: list[tuple] = []
-
-    async def _load(self) -> str:
-        sha = await self.client.call("SCRIPT", "LOAD", BASELINE_ADMIT_LUA)
-        self._sha = sha.decode() if isinstance(sha, bytes) else sha
-        return self._sha
-
-    def admit(self, device: str, nonce: bytes, nonce_ttl: int, cost: int, rate: float, burst: int,
-              now: float) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        pending = self._pending
-        if not pending:
-            loop.call_soon(self._flush)
-        pending.append(((f"crumb:n:{device}:{nonce.hex()}", f"crumb:r:{device}"),
-                        (device, nonce_ttl, cost, repr(float(rate)), burst, int(now * 1000)), fut))
-        if len(pending) >= BASELINE_MAX_ADMIT_BATCH:
-            self._flush()
-        return fut
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        proto = self.client.connected()
-        if proto is None or self._sha is None:
-            asyncio.get_running_loop().create_task(self._admit_batch(batch))
-            return
-        keys, args = self._script_args(batch)
-        reply = proto.send(baseline_encode(("EVALSHA", self._sha, len(keys), *keys, *args)))
-        reply.add_done_callback(functools.partial(self._replied, batch))
-
-    @staticmethod
-    def _script_args(batch: list[tuple]) -> tuple[list, list]:
-        keys = [BASELINE_REVOKED_KEY]
-        args: list = []
-        for (nonce, bucket), request, _ in batch:
-            keys += (nonce, bucket)
-            args += request
-        return keys, args
-
-    def _replied(self, batch: list[tuple], reply: asyncio.Future) -> None:
-        error = reply.exception() if not reply.cancelled() else RedisUnavailable("cancelled")
-        if isinstance(error, RedisReplyError) and str(error).startswith("NOSCRIPT"):
-            self._sha = None
-            asyncio.get_running_loop().create_task(self._admit_batch(batch))
-            return
-        self._settle(batch, None if error is not None else reply.result(), error)
-
-    async def _admit_batch(self, batch: list[tuple]) -> None:
-        keys, args = self._script_args(batch)
-        try:
-            try:
-                results = await self.client.call("EVALSHA", self._sha or await self._load(), len(keys), *keys, *args)
-            except RedisReplyError as e:
-                if not str(e).startswith("NOSCRIPT"):
-                    raise
-                results = await self.client.call("EVALSHA", await self._load(), len(keys), *keys, *args)
-        except (RedisUnavailable, RedisReplyError) as e:
-            self._settle(batch, None, e)
-        else:
-            self._settle(batch, results, None)
-
-    @staticmethod
-    def _settle(batch: list[tuple], results, error: BaseException | None) -> None:
-        if error is None and (not isinstance(results, list) or len(results) != len(batch)):
-            error = RedisReplyError(f"the admission script answered {results!r}")
-        if error is not None:
-            if isinstance(error, RedisUnavailable):
-                refusal = Refusal("store_unavailable", f"Redis cannot answer ({error}); failing closed", retry_after=1)
-            else:
-                refusal = Refusal("store_unavailable", f"Redis refused the admission script ({error}); failing closed",
-                                  retry_after=1)
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(refusal)
-            return
-        for ((_, _), (device, _, _, rate, _, _), fut), result in zip(batch, results):
-            if fut.done():
-                continue
-            if result == 0:
-                fut.set_result(None)
-            elif result == -1:
-                fut.set_exception(Refusal("revoked", f"device {device!r} is revoked"))
-            elif result == -2:
-                fut.set_exception(Refusal("replayed",
-                                          "this device nonce was already used; every request needs a fresh nonce"))
-            else:
-                fut.set_exception(_baseline_rate_limited(result / 1000, float(rate)))
-
-    async def close(self) -> None:
-        await self.client.close()
-
-# END OF BASELINE
-# ---------------------------------------------------------------------------------------------------------------
 
 
 class DriverGate:
@@ -255,7 +116,7 @@ async def run(args) -> dict:
     with RedisServer() as server:
         pid = server.proc.pid
         admin = RedisClient(server.url)
-        gates = {"driver": DriverGate(), "baseline": BaselineGate(server.url), "current": RedisGate(server.url)}
+        gates = {"driver": DriverGate(), "floor": FloorGate(server.url), "current": RedisGate(server.url)}
         counter = [int(time.time() * 1000) << 20]  # fresh nonces
         for gate in gates.values():  # connect, load the script, warm up
             for b in batches:
@@ -282,7 +143,7 @@ async def run(args) -> dict:
         s = samples[b]
         driver = s["driver"]["client"]
         runs = {}  # gate -> figure -> per-round values, the client's less the driving loop's
-        for name in ("baseline", "current"):
+        for name in ("floor", "current"):
             client = [c - d for c, d in zip(s[name]["client"], driver)]
             runs[name] = {"redis": s[name]["redis"], "client": client,
                           "total": [r + c for r, c in zip(s[name]["redis"], client)]}
@@ -291,8 +152,8 @@ async def run(args) -> dict:
                                 "client_runs": [round(x, 2) for x in runs[name]["client"]]}
                          for name in runs}
         figures["driver_client_us"] = statistics.median(driver)
-        figures["ratio_current_to_baseline"] = {
-            k: statistics.median([c / b_ for c, b_ in zip(runs["current"][k], runs["baseline"][k])])
+        figures["ratio_current_to_floor"] = {
+            k: statistics.median([c / f for c, f in zip(runs["current"][k], runs["floor"][k])])
             for k in ("redis", "client", "total")}
         result["batches"][b] = figures
     return result
@@ -323,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
           f"client = this process less the driving loop)")
     print(f"{'batch':>5}  {'gate':<9} {'redis':>7} {'client':>7} {'total':>7}")
     for b, r in result["batches"].items():
-        for name in ("baseline", "current"):
+        for name in ("floor", "current"):
             x = r[name]
             print(f"{b:>5}  {name:<9} {x['redis_us']:7.2f} {x['client_us']:7.2f} {x['total_us']:7.2f}")
-        q = r["ratio_current_to_baseline"]
+        q = r["ratio_current_to_floor"]
         print(f"{b:>5}  {'ratio':<9} {q['redis']:7.3f} {q['client']:7.3f} {q['total']:7.3f}"
-              f"   (current/baseline, median of per-round ratios; driver loop {r['driver_client_us']:.2f} µs)")
+              f"   (current/floor, median of per-round ratios; driver loop {r['driver_client_us']:.2f} µs)")
     return 0
 
 

@@ -242,6 +242,6 @@ def test_admission_bench_runs_and_reports_both_gates():
     result = json.loads(r.stdout)
     assert set(result["batches"]) == {"8", "32"}
     for figures in result["batches"].values():
-        for gate in ("baseline", "current"):
+        for gate in ("floor", "current"):
             assert figures[gate]["redis_us"] > 0 and figures[gate]["total_us"] > 0
-        assert figures["ratio_current_to_baseline"]["redis"] > 0
+        assert figures["ratio_current_to_floor"]["redis"] > 0
