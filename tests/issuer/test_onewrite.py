@@ -52,6 +52,9 @@ def test_head_and_body_go_out_in_one_write_and_a_late_body_does_not_hold_the_hea
         assert rec.writes == [HEAD, b"chunk"]
 
         rec.writes.clear()
+        t.write(memoryview(b"HTTP/1.1 200 OK\r\n\r\n"))  # not bytes: passed on as it is
+        assert len(rec.writes) == 1 and type(rec.writes[0]) is memoryview
+        rec.writes.clear()
         t.write(b"not a head")  # anything else passes straight through
         t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         t.close()  # a held head is written before the close

@@ -38,7 +38,7 @@ class _HeadWithBody:
         if head is not None:
             self._head = None
             self._transport.write(head + data)
-        elif data.startswith(b"HTTP/1.1 ") and data.endswith(_HEAD_END):
+        elif type(data) is bytes and data.startswith(b"HTTP/1.1 ") and data.endswith(_HEAD_END):
             self._head = data
             self._loop.call_soon(self.flush)
         else:
