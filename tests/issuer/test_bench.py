@@ -20,6 +20,8 @@ def test_bench_issuer_json():
         assert key in result, key
     assert result["errors"] == 0 and result["refused"] == 0, result
     assert result["tokens_per_s"] > 0 and result["bare_per_s"] > 0
+    assert len(result["rounds_ratio_to_bare"]) == result["rounds"] == 1
+    assert result["rounds_ratio_to_bare"][0] == result["ratio_to_bare"]
     assert result["single_process"]["tokens_per_s"] > 0 and result["store"] == "redis"
     assert result["verified_tokens"] > 0  # sampled tokens verified with the published key
     assert 0 < result["p50_ms"] <= result["p99_ms"]

@@ -542,9 +542,12 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
                     f"{duration}s)")
                 measured[name].append(drive(port, devices, duration, clients, server_pid=pids.get(name)))
 
+        def ratios(name: str, to: str) -> list[float]:
+            # within each round: adjacent in time, so sharing its noise
+            return [round(a["per_s"] / b["per_s"], 3) for a, b in zip(measured[name], measured[to]) if b["per_s"]]
+
         def ratio(name: str, to: str) -> float | None:
-            # within each round (adjacent in time, so sharing its noise), then the median
-            pairs = [a["per_s"] / b["per_s"] for a, b in zip(measured[name], measured[to]) if b["per_s"]]
+            pairs = ratios(name, to)
             return round(statistics.median(pairs), 3) if pairs else None
 
         merged = {name: _merge(runs) for name, runs in measured.items()}
@@ -563,6 +566,8 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
             "bare_p50_ms": bare["p50_ms"],
             "bare_p99_ms": bare["p99_ms"],
             "ratio_to_bare": ratio(main_name, "bare"),
+            # The spread matters: on a small machine bare itself moves by tens of percent between runs.
+            "rounds_ratio_to_bare": ratios(main_name, "bare"),
             "refused": main_run["refused"],
             "errors": main_run["errors"] + bare["errors"],
             "refusal_codes": main_run.get("refusal_codes", {}),
@@ -618,6 +623,8 @@ def render(r: dict) -> str:
         f"bare ASGI endpoint, same server:  {r['bare_per_s']:,.0f} req/s  p50 {r['bare_p50_ms']} ms  "
         f"p99 {r['bare_p99_ms']} ms",
         f"issuer / bare (median of per-round ratios): {r['ratio_to_bare']:.0%}"
+        + (f" (rounds: {', '.join(f'{x:.0%}' for x in r['rounds_ratio_to_bare'])})"
+           if r.get("rounds_ratio_to_bare") else "")
         + (f"  (single process: {r['ratio_to_bare_single']:.0%})" if "ratio_to_bare_single" in r else ""),
     ]
     if "single_process" in r:
