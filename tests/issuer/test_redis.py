@@ -3,6 +3,8 @@ with Redis down they refuse (store_unavailable) rather than admit."""
 
 from __future__ import annotations
 
+import os
+
 import time
 
 import httpx
@@ -88,6 +90,8 @@ def test_processes_flag_serves_from_several_processes(tmp_path, redis_server):
             assert r.status_code == 200, r.content
             pids.add(httpx.get(f"{issuer.url}/healthz").json()["pid"])
         assert len(pids) == 2  # both processes answered
+        # more processes than half the CPUs: the banner says what that costs
+        assert (f"2 processes on {os.cpu_count()} CPUs" in issuer.log_tail()) == (os.cpu_count() < 4)
         verdict = crumb_cli("audit", "verify", "--json", "--data", str(issuer.data), check=True).stdout
         import json
         chains = json.loads(verdict)["chains"]

@@ -94,6 +94,11 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
         f"  store        {'redis ' + redis_url if redis_url else 'in memory (this process only)'}",
         "  endpoints    POST /token  GET /keys  GET /healthz  GET /metrics",
     ]
+    cpus = os.cpu_count() or 1
+    if processes > 1 and 2 * processes > cpus:
+        lines.append(f"  note         {processes} processes on {cpus} CPUs: each uses up to about two cores (event "
+                     "loop and audit writer), so here they share cores, and each token also costs a Redis round "
+                     "trip; fewer processes may well be faster (docs/issuer.md §9)")
     if processes == 1:
         from .app import IssuerApp
 
