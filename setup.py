@@ -2,7 +2,8 @@
 
 crumb._commit lets the issuer sign and hash-chain a batch with the GIL
 released (host/crumb/_commit.c); crumb._request parses and MACs the common
-device request (host/crumb/_request.c). Both are optional: without a C
+device request and writes its token, audit record and answer bytes
+(host/crumb/_request.c). Both are optional: without a C
 compiler the package installs without them, and the issuer does the same
 work in Python (slower, same tokens). `crumb issuer serve` says which paths
 it runs.
