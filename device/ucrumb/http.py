@@ -54,11 +54,47 @@ def split_url(url):
     return tls, host, port, path
 
 
+def _ders(cadata):
+    # cadata (DER bytes, or PEM as str or bytes, one or more certificates)
+    # -> a list of DER certificates. DER is what every MicroPython TLS build
+    # parses; PEM needs MBEDTLS_PEM_PARSE_C, which MicroPython's own mbedTLS
+    # configuration (rp2, stm32, ...) leaves out.
+    if isinstance(cadata, str):
+        cadata = cadata.encode()
+    if b"-----BEGIN" not in cadata:
+        return [bytes(cadata)]
+    from binascii import a2b_base64
+
+    out = []
+    for block in cadata.split(b"-----END")[:-1]:
+        i = block.find(b"-----BEGIN")
+        j = block.find(b"\n", i)
+        if i < 0 or j < 0:
+            raise ValueError("bad PEM in cadata")
+        out.append(a2b_base64(b"".join(block[j:].split())))
+    return out
+
+
+def _load_ca(ctx, m, der):
+    # One CA certificate into a MicroPython SSLContext. tls (>= 1.23) takes
+    # it positionally, 1.22's ssl by keyword. MicroPython 1.23 passes DER to
+    # mbedTLS with one byte too many, which mbedTLS >= 3.5 refuses: then the
+    # same certificate as PEM, which builds with PEM parsing (ESP32) take.
+    load = ctx.load_verify_locations
+    try:
+        load(der) if m.__name__ == "tls" else load(cadata=der)
+    except (OSError, ValueError):
+        from binascii import b2a_base64
+
+        pem = b"-----BEGIN CERTIFICATE-----\n" + b2a_base64(der) + b"-----END CERTIFICATE-----\n"
+        load(pem) if m.__name__ == "tls" else load(cadata=pem)
+
+
 def _tls(sock, host, cadata):
     # cadata: None -> verify against the system CAs (CPython) or refuse
-    # (MicroPython has no CA store); bytes/str -> verify against this CA
-    # (DER is what every MicroPython port takes, PEM works on CPython and
-    # MicroPython >= 1.23); False -> no verification (explicit opt-out).
+    # (MicroPython has no CA store); bytes/str -> verify against this CA,
+    # DER or PEM; False -> no verification (explicit opt-out). The handshake
+    # runs under sock's timeout.
     try:
         import tls as m  # MicroPython >= 1.23
     except ImportError:
@@ -72,50 +108,71 @@ def _tls(sock, host, cadata):
             ctx.check_hostname = False
             ctx.verify_mode = m.CERT_NONE
         else:
-            ctx = m.create_default_context(cadata=cadata)
+            ctx = m.create_default_context(cadata=b"".join(_ders(cadata)) if cadata else None)
         return ctx.wrap_socket(sock, server_hostname=host)
-    if not hasattr(m, "SSLContext"):
-        if cadata is not False:
-            raise HTTPError("this port's TLS cannot verify certificates; pass cadata=False to accept that")
-        return m.wrap_socket(sock, server_hostname=host)
     ctx = m.SSLContext(m.PROTOCOL_TLS_CLIENT)
     if cadata is False:
-        ctx.verify_mode = m.CERT_NONE
+        if hasattr(m, "CERT_NONE"):
+            ctx.verify_mode = m.CERT_NONE
+    elif not hasattr(ctx, "load_verify_locations"):  # axTLS (esp8266)
+        raise HTTPError("this port's TLS cannot verify certificates; pass cadata=False to accept that")
     elif cadata:
         ctx.verify_mode = m.CERT_REQUIRED
-        if m.__name__ == "tls":
-            ctx.load_verify_locations(cadata)
-        else:
-            ctx.load_verify_locations(cadata=cadata)
+        for der in _ders(cadata):
+            _load_ca(ctx, m, der)
     else:
         raise HTTPError("https on MicroPython needs cadata (the server's CA certificate), or cadata=False")
     return ctx.wrap_socket(sock, server_hostname=host)
 
 
-class _Resp:
-    # Reads one response. Sockets with recv() (plain sockets, CPython TLS)
-    # are read through a small buffer, each recv() allowed only the time
-    # left before the deadline, so even a peer that drips bytes is cut off
-    # on time. MicroPython's TLS sockets have only readline()/read(n), which
-    # block for the whole line or length: there each socket operation has
-    # the timeout and the deadline is checked between them.
-    def __init__(self, s, deadline):
+class _Conn:
+    # One exchange on s before deadline (ticks). s may be a plain socket or a
+    # TLS object; what it offers decides how it is used, never a version:
+    # - timeouts: s.settimeout(), else that of raw, the socket beneath
+    #   (MicroPython's TLS objects have none; they read through raw);
+    # - reading: s.recv(n) where it exists (plain sockets, CPython, the TLS
+    #   objects of MicroPython >= 1.25 built with DTLS), through a small
+    #   buffer; else readline(limit) and read(n), which block for the whole
+    #   line or length (TLS objects of 1.22 to 1.24, and >= 1.25 without DTLS);
+    # - writing: s.send() where it exists, else s.write().
+    # Every socket operation is first given the time left before the
+    # deadline, so a silent, stalled or dripping peer ends in "timed out".
+    # A None from a read or write (would block) is a timeout too.
+    def __init__(self, s, deadline, raw=None):
         self.s = s
         self.deadline = deadline
+        self.t = getattr(s, "settimeout", None) or getattr(raw, "settimeout", None)
         self.r = getattr(s, "recv", None)
         self.b = b""
         self.p = 0  # bytes of b already consumed
 
-    def _left(self):
+    def left(self):
+        # Give the next socket operation the time left; HTTPError once none is.
         left = ticks_diff(self.deadline, ticks_ms())
         if left <= 0:
             raise HTTPError("timed out")
+        if self.t:
+            self.t(left / 1000)
         return left
+
+    def send(self, data):
+        w = getattr(self.s, "send", None) or self.s.write
+        mv = memoryview(data)
+        while len(mv):
+            self.left()
+            n = w(mv)
+            if n is None:
+                raise HTTPError("timed out")
+            if not n:
+                raise HTTPError("connection closed while sending")
+            mv = mv[n:]
 
     def _fill(self, n):
         # Append what the next recv() brings (at most n bytes); False at EOF.
-        self.s.settimeout(self._left() / 1000)
+        self.left()
         c = self.r(n)
+        if c is None:
+            raise HTTPError("timed out")
         if not c:
             return False
         self.b = self.b[self.p:] + c if self.p < len(self.b) else c
@@ -125,10 +182,15 @@ class _Resp:
     def line(self):
         # One line, with its line end.
         if self.r is None:
-            self._left()
+            self.left()
             ln = self.s.readline(MAX_LINE)
+            if ln is None:
+                raise HTTPError("timed out")
             if ln[-1:] != b"\n":
-                raise HTTPError("line too long" if len(ln) >= MAX_LINE else "connection closed early")
+                if len(ln) >= MAX_LINE:
+                    raise HTTPError("line too long")
+                self.left()  # a line cut short at the deadline is a timeout
+                raise HTTPError("connection closed early")
             return ln
         while True:
             i = self.b.find(b"\n", self.p)
@@ -146,8 +208,15 @@ class _Resp:
     def read(self, n, eof_ok=False):
         # Exactly n bytes; with eof_ok, up to n bytes until the peer closes.
         if self.r is None:
-            self._left()
-            data = self.s.read(n)
+            data = b""
+            while len(data) < n:
+                self.left()
+                c = self.s.read(n - len(data))
+                if c is None:
+                    raise HTTPError("timed out")
+                if not c:
+                    break
+                data += c
         else:
             while len(self.b) - self.p < n and self._fill(n - len(self.b) + self.p):
                 pass
@@ -156,7 +225,6 @@ class _Resp:
         if len(data) != n and not eof_ok:
             raise HTTPError("connection closed early")
         return data
-
     def head(self, want):
         # -> (status, {lower-case name: value}) keeping the headers named in
         # want (all when want is None) plus those that frame the body.
@@ -227,11 +295,10 @@ class _Resp:
 _FRAMING = (b"content-length", b"transfer-encoding")
 
 
-def read_response(s, method, deadline, max_body=MAX_BODY, want=None):
-    # Read one response from socket s (recv(n) and settimeout(), or
-    # readline(limit) and read(n)) before deadline (ticks):
-    # (status, headers, body) or HTTPError.
-    r = _Resp(s, deadline)
+def read_response(s, method, deadline, max_body=MAX_BODY, want=None, raw=None):
+    # Read one response from s (see _Conn; raw: the socket beneath a TLS
+    # object) before deadline (ticks): (status, headers, body) or HTTPError.
+    r = _Conn(s, deadline, raw)
     status, hdrs = r.head(want)
     if method == "HEAD" or status in (204, 304):
         return status, hdrs, b""
@@ -244,37 +311,41 @@ _addr = {}  # host -> resolved address (a few hosts per device)
 def request(method, url, body=None, headers=None, timeout=5, cadata=None, max_body=MAX_BODY, want=None):
     # One HTTP exchange. Returns (status, headers, body): header names in
     # lower case, body as bytes. HTTP error statuses are returned, not
-    # raised; HTTPError is raised when there is no well-formed response.
-    # timeout (seconds) applies to every socket operation and, as a deadline,
-    # to the whole exchange. headers: {name: str or bytes value}. want: the
-    # response headers to keep, as lower-case bytes (None: all).
+    # raised; HTTPError is raised when there is no well-formed response, and
+    # is the only exception the exchange raises: whatever a port's socket or
+    # TLS layer throws becomes one (a ValueError from split_url excepted: the
+    # URL is the caller's). timeout (seconds) applies to every socket
+    # operation and, as a deadline, to the whole exchange. headers: {name:
+    # str or bytes value}. want: the response headers to keep, as lower-case
+    # bytes (None: all).
     tls, host, port, path = split_url(url)
     deadline = ticks_add(ticks_ms(), int(timeout * 1000))
     key = "%s:%d" % (host, port)
-    ai = _addr.get(key)
-    if ai is None:
-        try:
-            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-        except OSError as e:
-            raise HTTPError("cannot resolve %s: %s" % (host, _reason(e)))
-        if len(_addr) > 3:
-            _addr.clear()
-        _addr[key] = ai
     if isinstance(body, str):
         body = body.encode()
-    s = socket.socket(ai[0], socket.SOCK_STREAM)
+    s = raw = None
     try:
-        s.settimeout(timeout)
+        ai = _addr.get(key)
+        if ai is None:
+            try:
+                ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+            except OSError as e:
+                raise HTTPError("cannot resolve %s: %s" % (host, _reason(e)))
+            if len(_addr) > 3:
+                _addr.clear()
+            _addr[key] = ai
+        s = raw = socket.socket(ai[0], socket.SOCK_STREAM)
+        c = _Conn(s, deadline)
+        c.left()
         try:
             s.connect(ai[-1])
         except OSError as e:
             _addr.pop(key, None)  # resolve again next time
             raise e
         if tls:
-            try:
-                s = _tls(s, host, cadata)
-            except ValueError as e:  # MicroPython: a CA it cannot parse
-                raise HTTPError("TLS set-up failed: %r" % e)
+            c.left()
+            s = _tls(raw, host, cadata)
+            c = _Conn(s, deadline, raw)
         req = bytearray("%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (
             method, path, host if port == (443 if tls else 80) else key), "ascii")
         if headers:
@@ -289,30 +360,50 @@ def request(method, url, body=None, headers=None, timeout=5, cadata=None, max_bo
         req.extend(b"\r\n")
         if body:
             req.extend(body)
-        _send(s, req)
+        c.send(req)
         req = None
-        return read_response(s, method, deadline, max_body, want)
+        status, hdrs = c.head(want)
+        if method == "HEAD" or status in (204, 304):
+            return status, hdrs, b""
+        return status, hdrs, c.body(hdrs, max_body)
     except HTTPError as e:
         raise e
     except OSError as e:  # timeouts, refusals, resets, TLS failures
         raise HTTPError("%s %s: %s" % (method, url, _reason(e)))
     except UnicodeError:
         raise HTTPError("undecodable response header")
+    except ValueError as e:  # MicroPython's TLS refusing the certificate (the message says why)
+        raise HTTPError("%s %s: TLS: %s" % (method, url, " ".join(str(e).split())))
+    except Exception as e:  # anything else a port's socket or TLS may raise
+        raise HTTPError("%s %s: %r" % (method, url, e))
     finally:
-        s.close()
+        for x in (s, raw):
+            if x is not None:
+                try:
+                    x.close()
+                except Exception:
+                    pass
+
+
+try:  # the port's own numbers (ESP32: ETIMEDOUT is 116)
+    from errno import EAGAIN, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ETIMEDOUT
+except ImportError:  # a port built without errno: MicroPython's internal numbers
+    EAGAIN, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ETIMEDOUT = 11, 111, 104, 113, 110
+
+_REASONS = {ECONNREFUSED: "connection refused", ECONNRESET: "connection reset",
+            EHOSTUNREACH: "host unreachable", -2: "host not found", -202: "host not found"}
 
 
 def _reason(e):
-    n = e.args[0] if e.args and isinstance(e.args[0], int) else getattr(e, "errno", None)
-    return {110: "timed out", 111: "connection refused", 104: "connection reset",
-            113: "host unreachable", -2: "host not found"}.get(n) or repr(e)
-
-
-def _send(s, data):
-    mv = memoryview(data)
-    w = s.send if hasattr(s, "send") else s.write
-    while len(mv):
-        n = w(mv)
-        if not n:
-            raise HTTPError("connection closed while sending")
-        mv = mv[n:]
+    # A short reason for an OSError. A timeout reads "timed out" whichever
+    # way the port says it: ETIMEDOUT (lwIP, stream reads), EAGAIN (recv and
+    # send on the unix port), either negated (MicroPython's TLS passes the
+    # socket's error on as -errno), or CPython's TimeoutError.
+    n = e.args[0] if e.args else None
+    if type(n) is int:
+        if n in (ETIMEDOUT, -ETIMEDOUT, EAGAIN, -EAGAIN):
+            return "timed out"
+        return _REASONS.get(n) or repr(e)
+    if "timed out" in str(e):
+        return "timed out"
+    return repr(e)

@@ -56,6 +56,9 @@ export function createNetBridge({ maxTimeoutMs = 30000 } = {}) {
     maxTimeoutMs,
     resolve: (host, ms) => call("resolve", [String(host), clamp(ms)], clamp(ms)),
     connect: (host, port, ms) => call("connect", [String(host), port, clamp(ms)], clamp(ms)),
+    x509: (hex, pem) => call("x509", [String(hex), pem ? 1 : 0], 5000),
+    starttls: (id, servername, caHex, verify, ms) =>
+      call("starttls", [id, String(servername), String(caHex), verify ? 1 : 0, clamp(ms)], clamp(ms)),
     send: (id, hex, ms) => call("send", [id, String(hex), clamp(ms)], clamp(ms)),
     recv: (id, n, ms) => {
       const t = ms === 0 ? 0 : clamp(ms);

@@ -12,6 +12,8 @@
 
 import { workerData } from "node:worker_threads";
 import net from "node:net";
+import tls from "node:tls";
+import { X509Certificate } from "node:crypto";
 import dns from "node:dns";
 import os from "node:os";
 
@@ -39,6 +41,9 @@ function errnoOf(e) {
 
 class Conn {
   constructor(sock) {
+    this.attach(sock);
+  }
+  attach(sock) {
     this.sock = sock;
     this.chunks = [];
     this.len = 0;
@@ -144,6 +149,69 @@ const ops = {
     const id = nextId++;
     conns.set(id, c);
     return String(id);
+  },
+
+  // Whether hex is one X.509 certificate (DER, or PEM when pem is 1).
+  x509(hex, pem) {
+    const raw = Buffer.from(hex, "hex");
+    if (!pem && raw.includes("-----BEGIN")) throw new OpError(E("EINVAL"), "PEM");
+    try {
+      new X509Certificate(raw);
+    } catch (e) {
+      throw new OpError(E("EINVAL"), "invalid cert");
+    }
+    return "ok";
+  },
+
+  // Upgrade connection id to TLS, as a client: the handshake runs over the
+  // same TCP connection, later recv/send on id carry the decrypted stream.
+  // caHex: the trusted CA, DER or PEM, as hex ("" for none); verify: 1 to
+  // check the chain and the name (an IP address against the certificate's IP
+  // addresses). Verification failures answer "err:verify:<reason>".
+  async starttls(id, servername, caHex, verify, ms) {
+    const c = getConn(id);
+    if (c.err) throw c.err;
+    if (c.len || c.eof) throw new OpError(E("EPROTO"), "data before the TLS handshake");
+    let ca;
+    if (caHex) {
+      const raw = Buffer.from(caHex, "hex");
+      try {
+        ca = new X509Certificate(raw).toString(); // DER or PEM in, PEM out
+      } catch (e) {
+        throw new OpError(E("EINVAL"), "invalid cert");
+      }
+    }
+    const raw = c.sock;
+    raw.removeAllListeners("data");
+    raw.removeAllListeners("end");
+    raw.removeAllListeners("close");
+    const opts = { socket: raw, rejectUnauthorized: false, ca };
+    if (!net.isIP(servername)) opts.servername = servername;
+    const ts = tls.connect(opts);
+    c.chunks = [];
+    c.len = 0;
+    c.attach(ts);
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        ts.once("secureConnect", resolve);
+        ts.once("error", reject);
+        raw.once("close", () => reject(new OpError(E("ECONNRESET"), "connection closed during the handshake")));
+      }),
+      ms,
+      () => ts.destroy(),
+    );
+    if (verify) {
+      let why = ts.authorized ? null : String(ts.authorizationError);
+      if (!why) {
+        const e = tls.checkServerIdentity(servername, ts.getPeerCertificate());
+        if (e) why = e.code || e.message;
+      }
+      if (why) {
+        ts.destroy();
+        return "verify:" + why;
+      }
+    }
+    return "ok";
   },
 
   async send(id, hex, ms) {

@@ -162,6 +162,8 @@ async function main() {
   mp.registerJsModule("_crumbnet", {
     resolve: lazy("resolve"),
     connect: lazy("connect"),
+    starttls: lazy("starttls"),
+    x509: lazy("x509"),
     send: lazy("send"),
     recv: lazy("recv"),
     shutdown: lazy("shutdown"),

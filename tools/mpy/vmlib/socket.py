@@ -2,12 +2,19 @@
 #
 # The wasm port has no socket module; this one forwards TCP client calls to
 # the host's Node.js `net` module through the synchronous bridge registered by
-# tools/mpy/run.mjs as the JS module `_crumbnet` (see netbridge.mjs). It
-# mirrors the subset of MicroPython's socket API a client needs. Errors are
-# OSError(errno) like on MicroPython: 110 ETIMEDOUT, 111 ECONNREFUSED,
-# 11 EAGAIN (non-blocking recv with no data), -2 (name not found).
-# A blocking socket (timeout None, the default) still gives up after the
-# bridge's hard cap (run.mjs --net-max-timeout, 30 s by default).
+# tools/mpy/run.mjs as the JS module `_crumbnet` (see netbridge.mjs).
+#
+# It models the socket of MicroPython's bare-metal network ports (rp2 Pico W,
+# stm32, mimxrt): extmod/modlwip.c. The socket object has exactly the methods
+# of lwip_socket_locals_dict_table, no more (no context manager, no fileno);
+# those a TCP client never needs (bind, listen, accept, sendto, recvfrom)
+# raise OSError(EOPNOTSUPP). Errors are OSError(errno) with MicroPython's
+# numbers, as lwIP raises them: 110 ETIMEDOUT when a timeout set with
+# settimeout() passes (recv and stream reads alike), 11 EAGAIN on a
+# non-blocking socket with nothing to read, 111 ECONNREFUSED, 107 ENOTCONN,
+# -2 name not found. A blocking socket (timeout None, the default) still
+# gives up after the bridge's hard cap (run.mjs --net-max-timeout, 30 s).
+# tests/device/cases/mpports.py lists the method sets of every port.
 import _crumbnet as _n
 from binascii import hexlify, unhexlify
 
@@ -24,6 +31,7 @@ TCP_NODELAY = 1
 
 
 def _r(res):
+    # A bridge reply: the payload, or OSError(errno).
     res = str(res)
     if res[:3] == "ok:":
         return res[3:]
@@ -36,10 +44,14 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     return [(AF_INET, SOCK_STREAM, IPPROTO_TCP, "", (ip, int(port)))]
 
 
+def _unsupported(*args):
+    raise OSError(95)  # EOPNOTSUPP: the bridge is a TCP client only
+
+
 class socket:
     def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
         if type != SOCK_STREAM:
-            raise OSError(95)  # EOPNOTSUPP: the bridge does TCP only
+            raise OSError(95)
         self._id = None
         self._t = None
 
@@ -51,6 +63,8 @@ class socket:
         if self._id is None:
             raise OSError(107)  # ENOTCONN
         return self._id
+
+    bind = listen = accept = sendto = recvfrom = _unsupported
 
     def settimeout(self, t):
         self._t = t
@@ -73,7 +87,7 @@ class socket:
     def sendall(self, data):
         mv = memoryview(data)
         while len(mv):
-            mv = mv[self.send(mv[:4096]) :]
+            mv = mv[self.send(mv[:4096]):]
 
     def write(self, data):
         self.sendall(data)
@@ -83,6 +97,7 @@ class socket:
         return unhexlify(_r(_n.recv(self._sid(), min(int(n), 65536), self._ms())))
 
     def read(self, n=-1):
+        # Stream read: until n bytes or the end of the stream.
         out = bytearray()
         while n < 0 or len(out) < n:
             b = self.recv(4096 if n < 0 else min(4096, n - len(out)))
@@ -92,9 +107,10 @@ class socket:
         return bytes(out)
 
     def readinto(self, buf, n=-1):
+        # Stream readinto: fills buf (or n bytes of it) unless the stream ends.
         n = len(buf) if n < 0 else min(n, len(buf))
-        b = self.recv(n)
-        buf[: len(b)] = b
+        b = self.read(n)
+        buf[:len(b)] = b
         return len(b)
 
     def readline(self, limit=-1):
@@ -114,8 +130,4 @@ class socket:
             _n.close(self._id)
             self._id = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    __del__ = close
