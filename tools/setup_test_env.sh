@@ -15,6 +15,9 @@
 #   5. crumb._commit and crumb._request, the issuer's optional C extensions: a
 #      compiler (and the Python headers) when missing, then a rebuild of the
 #      editable install.
+#   6. A real MicroPython: the unix port with mbedTLS, built from Debian's
+#      source of MicroPython 1.25.0 (tools/mpy/unixport.sh), after the build
+#      tools and libmbedtls-dev when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -106,4 +109,16 @@ if [ -x "$ROOT/.venv/bin/python" ] && ! "$ROOT/.venv/bin/python" -c "$NATIVE_CHE
         fail "crumb's C extensions were built but do not import"
 fi
 info "crumb._commit ok (the issuer signs and chains off its event loop), crumb._request ok (the common request parsed, MAC-checked and answered in C)"
+# --- 6. a real MicroPython: the unix port with TLS --------------------------------
+# The device suite runs the device code on it too (real sockets, real mbedTLS).
+need=""
+for tool in curl xz patch make cc; do command -v "$tool" >/dev/null 2>&1 || need=1; done
+[ -f /usr/include/mbedtls/ssl.h ] || need=1
+if [ -n "$need" ] && ! [ -x "$MPY_DIR/unix-port/micropython" ]; then
+    info "installing what the MicroPython unix port builds with (curl xz-utils patch make gcc libc6-dev libmbedtls-dev)"
+    apt_install curl xz-utils patch make gcc libc6-dev libmbedtls-dev ||
+        fail "the MicroPython unix port needs curl, xz, patch, make, gcc and libmbedtls-dev, which could not be installed (need root + apt-get)"
+fi
+bash "$MPY_DIR/unixport.sh" || fail "the MicroPython unix port could not be built (tools/mpy/unixport.sh)"
+info "MicroPython unix port ok: $("$MPY_DIR/unix-port/micropython" -c 'import sys; print("%d.%d.%d" % sys.implementation.version[:3])') with tls"
 info "done"

@@ -129,6 +129,9 @@ class Client:
         #   from backoff up to max_backoff, with jitter.
         self.url = issuer_url.rstrip("/") + "/token"
         http.split_url(self.url)  # a bad URL fails here, not on first use
+        if type(device_id) is not str or not device_id or type(key) not in (bytes, bytearray) or not key \
+                or not (audience is None or type(audience) is str) or type(batch) is not int or batch < 1:
+            raise ValueError("device_id and audience must be str, key bytes, batch an int >= 1")
         self.device_id = device_id
         self.key = key
         self.batch = batch
@@ -226,10 +229,19 @@ class Client:
     def publish(self, mqtt, topic, payload, operation="publish", resource=None, retain=False, qos=0):
         # Publish payload in an envelope with an MQTT client that has
         # publish(topic, msg, retain=, qos=): umqtt.simple, or paho on CPython.
-        # The token's resource is the topic unless given.
+        # The token's resource is the topic unless given. Raises the client's
+        # errors for the token, and OSError when the MQTT client fails: what
+        # umqtt.simple raises for a broken connection, and anything else it
+        # raises wrapped in one, so that a reconnect on OSError covers all.
         if resource is None:
             resource = topic if isinstance(topic, str) else topic.decode()
-        mqtt.publish(topic, self.envelope(resource, operation, payload), retain=retain, qos=qos)
+        msg = self.envelope(resource, operation, payload)
+        try:
+            mqtt.publish(topic, msg, retain=retain, qos=qos)
+        except OSError as e:
+            raise e
+        except Exception as e:
+            raise OSError("MQTT publish failed: %r" % (e,))
 
     def request(self, method, url, resource, operation, body=None, headers=None, max_body=http.MAX_BODY,
                 cadata=None):
@@ -296,7 +308,7 @@ class Client:
             raise IssuerUnavailable("issuer unreachable: %s" % e)
         try:
             resp = cbor.loads(data, 4)
-        except ValueError:
+        except Exception:  # ValueError for anything malformed; nothing else may escape token()
             resp = None
         if type(resp) is dict:
             t = resp.get(_TIME)
@@ -307,7 +319,7 @@ class Client:
             if (status == 200 and code is None) or (status >= 400 and type(code) is str):
                 return resp
         ra = hdrs.get("retry-after", "")
-        self._failed(int(ra) if ra.isdigit() else None)
+        self._failed(int(ra) if 0 < len(ra) < 10 and not ra.strip("0123456789") else None)
         raise IssuerUnavailable("the issuer answered HTTP %d without a crumb response" % status)
 
     def _post(self, body, max_body):

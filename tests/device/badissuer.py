@@ -47,13 +47,14 @@ class BadIssuer:
                   "trunc_head", "reset", "http500", "http503", "http404", "http401", "chunked", "eof_body",
                   "huge_body", "huge_head", "slow_ok", "interim")
 
-    def __init__(self) -> None:
+    def __init__(self, tls=None) -> None:
+        self.tls = tls  # an ssl.SSLContext: serve https (each behaviour after the handshake)
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(64)
         self.ls.settimeout(0.1)
         self.port = self.ls.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.stop = threading.Event()
         self.seen: list[str] = []
         self.thread = threading.Thread(target=self._accept, daemon=True)
@@ -81,6 +82,8 @@ class BadIssuer:
     def _serve(self, c: socket.socket) -> None:
         c.settimeout(5)
         try:
+            if self.tls:
+                c = self.tls.wrap_socket(c, server_side=True)
             head = b""
             while b"\r\n\r\n" not in head:
                 chunk = c.recv(4096)

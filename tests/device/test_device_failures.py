@@ -1,15 +1,17 @@
 """The device client against a misbehaving issuer over real loopback sockets.
 
-The same cases (tests/device/netcases/failures.py) run on CPython and inside
-the MicroPython VM, where the sockets go through the VM's bridge.
+The same cases (tests/device/netcases/failures.py) run on CPython, inside
+the MicroPython VM, where the sockets go through the VM's bridge, and on the
+real MicroPython unix port, with its own sockets (whose recv() raises EAGAIN
+when a timeout passes).
 """
 
 import importlib
 
 import pytest
 
+import runtimes
 from badissuer import BadIssuer
-from test_device_cases import HERE, _parse, _with_source
 
 MODULE = "netcases.failures"
 m = importlib.import_module(MODULE)
@@ -39,16 +41,18 @@ def test_cpython(case, servers):
 
 
 @pytest.fixture(scope="module")
-def vm_run(vm, servers):
-    paths = [f"{HERE / 'cases'}:/lib/cases", f"{HERE / 'netcases'}:/lib/netcases"]
-    r = vm.run_vm(file=HERE / "vm_harness.py", args=[f"{MODULE}={servers}"], paths=paths, timeout=120)
-    results, done = _parse(r.out)
-    assert done and r.rc == 0, f"VM exit {r.rc}\n{r.out[-3000:]}\n{r.err[-3000:]}"
-    return results
+def results(vm, servers, tmp_path_factory):
+    cache = {}
+
+    def get(runtime):
+        if runtime not in cache:
+            cache[runtime] = runtimes.run(vm, runtime, MODULE, servers, tmp_path_factory)
+        return cache[runtime]
+
+    return get
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_micropython(case, vm_run):
-    status, detail = vm_run[f"{MODULE}.{case}"]
-    if status != "OK":
-        pytest.fail(f"failed in MicroPython:\n{_with_source(detail)}", pytrace=False)
+@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
+def test_micropython(runtime, case, results):
+    runtimes.check(results(runtime), f"{MODULE}.{case}", runtime)

@@ -106,6 +106,31 @@ def run_vm(
     return VMResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
 
 
+UNIX_PORT = HERE / "unix-port" / "micropython"
+
+
+def check_unix_port() -> Path:
+    """The real MicroPython unix port (tools/mpy/unixport.sh builds it), or VMUnavailable."""
+    if not os.access(UNIX_PORT, os.X_OK):
+        raise VMUnavailable(f"the MicroPython unix port is not built ({UNIX_PORT} missing; {SETUP_HINT})")
+    return UNIX_PORT
+
+
+def run_unix_port(file: str | os.PathLike, args=(), *, paths=(), timeout: float = 120) -> VMResult:
+    """Run ``file`` on the real MicroPython unix port, with ``paths`` (host
+    directories, in order) as its module path: real sockets, real mbedTLS."""
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(p) for p in paths] + [".frozen"]))
+    cmd = [str(check_unix_port()), str(file), *[str(a) for a in args]]
+    try:
+        p = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=REPO, env=env)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode("utf-8", "replace")
+        err = (e.stderr or b"").decode("utf-8", "replace")
+        raise AssertionError(f"MicroPython unix port did not finish within {timeout} s\n--- stdout ---\n{out}\n"
+                             f"--- stderr ---\n{err}")
+    return VMResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
+
+
 _HEAP_RE = re.compile(r"^@@HEAP (\d+) (\d+)$", re.M)
 
 

@@ -10,14 +10,15 @@
 # settimeout), because Debian's mbedTLS is built with DTLS. Debian's source
 # is used because it is reachable from here and pinned by checksum; its
 # patches make the port build against the system's mbedTLS (libmbedtls-dev)
-# instead of a git submodule. Note: Debian 12's mbedTLS (2.28) does not match
-# IP addresses in certificates, so tests name the host "localhost".
+# instead of a git submodule. (Debian 12's mbedTLS, 2.28, matches the host
+# name against a certificate's DNS names only: the tests' server certificate
+# also names 127.0.0.1 as a DNS name, see tests/device/tlspeers.py.)
 #
 #   bash tools/mpy/unixport.sh          build if missing (idempotent, ~30 s)
 #   bash tools/mpy/unixport.sh --force  rebuild
 #
-# Needs: curl, xz, patch, make, a C compiler, libmbedtls-dev, libffi-dev,
-# pkgconf (tools/setup_test_env.sh installs them).
+# Needs: curl, xz, patch, make, a C compiler and libmbedtls-dev
+# (tools/setup_test_env.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)

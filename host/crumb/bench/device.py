@@ -183,12 +183,21 @@ class VerifyingService:
 
     OPERATIONS = {"GET": "read", "POST": "publish", "PUT": "write"}
 
-    def __init__(self, issuer_url: str, clock=time.time) -> None:
+    def __init__(self, issuer_url: str, clock=time.time, tls=None, issuer_ca: str | None = None) -> None:
+        # tls: an ssl.SSLContext to serve https; issuer_ca: the PEM CA to
+        # check an https issuer against when fetching its keys.
+        import ssl
+
+        import httpx
+
         from ..keyfetch import FetchedKeys
         from ..verify import Verifier
 
-        self.verifier = Verifier([], resolver=FetchedKeys(issuer_url.rstrip("/") + "/keys", min_interval=0.0),
-                                 clock=clock)
+        client = httpx.Client(timeout=2.0, follow_redirects=False,
+                              verify=ssl.create_default_context(cadata=issuer_ca) if issuer_ca else True)
+        self.verifier = Verifier([], resolver=FetchedKeys(issuer_url.rstrip("/") + "/keys", min_interval=0.0,
+                                                          client=client), clock=clock)
+        self.tls = tls
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self.bodies: list[bytes] = []
@@ -238,9 +247,17 @@ class VerifyingService:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address) -> None:
+                pass  # a client that hangs up or fails the TLS handshake: nothing to report
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        if self.tls:  # the handshake happens in the handler's thread, on its first read
+            self.httpd.socket = self.tls.wrap_socket(self.httpd.socket, server_side=True,
+                                                     do_handshake_on_connect=False)
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
         return self

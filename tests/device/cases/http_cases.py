@@ -4,63 +4,32 @@
 from ucrumb import http
 from ucrumb.http import HTTPError, read_response, split_url, ticks_add, ticks_ms
 
-from cases import raises
+from cases import mpports, raises
 
 
-class Stream:
-    # MicroPython's TLS socket interface: readline(limit) and read(n), which
-    # block until the line or the n bytes are complete (or EOF).
-    def __init__(self, data):
-        self.data = data
-        self.p = 0
-
-    def readline(self, limit=-1):
-        out = b""
-        while out[-1:] != b"\n" and (limit < 0 or len(out) < limit) and self.p < len(self.data):
-            out += self.data[self.p:self.p + 1]
-            self.p += 1
-        return out
-
-    def read(self, n=-1):
-        end = len(self.data) if n < 0 else min(len(self.data), self.p + n)
-        out = self.data[self.p:end]
-        self.p = end
-        return out
-
-
-class Sock:
-    # A plain socket: recv(n) hands out at most `step` bytes at a time.
-    def __init__(self, data, step=7):
-        self.data = data
-        self.p = 0
-        self.step = step
-        self.timeouts = []
-
-    def settimeout(self, t):
-        self.timeouts.append(t)
-
-    def recv(self, n):
-        assert n > 0
-        end = min(len(self.data), self.p + n, self.p + self.step)
-        out = self.data[self.p:end]
-        self.p = end
-        return out
-
-
-def _outcome(stream, data, method, max_body, want, ms):
+def _outcome(make, data, method, max_body, want, ms):
+    s, raw = make(mpports.Peer(data))
     try:
-        return read_response(stream, method, ticks_add(ticks_ms(), ms), max_body, want)
+        return read_response(s, method, ticks_add(ticks_ms(), ms), max_body, want, raw)
     except HTTPError as e:
         return e
 
 
+SHAPES = mpports.shapes() + [("socket, large reads", lambda peer: (mpports.socket("lwip", _big(peer)), None))]
+
+
+def _big(peer):
+    peer.step = 1000
+    return peer
+
+
 def parse(data, method="POST", max_body=4096, want=None, ms=2000):
-    # Both reading strategies must agree, on results and on errors.
-    a = _outcome(Sock(data), data, method, max_body, want, ms)
-    b = _outcome(Sock(data, 1000), data, method, max_body, want, ms)
-    c = _outcome(Stream(data), data, method, max_body, want, ms)
-    for x in (b, c):
-        assert (str(x) == str(a)) if isinstance(a, HTTPError) else (x == a), (a, x)
+    # Every socket and TLS-socket shape of every port (cases/mpports.py) must
+    # agree, on results and on errors.
+    outs = [(name, _outcome(make, data, method, max_body, want, ms)) for name, make in SHAPES]
+    a = outs[0][1]
+    for name, x in outs[1:]:
+        assert (str(x) == str(a)) if isinstance(a, HTTPError) else (x == a), (name, a, x)
     if isinstance(a, HTTPError):
         raise a
     return a
@@ -196,8 +165,12 @@ def test_deadline():
     assert str(e) == "timed out"
 
 
-def test_recv_is_given_the_time_left():
-    sock = Sock(OK_HEAD + b"Content-Length: 5\r\n\r\nhello", step=4)
-    read_response(sock, "GET", ticks_add(ticks_ms(), 3000), 100, None)
-    assert len(sock.timeouts) > 10
-    assert all(0 < t <= 3.0 for t in sock.timeouts)
+def test_every_read_is_given_the_time_left():
+    # On the socket itself, or, for a TLS socket (which has no settimeout),
+    # on the socket beneath it.
+    for name, make in mpports.shapes():
+        s, raw = make(mpports.Peer(OK_HEAD + b"Content-Length: 5\r\n\r\nhello", step=4))
+        read_response(s, "GET", ticks_add(ticks_ms(), 3000), 100, None, raw)
+        timeouts = (raw or s).timeouts
+        assert len(timeouts) > 2, name
+        assert all(0 < t <= 3.0 for t in timeouts), (name, timeouts)
