@@ -4,7 +4,8 @@
 # Files on the board (next to this one):
 #   crumb.json   the device credentials: `crumb device add ID --out crumb.json`
 #   config.json  {"wifi": {...}, "service": "http://host:port", "resource":
-#                 "/sensors/temp01", "operation": "publish", "every": 30}
+#                 "/sensors/temp01", "operation": "publish", "every": 30,
+#                 "cadata": the issuer's CA certificate as PEM text, for https}
 import json
 import time
 

@@ -106,7 +106,10 @@ def run_vm(
     return VMResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
 
 
-UNIX_PORT = HERE / "unix-port" / "micropython"
+# The real MicroPython unix port the suite runs the device code on: the build of
+# tools/mpy/unixport.sh, or any other (a newer release, a 32-bit build) named by
+# CRUMB_MICROPYTHON.
+UNIX_PORT = Path(os.environ.get("CRUMB_MICROPYTHON") or HERE / "unix-port" / "micropython")
 
 
 def check_unix_port() -> Path:
