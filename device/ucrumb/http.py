@@ -77,7 +77,7 @@ def _ders(cadata):
 
 def _load_ca(ctx, m, der):
     # One CA certificate into a MicroPython SSLContext. tls (>= 1.23) takes
-    # it positionally, 1.22's ssl by keyword. MicroPython 1.23 passes DER to
+    # it positionally, 1.22's ssl by keyword. 1.22 and early 1.23 pass DER to
     # mbedTLS with one byte too many, which mbedTLS >= 3.5 refuses: then the
     # same certificate as PEM, which builds with PEM parsing (ESP32) take.
     load = ctx.load_verify_locations
