@@ -51,3 +51,27 @@ def check(results: dict, key: str, runtime: str) -> None:
     status, detail = results[key]
     if status != "OK":
         pytest.fail(f"failed on MicroPython ({runtime}):\n{_with_source(detail)}", pytrace=False)
+
+
+def results(vm, tmp_path_factory, module: str, arg_for, extra_paths=()):
+    """A function runtime -> results of ``module``'s cases there, each runtime run
+    once; ``arg_for(runtime)`` is the argument of the module's setup()."""
+    cache: dict = {}
+
+    def get(runtime):
+        if runtime not in cache:
+            cache[runtime] = run(vm, runtime, module, arg_for(runtime), tmp_path_factory, extra_paths)
+        return cache[runtime]
+
+    return get
+
+
+def case_tests(module: str, cases):
+    """The test function reporting every case of ``module`` on every runtime, from
+    the ``results`` fixture of the test module (built with results() above)."""
+    @pytest.mark.parametrize("case", cases)
+    @pytest.mark.parametrize("runtime", RUNTIMES)
+    def test_micropython(runtime, case, results):
+        check(results(runtime), f"{module}.{case}", runtime)
+
+    return test_micropython

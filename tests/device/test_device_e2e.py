@@ -62,25 +62,17 @@ def test_cpython(case, cpython_arg):
 
 @pytest.fixture(scope="module")
 def results(vm, issuer, service, tmp_path_factory):
-    cache = {}
+    def arg_for(runtime):
+        out = tmp_path_factory.mktemp("cred") / "crumb.json"
+        text = enroll(issuer, "dev-" + runtime, out)
+        assert json.loads(text)["issuer"] == issuer.url
+        # the VM cannot read the host's file: the case writes the text to its own /crumb.json
+        return f"{service.url}|{'/crumb.json' if runtime == 'vm' else out}|{text}"
 
-    def get(runtime):
-        if runtime not in cache:
-            out = tmp_path_factory.mktemp("cred") / "crumb.json"
-            text = enroll(issuer, "dev-" + runtime, out)
-            assert json.loads(text)["issuer"] == issuer.url
-            # the VM cannot read the host's file: the case writes the text to its own /crumb.json
-            path = "/crumb.json" if runtime == "vm" else str(out)
-            cache[runtime] = runtimes.run(vm, runtime, MODULE, f"{service.url}|{path}|{text}", tmp_path_factory)
-        return cache[runtime]
-
-    return get
+    return runtimes.results(vm, tmp_path_factory, MODULE, arg_for)
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
-def test_micropython(runtime, case, results):
-    runtimes.check(results(runtime), f"{MODULE}.{case}", runtime)
+test_micropython = runtimes.case_tests(MODULE, CASES)
 
 
 def test_every_accepted_call_was_verified(service, results, cpython_arg):

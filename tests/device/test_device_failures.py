@@ -42,17 +42,7 @@ def test_cpython(case, servers):
 
 @pytest.fixture(scope="module")
 def results(vm, servers, tmp_path_factory):
-    cache = {}
-
-    def get(runtime):
-        if runtime not in cache:
-            cache[runtime] = runtimes.run(vm, runtime, MODULE, servers, tmp_path_factory)
-        return cache[runtime]
-
-    return get
+    return runtimes.results(vm, tmp_path_factory, MODULE, lambda runtime: servers)
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
-def test_micropython(runtime, case, results):
-    runtimes.check(results(runtime), f"{MODULE}.{case}", runtime)
+test_micropython = runtimes.case_tests(MODULE, CASES)

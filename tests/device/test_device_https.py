@@ -58,19 +58,9 @@ def test_cpython(case, config):
 
 @pytest.fixture(scope="module")
 def results(vm, config, tmp_path_factory):
-    cache = {}
-
-    def get(runtime):
-        if runtime not in cache:
-            path = "/https/https.json" if runtime == "vm" else str(config / "https.json")
-            cache[runtime] = runtimes.run(vm, runtime, MODULE, path, tmp_path_factory,
-                                          extra_paths=[f"{config}:/https"])
-        return cache[runtime]
-
-    return get
+    return runtimes.results(vm, tmp_path_factory, MODULE,
+                            lambda runtime: "/https/https.json" if runtime == "vm" else str(config / "https.json"),
+                            extra_paths=[f"{config}:/https"])
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("runtime", runtimes.RUNTIMES)
-def test_micropython(runtime, case, results):
-    runtimes.check(results(runtime), f"{MODULE}.{case}", runtime)
+test_micropython = runtimes.case_tests(MODULE, CASES)

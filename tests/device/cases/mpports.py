@@ -144,31 +144,51 @@ def _s_recv(self, n):
     return _piece(self, n, "recv")
 
 
-def _s_read(self, n=-1):
-    # Stream read: until n bytes or the end; an error loses what was read.
+def _read(take, n):
+    # Stream read over take(k) -> bytes, b"" at the end, or None (would
+    # block: what was read so far, or None). An error raised by take loses
+    # what was read, as MicroPython's stream layer does.
     out = b""
     while n < 0 or len(out) < n:
-        c = _piece(self, 4096 if n < 0 else n - len(out), "read")
+        c = take(4096 if n < 0 else n - len(out))
+        if c is None:
+            return out or None
         if not c:
             break
         out += c
     return out
 
 
-def _s_readinto(self, buf, n=-1):
-    b = _s_read(self, len(buf) if n < 0 else min(n, len(buf)))
+def _readline(take, limit):
+    out = b""
+    while out[-1:] != b"\n" and (limit < 0 or len(out) < limit):
+        c = take(1)
+        if c is None:
+            return out or None
+        if not c:
+            break
+        out += c
+    return out
+
+
+def _readinto(read, buf, n):
+    b = read(len(buf) if n < 0 else min(n, len(buf)))
+    if b is None:
+        return None
     buf[:len(b)] = b
     return len(b)
 
 
+def _s_read(self, n=-1):
+    return _read(lambda k: _piece(self, k, "read"), n)
+
+
+def _s_readinto(self, buf, n=-1):
+    return _readinto(lambda k: _s_read(self, k), buf, n)
+
+
 def _s_readline(self, limit=-1):
-    out = b""
-    while out[-1:] != b"\n" and (limit < 0 or len(out) < limit):
-        c = _piece(self, 1, "readline")
-        if not c:
-            break
-        out += c
-    return out
+    return _readline(lambda k: _piece(self, k, "readline"), limit)
 
 
 def _s_send(self, data):
@@ -275,35 +295,15 @@ def _t_recv(self, n):
 
 
 def _t_read(self, n=-1):
-    out = b""
-    while n < 0 or len(out) < n:
-        c = _t_op(self, _raw_read, 4096 if n < 0 else n - len(out))
-        if c is None:
-            return out or None
-        if not c:
-            break
-        out += c
-    return out
+    return _read(lambda k: _t_op(self, _raw_read, k), n)
 
 
 def _t_readinto(self, buf, n=-1):
-    b = _t_read(self, len(buf) if n < 0 else min(n, len(buf)))
-    if b is None:
-        return None
-    buf[:len(b)] = b
-    return len(b)
+    return _readinto(lambda k: _t_read(self, k), buf, n)
 
 
 def _t_readline(self, limit=-1):
-    out = b""
-    while out[-1:] != b"\n" and (limit < 0 or len(out) < limit):
-        c = _t_op(self, _raw_read, 1)
-        if c is None:
-            return out or None
-        if not c:
-            break
-        out += c
-    return out
+    return _readline(lambda k: _t_op(self, _raw_read, k), limit)
 
 
 def _t_send(self, data):

@@ -48,7 +48,36 @@ def _unsupported(*args):
     raise OSError(95)  # EOPNOTSUPP: the bridge is a TCP client only
 
 
-class socket:
+class _Stream:
+    # The stream methods MicroPython's socket objects share (py/stream.c),
+    # over the object's recv(n): read(n) until n bytes or the end,
+    # readinto(buf[, n]) likewise, readline([limit]) byte by byte.
+    def read(self, n=-1):
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            b = self.recv(4096 if n < 0 else min(4096, n - len(out)))
+            if not b:
+                break
+            out.extend(b)
+        return bytes(out)
+
+    def readinto(self, buf, n=-1):
+        n = len(buf) if n < 0 else min(n, len(buf))
+        b = self.read(n)
+        buf[:len(b)] = b
+        return len(b)
+
+    def readline(self, limit=-1):
+        out = bytearray()
+        while out[-1:] != b"\n" and (limit < 0 or len(out) < limit):
+            b = self.recv(1)
+            if not b:
+                break
+            out.extend(b)
+        return bytes(out)
+
+
+class socket(_Stream):
     def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
         if type != SOCK_STREAM:
             raise OSError(95)
@@ -96,32 +125,7 @@ class socket:
     def recv(self, n):
         return unhexlify(_r(_n.recv(self._sid(), min(int(n), 65536), self._ms())))
 
-    def read(self, n=-1):
-        # Stream read: until n bytes or the end of the stream.
-        out = bytearray()
-        while n < 0 or len(out) < n:
-            b = self.recv(4096 if n < 0 else min(4096, n - len(out)))
-            if not b:
-                break
-            out.extend(b)
-        return bytes(out)
-
-    def readinto(self, buf, n=-1):
-        # Stream readinto: fills buf (or n bytes of it) unless the stream ends.
-        n = len(buf) if n < 0 else min(n, len(buf))
-        b = self.read(n)
-        buf[:len(b)] = b
-        return len(b)
-
-    def readline(self, limit=-1):
-        out = bytearray()
-        while out[-1:] != b"\n" and (limit < 0 or len(out) < limit):
-            b = self.recv(1)
-            if not b:
-                break
-            out.extend(b)
-        return bytes(out)
-
+    # read, readinto, readline: _Stream's, over recv
     def makefile(self, mode="rb", buffering=0):
         return self
 

@@ -24,7 +24,7 @@
 # cipher selection (get_ciphers, set_ciphers), verify_callback.
 import _crumbnet as _n
 from binascii import hexlify, unhexlify
-from socket import _r
+from socket import _r, _Stream
 
 PROTOCOL_TLS_CLIENT = 0
 PROTOCOL_TLS_SERVER = 1
@@ -66,7 +66,7 @@ class SSLContext:
         return s
 
 
-class SSLSocket:
+class SSLSocket(_Stream):
     def __init__(self, ctx, sock, host):
         self._sock = sock
         self._ctx = ctx
@@ -113,31 +113,7 @@ class SSLSocket:
     def recv(self, n):
         return self._recv(n)
 
-    def read(self, n=-1):
-        out = bytearray()
-        while n < 0 or len(out) < n:
-            b = self._recv(4096 if n < 0 else n - len(out))
-            if not b:
-                break
-            out.extend(b)
-        return bytes(out)
-
-    def readinto(self, buf, n=-1):
-        n = len(buf) if n < 0 else min(n, len(buf))
-        b = self.read(n)
-        buf[:len(b)] = b
-        return len(b)
-
-    recv_into = readinto
-
-    def readline(self, limit=-1):
-        out = bytearray()
-        while out[-1:] != b"\n" and (limit < 0 or len(out) < limit):
-            b = self._recv(1)
-            if not b:
-                break
-            out.extend(b)
-        return bytes(out)
+    recv_into = _Stream.readinto  # read, readinto, readline: _Stream's, over recv
 
     def send(self, data):
         return self._send(memoryview(data)[:4096])
