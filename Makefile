@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py host/crumb/_commit.c host/crumb/_request.c
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m crumb.demo
+	$(BIN)/python -m crumb.tooling.demo
 
 test: $(STAMP)
 	bash tools/setup_test_env.sh

@@ -9,5 +9,5 @@
 # Paths in a manifest are relative to the manifest's own directory. The
 # firmware's own mpy-cross compiles the package, so the bytecode always
 # matches the firmware. See docs/device.md.
-metadata(description="crumb device client: request-time authorization tokens", version="0.1.0")
+metadata(description="crumb device client: request-time authorization tokens")  # version: ucrumb.__version__
 package("ucrumb", base_path="../device")

@@ -76,9 +76,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from crumb.bench import issuer as bench
-    from crumb.issuer.local import LocalIssuer
-    from crumb.localservices import free_port
+    from crumb.tooling.bench import issuer as bench
+    from crumb.tooling.localissuer import LocalIssuer
+    from crumb.tooling.localservices import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="crumb-ceiling-"))
     procs: list[subprocess.Popen] = []

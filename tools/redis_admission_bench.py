@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU per admission of the Redis gate: redis-server's and the issuer loop's, against the floor.
 
-Starts its own redis-server on a free loopback port (crumb.localservices),
+Starts its own redis-server on a free loopback port (crumb.tooling.localservices),
 then drives ``RedisGate.admit`` the way the issuer does: batches of N
 admissions in one turn of the event loop (distinct devices, fresh nonces,
 all admitted), awaited together, turn after turn. For each batch size and
@@ -42,7 +42,7 @@ import time
 
 from crumb.issuer.gate import RedisGate
 from crumb.issuer.resp import RedisClient
-from crumb.localservices import RedisServer
+from crumb.tooling.localservices import RedisServer
 
 # The floor: what any admission must cost at the least, one SET NX EX of its nonce per request, sent and
 # answered exactly as the gate's own script is (same keys, arguments, batching and reply), so that the

@@ -79,7 +79,7 @@ if [ -x "$ROOT/.venv/bin/python" ]; then
 fi
 # --- 4. redis-server and mosquitto --------------------------------------------
 # The service tests and `crumb bench replay` start private instances of both
-# on loopback (crumb.localservices); they are never used as system services.
+# on loopback (crumb.tooling.localservices); they are never used as system services.
 have_prog() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 if ! have_prog redis-server || ! have_prog mosquitto; then
     info "installing redis-server and mosquitto (Debian packages)"

@@ -23,7 +23,15 @@ except ImportError:
 
 try:
     from os import urandom
-except ImportError:  # ports without a hardware RNG binding
+except ImportError:
+    # A MicroPython port without os.urandom (the WebAssembly port): its
+    # `random`, which MicroPython seeds at boot from the port's own source of
+    # randomness (MICROPY_PY_RANDOM_SEED_INIT_FUNC), so nonces differ across
+    # reboots. CPython always has os.urandom; anywhere else, refuse to run.
+    import sys
+
+    if sys.implementation.name != "micropython":
+        raise ImportError("ucrumb needs os.urandom for its request nonces")
     from random import getrandbits
 
     def urandom(n):
@@ -42,6 +50,16 @@ _ERR_CODE = const(-7)
 _RETRY_AFTER = const(-8)
 _NONCE_BYTES = const(6)
 _MAC_BYTES = const(16)
+
+# A cache entry: [_USED: last used (ticks), _AHEAD: fetch ahead from (ticks)
+# or None, then the tokens from _FIRST on, oldest first]; a token:
+# [_BYTES, _LEFT: uses left, _UNTIL: deadline (ticks)].
+_USED = const(0)
+_AHEAD = const(1)
+_FIRST = const(2)
+_BYTES = const(0)
+_LEFT = const(1)
+_UNTIL = const(2)
 
 _HEADERS = {"Content-Type": "application/ace+cbor"}
 # Refusals that may pass by themselves: back off and raise IssuerUnavailable.
@@ -143,9 +161,7 @@ class Client:
         self.refresh = int(refresh * 1000)
         self.backoff = int(backoff * 1000)
         self.max_backoff = int(max_backoff * 1000)
-        # scope -> [last used (ticks), refresh-ahead from (ticks) or None, *tokens]
-        # where each token is [bytes, uses left, deadline (ticks)]
-        self._cache = {}
+        self._cache = {}  # scope -> entry (see _USED above)
         self._t0 = 0  # issuer time (s) at ticks _at
         self._at = None  # None: never synced
         self._delay = 0  # current backoff step (ms)
@@ -170,22 +186,22 @@ class Client:
         now = ticks_ms()
         e = self._cache.get(scope)
         t = _live(e, now) if e else None
-        if t is None or (e[1] is not None and ticks_diff(now, e[1]) >= 0):
+        if t is None or (e[_AHEAD] is not None and ticks_diff(now, e[_AHEAD]) >= 0):
             try:
                 self._fetch((scope,), self.batch)
             except CrumbError as err:
                 if t is None:
                     raise err
                 if isinstance(err, Denied):
-                    e[1] = None  # serve what is cached; stop asking ahead
+                    e[_AHEAD] = None  # serve what is cached; stop asking ahead
             e = self._cache[scope]
             now = ticks_ms()
             t = _live(e, now)
             if t is None:
                 raise IssuerUnavailable("the issuer's tokens expired before they could be used")
-        t[1] -= 1
-        e[0] = now
-        return t[0]
+        t[_LEFT] -= 1
+        e[_USED] = now
+        return t[_BYTES]
 
     def prefetch(self, scopes, count=1):
         # Fetch count tokens for each (resource, operation) in scopes, all in
@@ -203,9 +219,9 @@ class Client:
             return 0
         _live(e, ticks_ms())
         n = 0
-        for t in e[2:]:
-            if ticks_diff(t[2], ticks_ms()) > 0:
-                n += t[1]
+        for t in e[_FIRST:]:
+            if ticks_diff(t[_UNTIL], ticks_ms()) > 0:
+                n += t[_LEFT]
         return n
 
     def retry_in(self):
@@ -376,9 +392,9 @@ class Client:
         life *= 1000
         life -= min(self.margin, life // 4)
         e.append([tok, uses, ticks_add(sent, life)])
-        if len(e) > 2 + keep:
-            e.pop(2)  # the oldest token: it expires first
-        e[1] = ticks_add(sent, life - min(self.refresh, life // 2))
+        if len(e) > _FIRST + keep:
+            e.pop(_FIRST)  # the oldest token: it expires first
+        e[_AHEAD] = ticks_add(sent, life - min(self.refresh, life // 2))
 
     def _evict(self):
         # An entry with nothing usable left, else the least recently used.
@@ -389,7 +405,7 @@ class Client:
             if _live(e, now) is None:
                 victim = k
                 break
-            if victim is None or ticks_diff(e[0], self._cache[victim][0]) < 0:
+            if victim is None or ticks_diff(e[_USED], self._cache[victim][_USED]) < 0:
                 victim = k
         del self._cache[victim]
 
@@ -397,9 +413,9 @@ class Client:
 def _live(e, now):
     # Drop the entry's spent and expired tokens from the front; return the
     # first usable one or None.
-    while len(e) > 2:
-        t = e[2]
-        if t[1] > 0 and ticks_diff(t[2], now) > 0:
+    while len(e) > _FIRST:
+        t = e[_FIRST]
+        if t[_LEFT] > 0 and ticks_diff(t[_UNTIL], now) > 0:
             return t
-        e.pop(2)
+        e.pop(_FIRST)
     return None

@@ -1,5 +1,6 @@
-# HMAC-SHA256 (RFC 2104) on hashlib.sha256 (MicroPython has no hmac module)
-# and a constant-time byte comparison for checking MACs.
+# HMAC-SHA256 (RFC 2104) on hashlib.sha256 (MicroPython has no hmac module).
+# The device only computes MACs; it never checks one, so it needs no
+# constant-time comparison.
 from hashlib import sha256
 
 
@@ -18,13 +19,3 @@ def hmac_sha256(key, msg):
     h = sha256(k)
     h.update(d)
     return h.digest()
-
-
-def ct_eq(a, b):
-    # Time depends only on the lengths, never on where the bytes differ.
-    r = len(a) ^ len(b)
-    if r:
-        b = a
-    for x, y in zip(a, b):
-        r |= x ^ y
-    return r == 0

@@ -5,7 +5,7 @@ Forward sends the request to the ingest API with the attested token and
 returns its answer.
 """
 
-from crumb.middleware import CrumbMiddleware, Forward
+from crumb.services.middleware import CrumbMiddleware, Forward
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route

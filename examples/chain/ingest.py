@@ -3,7 +3,7 @@
 import time
 
 import httpx
-from crumb.middleware import CrumbMiddleware, attest_and_forward_async
+from crumb.services.middleware import CrumbMiddleware, attest_and_forward_async
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route

@@ -2,7 +2,7 @@
 
 import os
 
-from crumb.middleware import CrumbMiddleware
+from crumb.services.middleware import CrumbMiddleware
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route

@@ -13,7 +13,7 @@ from .replay import MemoryReplayStore, ReplayStore
 from .token import attenuate, attenuate_open, attest, mint, seal, to_text
 from .verify import Verified, Verifier
 
-__version__ = "0.1.0"
+from ucrumb import __version__  # one version for the host and the device packages
 
 __all__ = [
     "CrumbError", "MemoryReplayStore", "PublicKey", "ReplayStore", "SigningKey", "Verified",

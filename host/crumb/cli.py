@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from . import __version__
 from . import caveats as cav
 from .errors import CrumbError
 from .keys import KeyFileError, generate, load_public_key, load_signing_key, save
@@ -77,7 +78,7 @@ _CAVEAT_HELP = ("Caveat 'PREDICATE FIELD VALUE' (repeatable). Predicates: eq ne 
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="crumb")
+@click.version_option(__version__, prog_name="crumb")
 def main() -> None:
     """crumb: request-time, offline-verifiable authorization tokens.
 
@@ -218,30 +219,27 @@ def bench() -> None:
 @click.option("--rounds", default=2000, show_default=True, type=click.IntRange(min=50), help="Verifications per measurement.")
 def bench_tokens(as_json: bool, rounds: int) -> None:
     """Token sizes and verification speed, against raw Ed25519 and peer libraries."""
-    from .bench.tokens import run, render_table
+    from .tooling.bench.tokens import run, render_table
 
     result = run(rounds=rounds)
     click.echo(json.dumps(result, indent=1) if as_json else render_table(result))
 
 
-from .issuer.cli import audit_group, bench_issuer, device_group, issuer_group, keys_group, policy_group  # noqa: E402
+from .issuer.cli import audit_group, device_group, issuer_group, keys_group, policy_group  # noqa: E402
 
 main.add_command(issuer_group)
 main.add_command(policy_group)
 main.add_command(keys_group)
 main.add_command(device_group)
 main.add_command(audit_group)
-bench.add_command(bench_issuer)
 
-from .bench.middleware import command as bench_middleware  # noqa: E402
-from .bench.replay import command as bench_replay  # noqa: E402
+from .tooling.bench import device as _bench_device  # noqa: E402
+from .tooling.bench import issuer as _bench_issuer  # noqa: E402
+from .tooling.bench import middleware as _bench_middleware  # noqa: E402
+from .tooling.bench import replay as _bench_replay  # noqa: E402
 
-bench.add_command(bench_replay)
-bench.add_command(bench_middleware)
-
-from .bench.device import command as bench_device  # noqa: E402
-
-bench.add_command(bench_device)
+for _bench in (_bench_issuer, _bench_replay, _bench_middleware, _bench_device):
+    bench.add_command(_bench.command)
 
 
 if __name__ == "__main__":

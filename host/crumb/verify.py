@@ -97,11 +97,6 @@ class Verifier:
             raise ValueError(f"two different trusted keys share kid {key.kid.hex()}")
         self._keys[key.kid] = key
 
-    def remove_key(self, kid: bytes) -> None:
-        self._keys.pop(kid, None)
-        self._by_header.clear()
-
-    @property
     def kids(self) -> list[bytes]:
         return list(self._keys)
 

@@ -1,7 +1,7 @@
 """The real issuer app in the test process, where a test must steer it (clock, TLS).
 
 The other device tests use `crumb issuer serve` in a child process
-(crumb.bench.device.DeviceIssuer, built on crumb.issuer.local.LocalIssuer).
+(crumb.tooling.bench.device.DeviceIssuer, built on crumb.tooling.localissuer.LocalIssuer).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from crumb.bench.device import BENCH_POLICY, DEVICE_ID, enroll_data_dir
+from crumb.tooling.bench.device import BENCH_POLICY, DEVICE_ID, enroll_data_dir
 
 
 class InProcessIssuer:

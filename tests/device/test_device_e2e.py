@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from crumb.bench.device import BENCH_POLICY, DeviceIssuer, VerifyingService
+from crumb.tooling.bench.device import BENCH_POLICY, DeviceIssuer, VerifyingService
 import runtimes
 from inproc_issuer import InProcessIssuer
 
@@ -108,9 +108,9 @@ def test_mqtt_envelope_through_mosquitto(issuer, cpython_arg):
     # as umqtt.simple) through a real broker to crumb's MQTT consumer.
     import paho.mqtt.client as mqtt
 
-    from crumb.keyfetch import FetchedKeys
-    from crumb.localservices import MosquittoServer
-    from crumb.mqtt import MqttConsumer
+    from crumb.services.keyfetch import FetchedKeys
+    from crumb.tooling.localservices import MosquittoServer
+    from crumb.services.mqtt import MqttConsumer
     from crumb.verify import Verifier
     from ucrumb import client
 

@@ -19,7 +19,7 @@ import pytest
 
 import runtimes
 from badissuer import BadIssuer
-from crumb.bench.device import DEVICE_ID, VerifyingService
+from crumb.tooling.bench.device import DEVICE_ID, VerifyingService
 from inproc_issuer import InProcessIssuer
 from tlspeers import make_pki
 

@@ -9,7 +9,7 @@ import sys
 
 import mpyvm
 
-from crumb.bench.device import DeviceIssuer, VerifyingService
+from crumb.tooling.bench.device import DeviceIssuer, VerifyingService
 
 FIRMWARE = mpyvm.REPO / "firmware"
 MODULES = sorted(p.relative_to(mpyvm.DEVICE_DIR).with_suffix(".mpy").as_posix()

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from crumb.issuer.client import Credentials, IssuerClient
+from crumb.tooling.issuerclient import Credentials, IssuerClient
 from crumb.issuer.datadir import DataDir
 from crumb.issuer.keystore import load_or_create_master
-from crumb.issuer.local import LocalIssuer
+from crumb.tooling.localissuer import LocalIssuer
 from crumb.issuer.protocol import derive_device_key
 from crumb.issuer.registry import Registry
-from crumb.localservices import RedisServer, ServiceMissing
+from crumb.tooling.localservices import RedisServer, ServiceMissing
 
 from .policies import POLICY
 

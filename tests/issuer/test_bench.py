@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 
-from crumb.bench.issuer import drive
+from crumb.tooling.bench.issuer import drive
 
 from .conftest import crumb_cli
 

@@ -9,10 +9,10 @@ import time
 
 import httpx
 
-from crumb.issuer.client import Credentials, IssuerClient
-from crumb.issuer.local import IssuerFailed, LocalIssuer
+from crumb.tooling.issuerclient import Credentials, IssuerClient
+from crumb.tooling.localissuer import IssuerFailed, LocalIssuer
 from crumb.issuer.protocol import build_request, derive_device_key, parse_response
-from crumb.keyset import parse_json
+from crumb.services.keyset import parse_json
 from crumb.replay import MemoryReplayStore
 from crumb.verify import Verifier
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from crumb.keyset import parse_json
+from crumb.services.keyset import parse_json
 from crumb.replay import MemoryReplayStore
 from crumb.verify import Verifier
 

@@ -17,7 +17,7 @@ from crumb.issuer.protocol import (
     REQ_CLIENT_ID, REQ_MAC, REQ_NONCE, REQ_SCOPE, REQ_TIME, build_json_request, build_request, mac_of,
     parse_response,
 )
-from crumb.keyset import parse_json
+from crumb.services.keyset import parse_json
 from crumb.replay import MemoryReplayStore
 from crumb.token import attenuate, attest
 from crumb.verify import Verifier
@@ -396,7 +396,7 @@ def test_every_issuance_and_refusal_is_in_the_audit_log(served):
 
 
 def test_a_verifier_fetching_keys_trusts_the_issuer(served):
-    from crumb.keyfetch import FetchedKeys
+    from crumb.services.keyfetch import FetchedKeys
 
     c = served.client("dev-fetch")
     r = c.request([("/sensors/f", "read")])

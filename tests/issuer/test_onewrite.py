@@ -7,7 +7,7 @@ import socket
 import time
 
 from crumb.issuer.onewrite import OneWriteHttpToolsProtocol, _HeadWithBody
-from crumb.localservices import AppServer
+from crumb.tooling.localservices import AppServer
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 

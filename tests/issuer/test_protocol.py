@@ -12,7 +12,7 @@ import random
 import pytest
 
 from crumb import SigningKey, cbor, mint
-from crumb.bench.issuer import RequestMaker
+from crumb.tooling.bench.issuer import RequestMaker
 from crumb.issuer.audit import IssuedRecord, canonical, issued_body
 from crumb.issuer.codes import CODES, Refusal
 from crumb.issuer.minting import Minter, finish

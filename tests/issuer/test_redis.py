@@ -30,7 +30,7 @@ def pair(tmp_path_factory, redis_server):
     """Two issuer processes on two ports, one data directory, one Redis."""
     tmp = tmp_path_factory.mktemp("pair")
     a, config = start_issuer(tmp, redis_url=redis_server.url)
-    from crumb.issuer.local import LocalIssuer
+    from crumb.tooling.localissuer import LocalIssuer
 
     b = LocalIssuer(a.data, config, redis_url=redis_server.url).start()
     fleet = Fleet(a.data, a.url)
@@ -106,7 +106,7 @@ def test_serve_refuses_several_processes_without_redis(tmp_path):
 
 
 def test_redis_down_fails_closed_then_recovers(tmp_path):
-    from crumb.localservices import RedisServer
+    from crumb.tooling.localservices import RedisServer
 
     with RedisServer() as redis_server:
         issuer, _ = start_issuer(tmp_path, redis_url=redis_server.url)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route as StarletteRoute
 
-from crumb.middleware import ENVIRON_KEY, CrumbMiddleware, CrumbWSGIMiddleware, Route, Routes
+from crumb.services.middleware import ENVIRON_KEY, CrumbMiddleware, CrumbWSGIMiddleware, Route, Routes
 
 RULE = Routes(
     Route("/sensors/{sensor}/readings", resource="/sensors/{sensor}", operation="publish"),

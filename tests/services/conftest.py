@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from crumb import SigningKey
-from crumb.localservices import MosquittoServer, RedisServer
+from crumb.tooling.localservices import MosquittoServer, RedisServer
 
 HOPS = ("gateway", "ingest", "storage")
 

@@ -17,7 +17,7 @@ import pytest
 
 from crumb import SigningKey, attest, cbor, cose, mint, to_text
 from crumb.keys import save
-from crumb.localservices import RedisServer, UvicornProcess, free_port
+from crumb.tooling.localservices import RedisServer, UvicornProcess, free_port
 from crumb.token import Block, split
 from crumb.wire import BLOCK_ATTEST
 

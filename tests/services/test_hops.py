@@ -11,9 +11,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
 from crumb import SigningKey, Verifier, attest, mint, to_text
-from crumb.grant import Grant
-from crumb.localservices import AppServer, WSGIAppServer, free_port
-from crumb.middleware import (
+from crumb.services.grant import Grant
+from crumb.tooling.localservices import AppServer, WSGIAppServer, free_port
+from crumb.services.middleware import (
     ENVIRON_KEY, CrumbMiddleware, CrumbWSGIMiddleware, Forward, Route, Routes, attest_and_forward,
     attest_and_forward_async,
 )

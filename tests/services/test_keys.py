@@ -8,9 +8,9 @@ import pytest
 
 from crumb import SigningKey, Verifier, mint, attest
 from crumb.errors import ChainInvalid, UnknownKey
-from crumb.keyfetch import FetchedKeys, KeyFetchError
+from crumb.services.keyfetch import FetchedKeys, KeyFetchError
 from crumb.keys import KeyFileError, save
-from crumb.keyset import KeySetError, load_file, parse_document, pinned
+from crumb.services.keyset import KeySetError, load_file, parse_document, pinned
 from crumb.replay import MemoryReplayStore
 
 from .keyserver import KeyServer, document

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from crumb.localservices import RedisServer, ServiceFailed, ServiceMissing
+from crumb.tooling.localservices import RedisServer, ServiceFailed, ServiceMissing
 
 
 def test_redis_server_starts_answers_and_stops():

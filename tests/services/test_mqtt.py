@@ -9,10 +9,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from crumb import SigningKey, Verifier, mint
-from crumb.envelope import pack
-from crumb.mqtt import MqttConsumer
+from crumb.services.envelope import pack
+from crumb.services.mqtt import MqttConsumer
 from crumb.replay import MemoryReplayStore
-from crumb.replay_redis import RedisReplayStore
+from crumb.services.replay_redis import RedisReplayStore
 
 TOPIC = "sensors/temp01/readings"
 
@@ -71,7 +71,7 @@ def test_rejected_messages_are_counted_logged_and_never_delivered(mosquitto, iss
         "unknown_key": pack(tok(SigningKey.generate()), b"x"),
         "too_large": pack(good, b"x" * 300_000),
     }
-    caplog.set_level(logging.WARNING, logger="crumb.mqtt")
+    caplog.set_level(logging.WARNING, logger="crumb.services.mqtt")
     with consumer(mosquitto, issuer, inbox) as c:
         publisher(TOPIC, pack(good, b"first"))
         for data in bad.values():
@@ -81,7 +81,7 @@ def test_rejected_messages_are_counted_logged_and_never_delivered(mosquitto, iss
         assert c.wait_processed(len(bad) + 3)
     assert [p for _, p, _ in inbox.items] == [b"first"]
     assert c.rejected == {**{code: 1 for code in bad}, "scope_denied": 2, "replayed": 1}
-    logged = [r for r in caplog.records if r.name == "crumb.mqtt"]
+    logged = [r for r in caplog.records if r.name == "crumb.services.mqtt"]
     assert sorted(r.crumb_code for r in logged) == sorted(list(bad) + ["scope_denied", "replayed"])
     assert all(r.crumb_code in r.getMessage() for r in logged)
 
@@ -131,7 +131,7 @@ def test_two_replicas_sharing_redis_handle_each_message_once(mosquitto, issuer, 
 
 
 def test_start_fails_clearly_without_a_broker(issuer):
-    from crumb.localservices import free_port
+    from crumb.tooling.localservices import free_port
 
     c = MqttConsumer(Verifier([issuer.public]), Inbox(), TOPIC, port=free_port())
     with pytest.raises(ConnectionRefusedError):

@@ -11,7 +11,7 @@ import redis
 
 from crumb import Verifier, mint
 from crumb.errors import Replayed, StoreUnavailable
-from crumb.replay_redis import RedisReplayStore
+from crumb.services.replay_redis import RedisReplayStore
 
 
 def cti() -> bytes:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from crumb.errors import Malformed, TooLarge
-from crumb.middleware import PUBLIC, MissingToken, RequestInfo, Route, Routes, bearer_token
-from crumb.middleware.rules import canonical_path
+from crumb.services.middleware import PUBLIC, MissingToken, RequestInfo, Route, Routes, bearer_token
+from crumb.services.middleware.rules import canonical_path
 
 RULE = Routes(
     Route("/sensors/{sensor}/readings", resource="/sensors/{sensor}", operation="publish"),

@@ -1,4 +1,4 @@
-"""Command line for the issuer: `crumb issuer|policy|keys|device|audit ...` and `crumb bench issuer`.
+"""Command line for the issuer: `crumb issuer|policy|keys|device|audit ...`.
 
 Exit codes follow crumb's CLI: 0 ok, 1 a check failed (policy invalid, audit
 chain broken), 2 usage or setup error.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from ..extras import require
 from .datadir import DEFAULT_DATA, ENV_DATA, DataDir
 
 _data_option = click.option(
@@ -59,6 +60,7 @@ def issuer_group() -> None:
               default="warning", show_default=True)
 def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, log_level) -> None:
     """Serve POST /token, GET /keys, /healthz and /metrics over HTTP."""
+    require("issuer", "crumb issuer serve")
     from ..keys import KeyFileError
     from .app import Settings, build_issuer
     from . import fastreq, protocol
@@ -387,35 +389,6 @@ def audit_tail(data_dir, count, follow, as_json) -> None:
                 seen[path] = rec.seq
         for path, rec in sorted(new, key=when):
             click.echo(show(path, rec))
-
-
-# -- crumb bench issuer ---------------------------------------------------------------
-
-
-@click.command("issuer")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--url", help="Drive a running issuer instead of starting one (needs --data of that issuer "
-                            "for device keys, and a policy allowing the bench scope).")
-@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 16),
-              help="Issuer processes; more than 1 shares a Redis (started by the bench unless --redis).")
-@click.option("--redis", "redis_url", metavar="URL", help="Redis for the multi-process run.")
-@click.option("--duration", default=3.0, show_default=True, type=click.FloatRange(0.5, 120),
-              help="Seconds of measured load per target and round.")
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20),
-              help="Rounds; each measures every target back to back (medians are reported).")
-@click.option("--connections", default=64, show_default=True, type=click.IntRange(1, 1024),
-              help="Concurrent keep-alive connections, each a distinct device.")
-@click.option("--clients", default=1, show_default=True, type=click.IntRange(1, 16),
-              help="Load-generator processes.")
-@_data_option
-def bench_issuer(as_json, url, processes, redis_url, duration, rounds, connections, clients, data_dir) -> None:
-    """Tokens/s and latency of the issuer against a bare ASGI endpoint served the same way."""
-    from ..bench.issuer import render, run
-
-    result = run(url=url, processes=processes, redis_url=redis_url, duration=duration, rounds=rounds,
-                 connections=connections, clients=clients, data_dir=data_dir if url else None,
-                 progress=None if as_json else (lambda m: click.echo(m, err=True)))
-    click.echo(json.dumps(result, indent=1) if as_json else render(result))
 
 
 COMMANDS = (issuer_group, policy_group, keys_group, device_group, audit_group)

@@ -42,6 +42,8 @@ round_trips_per_call
 
 from __future__ import annotations
 
+from ...extras import require
+
 import json
 import socket
 import sys
@@ -106,10 +108,10 @@ def enroll_data_dir(data_dir: str | Path, policy: str, devices: dict[str, str | 
     Returns (DataDir, a function from issuer URL to each device's credentials,
     as `crumb device add` prints them).
     """
-    from ..issuer.datadir import DataDir
-    from ..issuer.keystore import load_or_create_master
-    from ..issuer.protocol import derive_device_key
-    from ..issuer.registry import Registry
+    from ...issuer.datadir import DataDir
+    from ...issuer.keystore import load_or_create_master
+    from ...issuer.protocol import derive_device_key
+    from ...issuer.registry import Registry
 
     data = DataDir(data_dir).create()
     data.policy.write_text(policy)
@@ -130,7 +132,7 @@ def enroll_data_dir(data_dir: str | Path, policy: str, devices: dict[str, str | 
 
 class DeviceIssuer:
     """The real issuer, `crumb issuer serve` in a child process on a free loopback port
-    (crumb.issuer.local.LocalIssuer), with a policy and enrolled devices in a data dir.
+    (crumb.tooling.localissuer.LocalIssuer), with a policy and enrolled devices in a data dir.
 
     ``devices`` maps device ids to policy groups; ``creds[id]`` is what
     ``crumb device add`` would print for each.
@@ -144,7 +146,7 @@ class DeviceIssuer:
         self.creds: dict[str, dict] = {}
 
     def __enter__(self) -> "DeviceIssuer":
-        from ..issuer.local import LocalIssuer
+        from ..localissuer import LocalIssuer
 
         self._tmp = None
         if self.data_dir is None:
@@ -190,8 +192,8 @@ class VerifyingService:
 
         import httpx
 
-        from ..keyfetch import FetchedKeys
-        from ..verify import Verifier
+        from ...services.keyfetch import FetchedKeys
+        from ...verify import Verifier
 
         client = httpx.Client(timeout=2.0, follow_redirects=False,
                               verify=ssl.create_default_context(cadata=issuer_ca) if issuer_ca else True)
@@ -204,8 +206,8 @@ class VerifyingService:
         self._lock = threading.Lock()
 
     def handle(self, method: str, path: str, auth: str | None, body: bytes) -> tuple[int, dict]:
-        from .. import envelope
-        from ..errors import CrumbError
+        from ...services import envelope
+        from ...errors import CrumbError
 
         try:
             if path.startswith("/envelope/"):  # an MQTT envelope [token, payload], posted as the body
@@ -461,7 +463,7 @@ def run(calls: int = CALLS, progress=None) -> dict:
         head_r, body_r = split_http(resp1)
         if not resp1.startswith(b"HTTP/1.1 200") or not resp4.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"the issuer refused the bench device:\n{resp1!r}\n{resp4!r}")
-        from ..issuer.protocol import parse_response
+        from ...issuer.protocol import parse_response
 
         token = parse_response(body_r).tokens[0][0]
         n, ok, trips = (int(x) for x in _marks(r.out, "@@CALLS")[0])
@@ -539,6 +541,7 @@ def _command():
                   help="Authorized calls for round_trips_per_call.")
     def device(as_json: bool, calls: int) -> None:
         """Size, heap, bytes on the wire and round trips of the device client, in MicroPython."""
+        require("tools", "crumb bench device")
         try:
             result = run(calls=calls, progress=None if as_json else (lambda m: click.echo(m, err=True)))
         except Exception as e:  # the VM, mpy-cross or a port: say what, not a traceback

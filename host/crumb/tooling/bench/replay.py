@@ -10,6 +10,8 @@ and N refused as ``replayed``; anything else is counted under ``errors``.
 
 from __future__ import annotations
 
+from ...extras import require
+
 import json
 import multiprocessing
 import os
@@ -25,10 +27,10 @@ RESOURCE, OPERATION = "/sensors/temp01", "publish"
 def _worker(index: int, issuer_public: bytes, redis_url: str, prefix: str, tokens: list[bytes], threads: int,
             ready, go, results) -> None:
     """One verifier process: verify its presentations on ``threads`` threads, report outcome counts."""
-    from ..errors import CrumbError
-    from ..keys import PublicKey
-    from ..replay_redis import RedisReplayStore
-    from ..verify import Verifier
+    from ...errors import CrumbError
+    from ...keys import PublicKey
+    from ...services.replay_redis import RedisReplayStore
+    from ...verify import Verifier
 
     store = RedisReplayStore(redis_url, prefix=prefix, timeout=5.0)
     verifier = Verifier([PublicKey(issuer_public)], replay=store)
@@ -62,10 +64,10 @@ def _worker(index: int, issuer_public: bytes, redis_url: str, prefix: str, token
 
 
 def run(tokens: int = 10_000, workers: int = 2, threads: int = 4, redis_url: str | None = None) -> dict:
-    from ..keys import SigningKey
+    from ...keys import SigningKey
     from ..localservices import RedisServer
-    from ..replay_redis import RedisReplayStore
-    from ..token import mint
+    from ...services.replay_redis import RedisReplayStore
+    from ...token import mint
 
     server = None
     if redis_url is None:
@@ -148,6 +150,7 @@ def command(as_json: bool, tokens: int, threads: int, redis_url: str | None) -> 
 
     Exits 1 if any token was accepted twice or never, or any presentation failed otherwise.
     """
+    require("tools", "crumb bench replay")
     result = run(tokens=tokens, threads=threads, redis_url=redis_url)
     click.echo(json.dumps(result, indent=1) if as_json else render(result))
     if not result["ok"]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .claims import Claims
-from .keys import SigningKey, b64u
-from .token import attest
-from .verify import Verified
+from ..claims import Claims
+from ..keys import SigningKey, b64u
+from ..token import attest
+from ..verify import Verified
 
 
 class Grant:

@@ -20,9 +20,9 @@ from typing import Any, Awaitable, Callable, MutableMapping
 
 from anyio import to_thread
 
-from ..errors import CrumbError
-from ..keys import SigningKey
-from ..verify import Verifier
+from ...errors import CrumbError
+from ...keys import SigningKey
+from ...verify import Verifier
 from .guard import Facts, Guard
 from .problems import problem
 from .rules import RequestInfo, Rule

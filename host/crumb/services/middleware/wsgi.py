@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable
 
-from ..errors import CrumbError
-from ..keys import SigningKey
-from ..verify import Verifier
+from ...errors import CrumbError
+from ...keys import SigningKey
+from ...verify import Verifier
 from .guard import Facts, Guard
 from .problems import TITLES, problem
 from .rules import RequestInfo, Rule

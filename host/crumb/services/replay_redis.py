@@ -28,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import Replayed, StoreUnavailable
+from ..errors import Replayed, StoreUnavailable
 
 # KEYS[1] = use key, KEYS[2] = fence key; ARGV = uses, ttl seconds.
 # Returns {1 taken | 0 none left, fence or false}.

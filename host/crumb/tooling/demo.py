@@ -1,6 +1,6 @@
 """The main job: one reading from a device, through a three-hop chain, every step printed.
 
-    python -m crumb.demo            (or: make demo)
+    python -m crumb.tooling.demo            (or: make demo)
 
 Everything runs here, on embedded defaults: the issuer (`crumb issuer serve`
 in a child process, SQLite registry and audit log, in-memory nonce and rate
@@ -21,11 +21,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import SigningKey, Verifier, attest
-from .errors import CrumbError
-from .inspect import inspect, render
-from .keyfetch import FetchedKeys
-from .keys import b64u
+from .. import SigningKey, Verifier, attest
+from ..errors import CrumbError
+from ..inspect import inspect, render
+from ..services.keyfetch import FetchedKeys
+from ..keys import b64u
 
 RES, OP = "/sensors/temp01", "publish"
 HOPS = ("gateway", "ingest", "storage")
@@ -90,7 +90,7 @@ def main() -> int:
     def crumb_cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "crumb.cli", *args], capture_output=True, text=True)
 
-    from .issuer.local import IssuerFailed, LocalIssuer
+    from .localissuer import IssuerFailed, LocalIssuer
     from .localservices import free_port
 
     ucrumb = _device_module()

@@ -13,6 +13,8 @@ middleware's own cost without HTTP noise.
 
 from __future__ import annotations
 
+from ...extras import require
+
 import http.client
 import json
 import multiprocessing
@@ -30,10 +32,10 @@ def _apps(issuer_public: bytes):
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route as StarletteRoute
 
-    from ..keys import PublicKey
-    from ..middleware import CrumbMiddleware, Route, Routes
-    from ..replay import MemoryReplayStore
-    from ..verify import Verifier
+    from ...keys import PublicKey
+    from ...services.middleware import CrumbMiddleware, Route, Routes
+    from ...replay import MemoryReplayStore
+    from ...verify import Verifier
 
     async def reading(request):
         return PlainTextResponse("ok")
@@ -89,8 +91,8 @@ def _inprocess(issuer, rounds: int) -> dict:
     """Median time of one request through each ASGI app, called directly (no HTTP)."""
     import asyncio
 
-    from ..keys import b64u
-    from ..token import mint
+    from ...keys import b64u
+    from ...token import mint
 
     bare, guarded = _apps(issuer.public.raw)
     tokens = [b64u(mint(issuer, sub="dev-0001", scope=[(RESOURCE, OPERATION)])).encode() for _ in range(rounds)]
@@ -130,9 +132,9 @@ def _inprocess(issuer, rounds: int) -> dict:
 
 
 def run(requests: int = 3000, warmup: int = 300) -> dict:
-    from ..keys import SigningKey, b64u
+    from ...keys import SigningKey, b64u
     from ..localservices import HOST
-    from ..token import mint
+    from ...token import mint
 
     issuer = SigningKey.generate()
     ctx = multiprocessing.get_context("spawn")
@@ -203,5 +205,6 @@ def render(r: dict) -> str:
               help="Requests to each variant (after a warm-up of 300).")
 def command(as_json: bool, requests: int) -> None:
     """Requests/s and median latency of one endpoint with and without CrumbMiddleware."""
+    require("tools", "crumb bench middleware")
     result = run(requests=requests)
     click.echo(json.dumps(result, indent=1) if as_json else render(result))

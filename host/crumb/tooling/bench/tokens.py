@@ -13,8 +13,8 @@ import time
 
 import nacl.signing
 
-from .. import SigningKey, Verifier, attest, mint
-from ..replay import MemoryReplayStore
+from ... import SigningKey, Verifier, attest, mint
+from ...replay import MemoryReplayStore
 from . import median_us
 
 SUB, RES, OP = "dev-0001", "/sensors/temp01", "read"
@@ -49,7 +49,7 @@ def _peer_cwt(rounds: int, now: int) -> float | None:
     except ImportError:
         return None
     seed = SigningKey.generate()
-    from ..keys import b64u
+    from ...keys import b64u
     jwk = {"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": seed.kid.hex(),
            "x": b64u(seed.public.raw), "d": b64u(seed.seed)}
     private = COSEKey.from_jwk(jwk)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from .protocol import CBOR_TYPES, JSON_TYPE, Response, build_json_request, build_request, parse_response
+from ..issuer.protocol import CBOR_TYPES, JSON_TYPE, Response, build_json_request, build_request, parse_response
 
 
 class Credentials:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from ..grant import Grant
-from ..keys import SigningKey
+from ...keys import SigningKey
 from .asgi import Receive, Scope, Send, send_problem
 
 log = logging.getLogger("crumb.http")

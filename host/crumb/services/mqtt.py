@@ -27,11 +27,11 @@ from typing import Any, Callable, Mapping, Sequence
 import paho.mqtt.client as mqtt
 
 from . import envelope
-from .errors import CrumbError
+from ..errors import CrumbError
 from .grant import Grant
-from .verify import Verifier
+from ..verify import Verifier
 
-log = logging.getLogger("crumb.mqtt")
+log = logging.getLogger("crumb.services.mqtt")
 
 Handler = Callable[[str, bytes, Grant], Any]
 

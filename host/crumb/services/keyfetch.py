@@ -21,7 +21,7 @@ from typing import Callable
 
 import httpx
 
-from .keys import PublicKey
+from ..keys import PublicKey
 from .keyset import KeySet, KeySetError, parse_json
 
 log = logging.getLogger("crumb.keys")

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .. import cbor
+from ... import cbor
 from ..localservices import free_port
 
 BENCH_GROUP = "bench"
@@ -130,7 +130,7 @@ class RequestMaker:
     """
 
     def __init__(self, device_id: str, key: bytes, port: int, nonce_bytes: int = 8) -> None:
-        from ..issuer.protocol import REQ_CLIENT_ID, REQ_SCOPE
+        from ...issuer.protocol import REQ_CLIENT_ID, REQ_SCOPE
 
         self.nonce_bytes = nonce_bytes
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
@@ -414,10 +414,10 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
 
 
 def _enroll(data: Path, n: int) -> list[tuple[str, str]]:
-    from ..issuer.datadir import DataDir
-    from ..issuer.keystore import load_or_create_master
-    from ..issuer.protocol import derive_device_key
-    from ..issuer.registry import Registry
+    from ...issuer.datadir import DataDir
+    from ...issuer.keystore import load_or_create_master
+    from ...issuer.protocol import derive_device_key
+    from ...issuer.registry import Registry
 
     d = DataDir(data).create()
     master = load_or_create_master(d.root)
@@ -434,7 +434,7 @@ def _enroll(data: Path, n: int) -> list[tuple[str, str]]:
 
 
 def _serve_bare(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "crumb.bench.issuer", "bare", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "crumb.tooling.bench.issuer", "bare", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_for_port(port, proc)
     return proc
@@ -444,10 +444,10 @@ def _verify_samples(samples: list[bytes], port: int) -> tuple[int, dict]:
     """Verify the sampled tokens with the key the issuer publishes; tally refusal codes."""
     import httpx
 
-    from ..issuer.protocol import parse_response
-    from ..keys import PublicKey, unb64u
-    from ..replay import MemoryReplayStore
-    from ..verify import Verifier
+    from ...issuer.protocol import parse_response
+    from ...keys import PublicKey, unb64u
+    from ...replay import MemoryReplayStore
+    from ...verify import Verifier
 
     keys = [PublicKey(unb64u(k["x"])) for k in httpx.get(f"http://127.0.0.1:{port}/keys").json()["keys"]]
     verifier = Verifier(keys, replay=MemoryReplayStore(fence=False))
@@ -493,11 +493,11 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
     issuer in turn. On a shared 2-core machine noise comes and goes: the
     ratio to bare is taken within each round, and the medians are reported.
     """
-    from ..issuer.protocol import parse_response
+    from ...issuer.protocol import parse_response
 
     say = progress or (lambda m: None)
     tmp = Path(tempfile.mkdtemp(prefix="crumb-bench-"))
-    from ..issuer.local import LocalIssuer
+    from ..localissuer import LocalIssuer
     from ..localservices import RedisServer
 
     procs: list[subprocess.Popen] = []
@@ -653,12 +653,54 @@ def render(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    # `python -m crumb.bench.issuer bare PORT`: the baseline server, served like the issuer.
+    # `python -m crumb.tooling.bench.issuer bare PORT`: the baseline server, served like the issuer.
     if len(sys.argv) == 3 and sys.argv[1] == "bare":
-        from ..issuer.server import serve
+        from ...issuer.server import serve
 
         serve(bare_factory, "127.0.0.1", int(sys.argv[2]))
     else:
-        print("usage: python -m crumb.bench.issuer bare PORT   (the bench itself is `crumb bench issuer`)",
+        print("usage: python -m crumb.tooling.bench.issuer bare PORT   (the bench itself is `crumb bench issuer`)",
               file=sys.stderr)
         sys.exit(2)
+
+
+# -- crumb bench issuer ---------------------------------------------------------------
+
+
+def _command():
+    import json
+
+    import click
+
+    from ...extras import require
+    from ...issuer.datadir import DEFAULT_DATA, ENV_DATA
+
+    @click.command("issuer")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    @click.option("--url", help="Drive a running issuer instead of starting one (needs --data of that issuer "
+                                "for device keys, and a policy allowing the bench scope).")
+    @click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 16),
+                  help="Issuer processes; more than 1 shares a Redis (started by the bench unless --redis).")
+    @click.option("--redis", "redis_url", metavar="URL", help="Redis for the multi-process run.")
+    @click.option("--duration", default=3.0, show_default=True, type=click.FloatRange(0.5, 120),
+                  help="Seconds of measured load per target and round.")
+    @click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20),
+                  help="Rounds; each measures every target back to back (medians are reported).")
+    @click.option("--connections", default=64, show_default=True, type=click.IntRange(1, 1024),
+                  help="Concurrent keep-alive connections, each a distinct device.")
+    @click.option("--clients", default=1, show_default=True, type=click.IntRange(1, 16),
+                  help="Load-generator processes.")
+    @click.option("--data", "data_dir", envvar=ENV_DATA, default=DEFAULT_DATA, show_default=True,
+                  type=click.Path(file_okay=False), help=f"With --url: that issuer's data directory (or ${ENV_DATA}).")
+    def issuer(as_json, url, processes, redis_url, duration, rounds, connections, clients, data_dir) -> None:
+        """Tokens/s and latency of the issuer against a bare ASGI endpoint served the same way."""
+        require("tools", "crumb bench issuer")
+        result = run(url=url, processes=processes, redis_url=redis_url, duration=duration, rounds=rounds,
+                     connections=connections, clients=clients, data_dir=data_dir if url else None,
+                     progress=None if as_json else (lambda m: click.echo(m, err=True)))
+        click.echo(json.dumps(result, indent=1) if as_json else render(result))
+
+    return issuer
+
+
+command = _command()

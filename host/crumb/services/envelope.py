@@ -7,9 +7,9 @@ decoding.
 
 from __future__ import annotations
 
-from . import cbor
-from .errors import Malformed, TooLarge
-from .wire import MAX_TOKEN_BYTES
+from .. import cbor
+from ..errors import Malformed, TooLarge
+from ..wire import MAX_TOKEN_BYTES
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 _HEAD = 9  # the largest CBOR head: 1 byte + 8-byte length

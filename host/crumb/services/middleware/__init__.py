@@ -1,6 +1,6 @@
 """Verification for HTTP services: ASGI and WSGI middleware, request rules, hops.
 
-    from crumb.middleware import CrumbMiddleware, Route, Routes
+    from crumb.services.middleware import CrumbMiddleware, Route, Routes
     app = CrumbMiddleware(app, verifier, Routes(Route("/sensors/{id}", operation="read")))
 
 docs/services.md walks through every piece.

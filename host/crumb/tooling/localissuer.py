@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from ..localservices import free_port, terminate
-from .keystore import Keyring
+from .localservices import free_port, terminate
+from ..issuer.keystore import Keyring
 
 
 class IssuerFailed(RuntimeError):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import CrumbError, Malformed, ScopeDenied, TooLarge
+from ...errors import CrumbError, Malformed, ScopeDenied, TooLarge
 from ..grant import Grant
-from ..keys import SigningKey
-from ..token import to_bytes
-from ..verify import Verifier
-from ..wire import MAX_TOKEN_BYTES
+from ...keys import SigningKey
+from ...token import to_bytes
+from ...verify import Verifier
+from ...wire import MAX_TOKEN_BYTES
 from .problems import MISSING_TOKEN
 from .rules import PUBLIC, RequestInfo, Rule, canonical_path, path_as_resource
 

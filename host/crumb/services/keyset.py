@@ -20,7 +20,7 @@ import json
 import os
 from typing import Iterable
 
-from .keys import KeyFileError, PublicKey, load_public_key, read_json, unb64u
+from ..keys import KeyFileError, PublicKey, load_public_key, read_json, unb64u
 
 TRUSTED_STATUS = frozenset({"current", "previous"})
 MAX_KEYS = 64  # a key set is a handful of keys; more is a broken or hostile document
