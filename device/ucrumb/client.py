@@ -67,7 +67,8 @@ _TRANSIENT = ("rate_limited", "store_unavailable", "internal_error", "replayed")
 
 
 class CrumbError(Exception):
-    # Base of the client's errors; .code is a stable string, str(e) the message.
+    """Base of the client's errors: ``.code`` is a stable string, ``str(e)`` the message."""
+
     code = "error"
 
     def __init__(self, message, code=None):
@@ -77,22 +78,31 @@ class CrumbError(Exception):
 
 
 class IssuerUnavailable(CrumbError):
-    # No valid token is cached and none could be had now: network down,
-    # timeout, an HTTP error or garbage from the issuer, rate_limited,
-    # store_unavailable, or the client is backing off after such a failure.
-    # .code: "issuer_unavailable" or the issuer's code. Try again later.
+    """No valid token is cached and none could be had now: try again later.
+
+    The network is down, the exchange timed out, the issuer answered an HTTP
+    error or garbage or a refusal that passes by itself (rate_limited,
+    store_unavailable, internal_error, replayed), or the client is backing
+    off after such a failure. ``.code``: ``issuer_unavailable`` or the
+    issuer's code.
+    """
+
     code = "issuer_unavailable"
 
 
 class Denied(CrumbError):
-    # The issuer refused for good: .code is scope_denied, revoked,
-    # unknown_device, bad_mac, malformed, too_large... Retrying does not help
-    # until the policy, the enrolment or the credentials change.
+    """The issuer refused for good: retrying does not help until the policy,
+    the enrolment or the credentials change. ``.code``: ``scope_denied``,
+    ``revoked``, ``unknown_device``, ``bad_mac``, ``malformed``,
+    ``too_large``, ...
+    """
+
     code = "denied"
 
 
 class ClockUnsynced(CrumbError):
-    # The issuer found the device time stale even right after a resync.
+    """The issuer found the device time stale even right after a resync (``stale_time``)."""
+
     code = "stale_time"
 
 
@@ -100,8 +110,9 @@ _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def b64url(data, prefix=b""):
-    # prefix + base64url of data without padding, as str (how tokens
-    # travel in text). Written out because the ports' binascii differ.
+    """``prefix`` + base64url of ``data`` without padding, as str (how tokens
+    travel in text)."""
+    # Written out because the ports' binascii differ.
     n = len(data)
     k = len(prefix)
     out = bytearray(k + (n * 4 + 2) // 3)
@@ -121,8 +132,17 @@ def b64url(data, prefix=b""):
 
 
 def from_file(path="crumb.json", **kw):
-    # A Client from the credential file `crumb device add` writes:
-    # {"device_id": ..., "key": hex, "issuer": URL}; kw go to Client.
+    """A Client from the credential file ``crumb device add`` writes.
+
+    Args:
+        path: the JSON file ``{"device_id": ..., "key": hex, "issuer": URL}``.
+        **kw: Client's other arguments (batch, cadata, timeout, ...).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not that JSON, or an argument is malformed.
+        KeyError: a field is missing.
+    """
     import json
 
     with open(path) as f:
@@ -131,20 +151,33 @@ def from_file(path="crumb.json", **kw):
 
 
 class Client:
+    """Gets tokens from the issuer, keeps them in a small cache, attaches them to calls.
+
+    Args:
+        issuer_url: ``http[s]://host[:port]``.
+        device_id: the device id (str).
+        key: the device key (bytes; 32 from ``crumb device add``).
+        batch: tokens fetched per round trip for one scope (lowered by
+            itself if the issuer's policy allows fewer).
+        audience: asked for in every request (a policy may require one).
+        cadata: the issuer's CA certificate for https, DER bytes or PEM
+            (str or bytes); False skips verification (docs/device.md, TLS).
+        timeout: seconds for one exchange with the issuer (and for request()).
+        max_entries: scopes cached; each holds up to 2 * batch tokens.
+        margin: seconds before expiry a token stops being handed out.
+        refresh: seconds before expiry a new batch is fetched ahead.
+        backoff, max_backoff: seconds; the wait after failures doubles from
+            ``backoff`` up to ``max_backoff``, with jitter.
+
+    Raises:
+        ValueError: a malformed URL or argument.
+
+    Attributes:
+        round_trips: exchanges with the issuer so far.
+    """
+
     def __init__(self, issuer_url, device_id, key, batch=4, audience=None, cadata=None, timeout=5,
                  max_entries=4, margin=5, refresh=10, backoff=1, max_backoff=60):
-        # issuer_url: "http[s]://host[:port]"; key: the 32-byte device key.
-        # batch: tokens fetched per round trip for one scope (lowered by
-        #   itself if the issuer's policy allows fewer).
-        # audience: asked for in every request (a policy may require one).
-        # cadata: the issuer's CA certificate for https (DER bytes; see
-        #   ucrumb.http), or False to skip verification.
-        # timeout: seconds for one exchange with the issuer (and for request()).
-        # max_entries: scopes cached; each holds up to 2 * batch tokens.
-        # margin: seconds before expiry a token stops being handed out.
-        # refresh: seconds before expiry a new batch is fetched ahead.
-        # backoff, max_backoff: seconds; the wait after failures doubles
-        #   from backoff up to max_backoff, with jitter.
         self.url = issuer_url.rstrip("/") + "/token"
         http.split_url(self.url)  # a bad URL fails here, not on first use
         if type(device_id) is not str or not device_id or type(key) not in (bytes, bytearray) or not key \
@@ -170,8 +203,7 @@ class Client:
 
     # -- clock ------------------------------------------------------------
     def now(self):
-        # Device time, unix seconds: the issuer's last time plus ticks since;
-        # 0 before the first response.
+        """Device time, unix seconds: the issuer's last time plus the ticks since; 0 before the first answer."""
         if self._at is None:
             return 0
         d = ticks_diff(ticks_ms(), self._at)
@@ -179,9 +211,14 @@ class Client:
 
     # -- tokens -----------------------------------------------------------
     def token(self, resource, operation):
-        # One use of a token for (resource, operation): from the cache, or
-        # fetched with a batch of spares. Raises IssuerUnavailable, Denied or
-        # ClockUnsynced when no valid token is cached and none can be had.
+        """One use of a token for (resource, operation), as bytes.
+
+        From the cache, or fetched with a batch of spares (one round trip).
+
+        Raises:
+            IssuerUnavailable, Denied, ClockUnsynced: no valid token is
+                cached and none can be had (nothing else escapes).
+        """
         scope = (resource, operation)
         now = ticks_ms()
         e = self._cache.get(scope)
@@ -204,8 +241,8 @@ class Client:
         return t[_BYTES]
 
     def prefetch(self, scopes, count=1):
-        # Fetch count tokens for each (resource, operation) in scopes, all in
-        # one round trip (at boot, or before going offline for a while).
+        """Fetch ``count`` tokens for each (resource, operation) in ``scopes``, in one
+        round trip (at boot, or before going offline for a while). Raises as token()."""
         scopes = [tuple(s) for s in scopes]
         if len(scopes) == 1:
             self._fetch(scopes, count)
@@ -213,7 +250,7 @@ class Client:
             self._fetch([s for s in scopes for _ in range(count)], 1)
 
     def cached(self, resource, operation):
-        # Uses left in the cache for (resource, operation).
+        """Uses left in the cache for (resource, operation)."""
         e = self._cache.get((resource, operation))
         if not e:
             return 0
@@ -225,7 +262,7 @@ class Client:
         return n
 
     def retry_in(self):
-        # Milliseconds until the client asks the issuer again after a failure.
+        """Milliseconds until the client asks the issuer again after a failure (0: now)."""
         if self._retry_at is None:
             return 0
         d = ticks_diff(self._retry_at, ticks_ms())
@@ -233,22 +270,29 @@ class Client:
 
     # -- attaching --------------------------------------------------------
     def header(self, resource, operation):
-        # The Authorization header value for one call.
+        """The ``Authorization`` header value for one call: ``"Bearer <base64url token>"``. Raises as token()."""
         return b64url(self.token(resource, operation), b"Bearer ")
 
     def envelope(self, resource, operation, payload):
-        # The MQTT message: CBOR [token, payload] (payload bytes or str).
+        """The MQTT message: CBOR ``[token, payload]`` (payload bytes or str). Raises as token()."""
         if isinstance(payload, str):
             payload = payload.encode()
         return cbor.dumps((self.token(resource, operation), payload))
 
     def publish(self, mqtt, topic, payload, operation="publish", resource=None, retain=False, qos=0):
-        # Publish payload in an envelope with an MQTT client that has
-        # publish(topic, msg, retain=, qos=): umqtt.simple, or paho on CPython.
-        # The token's resource is the topic unless given. Raises the client's
-        # errors for the token, and OSError when the MQTT client fails: what
-        # umqtt.simple raises for a broken connection, and anything else it
-        # raises wrapped in one, so that a reconnect on OSError covers all.
+        """Publish ``payload`` in an envelope.
+
+        Args:
+            mqtt: an MQTT client with ``publish(topic, msg, retain=, qos=)``:
+                umqtt.simple, or paho on CPython.
+            topic: str or bytes; also the token's resource unless ``resource`` is given.
+
+        Raises:
+            IssuerUnavailable, Denied, ClockUnsynced: for the token, as token().
+            OSError: the MQTT client failed: what umqtt.simple raises for a
+                broken connection, and anything else it raises wrapped in
+                one, so that a reconnect on OSError covers every case.
+        """
         if resource is None:
             resource = topic if isinstance(topic, str) else topic.decode()
         msg = self.envelope(resource, operation, payload)
@@ -261,9 +305,16 @@ class Client:
 
     def request(self, method, url, resource, operation, body=None, headers=None, max_body=http.MAX_BODY,
                 cadata=None):
-        # The call with its token attached: (status, headers, body) as
-        # ucrumb.http.request returns it; the call itself can fail with
-        # ucrumb.http.HTTPError (an OSError).
+        """The call, with a token for (resource, operation) attached.
+
+        Returns:
+            (status, headers, body) as ucrumb.http.request returns it: header
+            names in lower case; an HTTP error status is returned, not raised.
+
+        Raises:
+            IssuerUnavailable, Denied, ClockUnsynced: for the token, as token().
+            ucrumb.http.HTTPError: (an OSError) the call itself failed.
+        """
         h = {"Authorization": self.header(resource, operation)}
         if headers:
             h.update(headers)

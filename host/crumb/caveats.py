@@ -34,10 +34,21 @@ _SCALAR = (int, str, bytes)
 
 
 def make(predicate: str, field: str, value: Any) -> list:
-    """Build a caveat from names: ``make("lt", "time", 1800000000)``.
+    """A caveat, from names: ``crumb.caveat("lt", "time", 1800000000)``.
 
-    Built-in field names are listed in FIELDS; any other name is an
-    application fact the verifier must supply.
+    Args:
+        predicate: one of ``eq ne in prefix lt le gt ge`` (PREDICATES).
+        field: a context field (``resource operation time hop audience
+            subject``, FIELDS), or any other name: an application fact the
+            verifier must be given in ``facts``.
+        value: what the field is compared with (a list for ``in``).
+
+    Returns:
+        The caveat as it travels in a token, ``[predicate, field, value]``.
+
+    Raises:
+        ValueError: an unknown predicate.
+        CrumbError: ``malformed`` for a value of the wrong type.
     """
     if predicate not in PREDICATES:
         raise ValueError(f"unknown predicate {predicate!r} (known: {', '.join(PREDICATES)})")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 
 class CrumbError(Exception):
-    """A token was rejected (or could not be built). ``code`` is stable."""
+    """A token was rejected (or could not be built).
+
+    Attributes:
+        code: the stable machine code (PROTOCOL.md §8), the same in the CLI,
+            HTTP problem responses, logs and test vectors; each code has its
+            subclass below (``Expired.code == "expired"``).
+        message: the human message; ``str(e)`` is ``"code: message"``.
+    """
 
     code = "malformed"
 

@@ -50,7 +50,14 @@ def unb64u(text: str) -> bytes:
 
 
 class PublicKey:
-    """An Ed25519 public key with its kid."""
+    """An Ed25519 public key and its kid (the first 4 bytes of SHA-256 of the key).
+
+    Args:
+        raw: the 32-byte public key.
+
+    Raises:
+        ValueError: not 32 bytes.
+    """
 
     __slots__ = ("raw", "kid")
 
@@ -61,6 +68,7 @@ class PublicKey:
         self.kid = kid_of(raw)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is this key's Ed25519 signature of ``message``."""
         if _lib is not None and len(signature) == 64:
             signed = signature + message
             n = len(signed)
@@ -85,7 +93,14 @@ class PublicKey:
 
 
 class SigningKey:
-    """An Ed25519 private key (32-byte seed)."""
+    """An Ed25519 private key; ``.public`` is its PublicKey, ``.kid`` the kid.
+
+    Args:
+        seed: the 32-byte seed (``SigningKey.generate()`` makes a random one).
+
+    Raises:
+        ValueError: not 32 bytes.
+    """
 
     __slots__ = ("seed", "_nacl", "_sk", "public")
 
@@ -99,6 +114,7 @@ class SigningKey:
 
     @classmethod
     def generate(cls) -> "SigningKey":
+        """A new random key (from os.urandom)."""
         return cls(os.urandom(32))
 
     @property
@@ -111,6 +127,7 @@ class SigningKey:
         return self._sk
 
     def sign(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``message``."""
         if _lib is not None:
             # The issuer signs every token: call libsodium directly. PyNaCl's
             # SigningKey.sign copies the signed message out, wraps it in a
@@ -178,6 +195,12 @@ def _field(jwk: dict, name: str, path: object) -> bytes:
 
 
 def load_signing_key(path: str | os.PathLike) -> SigningKey:
+    """A private key from a JWK file (what ``crumb keygen`` writes).
+
+    Raises:
+        KeyFileError: (a ValueError) the file cannot be read, is not an
+            Ed25519 JWK, or its public half does not match.
+    """
     jwk = _read_jwk(path)
     key = SigningKey(_field(jwk, "d", path))
     if "x" in jwk and _field(jwk, "x", path) != key.public.raw:
@@ -186,7 +209,11 @@ def load_signing_key(path: str | os.PathLike) -> SigningKey:
 
 
 def load_public_key(path: str | os.PathLike) -> PublicKey:
-    """Load a public key; a private key file is accepted too (its public half is used)."""
+    """A public key from a JWK file; a private key file is accepted too (its public half is used).
+
+    Raises:
+        KeyFileError: (a ValueError) the file cannot be read or is not an Ed25519 JWK.
+    """
     jwk = _read_jwk(path)
     if "d" in jwk:
         return load_signing_key(path).public

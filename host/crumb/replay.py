@@ -14,6 +14,8 @@ from .errors import Replayed, StoreUnavailable
 
 
 class ReplayStore(Protocol):
+    """Where a verifier spends uses: any object with this ``consume``."""
+
     def consume(self, cti: bytes, hop: str, uses: int, iat: int, exp: int) -> bool:
         """Take one of ``uses`` for (cti, hop); False when none is left.
 
@@ -34,6 +36,14 @@ class MemoryReplayStore:
     store was created are refused, since the uses they had in a previous
     process are unknown here. The fence is the whole second of creation, so a
     token minted in the same second is still accepted.
+
+    Args:
+        max_entries: live (token, hop) entries kept at most.
+        fence: refuse tokens issued before the store was created.
+        leeway: seconds an entry outlives its token's expiry.
+        clock: the time source (unix seconds).
+
+    ``consume`` raises ``Replayed`` at the fence and ``StoreUnavailable`` when full.
     """
 
     BUCKET_SECONDS = 8

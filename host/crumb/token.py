@@ -74,6 +74,7 @@ def to_bytes(token: bytes | bytearray | str) -> bytes:
 
 
 def to_text(token: bytes) -> str:
+    """A token's bytes as text: base64url without padding (HTTP headers, shells, logs)."""
     return b64u(token)
 
 
@@ -211,14 +212,36 @@ def mint(
     now: int | None = None,
     cti: bytes | None = None,
 ) -> bytes:
-    """Mint a token. ``scope`` is ``[(resource, operation(s) | bitmask), ...]``.
+    """Mint a token: the authority block, signed by the issuer's key.
 
-    ``chain`` declares the hops, in order, that must attest; ``attenuators``
-    the keys that must each append exactly one attenuation block. With
-    ``hop_refs="kid"`` both carry 4-byte kids instead of full keys (smaller,
-    but verifiers must be given the node keys). ``open=True`` enables
-    attenuation by any holder (the proof travels at the end of the token);
-    passing a SigningKey as ``open`` uses it as the first ephemeral key.
+    Args:
+        key: the issuer's signing key; its kid goes in the protected header.
+        scope: ``[(resource, permission), ...]``; a permission is an
+            operation name, a list of them, or a REST method bitmask
+            (PROTOCOL.md §4). A resource ending in ``*`` is a prefix.
+        sub: the subject (the device id), or None.
+        ttl: seconds from ``now`` to expiry (> 0).
+        uses: uses per hop (1: single use).
+        iss, aud, nbf: the registered claims, or None.
+        chain: ``[(hop name, PublicKey), ...]``, the hops that must attest,
+            in order.
+        attenuators: ``[(name, PublicKey), ...]``, keys that must each append
+            exactly one attenuation block.
+        caveats: predicates on the request (``crumb.caveat(...)``).
+        hop_refs: ``"key"`` embeds each hop's public key; ``"kid"`` only its
+            4-byte kid (smaller; verifiers must be given the node keys).
+        open: True lets any holder attenuate (the proof travels at the end
+            of the token); a SigningKey is used as the first ephemeral key.
+        now: the issue time (unix seconds); default: the clock.
+        cti: the 8-byte token id; default: random.
+
+    Returns:
+        The token's bytes (``to_text`` makes them base64url text).
+
+    Raises:
+        ValueError: ttl <= 0 or uses < 1.
+        CrumbError: ``malformed`` or ``too_large`` when the claims would not
+            verify (crumb refuses to sign what a verifier would reject).
     """
     iat = int(time.time() if now is None else now)
     if ttl <= 0:
@@ -253,7 +276,21 @@ def _matches(party: Party, key: PublicKey) -> bool:
 
 
 def attest(token: bytes | str, key: SigningKey, hop: str) -> bytes:
-    """Countersign as declared hop ``hop``: "this token passed through me"."""
+    """Countersign as declared hop ``hop``: "this token passed through me".
+
+    Args:
+        token: the token, as bytes or base64url text.
+        key: this hop's signing key, the one the token declares for ``hop``.
+        hop: this hop's name in the token's chain.
+
+    Returns:
+        The token with one more attestation block.
+
+    Raises:
+        CrumbError: ``chain_invalid`` when ``hop`` is not declared, ``key``
+            is not its key, or the hops before it have not all attested;
+            ``malformed`` / ``too_large`` for a token that does not parse.
+    """
     tok = split(to_bytes(token))
     claims = claims_of(tok)
     index = next((i for i, p in enumerate(claims.chain) if p.name == hop), None)
@@ -269,7 +306,21 @@ def attest(token: bytes | str, key: SigningKey, hop: str) -> bytes:
 
 
 def attenuate(token: bytes | str, key: SigningKey, caveats: Sequence[list]) -> bytes:
-    """Append the caveats as the declared attenuator holding ``key`` (once per attenuator)."""
+    """Narrow a token as the declared attenuator holding ``key`` (once per attenuator).
+
+    Args:
+        token: the token, as bytes or base64url text.
+        key: the signing key of an attenuator the token declares.
+        caveats: the caveats to add (``crumb.caveat(...)``); they can only narrow.
+
+    Returns:
+        The token with the attenuation block appended.
+
+    Raises:
+        CrumbError: ``chain_invalid`` when ``key`` is not a declared
+            attenuator or has attenuated already; ``malformed`` /
+            ``unknown_caveat`` for caveats that are not well formed.
+    """
     tok = split(to_bytes(token))
     claims = claims_of(tok)
     index = next((i for i, p in enumerate(claims.attenuators) if _matches(p, key.public)), None)
@@ -284,7 +335,20 @@ def attenuate(token: bytes | str, key: SigningKey, caveats: Sequence[list]) -> b
 
 
 def attenuate_open(token: bytes | str, caveats: Sequence[list], next_key: SigningKey | None = None) -> bytes:
-    """Append caveats with the token's ephemeral key (open mode); the proof moves on."""
+    """Narrow an open token as any holder: the block is signed with the token's ephemeral key.
+
+    Args:
+        token: an open, unsealed token (minted with ``open=True``).
+        caveats: the caveats to add.
+        next_key: the next ephemeral key (default: a new one); its seed
+            becomes the token's proof.
+
+    Returns:
+        The token with the block appended and the proof moved on.
+
+    Raises:
+        CrumbError: ``chain_invalid`` when the token is not open or is sealed.
+    """
     tok = split(to_bytes(token))
     if tok.proof is None or len(tok.proof) != 32:
         raise ChainInvalid("only an open, unsealed token can be attenuated without a named key")
@@ -305,7 +369,17 @@ def open_key_block_signature(tok: Token) -> bytes:
 
 
 def seal(token: bytes | str) -> bytes:
-    """Close an open token: no further open attenuation is possible."""
+    """Close an open token: nobody can attenuate it further.
+
+    Args:
+        token: an open, unsealed token.
+
+    Returns:
+        The token with its proof replaced by the seal signature.
+
+    Raises:
+        CrumbError: ``chain_invalid`` when the token is not open or is sealed already.
+    """
     tok = split(to_bytes(token))
     if tok.proof is None or len(tok.proof) != 32:
         raise ChainInvalid("only an open, unsealed token can be sealed")

@@ -23,7 +23,14 @@ from .wire import (
 
 
 class Verified:
-    """A token that passed: its claims and where it was checked."""
+    """A token that passed ``Verifier.verify``.
+
+    Attributes:
+        claims: the validated claims (``.sub``, ``.scope``, ``.exp``, ``.cti``, ...).
+        hop: the hop it was verified at (None: the final destination).
+        attested: the names of the hops that attested, in order.
+        caveats: the caveats of appended attenuation blocks (all held).
+    """
 
     __slots__ = ("claims", "hop", "attested", "caveats")
 
@@ -53,14 +60,27 @@ class KeyResolver(Protocol):
 
 
 class Verifier:
-    """Verifies tokens offline with trusted issuer keys.
+    """Verifies tokens offline with trusted issuer keys (PROTOCOL.md §7).
 
-    ``keys``: issuer public keys trusted to sign authority blocks.
-    ``node_keys``: keys of hops/attenuators, used only to resolve 4-byte
-    kid references a token declares (never trusted as issuers).
-    ``hop``: this service's name in declared chains (None: final destination,
-    which requires every declared hop to have attested).
-    ``resolver``: consulted for issuer and node kids not given above.
+    Args:
+        keys: issuer public keys trusted to sign authority blocks.
+        node_keys: keys of hops and attenuators, used only to resolve the
+            4-byte kids a token may name them by (never trusted as issuers).
+        replay: where single-use tokens are spent; default: a
+            ``MemoryReplayStore`` on the same clock (one process only; use
+            ``crumb.services.replay_redis.RedisReplayStore`` for replicas).
+        clock: the time source (unix seconds).
+        leeway: seconds of clock difference allowed on exp, nbf and iat.
+        hop: this service's name in declared chains (None: the final
+            destination, which requires every declared hop to have attested).
+        audience: this service's audience name; a token with ``aud`` must name it.
+        max_token_bytes: tokens larger than this are ``too_large`` before parsing.
+        revoked: ``revoked(claims) -> bool``; True rejects the token as ``revoked``.
+        resolver: asked for issuer and node kids not given above (e.g.
+            ``crumb.services.keyfetch.FetchedKeys``, the issuer's ``GET /keys``).
+
+    Raises:
+        ValueError: two different keys with one kid.
     """
 
     def __init__(
@@ -92,12 +112,14 @@ class Verifier:
         self.resolver = resolver
 
     def add_key(self, key: PublicKey) -> None:
+        """Trust one more issuer key (key rotation). Raises ValueError if another key has its kid."""
         other = self._keys.get(key.kid)
         if other is not None and other != key:
             raise ValueError(f"two different trusted keys share kid {key.kid.hex()}")
         self._keys[key.kid] = key
 
     def kids(self) -> list[bytes]:
+        """The kids of the issuer keys given to this verifier."""
         return list(self._keys)
 
     def _issuer_key(self, protected: bytes) -> tuple[PublicKey, bytes]:
@@ -135,7 +157,29 @@ class Verifier:
         facts: Mapping[str, Any] | None = None,
         consume: bool = True,
     ) -> Verified:
-        """Check ``token`` for (resource, operation); raise a CrumbError or return Verified."""
+        """Check ``token`` for one request, and spend one of its uses at this hop.
+
+        Args:
+            token: the token, as bytes or base64url text.
+            resource: the resource the request acts on (e.g. its path).
+            operation: the operation (e.g. ``"read"``, or an HTTP method
+                name for tokens scoped with a method bitmask).
+            hop: override the verifier's hop for this call.
+            facts: application facts caveats may test (``{"zone": "b"}``).
+            consume: False checks without spending a use.
+
+        Returns:
+            Verified: the claims, the hop, the hops that attested.
+
+        Raises:
+            CrumbError: with a stable ``.code``: ``malformed``,
+                ``unsupported_version``, ``too_large``, ``unknown_key``,
+                ``bad_signature``, ``revoked``, ``expired``,
+                ``not_yet_valid``, ``chain_incomplete``, ``chain_invalid``,
+                ``scope_denied``, ``caveat_failed``, ``unknown_caveat``,
+                ``replayed``, or ``store_unavailable`` (the replay store
+                cannot answer: failing closed).
+        """
         hop = self.hop if hop is ... else hop
         tok = split(to_bytes(token), self.max_token_bytes)
         auth = tok.authority

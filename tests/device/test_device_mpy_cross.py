@@ -4,7 +4,8 @@ import pytest
 
 import mpyvm
 
-# The whole device client must fit in 16 KiB of .mpy (DESIGN.md); the codec
+# The whole device client must fit in 16 KiB of .mpy (docs/device.md: what a
+# 2 MB-flash board can spare beside the firmware and the application); the codec
 # part (cbor + mac + package init) is held to a few KB of that.
 CLIENT_BUDGET = 16 * 1024
 CODEC_BUDGET = 4 * 1024

@@ -30,7 +30,7 @@ def test_text_form_verifies(issuer, make_verifier):
 def test_size_of_typical_token(issuer):
     token = mint(issuer, sub="dev-0001", scope=[(RES, OP)], now=NOW)
     # 8-char subject, 15-char resource, one operation, exp, iat, 8-byte cti, kid.
-    # DESIGN.md asks <= 120 B; COSE_Sign1 + CWT cannot get there (PROTOCOL.md §9).
+    # A standard COSE_Sign1 over CWT claims cannot go below ~135 B (PROTOCOL.md §9).
     assert len(token) == 139
 
 

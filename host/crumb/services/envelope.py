@@ -1,4 +1,4 @@
-"""The MQTT envelope (DESIGN.md §5): one CBOR array ``[token: bstr, payload: bstr]``.
+"""The MQTT envelope: one CBOR array ``[token: bstr, payload: bstr]`` (PROTOCOL.md §12).
 
 Decoded strictly, like a token (deterministic encoding, definite lengths, no
 trailing bytes), with the token's and the payload's size bounded before any
