@@ -4,6 +4,8 @@
 Everything is deterministic (fixed seeds, clock and token ids; Ed25519
 signatures are deterministic), so running this again gives identical files;
 tests/host/test_vectors.py checks both that and every expected result.
+shared/wire.json is every constant of host/crumb/wire.py, in its sections
+(tests/host/test_wire.py, tests/device/test_device_wire.py).
 
     .venv/bin/python tools/gen_vectors.py [--check]
 """
@@ -11,7 +13,9 @@ tests/host/test_vectors.py checks both that and every expected result.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -153,9 +157,59 @@ def vectors() -> list[dict]:
     return out
 
 
+# shared/wire.json: every constant of crumb.wire, grouped by the module's "# [section] about" comments.
+_SECTION = re.compile(r"# \[([a-z_]+)\] (.+)")
+WIRE_ABOUT = ("crumb's wire constants: every number, name and size crumb puts on the wire. Generated from "
+              "host/crumb/wire.py (the one source; the device keeps literal copies, tested against this file) by "
+              "tools/gen_vectors.py: do not edit. sections: {name: {about, constants}}, as wire.py groups them; "
+              "constant names are wire.py's and unique across sections; § is a section of PROTOCOL.md. Values: "
+              "byte strings as their ASCII text, tuples as arrays, map keys as text, a refusal code as "
+              "{status: HTTP status, ace_error: ACE error number, meaning}.")
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple: its fields by name
+        return {k: _jsonable(v) for k, v in value._asdict().items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
 def wire_constants() -> dict:
-    return {k: v for k, v in vars(wire).items() if k.isupper() and not k.startswith("_")
+    """crumb.wire's constants by name: its upper-case names, as JSON values."""
+    return {k: _jsonable(v) for k, v in vars(wire).items() if k.isupper() and not k.startswith("_")
             and isinstance(v, (int, str, bytes, tuple, dict))}
+
+
+def wire_sections() -> dict:
+    """{section: {"about", "constants"}}: each constant under the last ``# [section]`` comment above it."""
+    source = Path(wire.__file__).read_text(encoding="utf-8")
+    headers = [(n, m[1], m[2]) for n, line in enumerate(source.splitlines(), 1) if (m := _SECTION.fullmatch(line))]
+    if len({name for _, name, _ in headers}) != len(headers):
+        raise SystemExit("host/crumb/wire.py: a section name is used twice")
+    constants = wire_constants()
+    sections: dict = {name: {"about": about, "constants": {}} for _, name, about in headers}
+    placed: set[str] = set()
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        for name in [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and n.id in constants]:
+            above = [h for h in headers if h[0] < node.lineno]
+            if not above:
+                raise SystemExit(f"host/crumb/wire.py:{node.lineno}: {name} is in no section ('# [name] about' line)")
+            if name in placed:
+                raise SystemExit(f"host/crumb/wire.py:{node.lineno}: {name} is assigned twice")
+            placed.add(name)
+            sections[above[-1][1]]["constants"][name] = constants[name]
+    if set(constants) - placed:
+        raise SystemExit(f"host/crumb/wire.py: not assigned at module level: {', '.join(set(constants) - placed)}")
+    if empty := [name for name, section in sections.items() if not section["constants"]]:
+        raise SystemExit(f"host/crumb/wire.py: sections without constants: {', '.join(empty)}")
+    return sections
 
 
 def render() -> dict[Path, str]:
@@ -172,11 +226,10 @@ def render() -> dict[Path, str]:
         "keys": keys,
         "vectors": vectors(),
     }
-    constants = {k: (v.decode() if isinstance(v, bytes) else list(v) if isinstance(v, tuple) else v)
-                 for k, v in wire_constants().items()}
+    constants = {"about": WIRE_ABOUT, "sections": wire_sections()}
     return {
         ROOT / "shared" / "vectors" / "tokens.json": json.dumps(doc, indent=1) + "\n",
-        ROOT / "shared" / "wire.json": json.dumps(constants, indent=1, sort_keys=True) + "\n",
+        ROOT / "shared" / "wire.json": json.dumps(constants, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
     }
 
 
@@ -187,11 +240,11 @@ def main() -> int:
     stale = []
     for path, text in render().items():
         if args.check:
-            if not path.exists() or path.read_text() != text:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            path.write_text(text, encoding="utf-8")
             print(f"wrote {path.relative_to(ROOT)}")
     if stale:
         print("out of date (run tools/gen_vectors.py):", *(str(p.relative_to(ROOT)) for p in stale), file=sys.stderr)

@@ -39,7 +39,9 @@ except ImportError:
 
 from binascii import unhexlify
 
-# Wire keys (host/crumb/issuer/protocol.py has the same numbers).
+# Wire constants: copies of host/crumb/wire.py's, as literals so that MicroPython
+# inlines them (the device cannot import host code). tests/device/test_device_wire.py
+# checks each const() here against shared/wire.json, and fails on one it cannot map.
 _TOKEN = const(1)
 _EXPIRES_IN = const(2)
 _ERR_DESC = const(31)

@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from .. import cbor
-from ..wire import ALG_EDDSA
+from ..wire import (
+    ALG_EDDSA, CBOR_TYPES, COSE_CRV_ED25519, COSE_KEY_ALG, COSE_KEY_CRV, COSE_KEY_KID, COSE_KEY_KTY, COSE_KEY_OP_VERIFY,
+    COSE_KEY_OPS, COSE_KEY_SET_TYPE, COSE_KEY_X, COSE_KTY_OKP, JSON_TYPE,
+)
 from .audit import AuditLog
 from .codes import Refusal
 from .datadir import DataDir
@@ -32,7 +35,6 @@ from .issuing import Issuer
 from .keystore import Keyring, load_or_create_master
 from .policy import Policy
 from .policy import load as load_policy
-from .protocol import CBOR_TYPES, JSON_TYPE
 from .registry import Registry
 
 log = logging.getLogger("crumb.issuer")
@@ -40,11 +42,6 @@ log = logging.getLogger("crumb.issuer")
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
-
-COSE_KEY_SET_TYPE = "application/cose-key-set+cbor"
-# COSE_Key labels (RFC 9052 §7, RFC 9053 §7.2)
-_KTY, _KID, _ALG, _KEY_OPS, _CRV, _X = 1, 2, 3, 4, -1, -2
-_KTY_OKP, _CRV_ED25519, _OP_VERIFY = 1, 6, 2
 
 
 @dataclass
@@ -206,8 +203,9 @@ class KeysEndpoint:
             for key, status in ring.published():
                 jwk = key.public.to_jwk()
                 keys.append({**jwk, "alg": "EdDSA", "use": "sig", "status": status})
-                cose.append({_KTY: _KTY_OKP, _KID: key.kid, _ALG: ALG_EDDSA, _KEY_OPS: [_OP_VERIFY],
-                             _CRV: _CRV_ED25519, _X: key.public.raw})
+                cose.append({COSE_KEY_KTY: COSE_KTY_OKP, COSE_KEY_KID: key.kid, COSE_KEY_ALG: ALG_EDDSA,
+                             COSE_KEY_OPS: [COSE_KEY_OP_VERIFY], COSE_KEY_CRV: COSE_CRV_ED25519,
+                             COSE_KEY_X: key.public.raw})
             nodes = [{"name": name, **pub.to_jwk()} for name, pub in sorted(policy.nodes.items())]
             doc = {"keys": keys, "nodes": nodes, "issuer": policy.name}
             self._cache = (stamp, json.dumps(doc, indent=1).encode(), cbor.dumps(cose))
@@ -218,7 +216,7 @@ class KeysEndpoint:
         as_json, as_cbor = self.bodies()
         accept = (_header(scope, b"accept") or b"").decode("latin-1")
         cache = [(b"cache-control", b"max-age=60")]
-        if COSE_KEY_SET_TYPE in accept or "application/cbor" in accept:
+        if COSE_KEY_SET_TYPE in accept or CBOR_TYPES[1] in accept:  # application/cbor
             await respond(send, 200, as_cbor, COSE_KEY_SET_TYPE, cache)
         else:
             await respond(send, 200, as_json, JSON_TYPE, cache)

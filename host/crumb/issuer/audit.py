@@ -47,7 +47,7 @@ from . import commit
 
 GENESIS = bytes(32)
 HANDOFF_AT = 16
-MAX_BATCH = 1024  # rows per INSERT: 4 parameters each, well under SQLite's 32766
+MAX_INSERT_ROWS = 1024  # rows per INSERT: 4 parameters each, well under SQLite's 32766
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -334,7 +334,7 @@ class AuditLog:
             if item is None:
                 break
             batch = item
-            while len(batch) < MAX_BATCH:  # and whatever queued up during the last commit
+            while len(batch) < MAX_INSERT_ROWS:  # and whatever queued up during the last commit
                 try:
                     item = get_nowait()
                 except queue.Empty:
@@ -343,8 +343,8 @@ class AuditLog:
                     stopping = True
                     break
                 batch.extend(item)
-            for i in range(0, len(batch), MAX_BATCH):
-                self._commit(conn, batch[i:i + MAX_BATCH])
+            for i in range(0, len(batch), MAX_INSERT_ROWS):
+                self._commit(conn, batch[i:i + MAX_INSERT_ROWS])
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:

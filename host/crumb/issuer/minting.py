@@ -25,13 +25,15 @@ from ..claims import Claims, Party
 from ..cose import authority_protected, signing_prefix
 from ..keys import PublicKey, SigningKey
 from ..scope import encode_scope
-from ..wire import CLAIM_AUD, CLAIM_ISS, CLAIM_SUB, CTI_BYTES, FORMAT_VERSION
+from ..wire import CLAIM_AUD, CLAIM_CTI, CLAIM_EXP, CLAIM_IAT, CLAIM_ISS, CLAIM_SUB, CTI_BYTES, FORMAT_VERSION
 from .protocol import encode_uint
 
 _SPLIT_LOW = (CLAIM_ISS, CLAIM_SUB, CLAIM_AUD)     # encoded before exp
-_VARYING = (4, 6, 7)                                 # exp, iat, cti
-# exp and iat as 4-byte uints (their preferred form from 65536 until 2106): 4, 0x1a, exp, 6, 0x1a, iat
+_VARYING = (CLAIM_EXP, CLAIM_IAT, CLAIM_CTI)
+# exp and iat as 4-byte uints (their preferred form from 65536 until 2106): key, 0x1a, exp, key, 0x1a, iat.
+# The keys are below 24, so each is its own one-byte encoding.
 _TIMES = struct.Struct(">BBIBBI")
+_EXP_KEY, _IAT_KEY, _CTI_KEY = (cbor.dumps(key) for key in _VARYING)
 
 # Token ids come from one getrandom() per 512 tokens rather than one each. Each id
 # is popped (atomically, under the GIL) and never handed out twice; a forked
@@ -86,7 +88,7 @@ class Minter:
         template = _Template(prefix, suffix)
         # Refuse to sign what a verifier would reject, and prove the split is exact.
         probe = self._payload(template, 1_700_000_000, 1_700_000_000 + ttl, b"\x01" * CTI_BYTES)
-        m.update({4: 1_700_000_000 + ttl, 6: 1_700_000_000, 7: b"\x01" * CTI_BYTES})
+        m.update({CLAIM_EXP: 1_700_000_000 + ttl, CLAIM_IAT: 1_700_000_000, CLAIM_CTI: b"\x01" * CTI_BYTES})
         if probe != cbor.dumps(m):
             raise AssertionError("token template does not reproduce the core encoding")
         Claims.parse(cbor.loads(probe))
@@ -95,10 +97,10 @@ class Minter:
     @staticmethod
     def _payload(t: _Template, iat: int, exp: int, cti: bytes) -> bytes:
         if 0x10000 <= iat and exp < 0x100000000:  # every real token: no encoder call
-            times = _TIMES.pack(4, 0x1A, exp, 6, 0x1A, iat)
+            times = _TIMES.pack(CLAIM_EXP, 0x1A, exp, CLAIM_IAT, 0x1A, iat)
         else:
-            times = b"".join((b"\x04", encode_uint(exp), b"\x06", encode_uint(iat)))
-        return b"".join((t.prefix, times, b"\x07", cbor.bstr_head(len(cti)), cti, t.suffix))
+            times = b"".join((_EXP_KEY, encode_uint(exp), _IAT_KEY, encode_uint(iat)))
+        return b"".join((t.prefix, times, _CTI_KEY, cbor.bstr_head(len(cti)), cti, t.suffix))
 
     def mint(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
              uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),

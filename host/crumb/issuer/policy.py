@@ -23,11 +23,11 @@ from typing import Any
 from ..errors import CrumbError
 from ..keys import KeyFileError, PublicKey, load_public_key, unb64u
 from ..scope import check_operation, check_resource
-from .protocol import MAX_BATCH, check_device_id, method_names
+from ..wire import MAX_BATCH, MAX_STRING, MAX_USES
+from .protocol import check_device_id, method_names
 from .tomllines import Locator, dotted
 
 MAX_TTL = 86_400
-MAX_USES = 0xFFFFFFFF
 
 DEFAULTS = {"ttl": 60, "uses": 1, "batch": 4, "rate": 5.0, "burst": 10}
 ISSUER_DEFAULTS = {"name": None, "url": "http://127.0.0.1:8080", "max_skew": 60, "hop_refs": "kid",
@@ -285,7 +285,7 @@ class _Checker:
     def issuer(self, table: dict, policy: Policy) -> None:
         path = ("issuer",)
         if "name" in table:
-            if not isinstance(table["name"], str) or not 0 < len(table["name"].encode()) <= 255:
+            if not isinstance(table["name"], str) or not 0 < len(table["name"].encode()) <= MAX_STRING:
                 self.bad(path + ("name",), "must be non-empty text (the iss claim of every token)")
             else:
                 policy.name = table["name"]
@@ -405,7 +405,7 @@ class _Checker:
                         good = False
             settings = {**policy.defaults, **inherited, **self.settings(rule, rpath, _RULE_DEFAULTS)}
             audience = rule.get("audience")
-            if audience is not None and (not isinstance(audience, str) or not 0 < len(audience.encode()) <= 255):
+            if audience is not None and (not isinstance(audience, str) or not 0 < len(audience.encode()) <= MAX_STRING):
                 self.bad(rpath + ("audience",), "must be non-empty text")
                 good = False
             chain = self.names(rule, "chain", rpath, policy)

@@ -33,44 +33,16 @@ from .. import cbor
 from ..errors import CrumbError, Malformed
 from ..keys import b64u, unb64u
 from ..scope import ALL_METHODS, check_permission, check_resource
-from ..wire import MAX_STRING, REST_METHODS
+from ..wire import (  # the request's keys and sizes are re-exported here: protocol.REQ_SCOPE etc.
+    ACE_NAMES, CBOR_TYPES, DEVICE_KEY_LABEL, ERR_CODE, ERR_DESCRIPTION, ERR_ERROR, ERR_RETRY_AFTER, JSON_TYPE,
+    MAC_BYTES, MAX_BATCH, MAX_CLIENT_ID, MAX_COUNT, MAX_PERMISSION_OPS, MAX_STRING, NONCE_MAX, NONCE_MIN,
+    REQ_AUDIENCE, REQ_CLIENT_ID, REQ_COUNT, REQ_MAC, REQ_NONCE, REQ_SCOPE, REQ_TIME, REST_METHODS,
+    RESP_ACCESS_TOKEN, RESP_EXPIRES_IN, RESP_TIME, RESP_TOKENS, RESP_USES,
+)
 from . import fastreq
-from .codes import ACE_NAMES, Refusal
+from .codes import Refusal
 
-# Request keys.
-REQ_AUDIENCE = 5
-REQ_SCOPE = 9
-REQ_CLIENT_ID = 24
-REQ_NONCE = -1
-REQ_TIME = -2
-REQ_COUNT = -3
-REQ_MAC = -4
-
-# Response keys (success).
-RESP_ACCESS_TOKEN = 1
-RESP_EXPIRES_IN = 2
-RESP_TIME = -2
-RESP_TOKENS = -5
-RESP_USES = -6
-
-# Error response keys.
-ERR_ERROR = 30          # ACE "error" (integer code)
-ERR_DESCRIPTION = 31    # ACE "error_description": the human message
-ERR_CODE = -7           # crumb's stable code (text)
-ERR_RETRY_AFTER = -8    # seconds, with rate_limited and store_unavailable
-
-CBOR_TYPES = ("application/ace+cbor", "application/cbor")
-JSON_TYPE = "application/json"
-
-DEVICE_KEY_LABEL = b"crumb device key v1"
-MAC_BYTES = 16
-NONCE_MIN, NONCE_MAX = 6, 16
-MAX_CLIENT_ID = 64
-MAX_BATCH = 32          # absolute ceiling, whatever the policy says
-MAX_COUNT = MAX_BATCH
-MAX_PERMISSION_OPS = 8
-
-_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}\Z")
+_DEVICE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:@-]{{0,{MAX_CLIENT_ID - 1}}}\Z")
 _ALLOWED_KEYS = frozenset((REQ_AUDIENCE, REQ_SCOPE, REQ_CLIENT_ID, REQ_NONCE, REQ_TIME, REQ_COUNT, REQ_MAC))
 
 Permission = Union[str, list, int]
@@ -82,7 +54,8 @@ Permission = Union[str, list, int]
 def check_device_id(device_id: object) -> str:
     """Device ids are short printable ASCII, safe in logs, file names and Redis keys."""
     if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
-        raise ValueError("a device id is 1-64 characters of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit")
+        raise ValueError(f"a device id is 1-{MAX_CLIENT_ID} characters of A-Z a-z 0-9 . _ : @ -, "
+                         "starting with a letter or digit")
     return device_id
 
 
@@ -260,8 +233,7 @@ def _scope(data: bytes, i: int) -> tuple[list, bool, int]:
 
 
 # Request keys by their encoded byte (all one byte but client_id, 0x18 0x18).
-_KEY_BYTES = {0x05: REQ_AUDIENCE, 0x09: REQ_SCOPE, 0x20: REQ_NONCE, 0x21: REQ_TIME, 0x22: REQ_COUNT,
-              0x23: REQ_MAC}
+_KEY_BYTES = {cbor.dumps(key)[0]: key for key in sorted(_ALLOWED_KEYS - {REQ_CLIENT_ID})}
 
 
 def parse_cbor_request(data: bytes) -> TokenRequest:
@@ -304,10 +276,12 @@ def _parse_common(data: bytes) -> TokenRequest | None:
     """The request nearly every device sends, or None to leave it to the general parser.
 
     {9: [resource, operation or method mask], 24: client_id, -1: nonce,
-    -2: time (4-byte uint), -4: mac}. Whatever this returns, _parse_cbor
-    returns too for the same bytes (a differential test checks it); it only
-    skips the general parser's per-field dispatch, which was the largest
-    single cost of a token request after the signature.
+    -2: time (4-byte uint), -4: mac}, its key bytes written out (those of
+    wire.REQ_*: a test checks build_request's requests take this path).
+    Whatever this returns, _parse_cbor returns too for the same bytes (a
+    differential test checks it); it only skips the general parser's
+    per-field dispatch, which was the largest single cost of a token request
+    after the signature.
     """
     n = len(data)
     if n < 40 or data[0] != 0xA5 or data[1] != 0x09 or data[2] != 0x82 or data[n - 18] != 0x23 \
@@ -418,7 +392,7 @@ def _finish(fields: dict, mac_input: bytes, batch: bool) -> TokenRequest:
             raise _malformed(f"the request has no {name}")
     client_id = fields[REQ_CLIENT_ID]
     if not _DEVICE_ID.match(client_id):
-        raise _malformed("client_id is 1-64 characters of A-Z a-z 0-9 . _ : @ -")
+        raise _malformed(f"client_id is 1-{MAX_CLIENT_ID} characters of A-Z a-z 0-9 . _ : @ -")
     nonce, mac = fields[REQ_NONCE], fields[REQ_MAC]
     if not NONCE_MIN <= len(nonce) <= NONCE_MAX:
         raise _malformed(f"the nonce is {NONCE_MIN} to {NONCE_MAX} bytes")
@@ -566,7 +540,9 @@ def token_response_cbor(issued: list[Issued], now: int, batch: bool) -> bytes:
     """{1: token, 2: expires_in, -2: time, ?-6: uses} or {-2: time, -5: [[token, expires_in, uses], ...]}.
 
     Written by hand in deterministic key order (1, 2, -2, -5, -6): this is
-    on every response, and the generic encoder sorts maps every time.
+    on every response, and the generic encoder sorts maps every time. The
+    key bytes are those of wire.RESP_*; tests compare the result with the
+    generic encoder's of a map with those keys.
     """
     if batch:
         n = len(issued)  # at most MAX_BATCH, so a one- or two-byte array head

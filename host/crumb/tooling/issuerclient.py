@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from ..issuer.protocol import CBOR_TYPES, JSON_TYPE, Response, build_json_request, build_request, parse_response
+from ..issuer.protocol import Response, build_json_request, build_request, parse_response
+from ..wire import CBOR_TYPES, JSON_TYPE
 
 
 class Credentials:

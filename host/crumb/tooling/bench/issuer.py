@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from ... import cbor
+from ...wire import CBOR_TYPES, REQ_CLIENT_ID, REQ_SCOPE, RESP_ACCESS_TOKEN, RESP_EXPIRES_IN, RESP_TIME
 from ..localservices import free_port
 
 BENCH_GROUP = "bench"
@@ -59,8 +60,8 @@ operations = ["{BENCH_OP}"]
 """
 
 # The bare endpoint's answer: a CBOR map the size of a single-token response.
-BARE_BODY = cbor.dumps({1: bytes(139), 2: 60, -2: 1_800_000_000})
-_BARE_HEADERS = [(b"content-type", b"application/ace+cbor"), (b"content-length", str(len(BARE_BODY)).encode()),
+BARE_BODY = cbor.dumps({RESP_ACCESS_TOKEN: bytes(139), RESP_EXPIRES_IN: 60, RESP_TIME: 1_800_000_000})
+_BARE_HEADERS = [(b"content-type", CBOR_TYPES[0].encode()), (b"content-length", str(len(BARE_BODY)).encode()),
                  (b"cache-control", b"no-store")]
 
 
@@ -130,15 +131,13 @@ class RequestMaker:
     """
 
     def __init__(self, device_id: str, key: bytes, port: int, nonce_bytes: int = 8) -> None:
-        from ...issuer.protocol import REQ_CLIENT_ID, REQ_SCOPE
-
         self.nonce_bytes = nonce_bytes
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
         fixed = cbor.dumps({REQ_SCOPE: [BENCH_RESOURCE, BENCH_OP], REQ_CLIENT_ID: device_id})
         self.body_prefix = fixed[1:]  # entries 9 and 24; map header written per request
         self._mac_prefix = b"\xa4" + self.body_prefix + b"\x20" + cbor.bstr_head(nonce_bytes)
         self.http_head = (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                          "Content-Type: application/ace+cbor\r\nContent-Length: ").encode()
+                          f"Content-Type: {CBOR_TYPES[0]}\r\nContent-Length: ").encode()
         self._heads: dict[int, bytes] = {}
         self._now, self._time = -1, b""
         self._nonces = b""

@@ -1,0 +1,115 @@
+"""The device's wire constants are shared/wire.json's (CPython, reading the device source).
+
+MicroPython inlines ``const()`` and the device cannot import host code, so
+device/ucrumb keeps literal copies of host/crumb/wire.py's constants. This
+reads every ``NAME = const(...)`` in device/ucrumb/*.py and checks it through
+the table below: a wire constant must equal its wire.json entry, a device-
+local one must be listed as such, and one in neither table fails, so a new
+constant cannot be added unchecked. It also checks the key bytes that
+Client._request() writes by hand, and the refusal codes the client tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from ucrumb import client
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICE = REPO / "device" / "ucrumb"
+WIRE = {name: value
+        for section in json.loads((REPO / "shared" / "wire.json").read_text(encoding="utf-8"))["sections"].values()
+        for name, value in section["constants"].items()}
+
+# module.const -> the wire.json constant it copies.
+WIRE_NAMES = {
+    "client._TOKEN": "RESP_ACCESS_TOKEN",
+    "client._EXPIRES_IN": "RESP_EXPIRES_IN",
+    "client._TIME": "RESP_TIME",
+    "client._TOKENS": "RESP_TOKENS",
+    "client._USES": "RESP_USES",
+    "client._ERR_DESC": "ERR_DESCRIPTION",
+    "client._ERR_CODE": "ERR_CODE",
+    "client._RETRY_AFTER": "ERR_RETRY_AFTER",
+    "client._NONCE_BYTES": "NONCE_MIN",  # the shortest nonce the issuer takes: the 67-byte request of §11.2
+    "client._MAC_BYTES": "MAC_BYTES",
+}
+# module.const -> why it is not on the wire.
+DEVICE_ONLY = {
+    "client._USED": "cache entry layout: index of the last use",
+    "client._AHEAD": "cache entry layout: index of the fetch-ahead deadline",
+    "client._FIRST": "cache entry layout: index of the first token",
+    "client._BYTES": "cached token layout: index of the token bytes",
+    "client._LEFT": "cached token layout: index of the uses left",
+    "client._UNTIL": "cached token layout: index of the deadline",
+}
+
+
+def _consts() -> dict[str, object]:
+    """module.NAME -> the literal value of every ``NAME = const(literal)`` in device/ucrumb."""
+    found: dict[str, object] = {}
+    for path in sorted(DEVICE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                    and isinstance(node.value.func, ast.Name) and node.value.func.id == "const":
+                assert len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), ast.unparse(node)
+                found[f"{path.stem}.{node.targets[0].id}"] = ast.literal_eval(node.value.args[0])
+    return found
+
+
+CONSTS = _consts()
+
+
+def test_the_device_defines_constants():
+    assert len(CONSTS) >= len(WIRE_NAMES)  # the scan finds them (it would pass vacuously otherwise)
+
+
+@pytest.mark.parametrize("name", sorted(CONSTS))
+def test_device_const_is_mapped_and_equal(name):
+    assert (name in WIRE_NAMES) != (name in DEVICE_ONLY), \
+        f"{name}: add it to WIRE_NAMES (a copy of a wire.json constant) or DEVICE_ONLY (with why) in this file"
+    if name in WIRE_NAMES:
+        wire_name = WIRE_NAMES[name]
+        assert wire_name in WIRE, f"{name} maps to {wire_name}, which shared/wire.json does not have"
+        assert CONSTS[name] == WIRE[wire_name], f"{name} = const({CONSTS[name]}) but {wire_name} is {WIRE[wire_name]}"
+
+
+def test_no_stale_mappings():
+    assert set(WIRE_NAMES) | set(DEVICE_ONLY) <= set(CONSTS)
+
+
+def _request_writes() -> list[bytes]:
+    """The literal bytes Client._request() appends or extends ``out`` with, in source order."""
+    tree = ast.parse((DEVICE / "client.py").read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Client")
+    fn = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "_request")
+    writes = []
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "out" \
+                and node.func.attr in ("append", "extend") and isinstance(node.args[0], ast.Constant):
+            value = node.args[0].value
+            writes.append((node.lineno, bytes((value,)) if isinstance(value, int) else value))
+    return [w for _, w in sorted(writes)]
+
+
+def test_request_key_bytes_are_the_wire_keys():
+    """0x05, 0x09, 18 18, 0x20 .. 0x22 and the MAC's head 0x23 0x50: the keys in deterministic order."""
+    keys = ["REQ_AUDIENCE", "REQ_SCOPE", "REQ_CLIENT_ID", "REQ_NONCE", "REQ_TIME", "REQ_COUNT"]
+    mac_head = cbor2.dumps(WIRE["REQ_MAC"]) + cbor2.dumps(bytes(WIRE["MAC_BYTES"]))[:1]  # key, bstr head
+    assert _request_writes() == [cbor2.dumps(WIRE[k]) for k in keys] + [mac_head]
+
+
+def test_content_type_and_refusal_codes_are_the_wire_ones():
+    assert client._HEADERS == {"Content-Type": WIRE["CBOR_TYPES"][0]}
+    assert set(client._TRANSIENT) <= set(WIRE["REFUSALS"])
+    # every code the client compares a refusal's code with
+    compared = {c.value for node in ast.walk(ast.parse((DEVICE / "client.py").read_text(encoding="utf-8")))
+                if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "code"
+                for c in node.comparators if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    assert compared and compared <= set(WIRE["REFUSALS"]), compared
