@@ -95,8 +95,8 @@ MAX_BLOCKS = 16
 MAX_CAVEATS = 16
 
 # [token_errors] Stable error codes of token verification (§8).
-# DESIGN.md §3's codes, plus store_unavailable for a replay store that cannot
-# answer (verification then fails closed). crumb.errors has one class per code.
+# Every way a token can fail, one code each, plus store_unavailable for a
+# replay store that cannot answer (verification then fails closed). crumb.errors has one class per code.
 ERROR_CODES = (
     "malformed",
     "unsupported_version",

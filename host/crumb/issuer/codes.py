@@ -3,7 +3,7 @@
 The table itself (codes, HTTP statuses, ACE error numbers and names) is
 crumb.wire's REFUSALS and ACE_*: this module adds the exception that
 carries a refusal through the pipeline. The codes shared with token
-verification (DESIGN.md §3) keep their meaning; the issuer adds only what a
+verification (PROTOCOL.md §8) keep their meaning; the issuer adds only what a
 token cannot say about a *request*: ``bad_mac``, ``stale_time``,
 ``unknown_device``, ``rate_limited``. Every refusal carries one of these
 codes, a human message, and the issuer's time.
