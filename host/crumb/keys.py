@@ -18,11 +18,6 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-try:  # libsodium through PyNaCl's own binding, without the wrapper's copies
-    from nacl._sodium import ffi as _ffi, lib as _lib
-except ImportError:  # pragma: no cover - other PyNaCl builds
-    _lib = None
-
 from .wire import KID_BYTES, PUBLIC_KEY_BYTES
 
 
@@ -69,10 +64,10 @@ class PublicKey:
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Whether ``signature`` is this key's Ed25519 signature of ``message``."""
-        if _lib is not None and len(signature) == 64:
-            signed = signature + message
-            n = len(signed)
-            return _lib.crypto_sign_open(_ffi.new("unsigned char[]", n), _ffi.NULL, signed, n, self.raw) == 0
+        # PyNaCl's public binding of libsodium's crypto_sign_open: no wrapper object per call.
+        # It reads the first 64 bytes as the signature, so any other length is refused here.
+        if len(signature) != 64:
+            return False
         try:
             nacl.bindings.crypto_sign_open(signature + message, self.raw)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
@@ -128,16 +123,10 @@ class SigningKey:
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``message``."""
-        if _lib is not None:
-            # The issuer signs every token: call libsodium directly. PyNaCl's
-            # SigningKey.sign copies the signed message out, wraps it in a
-            # SignedMessage and slices the signature back out (~3-5 µs of the ~30 µs).
-            n = len(message)
-            signed = _ffi.new("unsigned char[]", n + 64)
-            if _lib.crypto_sign(signed, _ffi.NULL, message, n, self._sk) != 0:  # pragma: no cover
-                raise RuntimeError("crypto_sign failed")
-            return _ffi.buffer(signed, 64)[:]
-        return self._nacl.sign(message).signature
+        # The issuer (without its native writer) signs every token on its event loop:
+        # PyNaCl's public binding of libsodium's crypto_sign, without SigningKey.sign's
+        # SignedMessage wrapper. Its first 64 bytes are the signature.
+        return nacl.bindings.crypto_sign(message, self._sk)[:64]
 
     def __repr__(self) -> str:
         return f"SigningKey(kid={self.kid.hex()})"

@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 
-from crumb.tooling.bench.issuer import drive
+from crumb.tooling.bench.issuer import drive, render
 
 from .conftest import crumb_cli
 
@@ -24,6 +24,11 @@ def test_bench_issuer_json():
     assert result["rounds_ratio_to_bare"][0] == result["ratio_to_bare"]
     assert result["single_process"]["tokens_per_s"] > 0 and result["store"] == "redis"
     assert result["verified_tokens"] > 0  # sampled tokens verified with the published key
+    # Which audit writer the measured issuers ran (they inherit this environment, CRUMB_NATIVE included).
+    from crumb.issuer import _native
+
+    assert result["native"] is _native.NATIVE and result["audit_writer"] == _native.describe()
+    assert render(result).splitlines()[0] == f"audit writer: {_native.describe()}"
     assert 0 < result["p50_ms"] <= result["p99_ms"]
     # CPU per answer, from the servers' threads in /proc: the issuer's loop does more than the bare one,
     # and signing and the audit log run on its other threads.

@@ -60,6 +60,11 @@ def test_serve_without_config_denies_everything_and_says_so(tmp_path):
     try:
         log = issuer.log_tail()
         assert "every request is denied" in log and str(tmp_path / "data") in log
+        # One line says which audit writer runs (CRUMB_NATIVE reaches the child as it reaches this process).
+        from crumb.issuer import _native
+
+        assert [line for line in log.splitlines() if "audit writer" in line] == \
+            [f"  audit writer {_native.describe()}"]
         creds = Credentials("dev-x", derive_device_key(
             bytes.fromhex((tmp_path / "data" / "master.key").read_text().strip()), "dev-x"), issuer.url)
         crumb_cli("device", "add", "dev-x", "--data", str(tmp_path / "data"), check=True)

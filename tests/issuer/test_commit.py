@@ -1,8 +1,9 @@
-"""The audit writer that signs: native (crumb._commit, no GIL) or Python (tokens signed on the loop).
+"""The audit writer that signs: native (crumb.issuer._native, no GIL) or Python (tokens signed on the loop).
 
-The native writer must be built in the test environment: a missing compiler
-fails here, loudly, instead of quietly testing only the slower path. Tests
-that matter for both writers run on both.
+Tests that matter for both writers run on both. The native ones skip, saying
+why, where the native writer does not run (CRUMB_NATIVE=0, not built, or a
+SQLite other than Python's): whether the environment has it is checked by
+tools/setup_test_env.sh, which `make test` runs first.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
-from crumb.issuer import audit, commit
+from crumb.issuer import _native, audit
 from crumb.issuer.app import Settings, build_issuer
 from crumb.issuer.audit import GENESIS, AuditLog, AuditUnavailable
 from crumb.issuer.datadir import DataDir
@@ -24,20 +27,14 @@ from crumb.verify import Verifier
 
 from .policies import POLICY
 
-WRITERS = pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
-
-
-def test_the_native_writer_is_built():
-    assert commit._native is not None, (
-        "crumb._commit is not built: the issuer would sign on its event loop. Install a C compiler and the "
-        "Python headers, then `make setup` (pip install -e .) again")
-    assert commit.NATIVE or os.environ.get("CRUMB_NATIVE_COMMIT") == "0"
+NATIVE_ONLY = pytest.mark.skipif(not _native.NATIVE, reason=f"the native writer does not run: {_native.describe()}")
+WRITERS = pytest.mark.parametrize("native", [pytest.param(True, marks=NATIVE_ONLY), False], ids=["native", "python"])
 
 
 @WRITERS
 def test_a_batch_signed_under_two_keys_during_a_rotation(tmp_path, monkeypatch, native):
     """Records and signatures land where they belong, whichever key signed and however they batched."""
-    monkeypatch.setattr(commit, "NATIVE", native)
+    monkeypatch.setattr(_native, "NATIVE", native)
     old, new = SigningKey.generate(), SigningKey.generate()
 
     async def main() -> list:
@@ -72,7 +69,7 @@ def test_a_batch_signed_under_two_keys_during_a_rotation(tmp_path, monkeypatch, 
 
 @WRITERS
 def test_issued_tokens_verify(tmp_path, monkeypatch, native):
-    monkeypatch.setattr(commit, "NATIVE", native)
+    monkeypatch.setattr(_native, "NATIVE", native)
     (tmp_path / "p.toml").write_text(POLICY)
     issuer = build_issuer(Settings(DataDir(tmp_path / "data"), tmp_path / "p.toml"))
     issuer.registry.add("dev-a", "sensors")
@@ -100,10 +97,10 @@ def test_issued_tokens_verify(tmp_path, monkeypatch, native):
     issuer.registry.close()
 
 
+@NATIVE_ONLY
 def test_a_failed_native_commit_fails_its_requests_and_the_writer_recovers(tmp_path, monkeypatch):
     """A record appended behind the writer's back makes its next commit fail: that batch is refused, nothing
     of it is written, and the writer carries on from the true head."""
-    monkeypatch.setattr(commit, "NATIVE", True)
     path = tmp_path / "a.db"
 
     async def main() -> None:
@@ -125,41 +122,98 @@ def test_a_failed_native_commit_fails_its_requests_and_the_writer_recovers(tmp_p
     assert rows == [(1,), (2,), (3,)]
 
 
+@NATIVE_ONLY
 def test_native_writer_rejects_what_it_cannot_take(tmp_path):
-    native = commit._native
     path = tmp_path / "a.db"
     AuditLog(path)  # the schema
     efd = os.eventfd(0, os.EFD_NONBLOCK)
     try:
-        addresses = commit.writer_addresses()
-        with pytest.raises(ValueError, match="null function"):
-            native.writer_new((0, *addresses[1:]), str(path), "FULL", efd, 0, GENESIS)
         with pytest.raises(ValueError, match="32 bytes"):
-            native.writer_new(addresses, str(path), "FULL", efd, 0, GENESIS[:31])
+            _native.writer_new(str(path), "FULL", efd, 0, GENESIS[:31])
         with pytest.raises(ValueError, match="FULL or NORMAL"):
-            native.writer_new(addresses, str(path), "OFF", efd, 0, GENESIS)
+            _native.writer_new(str(path), "OFF", efd, 0, GENESIS)
         with pytest.raises(OSError, match="cannot be opened"):
-            native.writer_new(addresses, str(tmp_path / "no" / "such" / "dir.db"), "FULL", efd, 0, GENESIS)
-        writer = native.writer_new(addresses, str(path), "FULL", efd, 0, GENESIS)
+            _native.writer_new(str(tmp_path / "no" / "such" / "dir.db"), "FULL", efd, 0, GENESIS)
+        writer = _native.writer_new(str(path), "FULL", efd, 0, GENESIS)
         sk = SigningKey.generate().secret_bytes
         with pytest.raises(ValueError, match="64 bytes"):
-            native.writer_submit(writer, 1, sk[:32], [b"m"], [b"{}"])
+            _native.writer_submit(writer, 1, sk[:32], [b"m"], [b"{}"])
         with pytest.raises(ValueError, match="without a key"):
-            native.writer_submit(writer, 1, None, [b"m"], [b"{}"])
+            _native.writer_submit(writer, 1, None, [b"m"], [b"{}"])
         with pytest.raises(TypeError, match="lists of bytes"):
-            native.writer_submit(writer, 1, sk, [b"m", "text"], [b"{}"])
+            _native.writer_submit(writer, 1, sk, [b"m", "text"], [b"{}"])
         with pytest.raises(TypeError):
-            native.writer_submit(writer, 1, sk, (b"m",), [b"{}"])
+            _native.writer_submit(writer, 1, sk, (b"m",), [b"{}"])
         with pytest.raises(ValueError, match="32 bytes"):
-            native.writer_set_head(writer, 0, b"short")
-        assert native.writer_collect(writer) == []
+            _native.writer_set_head(writer, 0, b"short")
+        assert _native.writer_collect(writer) == []
     finally:
         os.close(efd)
 
 
+@NATIVE_ONLY
+def test_the_native_writer_uses_python_sqlite_library():
+    """The check the loader relies on: Python's sqlite3 module and the extension resolve to one SQLite;
+    anything else (no module file, a library without SQLite) is "not the same"."""
+    ext = sys.modules["crumb.issuer._native._commit"]
+    module_file = sqlite3.complete_statement.__self__.__file__
+    same, ours, theirs = ext.same_sqlite(module_file)
+    assert same and ours == theirs and "sqlite3" in ours, (ours, theirs)
+    assert ext.sqlite_version() == sqlite3.sqlite_version
+    assert ext.same_sqlite(None) == (False, ours, None)
+    libc = next(line.split()[-1] for line in open("/proc/self/maps") if "/libc.so" in line or "/libc-" in line)
+    assert ext.same_sqlite(libc)[0] is False
+    assert ext.same_sqlite("/no/such/file.so")[0] is False
+
+
+@NATIVE_ONLY
+def test_the_loader_refuses_an_extension_on_another_sqlite(monkeypatch):
+    ext = sys.modules["crumb.issuer._native._commit"]
+    monkeypatch.setattr(ext, "same_sqlite", lambda path: (False, "/elsewhere/libsqlite3.so.0", None))
+    loaded, why = _native._load()
+    assert loaded is None and "/elsewhere/libsqlite3.so.0" in why and "file locks" in why
+
+
+def test_the_loader_says_why_the_native_writer_does_not_run(monkeypatch):
+    """Each reason the loader refuses the extension, as `crumb issuer serve` prints it."""
+    import importlib
+
+    monkeypatch.setenv("CRUMB_NATIVE", "0")
+    assert _native._load() == (None, "turned off by CRUMB_NATIVE=0")
+    monkeypatch.setenv("CRUMB_NATIVE", "1")
+    with monkeypatch.context() as m:
+        m.setattr(sys, "platform", "darwin")
+        assert _native._load()[0] is None and "needs Linux" in _native._load()[1]
+
+    def absent(name: str):
+        raise ModuleNotFoundError(name)
+
+    def broken(name: str):
+        raise ImportError("libsodium.so.23: cannot open shared object file")
+
+    with monkeypatch.context() as m:
+        m.setattr(importlib, "import_module", absent)
+        assert _native._load()[0] is None and "is not built" in _native._load()[1]
+        m.setattr(importlib, "import_module", broken)
+        assert _native._load() == (None, "crumb.issuer._native._commit does not load: libsodium.so.23: cannot "
+                                         "open shared object file")
+
+
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_crumb_native_0_turns_the_native_writer_off(setting):
+    code = "from crumb.issuer import _native, audit; print(_native.NATIVE); print(_native.describe())"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "CRUMB_NATIVE": setting},
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    if setting == "0":
+        assert out == ["False", "Python: signing on the event loop, a Python thread commits (turned off by "
+                                "CRUMB_NATIVE=0)"]
+    else:  # on, unless it cannot run here (the set-up script makes sure it can); describe() agrees
+        assert out[1].startswith("native: " if out[0] == "True" else "Python: ") and "CRUMB_NATIVE" not in out[1]
+
+
 @WRITERS
 def test_appends_at_shutdown_are_committed_or_refused_never_left_waiting(tmp_path, monkeypatch, native):
-    monkeypatch.setattr(commit, "NATIVE", native)
+    monkeypatch.setattr(_native, "NATIVE", native)
 
     async def main() -> None:
         log = AuditLog(tmp_path / "a.db")
@@ -178,7 +232,7 @@ def test_appends_at_shutdown_are_committed_or_refused_never_left_waiting(tmp_pat
 def test_batches_that_queue_behind_a_commit_share_the_next_one(tmp_path, monkeypatch, native):
     """Group commit: while one commit waits (here on a lock held by another connection), the batches handed
     over meanwhile all go into the next transaction, not one transaction (and one fsync) each."""
-    monkeypatch.setattr(commit, "NATIVE", native)
+    monkeypatch.setattr(_native, "NATIVE", native)
     path = tmp_path / "a.db"
     key = SigningKey.generate()
 

@@ -19,13 +19,15 @@ issuer gives each of its processes a chain of its own (DATA/audit-N.db, see
 datadir.claim_audit), which it keeps the head of in memory; they never wait
 on one another's write lock.
 
-Two writers, one behaviour. With crumb._commit built, the writer is native
-(commit.py, _commit.c): it also signs the batch's tokens (append_signed), so
-a token gets its signature only as its record is committed, and it never
-takes the GIL; results come back to the loop through an eventfd. Without
-it, a Python thread commits (one multi-row INSERT per batch, so it takes
-the GIL a few times per batch rather than once per row) and the tokens are
-signed on the event loop before they are queued.
+Two writers, one behaviour. With the native writer (crumb.issuer._native,
+_native/commit.c: built, on Linux, the same SQLite library as Python's, and
+not turned off with CRUMB_NATIVE=0), it also signs the batch's tokens
+(append_signed), so a token gets its signature only as its record is
+committed, and it never takes the GIL; results come back to the loop
+through an eventfd. Without it, a Python thread commits (one multi-row
+INSERT per batch, so it takes the GIL a few times per batch rather than
+once per row) and the tokens are signed on the event loop before they are
+queued.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from json.encoder import encode_basestring as _quote
 from typing import Iterator, NamedTuple
 
 from ..keys import SigningKey
-from . import commit
+from . import _native
 
 GENESIS = bytes(32)
 HANDOFF_AT = 16
@@ -79,25 +81,16 @@ def _q(value: str | None) -> str:
     return "null" if value is None else _quote(value)
 
 
-def issued_body(*, t: int, device: str, scope: list, count: int, tokens: list[str], exp: int, kid: str,
-                rules: list[str], peer: str | None) -> bytes:
-    """canonical() of an issuance record, written directly (it is on every request).
-
-    Equal, byte for byte, to canonical() of the same dict (tests check it).
-    """
-    entries = ",".join(f"[{_quote(r)},{_quote(p) if isinstance(p, str) else _ENCODER.encode(p)}]"
-                       for r, p in scope)
-    return (f'{{"auth":true,"count":{count},"device":{_quote(device)},"event":"issued","exp":{exp},'
-            f'"kid":{_quote(kid)},"peer":{_q(peer)},"rules":[{",".join(_quote(r) for r in rules)}],'
-            f'"scope":[{entries}],"t":{t},"tokens":[{",".join(_quote(x) for x in tokens)}]}}').encode("utf-8")
-
-
 class IssuedRecord:
-    """issued_body() for one (device, scope, count, kid, rules), with exp, peer, t and tokens to fill in.
+    """canonical() of a one-token issuance record, from a template kept per lane (issuing.py).
 
-    The issuer keeps one per lane (issuing.py): the canonical text around the
-    varying values is written once. Equal, byte for byte, to issued_body
-    (tests check it).
+    The audit record has two writers, no more: canonical() of the record's
+    dict, the general one (refusals and multi-token issuances use it), and
+    this fast path for the single-token request nearly every device sends,
+    which writes the canonical text around exp, peer, t and the token id
+    once per lane instead of sorting and encoding a dict per request. A
+    differential test holds body_one to canonical() for random records
+    (tests/issuer/test_differential.py).
     """
 
     __slots__ = ("head", "mid", "tail")
@@ -109,12 +102,8 @@ class IssuedRecord:
         self.mid = f',"kid":{_quote(kid)},"peer":'
         self.tail = f',"rules":[{",".join(_quote(r) for r in rules)}],"scope":[{entries}],"t":'
 
-    def body(self, *, t: int, exp: int, peer: str | None, tokens: list[str]) -> bytes:
-        return (f'{self.head}{exp}{self.mid}{_q(peer)}{self.tail}{t},"tokens":['
-                f'{",".join(_quote(x) for x in tokens)}]}}').encode("utf-8")
-
     def body_one(self, t: int, exp: int, peer: str | None, token_hex: str) -> bytes:
-        """body() for one token, whose id is hex (nothing to escape)."""
+        """The record of one token, whose id is hex (nothing to escape)."""
         return f'{self.head}{exp}{self.mid}{_q(peer)}{self.tail}{t},"tokens":["{token_hex}"]}}'.encode()
 
 
@@ -162,7 +151,7 @@ class AuditLog:
         self.last_error: str | None = None
         self.lock_fd: int | None = None
         self._head: tuple[int, bytes] | None = None  # (seq, hash) of the last record, in the writer
-        self._writer = None  # the native writer, when crumb._commit runs it
+        self._writer = None  # the native writer, when crumb.issuer._native runs it
         self._stopping = False
         self._efd = -1
         self._signs = False
@@ -171,8 +160,8 @@ class AuditLog:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
-        self._signs = commit.NATIVE  # the writer signs (native) or the loop signs before queuing
-        if commit.NATIVE:
+        self._signs = _native.NATIVE  # the writer signs (native) or the loop signs before queuing
+        if _native.NATIVE:
             self._start_native()
             return
         self._thread = threading.Thread(target=self._run, name="crumb-audit-writer", daemon=True)
@@ -184,7 +173,7 @@ class AuditLog:
         self._handoff()  # what is queued goes first; what comes after is refused (_queue_entry)
         self._stopping = True
         if self._writer is not None:
-            commit.native_writer_stop(self._writer)
+            _native.writer_stop(self._writer)
         else:
             self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -196,18 +185,18 @@ class AuditLog:
             os.close(self._efd)
             self._writer = None
 
-    # -- the native writer (crumb._commit) ----------------------------------------------
+    # -- the native writer (crumb.issuer._native) ----------------------------------------
 
     def _start_native(self) -> None:
         assert self._loop is not None
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._writer = commit.native_writer(self.path, self.sync, self._efd, (0, GENESIS))
+        self._writer = _native.writer_new(str(self.path), self.sync, self._efd, 0, GENESIS)
         self._head_known = False  # read at the first append, as the Python writer does
         self._jobs: dict[int, list] = {}
         self._next_job = 0
         self._group = 0
         self._loop.add_reader(self._efd, self._collect)
-        self._thread = threading.Thread(target=commit.native_writer_serve, args=(self._writer,),
+        self._thread = threading.Thread(target=_native.writer_serve, args=(self._writer,),
                                         name="crumb-audit-writer", daemon=True)
         self._thread.start()
 
@@ -215,7 +204,7 @@ class AuditLog:
         """Runs of entries under one key (or none) become one job each, in order."""
         if not self._head_known:
             try:
-                commit.native_writer_set_head(self._writer, _read_head(self.path))
+                _native.writer_set_head(self._writer, *_read_head(self.path))
             except sqlite3.Error as e:  # refuse this batch; the next one tries again
                 self.last_error = f"{type(e).__name__}: {e}"
                 _wake([entry[1] for entry in batch], None, AuditUnavailable(f"the audit log cannot be read ({e})"))
@@ -232,8 +221,8 @@ class AuditLog:
             messages = [m for entry in run if entry[2] is not None for m in entry[3]]
             job = self._next_job = self._next_job + 1
             try:
-                commit.native_writer_submit(self._writer, job, key.secret_bytes if key is not None else None,
-                                            messages, [entry[0] for entry in run])
+                _native.writer_submit(self._writer, job, key.secret_bytes if key is not None else None,
+                                      messages, [entry[0] for entry in run])
             except (RuntimeError, MemoryError) as e:  # stopped meanwhile, or out of memory: refuse, never hang
                 _wake([entry[1] for entry in run], None, AuditUnavailable(f"the audit log cannot commit ({e})"))
             else:
@@ -246,7 +235,7 @@ class AuditLog:
         except BlockingIOError:
             pass
         failed = False
-        for job, first, sigs, error, group in commit.native_writer_collect(self._writer):
+        for job, first, sigs, error, group in _native.writer_collect(self._writer):
             run = self._jobs.pop(job)
             futures = [entry[1] for entry in run]
             if error is not None:
@@ -283,7 +272,7 @@ class AuditLog:
         return self.append_body(canonical(record).encode("utf-8"))
 
     def append_body(self, body: bytes) -> asyncio.Future:
-        """Queue a record already in canonical form (see issued_body); the future gives its seq."""
+        """Queue a record already in canonical form (canonical(), IssuedRecord); the future gives its seq."""
         return self._queue_entry((body, None, None, None))
 
     def append_signed(self, body: bytes, key: SigningKey, messages: list[bytes]) -> asyncio.Future:
@@ -291,7 +280,7 @@ class AuditLog:
 
         The future gives (seq, signatures) once the record is committed: the
         signatures of ``messages`` under ``key``, made by the writer (native)
-        or here, on the event loop, before queuing (without crumb._commit).
+        or here, on the event loop, before queuing (without it).
         """
         if self._signs:
             return self._queue_entry((body, None, key, messages))

@@ -63,8 +63,7 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
     require("issuer", "crumb issuer serve")
     from ..keys import KeyFileError
     from .app import Settings, build_issuer
-    from . import fastreq, protocol
-    from .commit import describe as commit_step
+    from . import _native
     from .policy import PolicyError
     from .server import serve
 
@@ -90,8 +89,7 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
         f"  registry     {data.registry}  ({len(issuer.registry.known)} enrolled, "
         f"{len(issuer.registry.revoked)} revoked)",
         f"  audit log    {data.audit}  (synchronous={audit_sync})",
-        f"  signing      {commit_step()}",
-        f"  requests     {fastreq.describe(protocol.NATIVE)}",
+        f"  audit writer {_native.describe()}",
         f"  policy       {policy_path if policy_path else 'none: every request is denied (pass --config FILE)'}",
         f"  store        {'redis ' + redis_url if redis_url else 'in memory (this process only)'}",
         "  endpoints    POST /token  GET /keys  GET /healthz  GET /metrics",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..keys import SigningKey
-from .audit import AuditLog, AuditUnavailable, IssuedRecord, _q, issued_body
+from .audit import AuditLog, AuditUnavailable, IssuedRecord, canonical
 from .codes import Refusal
 from .gate import Gate, MemoryGate
 from .keystore import Keyring
@@ -30,8 +30,8 @@ from .minting import Minter, MintLane, finish
 from .policy import Policy, PolicyError, Profile, Rule
 from .policy import load as load_policy
 from .protocol import (
-    NATIVE_LANE as _NativeLane, DeviceMacs, Issued, TokenRequest, error_cbor, error_json, parse_cbor_request,
-    parse_json_request, token_response_cbor, token_response_json,
+    DeviceMacs, Issued, TokenRequest, error_cbor, error_json, parse_cbor_request, parse_json_request,
+    token_response_cbor, token_response_json,
 )
 from .registry import Registry
 
@@ -55,7 +55,6 @@ class Issuer:
         self.minter = Minter()
         self._profiles: dict = {}
         self._lanes: dict = {}
-        self._peers: dict = {}
         self._kid: tuple = (b"", "")  # (kid, kid.hex()) of the key that signed last
         self._policy_stamp = self._stamp(policy_path)
         self._checked = time.monotonic()
@@ -115,7 +114,6 @@ class Issuer:
         now = int(now_f)
         device: str | None = None
         authenticated = False
-        native = None
         try:
             if refusal is not None:
                 raise refusal
@@ -133,16 +131,7 @@ class Issuer:
             group, profile, pending = self._admit(req, device, now, now_f)
             if pending is not None:  # Redis: ask it (memory answers at once, with no coroutine)
                 await pending
-            if req.count == 1 and len(req.scopes) == 1 and fmt == "cbor" and not req.batch:
-                # Nearly every request: its lane's token, record and answer written in C.
-                lane = self._lane(device, group, profile, req)
-                native, key, prepared = lane.native, lane.key, None
-                if native is not None:
-                    prepared = native.prepare(now, now_f, self._peers.get(peer) or self._peer_json(peer))
-                if prepared is None:
-                    native = None
-            if native is None:
-                minted, body, key = self._mint(req, device, group, profile, now, now_f, peer)
+            minted, record, key = self._mint(req, device, group, profile, now, now_f, peer)
         except Refusal as r:
             return await self._refuse(r, fmt, now, device, authenticated, peer)
         except Exception as e:  # a bug: log it, issue nothing, and say so
@@ -151,12 +140,7 @@ class Issuer:
                                       fmt, now, device, authenticated, peer)
         try:
             # The tokens are signed as their record is committed (audit.append_signed).
-            if native is not None:
-                unsigned, to_sign, body = prepared
-                _, signatures = await self.audit.append_signed(body, key, [to_sign])
-                self.metrics.tokens_issued += 1
-                return 200, native.answer(unsigned, signatures[0], now), None
-            _, signatures = await self.audit.append_signed(body, key, [m[1] for m in minted])
+            _, signatures = await self.audit.append_signed(record, key, [m[1] for m in minted])
         except AuditUnavailable as e:
             # The tokens are dropped: nothing leaves the issuer that the log does not hold.
             return await self._refuse(Refusal("store_unavailable", str(e), retry_after=1), fmt, now, device,
@@ -196,12 +180,20 @@ class Issuer:
         Each unsigned token is (bytes up to the signature, signing input, ttl, uses, cti, scope).
         """
         if req.count == 1 and len(req.scopes) == 1:  # nearly every request: one token, one scope
-            lane = self._lane(device, group, profile, req)
-            unsigned, to_sign, cti = lane.mint.prepare(now)
-            scope = req.scopes[0]
-            body = lane.record.body_one(int(now_f * 1000), now + lane.ttl, peer, cti.hex())
-            return [(unsigned, to_sign, lane.ttl, lane.uses, cti, scope)], body, lane.key
+            return self._mint_one(req, device, group, profile, now, now_f, peer)
+        return self._mint_many(req, device, profile, now, now_f, peer)
 
+    def _mint_one(self, req: TokenRequest, device: str, group, profile: Profile, now: int, now_f: float,
+                  peer: str | None) -> tuple[list[tuple], bytes, SigningKey]:
+        """_mint_many for one token, from its lane's templates (the fast path; tests hold it to _mint_many)."""
+        lane = self._lane(device, group, profile, req)
+        unsigned, to_sign, cti = lane.mint.prepare(now)
+        body = lane.record.body_one(int(now_f * 1000), now + lane.ttl, peer, cti.hex())
+        return [(unsigned, to_sign, lane.ttl, lane.uses, cti, req.scopes[0])], body, lane.key
+
+    def _mint_many(self, req: TokenRequest, device: str, profile: Profile, now: int, now_f: float,
+                   peer: str | None) -> tuple[list[tuple], bytes, SigningKey]:
+        """Any request: each scope's rule, count tokens per scope, one record through audit.canonical()."""
         rules: list[Rule] = []
         for resource, perm in req.scopes:
             rule = profile.match(resource, perm, req.audience)
@@ -223,15 +215,12 @@ class Issuer:
                                                  uses=uses, iss=iss, aud=aud, chain=rule.chain,
                                                  attenuators=rule.attenuators, hop_refs=hop_refs, now=now)
                 minted.append((unsigned, to_sign, ttl, uses, cti, (resource, perm)))
-        # The audit record is written here, straight to its canonical bytes (no dict in between).
-        if len(rules) == 1:  # the common case: one scope, one rule
-            exp, where = now + rules[0].ttl, [rules[0].where]
-        else:
-            exp, where = now + min(r.ttl for r in rules), sorted({r.where for r in rules})
-        body = issued_body(t=int(now_f * 1000), device=device, scope=req.scopes, count=count,
-                           tokens=[m[4].hex() for m in minted], exp=exp, kid=self._kid_hex(key),
-                           rules=where, peer=peer)
-        return minted, body, key
+        exp = now + min(r.ttl for r in rules)
+        record = {"t": int(now_f * 1000), "event": "issued", "device": device, "auth": True,
+                  "scope": [[r, p] for r, p in req.scopes], "count": count,
+                  "tokens": [m[4].hex() for m in minted], "exp": exp, "kid": self._kid_hex(key),
+                  "rules": sorted({r.where for r in rules}), "peer": peer}
+        return minted, canonical(record).encode("utf-8"), key
 
     def _lane(self, device: str, group, profile: Profile, req: TokenRequest) -> "_Lane":
         """The decision, mint template and audit template for one (device, scope, audience); Refusal if denied.
@@ -256,21 +245,8 @@ class Issuer:
         record = IssuedRecord(device=device, scope=req.scopes, count=1, kid=self._kid_hex(key), rules=[rule.where])
         if len(self._lanes) >= 100_000:
             self._lanes.clear()
-        native = None
-        if _NativeLane is not None:
-            native = _NativeLane(mint.template.prefix, mint.template.suffix, mint.head, mint.to_sign,
-                                 record.head.encode(), record.mid.encode(), record.tail.encode(), rule.ttl, rule.uses)
-        lane = self._lanes[lane_key] = _Lane(key, mint, record, rule.ttl, rule.uses, native)
+        lane = self._lanes[lane_key] = _Lane(key, mint, record, rule.ttl, rule.uses)
         return lane
-
-    def _peer_json(self, peer: str | None) -> bytes:
-        """The peer as the audit record writes it (a JSON string or null), kept per peer address."""
-        quoted = self._peers.get(peer)
-        if quoted is None:
-            if len(self._peers) >= 4096:
-                self._peers.clear()
-            quoted = self._peers[peer] = _q(peer).encode()
-        return quoted
 
     def _kid_hex(self, key) -> str:
         kid = key.kid
@@ -300,7 +276,6 @@ class _Lane(NamedTuple):
     record: IssuedRecord
     ttl: int
     uses: int
-    native: object  # crumb._request.Lane with this lane's templates, or None (Python writes the bytes)
 
 
 def _denied(resource: str, perm: object, device: str, audience: str | None) -> Refusal:

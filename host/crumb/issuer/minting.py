@@ -6,8 +6,12 @@ the order 1 iss, 2 sub, 3 aud, 4 exp, 6 iat, 7 cti, 9 scope, -65537 crumb,
 so the varying part sits between a constant prefix and a constant suffix.
 The template is built once with the core encoder and checked on creation:
 its first payload must decode and parse as the claims it stands for
-(mint's "refuse to sign what a verifier would reject"). Tests check that the
-bytes equal crumb.token.mint's for the same inputs.
+(mint's "refuse to sign what a verifier would reject").
+
+Two implementations of a token's bytes, no more: crumb.token.mint, the
+general one, and this fast path (Minter.prepare / MintLane.prepare, then
+finish). A differential test holds the fast path to mint for random shapes
+(tests/issuer/test_differential.py).
 
 Why: the core encoder spends ~140 µs per token in pure-Python CBOR on the
 reference machine; from a template, minting is the Ed25519 signature plus a
@@ -64,7 +68,7 @@ class _Template:
 
 
 class Minter:
-    """Mints tokens identical to ``crumb.token.mint``; caches one template per shape."""
+    """Prepares tokens identical to ``crumb.token.mint``'s; caches one template per shape."""
 
     def __init__(self, max_templates: int = 4096) -> None:
         self.max_templates = max_templates
@@ -75,6 +79,11 @@ class Minter:
 
     def _template(self, shape: tuple, key: SigningKey) -> _Template:
         (_, iss, sub, aud, resource, perm, ttl, uses, chain, attenuators, refs) = shape
+        # What mint refuses before encoding (the probe below catches the rest).
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        if uses < 1:
+            raise ValueError("uses must be 1 or more")
         claims = Claims(exp=0, iat=0, cti=bytes(CTI_BYTES), scope=encode_scope([(resource, perm)]), iss=iss,
                         sub=sub, aud=aud, uses=uses,
                         chain=[_party(n, k, refs) for n, k in chain],
@@ -101,15 +110,6 @@ class Minter:
         else:
             times = b"".join((_EXP_KEY, encode_uint(exp), _IAT_KEY, encode_uint(iat)))
         return b"".join((t.prefix, times, _CTI_KEY, cbor.bstr_head(len(cti)), cti, t.suffix))
-
-    def mint(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
-             uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),
-             attenuators: tuple = (), hop_refs: str = "key", now: int, cti: bytes | None = None) -> tuple[bytes, bytes]:
-        """(token bytes, cti) for one scope entry; arguments as crumb.token.mint."""
-        unsigned, to_sign, cti = self.prepare(key, resource=resource, permission=permission, sub=sub, ttl=ttl,
-                                              uses=uses, iss=iss, aud=aud, chain=chain, attenuators=attenuators,
-                                              hop_refs=hop_refs, now=now, cti=cti)
-        return finish(unsigned, key.sign(to_sign)), cti
 
     def prepare(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
                 uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),

@@ -32,14 +32,13 @@ from typing import Any, NamedTuple, Union
 from .. import cbor
 from ..errors import CrumbError, Malformed
 from ..keys import b64u, unb64u
-from ..scope import ALL_METHODS, check_permission, check_resource
+from ..scope import check_permission, check_resource
 from ..wire import (  # the request's keys and sizes are re-exported here: protocol.REQ_SCOPE etc.
     ACE_NAMES, CBOR_TYPES, DEVICE_KEY_LABEL, ERR_CODE, ERR_DESCRIPTION, ERR_ERROR, ERR_RETRY_AFTER, JSON_TYPE,
     MAC_BYTES, MAX_BATCH, MAX_CLIENT_ID, MAX_COUNT, MAX_PERMISSION_OPS, MAX_STRING, NONCE_MAX, NONCE_MIN,
     REQ_AUDIENCE, REQ_CLIENT_ID, REQ_COUNT, REQ_MAC, REQ_NONCE, REQ_SCOPE, REQ_TIME, REST_METHODS,
     RESP_ACCESS_TOKEN, RESP_EXPIRES_IN, RESP_TIME, RESP_TOKENS, RESP_USES,
 )
-from . import fastreq
 from .codes import Refusal
 
 _DEVICE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:@-]{{0,{MAX_CLIENT_ID - 1}}}\Z")
@@ -78,39 +77,31 @@ class DeviceMacs:
     Derivation is deterministic, so this is a cache (in memory, never
     written anywhere), not a table of secrets: dropping it changes nothing
     but the time to answer. It saves a key derivation and the HMAC key
-    set-up per request.
+    set-up per request; the MAC itself is hashlib's HMAC-SHA256, compared
+    with hmac.compare_digest (tests hold it to mac_of).
     """
 
-    def __init__(self, master: bytes, max_entries: int = 65_536, native: bool = True) -> None:
+    def __init__(self, master: bytes, max_entries: int = 65_536) -> None:
         self.master = master
         self.max_entries = max_entries
         self._states: dict[str, Any] = {}
-        # crumb._request.MacKey: the same HMAC, its keyed states and the comparison in C.
-        self._native = _native.MacKey if native and _native is not None else None
 
     def _state(self, device_id: str) -> Any:
         state = self._states.get(device_id)
         if state is None:
             if len(self._states) >= self.max_entries:
                 self._states.clear()
-            key = derive_device_key(self.master, device_id)
-            state = self._native(key) if self._native is not None else hmac.new(key, digestmod=hashlib.sha256)
+            state = hmac.new(derive_device_key(self.master, device_id), digestmod=hashlib.sha256)
             self._states[device_id] = state
         return state
 
     def mac(self, device_id: str, mac_input: bytes) -> bytes:
-        state = self._state(device_id)
-        if self._native is not None:
-            return state.digest(mac_input)[:MAC_BYTES]
-        h = state.copy()
+        h = self._state(device_id).copy()
         h.update(mac_input)
         return h.digest()[:MAC_BYTES]
 
     def verify(self, device_id: str, mac_input: bytes, mac: bytes) -> bool:
         """Whether ``mac`` is the device's MAC of ``mac_input``, compared in constant time."""
-        if self._native is not None:
-            state = self._states.get(device_id) or self._state(device_id)
-            return state.verify(mac_input, mac)
         return hmac.compare_digest(self.mac(device_id, mac_input), mac)
 
 
@@ -237,14 +228,17 @@ _KEY_BYTES = {cbor.dumps(key)[0]: key for key in sorted(_ALLOWED_KEYS - {REQ_CLI
 
 
 def parse_cbor_request(data: bytes) -> TokenRequest:
-    """Decode a device request strictly (deterministic CBOR, known keys, bounded)."""
-    if _native_parse is not None:  # _parse_common in C: a TokenRequest, or None for the general parser
-        common = _native_parse(data)
-    else:
-        try:
-            common = _parse_common(data)
-        except IndexError:  # runs past the end: the general parser says where
-            common = None
+    """Decode a device request strictly (deterministic CBOR, known keys, bounded).
+
+    Two implementations, no more: _parse_common, the fast path for the one
+    shape devices send, and _parse_cbor, the general parser, which decides
+    everything the fast path steps aside from. A differential test holds the
+    fast path to the general one (tests/issuer/test_differential.py).
+    """
+    try:
+        common = _parse_common(data)
+    except IndexError:  # runs past the end: the general parser says where
+        common = None
     if common is not None:
         return common
     try:
@@ -326,13 +320,6 @@ def _parse_common(data: bytes) -> TokenRequest | None:
     mac_at = n - 18
     return TokenRequest(client_id, [(resource, perm)], data[i + 2:end], time_, 1, None, data[mac_at + 2:],
                         b"\xa4" + data[1:mac_at], False)
-
-
-# crumb._request (host/crumb/_request.c): _parse_common, the MAC and the lanes' bytes in C, when built.
-_native = fastreq.load(TokenRequest, ALL_METHODS)
-_native_parse = _native.parse_common if _native is not None else None
-NATIVE = _native is not None
-NATIVE_LANE = _native.Lane if _native is not None else None
 
 
 def _parse_cbor(data: bytes) -> TokenRequest:
@@ -540,9 +527,9 @@ def token_response_cbor(issued: list[Issued], now: int, batch: bool) -> bytes:
     """{1: token, 2: expires_in, -2: time, ?-6: uses} or {-2: time, -5: [[token, expires_in, uses], ...]}.
 
     Written by hand in deterministic key order (1, 2, -2, -5, -6): this is
-    on every response, and the generic encoder sorts maps every time. The
-    key bytes are those of wire.RESP_*; tests compare the result with the
-    generic encoder's of a map with those keys.
+    on every response, and the generic encoder sorts maps every time. It is
+    the fast path of cbor.dumps over the same map (keys: wire.RESP_*), held
+    to it by a differential test (tests/issuer/test_differential.py).
     """
     if batch:
         n = len(issued)  # at most MAX_BATCH, so a one- or two-byte array head

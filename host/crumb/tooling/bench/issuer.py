@@ -584,6 +584,7 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
             "response_bytes": len(token_sample) if token_sample else None,
             "cpus": os.cpu_count(),
         }
+        result.update(_audit_writer(url))
         # The load generator's own CPU per answer: it runs on the same cores as the servers.
         result["client_cpu_per_answer_us"] = {name: run["cpu"]["client_cpu_us"] for name, run in merged.items()
                                               if run.get("cpu") and "client_cpu_us" in run["cpu"]}
@@ -615,8 +616,25 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _audit_writer(url: str | None) -> dict:
+    """Which audit writer the measured issuers run: {"native": bool or None, "audit_writer": text}.
+
+    The issuers the bench starts are `crumb issuer serve` in child processes
+    of this interpreter, with this install and this environment (CRUMB_NATIVE
+    included), so crumb.issuer._native decides for them as it does here. An
+    issuer given with --url was started by someone else: its own start-up
+    line says.
+    """
+    if url:
+        return {"native": None, "audit_writer": f"unknown: the issuer at {url} says in its start-up lines"}
+    from ...issuer import _native
+
+    return {"native": _native.NATIVE, "audit_writer": _native.describe()}
+
+
 def render(r: dict) -> str:
     lines = [
+        f"audit writer: {r['audit_writer']}",
         f"issuer ({r['processes']} process{'es' if r['processes'] > 1 else ''}, {r['store']} store): "
         f"{r['tokens_per_s']:,.0f} tokens/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms",
         f"bare ASGI endpoint, same server:  {r['bare_per_s']:,.0f} req/s  p50 {r['bare_p50_ms']} ms  "

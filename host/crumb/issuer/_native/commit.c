@@ -1,4 +1,4 @@
-/* crumb._commit: the issuer's audit writer, without the GIL.
+/* crumb.issuer._native._commit: the issuer's audit writer, without the GIL.
  *
  * The issuer's event loop holds the GIL for all of its request handling. Its
  * audit writer signs a batch of tokens, hash-chains the batch's records and
@@ -10,53 +10,39 @@
  * through an eventfd that results are ready. Signing then runs on the
  * machine's other core while the loop serves requests.
  *
- * No library headers or link: the caller passes the addresses of
- * crypto_sign and crypto_hash_sha256 from PyNaCl's own libsodium, and of
- * SQLite's C API from the library Python's sqlite3 module loaded
- * (crumb/issuer/commit.py), so this uses exactly the libraries, and the file
- * locks, the rest of the process does.
+ * No cryptography of its own: Ed25519 signatures (crypto_sign_detached) and
+ * SHA-256 (crypto_hash_sha256) are libsodium's, and the log is written
+ * through SQLite's C API; both are linked by the build (setup.py), from
+ * their own headers. The loader (__init__.py) runs it only when its SQLite
+ * is the very library Python's sqlite3 module uses (same_sqlite below): two
+ * copies of SQLite in one process break each other's POSIX locks.
+ *
+ * Secret keys: each job holds a copy of the signing key (libsodium's 64-byte
+ * form); it is wiped with sodium_memzero as soon as the job's signatures are
+ * made, and again whenever a job is freed, on every path.
  *
  * A record's hash is SHA-256(previous hash || be64(seq) || body), as
  * crumb.issuer.audit.record_hash.
  */
+#define _GNU_SOURCE /* dladdr */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
-#include <pthread.h>
 #include <unistd.h>
-#include <errno.h>
 
-typedef int (*sign_fn)(unsigned char *sm, unsigned long long *smlen, const unsigned char *m,
-                       unsigned long long mlen, const unsigned char *sk);
-typedef int (*sha256_fn)(unsigned char *out, const unsigned char *in, unsigned long long inlen);
+#include <sodium.h>
+#include <sqlite3.h>
 
-#define SIG_BYTES 64
-#define HASH_BYTES 32
-#define SK_BYTES 64
+#define SIG_BYTES crypto_sign_BYTES
+#define HASH_BYTES crypto_hash_sha256_BYTES
+#define SK_BYTES crypto_sign_SECRETKEYBYTES
 #define MAX_ITEMS 65536
 #define MAX_ITEM_BYTES (1 << 20)
 #define GROUP_RECORDS 1024  /* records per transaction when jobs queue up */
-
-
-typedef struct sqlite3 sqlite3;
-typedef struct sqlite3_stmt sqlite3_stmt;
-typedef int (*open_fn)(const char *, sqlite3 **, int, const char *);
-typedef int (*close_fn)(sqlite3 *);
-typedef int (*exec_fn)(sqlite3 *, const char *, void *, void *, char **);
-typedef int (*prepare_fn)(sqlite3 *, const char *, int, sqlite3_stmt **, const char **);
-typedef int (*bind_int64_fn)(sqlite3_stmt *, int, long long);
-typedef int (*bind_blob_fn)(sqlite3_stmt *, int, const void *, int, void (*)(void *));
-typedef int (*step_fn)(sqlite3_stmt *);
-typedef int (*reset_fn)(sqlite3_stmt *);
-typedef int (*finalize_fn)(sqlite3_stmt *);
-typedef const char *(*errmsg_fn)(sqlite3 *);
-typedef int (*busy_fn)(sqlite3 *, int);
-
-#define SQLITE_OK 0
-#define SQLITE_DONE 101
-#define SQLITE_OPEN_READWRITE 0x2
-#define SQLITE_OPEN_CREATE 0x4
 
 typedef struct job {
     struct job *next;
@@ -78,18 +64,6 @@ typedef struct {
     pthread_cond_t ready;
     job *todo, *todo_tail, *done, *done_tail;
     int stop, serving, efd;
-    sign_fn sign;
-    sha256_fn sha256;
-    open_fn open;
-    close_fn close;
-    exec_fn exec;
-    prepare_fn prepare;
-    bind_int64_fn bind_int64;
-    bind_blob_fn bind_blob;
-    step_fn step;
-    reset_fn reset;
-    finalize_fn finalize;
-    errmsg_fn errmsg;
     sqlite3 *db;
     sqlite3_stmt *insert;
     int head_valid;
@@ -98,8 +72,11 @@ typedef struct {
     unsigned char head_hash[HASH_BYTES];
 } writer;
 
+/* Frees a job on every path (submitted, failed, collected, or dropped with its
+ * writer), wiping its copy of the secret key first. */
 static void job_free(job *j) {
     if (!j) return;
+    sodium_memzero(j->sk, sizeof j->sk);
     if (j->msgs) for (Py_ssize_t i = 0; i < j->n_msgs; i++) PyMem_RawFree(j->msgs[i]);
     if (j->bodies) for (Py_ssize_t i = 0; i < j->n_bodies; i++) PyMem_RawFree(j->bodies[i]);
     PyMem_RawFree(j->msgs);
@@ -111,42 +88,29 @@ static void job_free(job *j) {
 }
 
 static void writer_destroy(PyObject *capsule) {
-    writer *w = PyCapsule_GetPointer(capsule, "crumb._commit.writer");
+    writer *w = PyCapsule_GetPointer(capsule, "crumb.issuer._native._commit.writer");
     if (!w) return;
     for (job *j = w->todo; j;) { job *n = j->next; job_free(j); j = n; }
     for (job *j = w->done; j;) { job *n = j->next; job_free(j); j = n; }
-    if (w->insert) w->finalize(w->insert);
-    if (w->db) w->close(w->db);
+    if (w->insert) sqlite3_finalize(w->insert);
+    if (w->db) sqlite3_close(w->db);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->ready);
     PyMem_RawFree(w);
 }
 
 static writer *get_writer(PyObject *capsule) {
-    return PyCapsule_GetPointer(capsule, "crumb._commit.writer");
+    return PyCapsule_GetPointer(capsule, "crumb.issuer._native._commit.writer");
 }
 
-/* writer_new(addresses, path, synchronous, efd, head_seq, head_hash) -> writer
- * addresses: (crypto_sign, crypto_hash_sha256, sqlite3_open_v2, sqlite3_close, sqlite3_exec,
- *             sqlite3_prepare_v2, sqlite3_bind_int64, sqlite3_bind_blob, sqlite3_step,
- *             sqlite3_reset, sqlite3_finalize, sqlite3_errmsg, sqlite3_busy_timeout) */
+/* writer_new(path, synchronous, efd, head_seq, head_hash) -> writer */
 static PyObject *writer_new(PyObject *self, PyObject *args) {
-    unsigned long long a[13];
     const char *path, *sync;
     int efd;
     long long head_seq;
     Py_buffer head;
-    if (!PyArg_ParseTuple(args, "(KKKKKKKKKKKKK)ssiLy*:writer_new", &a[0], &a[1], &a[2], &a[3], &a[4], &a[5],
-                          &a[6], &a[7], &a[8], &a[9], &a[10], &a[11], &a[12], &path, &sync, &efd, &head_seq,
-                          &head))
+    if (!PyArg_ParseTuple(args, "ssiLy*:writer_new", &path, &sync, &efd, &head_seq, &head))
         return NULL;
-    for (int i = 0; i < 13; i++) {
-        if (!a[i]) {
-            PyBuffer_Release(&head);
-            PyErr_SetString(PyExc_ValueError, "null function address");
-            return NULL;
-        }
-    }
     if (head.len != HASH_BYTES || (strcmp(sync, "FULL") && strcmp(sync, "NORMAL"))) {
         PyBuffer_Release(&head);
         PyErr_SetString(PyExc_ValueError, "head_hash is 32 bytes and synchronous is FULL or NORMAL");
@@ -159,25 +123,12 @@ static PyObject *writer_new(PyObject *self, PyObject *args) {
     }
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->ready, NULL);
-    w->sign = (sign_fn)(uintptr_t)a[0];
-    w->sha256 = (sha256_fn)(uintptr_t)a[1];
-    w->open = (open_fn)(uintptr_t)a[2];
-    w->close = (close_fn)(uintptr_t)a[3];
-    w->exec = (exec_fn)(uintptr_t)a[4];
-    w->prepare = (prepare_fn)(uintptr_t)a[5];
-    w->bind_int64 = (bind_int64_fn)(uintptr_t)a[6];
-    w->bind_blob = (bind_blob_fn)(uintptr_t)a[7];
-    w->step = (step_fn)(uintptr_t)a[8];
-    w->reset = (reset_fn)(uintptr_t)a[9];
-    w->finalize = (finalize_fn)(uintptr_t)a[10];
-    w->errmsg = (errmsg_fn)(uintptr_t)a[11];
-    busy_fn busy = (busy_fn)(uintptr_t)a[12];
     w->efd = efd;
     w->head_valid = 1;
     w->head_seq = head_seq;
     memcpy(w->head_hash, head.buf, HASH_BYTES);
     PyBuffer_Release(&head);
-    PyObject *capsule = PyCapsule_New(w, "crumb._commit.writer", writer_destroy);
+    PyObject *capsule = PyCapsule_New(w, "crumb.issuer._native._commit.writer", writer_destroy);
     if (!capsule) {
         pthread_mutex_destroy(&w->lock);
         pthread_cond_destroy(&w->ready);
@@ -186,12 +137,13 @@ static PyObject *writer_new(PyObject *self, PyObject *args) {
     }
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;", sync);
-    if (w->open(path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
-        busy(w->db, 30000) != SQLITE_OK || w->exec(w->db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
-        w->prepare(w->db, "INSERT INTO audit (seq, body, prev, hash) VALUES (?,?,?,?)", -1, &w->insert,
-                   NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(w->db, 30000) != SQLITE_OK ||
+        sqlite3_exec(w->db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(w->db, "INSERT INTO audit (seq, body, prev, hash) VALUES (?,?,?,?)", -1, &w->insert,
+                           NULL) != SQLITE_OK) {
         PyErr_Format(PyExc_OSError, "the audit log %s cannot be opened for writing: %s", path,
-                     w->db ? w->errmsg(w->db) : "out of memory");
+                     w->db ? sqlite3_errmsg(w->db) : "out of memory");
         Py_DECREF(capsule);
         return NULL;
     }
@@ -277,17 +229,17 @@ static void fail_job(writer *w, job *j, const char *why) {
     snprintf(j->error, sizeof j->error, "%s", why);
 }
 
-/* Runs without the GIL: the signatures of one job; on failure the job fails alone. */
+/* Runs without the GIL: the signatures of one job; on failure the job fails alone.
+ * The job's key is wiped as soon as it is no longer needed. */
 static void sign_job(writer *w, job *j) {
     for (Py_ssize_t i = 0; i < j->n_msgs; i++) {
-        unsigned long long smlen = 0;
-        unsigned char *sm = PyMem_RawMalloc(j->msg_len[i] + SIG_BYTES);
-        if (!sm) { fail_job(w, j, "out of memory"); return; }
-        int rc = w->sign(sm, &smlen, j->msgs[i], (unsigned long long)j->msg_len[i], j->sk);
-        if (rc == 0) memcpy(j->sigs + i * SIG_BYTES, sm, SIG_BYTES);
-        PyMem_RawFree(sm);
-        if (rc != 0) { fail_job(w, j, "libsodium failed to sign"); return; }
+        if (crypto_sign_detached(j->sigs + i * SIG_BYTES, NULL, j->msgs[i], (unsigned long long)j->msg_len[i],
+                                 j->sk) != 0) {
+            fail_job(w, j, "libsodium failed to sign");
+            break;
+        }
     }
+    sodium_memzero(j->sk, sizeof j->sk);
 }
 
 static void fail_group(writer *w, job *group, const char *why) {
@@ -312,48 +264,43 @@ static void commit_group(writer *w, job *group) {
         if (!j->failed) records += j->n_bodies;
     if (records == 0) return;
     if (!valid) { fail_group(w, group, "the log's head is being re-read after a failed commit"); return; }
-    if (w->exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail;
+    if (sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail;
     for (job *j = group; j; j = j->next) {
         if (j->failed) continue;
         j->first_seq = seq + 1;
         for (Py_ssize_t i = 0; i < j->n_bodies; i++) {
             seq++;
-            size_t n = HASH_BYTES + 8 + j->body_len[i];
-            unsigned char *buf = PyMem_RawMalloc(n);
-            if (!buf) {
-                w->exec(w->db, "ROLLBACK", NULL, NULL, NULL);
-                fail_group(w, group, "out of memory");
-                goto invalid;
-            }
-            memcpy(buf, prev, HASH_BYTES);
-            for (int k = 0; k < 8; k++) buf[HASH_BYTES + k] = (unsigned char)((unsigned long long)seq >> (56 - 8 * k));
-            memcpy(buf + HASH_BYTES + 8, j->bodies[i], j->body_len[i]);
-            int rc = w->sha256(hash, buf, (unsigned long long)n);
-            PyMem_RawFree(buf);
-            if (rc != 0 || w->bind_int64(w->insert, 1, seq) != SQLITE_OK ||
-                w->bind_blob(w->insert, 2, j->bodies[i], (int)j->body_len[i], NULL) != SQLITE_OK ||
-                w->bind_blob(w->insert, 3, prev, HASH_BYTES, NULL) != SQLITE_OK ||
-                w->bind_blob(w->insert, 4, hash, HASH_BYTES, NULL) != SQLITE_OK ||
-                w->step(w->insert) != SQLITE_DONE) {
-                w->reset(w->insert);
+            unsigned char be_seq[8];
+            for (int k = 0; k < 8; k++) be_seq[k] = (unsigned char)((unsigned long long)seq >> (56 - 8 * k));
+            crypto_hash_sha256_state st;
+            int rc = crypto_hash_sha256_init(&st) | crypto_hash_sha256_update(&st, prev, HASH_BYTES) |
+                     crypto_hash_sha256_update(&st, be_seq, sizeof be_seq) |
+                     crypto_hash_sha256_update(&st, j->bodies[i], (unsigned long long)j->body_len[i]) |
+                     crypto_hash_sha256_final(&st, hash);
+            if (rc != 0 || sqlite3_bind_int64(w->insert, 1, seq) != SQLITE_OK ||
+                sqlite3_bind_blob(w->insert, 2, j->bodies[i], (int)j->body_len[i], SQLITE_STATIC) != SQLITE_OK ||
+                sqlite3_bind_blob(w->insert, 3, prev, HASH_BYTES, SQLITE_STATIC) != SQLITE_OK ||
+                sqlite3_bind_blob(w->insert, 4, hash, HASH_BYTES, SQLITE_STATIC) != SQLITE_OK ||
+                sqlite3_step(w->insert) != SQLITE_DONE) {
+                sqlite3_reset(w->insert);
                 goto sqlfail_rollback;
             }
-            w->reset(w->insert);
+            sqlite3_reset(w->insert);
             memcpy(prev, hash, HASH_BYTES);
         }
     }
-    if (w->exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail_rollback;
+    if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail_rollback;
     pthread_mutex_lock(&w->lock);
     w->head_seq = seq;
     memcpy(w->head_hash, prev, HASH_BYTES);
     pthread_mutex_unlock(&w->lock);
     return;
 sqlfail_rollback:
-    fail_group(w, group, w->errmsg(w->db));
-    w->exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+    fail_group(w, group, sqlite3_errmsg(w->db));
+    sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
     goto invalid;
 sqlfail:
-    fail_group(w, group, w->errmsg(w->db));
+    fail_group(w, group, sqlite3_errmsg(w->db));
 invalid:
     pthread_mutex_lock(&w->lock);
     w->head_valid = 0;
@@ -472,6 +419,47 @@ static PyObject *writer_set_head(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* same_sqlite(path of Python's sqlite3 extension module, or None) -> (same, our SQLite, its SQLite or None)
+ *
+ * Whether Python's sqlite3 module and this extension call into one and the
+ * same loaded SQLite library: that module's sqlite3_libversion (looked up
+ * through its own shared object and the libraries it needs) must be ours,
+ * address for address. Equal addresses mean one copy of SQLite, whatever
+ * the file names; a module with SQLite built in, or one that cannot be
+ * opened, is "not the same". The paths come from dladdr(), for messages. */
+static PyObject *same_sqlite(PyObject *self, PyObject *arg) {
+    void *ours = (void *)&sqlite3_libversion, *theirs = NULL;
+    if (arg != Py_None) {
+        PyObject *bytes = NULL;
+        if (!PyUnicode_FSConverter(arg, &bytes)) return NULL;
+        void *handle = dlopen(PyBytes_AS_STRING(bytes), RTLD_LAZY | RTLD_NOLOAD);
+        Py_DECREF(bytes);
+        if (handle) {
+            theirs = dlsym(handle, "sqlite3_libversion");
+            dlclose(handle);
+        }
+    }
+    Dl_info info;
+    const char *our_file = dladdr(ours, &info) && info.dli_fname ? info.dli_fname : "?";
+    PyObject *our_path = PyUnicode_DecodeFSDefault(our_file);
+    if (!our_path) return NULL;
+    PyObject *their_path = theirs && dladdr(theirs, &info) && info.dli_fname ?
+        PyUnicode_DecodeFSDefault(info.dli_fname) : Py_NewRef(Py_None);
+    if (!their_path) {
+        Py_DECREF(our_path);
+        return NULL;
+    }
+    return Py_BuildValue("(ONN)", theirs == ours ? Py_True : Py_False, our_path, their_path);
+}
+
+static PyObject *sodium_version(PyObject *self, PyObject *unused) {
+    return PyUnicode_FromString(sodium_version_string());
+}
+
+static PyObject *sqlite_version(PyObject *self, PyObject *unused) {
+    return PyUnicode_FromString(sqlite3_libversion());
+}
+
 static PyMethodDef methods[] = {
     {"writer_new", writer_new, METH_VARARGS, "A GIL-free audit writer on its own SQLite connection."},
     {"writer_submit", writer_submit, METH_VARARGS, "Queue a job: sign messages, append bodies."},
@@ -479,11 +467,22 @@ static PyMethodDef methods[] = {
     {"writer_stop", writer_stop, METH_O, "Ask the writer to finish its queue and return."},
     {"writer_collect", writer_collect, METH_O, "Finished jobs: [(id, first_seq, signatures, error, group)]."},
     {"writer_set_head", writer_set_head, METH_VARARGS, "Set the chain head after re-reading it."},
+    {"same_sqlite", same_sqlite, METH_O, "(same, ours, theirs): is Python's sqlite3 on this very SQLite library?"},
+    {"sodium_version", sodium_version, METH_NOARGS, "The linked libsodium's version."},
+    {"sqlite_version", sqlite_version, METH_NOARGS, "The linked SQLite's version."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "crumb._commit", "The issuer's audit writer without the GIL (see _commit.c).", -1, methods,
+    PyModuleDef_HEAD_INIT, "crumb.issuer._native._commit",
+    "The issuer's audit writer without the GIL (see commit.c); loaded by crumb.issuer._native.", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__commit(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__commit(void) {
+    /* libsodium picks its implementations and seeds its generator here; 1 means already done. */
+    if (sodium_init() < 0) {
+        PyErr_SetString(PyExc_ImportError, "libsodium could not be initialised (sodium_init failed)");
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}
