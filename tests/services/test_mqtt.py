@@ -131,8 +131,9 @@ def test_two_replicas_sharing_redis_handle_each_message_once(mosquitto, issuer, 
 
 
 def test_start_fails_clearly_without_a_broker(issuer):
-    from crumb.tooling.localservices import free_port
+    from crumb.tooling.localservices import RefusingPort
 
-    c = MqttConsumer(Verifier([issuer.public]), Inbox(), TOPIC, port=free_port())
-    with pytest.raises(ConnectionRefusedError):
-        c.start(timeout=1)
+    with RefusingPort() as down:
+        c = MqttConsumer(Verifier([issuer.public]), Inbox(), TOPIC, port=down.port)
+        with pytest.raises(ConnectionRefusedError):
+            c.start(timeout=1)
