@@ -290,12 +290,16 @@ async def _connection(port: int, maker: RequestMaker, start: float, end: float, 
     await done
 
 
-def _client_process(port: int, devices: list, start_wall: float, warmup: float, duration: float, out) -> None:
+def _client_process(port: int, devices: list, go, warmup: float, duration: float, out) -> None:
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    # Started, imported: say so, and wait for the common start time (however long the
+    # machine took to start every client process, none of the run is spent starting).
+    out.put("ready")
+    start_wall = go.get()
 
     async def main() -> None:
         # Convert the shared wall-clock start to this process's perf_counter.
@@ -381,12 +385,17 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
     window (from /proc, sampled at its start and end).
     """
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
+    out, go = ctx.Queue(), ctx.Queue()
     share = [devices[i::clients] for i in range(clients)]
-    start_wall = time.time() + 1.5  # time for the processes to start
-    procs = [ctx.Process(target=_client_process, args=(port, s, start_wall, warmup, duration, out)) for s in share]
+    procs = [ctx.Process(target=_client_process, args=(port, s, go, warmup, duration, out)) for s in share]
     for p in procs:
         p.start()
+    for _ in procs:
+        if out.get(timeout=120) != "ready":  # generous: only a client that hangs while starting takes this long
+            raise RuntimeError("a load-generator process did not start")
+    start_wall = time.time() + 0.2  # time for each to read it
+    for _ in procs:
+        go.put(start_wall)
     cpu: dict | None = None
     pids = server_pids(server_pid) if server_pid is not None else []
     if pids:
