@@ -34,10 +34,11 @@ import time
 from pathlib import Path
 
 
-def serve_stripped(kind: str, data: str, policy: str, port: int) -> None:
+def serve_stripped(kind: str, data: str, policy: str) -> None:
     from crumb.issuer.app import IssuerApp, Settings, build_issuer
     from crumb.issuer.datadir import DataDir
     from crumb.issuer.server import serve
+    from crumb.tooling.bench.issuer import report_port
 
     issuer = build_issuer(Settings(DataDir(Path(data)), Path(policy)))
     if kind == "unlogged":
@@ -63,7 +64,7 @@ def serve_stripped(kind: str, data: str, policy: str, port: int) -> None:
             return answer
 
         issuer.token = handoff_only
-    serve(functools.partial(IssuerApp, issuer), "127.0.0.1", port)
+    serve(functools.partial(IssuerApp, issuer), "127.0.0.1", 0, ready=report_port)  # any free port, said
 
 
 STRIPPED = {"unlogged": "issuer without signing or audit log", "handoff": "only the audit handoff on the loop"}
@@ -78,7 +79,6 @@ def main() -> None:
 
     from crumb.tooling.bench import issuer as bench
     from crumb.tooling.localissuer import LocalIssuer
-    from crumb.tooling.localservices import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="crumb-ceiling-"))
     procs: list[subprocess.Popen] = []
@@ -87,16 +87,16 @@ def main() -> None:
         policy = tmp / "policy.toml"
         policy.write_text(bench.BENCH_POLICY)
         devices = bench._enroll(tmp / "data", 64)
-        ports = {"bare": free_port()}
-        procs.append(bench._serve_bare(ports["bare"]))
-        pids = {"bare": procs[-1].pid}
+        ports, pids = {}, {}
+        proc, ports["bare"] = bench.serve_bare()
+        procs.append(proc)
+        pids["bare"] = proc.pid
         for kind in STRIPPED:
             shutil.copytree(tmp / "data", tmp / kind)
-            ports[kind] = free_port()
-            procs.append(subprocess.Popen([sys.executable, __file__, "serve", kind, str(tmp / kind), str(policy),
-                                           str(ports[kind])]))
-            bench.wait_for_port(ports[kind], procs[-1])
-            pids[kind] = procs[-1].pid
+            proc, ports[kind] = bench.spawn_server([sys.executable, __file__, "serve", kind, str(tmp / kind),
+                                                    str(policy)])
+            procs.append(proc)
+            pids[kind] = proc.pid
         real = LocalIssuer(tmp / "data", policy).start()
         ports["issuer"] = real.port
         pids["issuer"] = real.proc.pid
@@ -133,7 +133,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "serve":
-        serve_stripped(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    if len(sys.argv) == 5 and sys.argv[1] == "serve":
+        serve_stripped(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         main()

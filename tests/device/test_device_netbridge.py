@@ -7,10 +7,11 @@ test runs inside MicroPython and talks to them through the bridge.
 import hashlib
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from crumb.tooling.localservices import RefusingPort
 
 BODY = bytes(range(256)) * 400  # 100 KiB, every byte value
 
@@ -69,14 +70,6 @@ def silent_server():
     ls.close()
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 HTTP_CLIENT = r"""
 import socket, sys, hashlib, binascii
 port = int(sys.argv[1])
@@ -128,14 +121,14 @@ s.write(b"POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
 print(s.readline())
 s.close()
 """
-    t0 = time.monotonic()
-    r = vm.run_vm(code, args=[silent_server, http_server], timeout=30).check()
+    # Not a hang: the run ends before run_vm's own timeout. When after 0.5 s is the
+    # machine's business; that it is not before is not.
+    r = vm.run_vm(code, args=[silent_server, http_server], timeout=60).check()
     lines = r.out.splitlines()
     word, errno, dt = lines[0].split()
     assert (word, errno) == ("timeout", "110")
-    assert 400 <= int(dt) <= 3000, dt
+    assert int(dt) >= 400, dt
     assert lines[1].startswith("b'HTTP/1.0 200")
-    assert time.monotonic() - t0 < 20
 
 
 def test_blocking_socket_is_capped_by_bridge_max_timeout(vm, silent_server):
@@ -149,9 +142,10 @@ try:
 except OSError as e:
     print(e.errno, time.ticks_diff(time.ticks_ms(), t0))
 """
-    r = vm.run_vm(code, args=[silent_server], net_max_timeout=1, timeout=30).check()
+    # Capped, not blocked for good: the read ends before run_vm's own timeout, and not before the cap.
+    r = vm.run_vm(code, args=[silent_server], net_max_timeout=1, timeout=60).check()
     errno, dt = r.out.split()
-    assert errno == "110" and 900 <= int(dt) <= 4000, r.out
+    assert errno == "110" and int(dt) >= 900, r.out
 
 
 def test_connection_errors(vm, silent_server):
@@ -181,7 +175,8 @@ try:
 except OSError as e:
     print("dns", e.errno)
 """
-    r = vm.run_vm(code, args=[_free_port(), silent_server], timeout=30).check()
+    with RefusingPort() as down:  # refuses connections, and nothing else can listen there meanwhile
+        r = vm.run_vm(code, args=[down.port, silent_server], timeout=30).check()
     lines = r.out.split("\n")
     assert lines[:3] == ["refused 111", "nonblocking 11", "closed 107"], r.out
     # name not found (-2), or a resolver that times out on an offline machine

@@ -4,7 +4,7 @@ from crumb import cbor, cose
 from crumb.token import Block, Token, split
 from crumb.wire import CLAIM_CTI, CLAIM_EXP, CLAIM_IAT, CLAIM_SCOPE, CLAIM_SUB
 
-from conftest import NOW, OP, RES
+from .conftest import NOW, OP, RES
 
 
 def claims(over: dict | None = None) -> dict:

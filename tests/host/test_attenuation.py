@@ -7,8 +7,8 @@ from crumb.keys import SigningKey
 from crumb.token import split
 from crumb.wire import BLOCK_ATTENUATE, BLOCK_OPEN
 
-from conftest import NOW, OP, RES
-from helpers import append_raw
+from .conftest import NOW, OP, RES
+from .helpers import append_raw
 
 FLEET = "/fleet/*"
 

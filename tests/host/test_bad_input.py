@@ -9,7 +9,7 @@ from crumb.errors import CrumbError, Malformed, TooLarge
 from crumb.keys import SigningKey
 from crumb.replay import MemoryReplayStore
 
-from conftest import NOW, OP, RES
+from .conftest import NOW, OP, RES
 
 ISSUER = SigningKey(bytes(range(32)))
 NODES = [SigningKey(bytes([i + 1]) * 32) for i in range(3)]

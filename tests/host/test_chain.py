@@ -6,8 +6,8 @@ from crumb.token import split
 from crumb.wire import BLOCK_ATTEST
 
 from crumb import cbor
-from conftest import NOW, OP, RES
-from helpers import append_raw
+from .conftest import NOW, OP, RES
+from .helpers import append_raw
 
 HOPS = ("gateway", "ingest", "storage")
 

@@ -12,7 +12,7 @@ from crumb import attest, mint
 from crumb import cbor
 from crumb.token import split
 
-from conftest import NOW, OP, RES
+from .conftest import NOW, OP, RES
 
 
 def _pycose_verify(block, public_raw: bytes, external_aad: bytes = b"") -> bool:

@@ -9,7 +9,7 @@ from crumb.keys import SigningKey
 from crumb.replay import MemoryReplayStore
 from crumb.token import split
 
-from conftest import NOW
+from .conftest import NOW
 
 ISSUER = SigningKey(bytes(range(32)))
 

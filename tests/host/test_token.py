@@ -9,8 +9,8 @@ from crumb.keys import SigningKey
 from crumb.token import to_text
 from crumb.wire import CLAIM_CRUMB, CLAIM_EXP, EXT_CAVEATS, EXT_USES
 
-from conftest import NOW, OP, RES
-from helpers import claims, forge, forge_claims
+from .conftest import NOW, OP, RES
+from .helpers import claims, forge, forge_claims
 
 
 def test_mint_and_verify(issuer, make_verifier):

@@ -1,4 +1,10 @@
-"""`crumb bench issuer` runs end to end and reports what the issue asks for."""
+"""`crumb bench issuer` runs end to end and reports what the issue asks for.
+
+A smoke test at the smallest size: every field it promises, and the counts
+(errors, refusals, verified tokens). Its speeds and CPU shares are this
+machine's at this moment, so they are only checked to be there: comparing
+them is `make bench`'s business, never the suite's.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,19 @@ from crumb.tooling.bench.issuer import drive, render
 
 from .conftest import crumb_cli
 
+NUMBER = (int, float)
+
 
 def test_bench_issuer_json():
     r = crumb_cli("bench", "issuer", "--json", "--processes", "2", "--duration", "0.5", "--rounds", "1",
                   "--connections", "8")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
-    for key in ("tokens_per_s", "p50_ms", "p99_ms", "bare_per_s", "refused", "errors"):
-        assert key in result, key
+    for key in ("tokens_per_s", "p50_ms", "p99_ms", "bare_per_s", "ratio_to_bare", "refused", "errors",
+                "speedup_vs_single", "ratio_to_bare_single"):
+        assert isinstance(result[key], NUMBER), key
     assert result["errors"] == 0 and result["refused"] == 0, result
-    assert result["tokens_per_s"] > 0 and result["bare_per_s"] > 0
+    assert result["tokens_per_s"] > 0 and result["bare_per_s"] > 0  # each answered at least once
     assert len(result["rounds_ratio_to_bare"]) == result["rounds"] == 1
     assert result["rounds_ratio_to_bare"][0] == result["ratio_to_bare"]
     assert result["single_process"]["tokens_per_s"] > 0 and result["store"] == "redis"
@@ -29,15 +38,15 @@ def test_bench_issuer_json():
 
     assert result["native"] is _native.NATIVE and result["audit_writer"] == _native.describe()
     assert render(result).splitlines()[0] == f"audit writer: {_native.describe()}"
-    assert 0 < result["p50_ms"] <= result["p99_ms"]
-    # CPU per answer, from the servers' threads in /proc: the issuer's loop does more than the bare one,
-    # and signing and the audit log run on its other threads.
-    cpu = result["cpu_per_answer_us"]
-    assert cpu["issuer_loop"] > cpu["bare_loop"] > 0 and cpu["issuer_other_threads"] > 0
-    assert 0 < result["loop_busy"]["issuer"] <= 1.05 and 0 < result["loop_busy"]["bare"] <= 1.05
-    # The load generator's own CPU (it shares the cores), per target.
+    assert result["p50_ms"] <= result["p99_ms"]
+    # CPU per answer, from the servers' threads in /proc, and the load generator's own (it shares the
+    # cores), per target: reported, not compared.
+    assert set(result["cpu_per_answer_us"]) == {"issuer_loop", "issuer_other_threads", "bare_loop",
+                                                "multi_loops", "multi_other_threads"}
+    assert set(result["loop_busy"]) == {"issuer", "bare", "multi"}
     assert set(result["client_cpu_per_answer_us"]) == {"bare", "issuer", "multi"}
-    assert all(v > 0 for v in result["client_cpu_per_answer_us"].values())
+    for figures in (result["cpu_per_answer_us"], result["loop_busy"], result["client_cpu_per_answer_us"]):
+        assert all(isinstance(v, NUMBER) and v >= 0 for v in figures.values()), figures
 
 
 def _serve_once(answer: bytes | None) -> tuple[int, threading.Thread]:
@@ -47,7 +56,7 @@ def _serve_once(answer: bytes | None) -> tuple[int, threading.Thread]:
     listener.listen(8)
 
     def run() -> None:
-        listener.settimeout(10)
+        listener.settimeout(60)  # then the thread ends; generous, for a load generator slow to start
         try:
             while True:
                 conn, _ = listener.accept()
@@ -71,6 +80,7 @@ def test_the_load_generator_counts_broken_answers_as_errors():
     for answer, kind in ((None, "IncompleteReadError"), (b"HTTP/1.1 2x0 OK\r\ncontent-length: 3\r\n\r\nabc",
                                                           "ValueError")):
         port, _ = _serve_once(answer)
-        r = drive(port, devices, 0.3, 1, warmup=0.0)
+        # A request goes out only within the run: 2 s, so that even a stalled machine sends one.
+        r = drive(port, devices, 2.0, 1, warmup=0.0)
         assert r["ok"] == 0 and r["errors"] >= 1, r
         assert set(r["error_kinds"]) == {kind}, r["error_kinds"]

@@ -26,6 +26,13 @@ from .conftest import crumb_cli
 from .policies import NODE_KEYS
 
 CBOR = {"content-type": "application/ace+cbor"}
+STARTED = time.time()  # before any request of this module
+
+
+def issuer_time_now(t: int) -> bool:
+    """Whether ``t`` (whole seconds) is a time the issuer read while answering: after this module
+    started, not after now. (A bound around the call, not a guess at how long it took.)"""
+    return int(STARTED) <= t <= time.time() + 1
 
 
 def post(fleet, body: bytes, headers=CBOR) -> httpx.Response:
@@ -39,7 +46,7 @@ def refusal(r: httpx.Response, code: str):
     assert r.status_code == CODES[code][0] or code == "too_large", r.status_code
     assert resp.message and isinstance(resp.message, str)
     assert resp.ace_error == CODES[code][1]
-    assert abs(resp.time - time.time()) < 5
+    assert issuer_time_now(resp.time), resp.time
     assert not resp.tokens
     return resp
 
@@ -59,7 +66,7 @@ def test_single_token_verifies_with_the_published_key(served):
     assert r.ok, r
     (token, expires_in, uses), = r.tokens
     assert (expires_in, uses) == (120, 1)
-    assert abs(r.time - time.time()) < 5
+    assert issuer_time_now(r.time), r.time
     v = verifier_for(served).verify(token, "/sensors/temp01", "read")
     assert v.claims.sub == "dev-single" and v.claims.iss == "crumb-test"
     assert v.claims.scope == [["/sensors/temp01", "read"]]  # as narrow as the request

@@ -46,7 +46,7 @@ def test_matching_order_patterns_and_limits():
     assert prof.match("/ota/image", 2) is None                   # POST
     assert prof.match("/ota/image", "GET", "other") is None
     slow = p.profile("x", "slow")
-    assert (slow.batch, slow.rate, slow.burst) == (2, 0.2, 2)
+    assert (slow.batch, slow.rate, slow.burst) == (2, 0.01, 2)
     assert p.profile("x", "no-such-group").rules == ()
     assert p.knows("policy-only-1") and not p.knows("x")
 

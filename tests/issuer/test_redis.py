@@ -51,7 +51,7 @@ def test_a_nonce_used_at_one_process_is_replayed_at_the_other(pair):
 
 def test_rate_limit_is_shared(pair):
     fleet, a, b = pair
-    creds = fleet.enroll("r-slow-1", "slow")  # burst 2, 0.2 tokens/s
+    creds = fleet.enroll("r-slow-1", "slow")  # burst 2, 0.01 tokens/s
     assert post(a.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")])).status_code == 200
     assert post(b.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")])).status_code == 200
     r = post(a.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")]))
@@ -121,7 +121,7 @@ def test_redis_down_fails_closed_then_recovers(tmp_path):
             assert not resp.tokens
             assert httpx.get(f"{issuer.url}/healthz").status_code == 503
             redis_server.start()  # same port
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # generous: ends as soon as the issuer is back
             while True:
                 r = post(issuer.url, build_request("r-down-1", creds.key, [("/sensors/t", "read")]))
                 if r.status_code == 200 or time.monotonic() > deadline:
@@ -135,7 +135,7 @@ def test_redis_down_fails_closed_then_recovers(tmp_path):
             redis_server.stop()
             redis_server.start()
             post(issuer.url, build_request("r-down-1", creds.key, [("/sensors/t", "read")]))  # reconnects
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # generous: ends as soon as the revocation is back
             client = redis.Redis.from_url(redis_server.url)
             while not client.sismember("crumb:revoked", "r-gone-1") and time.monotonic() < deadline:
                 post(issuer.url, build_request("r-down-1", creds.key, [("/sensors/t", "read")]))
@@ -169,14 +169,15 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path, redis_server):
     issuer, _ = start_issuer(tmp_path, redis_url=redis_server.url, processes=2)
     try:
         parent = issuer.proc.pid
-        answered, deadline = set(), time.monotonic() + 20
+        answered, deadline = set(), time.monotonic() + 60  # generous: ends once both answered
         while len(answered) < 2 and time.monotonic() < deadline:  # both workers serving
             answered.add(httpx.get(f"{issuer.url}/healthz").json()["pid"])
         workers = sorted(answered)
         assert len(workers) == 2 and set(workers) <= set(_children(parent))
         os.kill(parent, signal.SIGKILL)  # our own child, by its id
         issuer.proc.wait()
-        deadline = time.monotonic() + 10
+        # Generous: each worker notices within a second and shuts down; a loaded machine is slower.
+        deadline = time.monotonic() + 60
         alive = workers
         while alive and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -17,7 +17,7 @@ import pytest
 
 from crumb import SigningKey, attest, cbor, cose, mint, to_text
 from crumb.keys import save
-from crumb.tooling.localservices import RedisServer, UvicornProcess, free_port
+from crumb.tooling.localservices import RedisServer, UvicornProcess
 from crumb.token import Block, split
 from crumb.wire import BLOCK_ATTEST
 
@@ -36,21 +36,24 @@ def deployment(tmp_path_factory):
     for name, key in nodes.items():
         save(key, keys_dir / f"{name}.key")
     with RedisServer() as redis:
-        ports = {name: free_port() for name in ("gateway", "ingest", "storage", "storage-b", "archive")}
-        url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         common = {"CRUMB_ISSUER_PUB": str(keys_dir / "issuer.key.pub"), "CRUMB_REDIS": redis.url,
                   "CRUMB_NODE_PUBS": ",".join(str(keys_dir / f"{n}.key.pub") for n in HOPS)}
-        specs = {
-            "gateway": ("gateway:app", {"CRUMB_NODE_KEY": str(keys_dir / "gateway.key"), "CRUMB_NEXT": url["ingest"]}),
-            "ingest": ("ingest:app", {"CRUMB_NODE_KEY": str(keys_dir / "ingest.key"), "CRUMB_NEXT": url["storage"]}),
-            "storage": ("storage:app", {"CRUMB_REPLICA": "storage-a"}),
-            "storage-b": ("storage:app", {"CRUMB_REPLICA": "storage-b"}),
+        procs: dict[str, UvicornProcess] = {}
+
+        def service(name: str, app: str, **env: str) -> str:
+            # Each process's socket is bound when it is made: its URL is known (and its port
+            # ours) before anything starts, so each hop is told the next one's URL.
+            procs[name] = UvicornProcess(app, app_dir=EXAMPLE, env={**common, **env}, name=name)
+            return procs[name].url
+
+        try:  # from the last hop back
+            storage = service("storage", "storage:app", CRUMB_REPLICA="storage-a")
+            service("storage-b", "storage:app", CRUMB_REPLICA="storage-b")
             # A real service that is not one of the token's hops.
-            "archive": ("storage:app", {"CRUMB_REPLICA": "archive", "CRUMB_HOP": "archive"}),
-        }
-        procs = {name: UvicornProcess(app, app_dir=EXAMPLE, env={**common, **env}, port=ports[name], name=name)
-                 for name, (app, env) in specs.items()}
-        try:
+            service("archive", "storage:app", CRUMB_REPLICA="archive", CRUMB_HOP="archive")
+            ingest = service("ingest", "ingest:app", CRUMB_NODE_KEY=str(keys_dir / "ingest.key"), CRUMB_NEXT=storage)
+            service("gateway", "gateway:app", CRUMB_NODE_KEY=str(keys_dir / "gateway.key"), CRUMB_NEXT=ingest)
+            url = {name: p.url for name, p in procs.items()}
             with ThreadPoolExecutor(len(procs)) as pool:
                 list(pool.map(lambda p: p.start(), procs.values()))
             yield issuer, nodes, url

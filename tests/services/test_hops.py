@@ -12,7 +12,7 @@ from starlette.routing import Route as StarletteRoute
 
 from crumb import SigningKey, Verifier, attest, mint, to_text
 from crumb.services.grant import Grant
-from crumb.tooling.localservices import AppServer, WSGIAppServer, free_port
+from crumb.tooling.localservices import AppServer, RefusingPort, WSGIAppServer
 from crumb.services.middleware import (
     ENVIRON_KEY, CrumbMiddleware, CrumbWSGIMiddleware, Forward, Route, Routes, attest_and_forward,
     attest_and_forward_async,
@@ -59,6 +59,7 @@ def chain(issuer, nodes):
                                   node_key=gw, content=flask_request.data, headers={"x-test": "sync"})
         return resp.content, resp.status_code, {"content-type": "application/json"}
 
+    down = RefusingPort()  # a next hop that refuses connections
     servers = {
         "forward": AppServer(CrumbMiddleware(Forward(ingest.url), make_verifier(issuer, "gateway"), RULE,
                                              node_key=gw)),
@@ -67,7 +68,7 @@ def chain(issuer, nodes):
         "sync": WSGIAppServer(CrumbWSGIMiddleware(flask.wsgi_app, make_verifier(issuer, "gateway"), RULE)),
         "wrong_key": AppServer(CrumbMiddleware(Forward(ingest.url), make_verifier(issuer, "gateway"), RULE,
                                                node_key=SigningKey.generate())),
-        "upstream_down": AppServer(CrumbMiddleware(Forward(f"http://127.0.0.1:{free_port()}"),
+        "upstream_down": AppServer(CrumbMiddleware(Forward(down.url),
                                                    make_verifier(issuer, "gateway"), RULE, node_key=gw)),
         "unguarded": AppServer(Forward(ingest.url)),
     }
@@ -77,6 +78,7 @@ def chain(issuer, nodes):
     for s in servers.values():
         s.stop()
     ingest.stop()
+    down.close()
     sync_client.close()
 
 

@@ -13,9 +13,9 @@ def test_redis_server_starts_answers_and_stops():
     with RedisServer() as server:
         assert server.running and server.ping()
         assert server.url == f"redis://127.0.0.1:{server.port}/0"
-        port = server.port
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=0.5)
+        proc = server.proc
+    # Stopped. (Not tested by connecting: its port is let go, and another program may take it at once.)
+    assert proc.poll() is not None and not server.running
 
 
 def test_restart_keeps_the_port(own_redis):
@@ -24,6 +24,14 @@ def test_restart_keeps_the_port(own_redis):
     assert not own_redis.running and not own_redis.ping()
     own_redis.start()
     assert own_redis.port == port and own_redis.ping()
+
+
+def test_a_stopped_server_holds_its_port_for_the_restart(own_redis):
+    own_redis.stop()
+    with socket.socket() as other, pytest.raises(OSError):  # no other program can take it meanwhile
+        other.bind(("127.0.0.1", own_redis.port))
+    with pytest.raises(OSError):  # and it refuses connections
+        socket.create_connection(("127.0.0.1", own_redis.port), timeout=5)
 
 
 def test_mosquitto_answers_connack(mosquitto):

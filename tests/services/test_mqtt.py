@@ -15,6 +15,9 @@ from crumb.replay import MemoryReplayStore
 from crumb.services.replay_redis import RedisReplayStore
 
 TOPIC = "sensors/temp01/readings"
+# Seconds to wait for messages to go through: generous, since a loaded machine can be slow,
+# and waiting ends as soon as they are through; only a message that never arrives takes this long.
+WAIT = 60.0
 
 
 @pytest.fixture
@@ -24,7 +27,7 @@ def publisher(mosquitto):
     client.loop_start()
 
     def publish(topic: str, data: bytes) -> None:
-        client.publish(topic, data, qos=1).wait_for_publish(5)
+        client.publish(topic, data, qos=1).wait_for_publish(WAIT)
 
     yield publish
     client.disconnect()
@@ -54,7 +57,7 @@ def test_verified_messages_are_delivered_with_their_claims(mosquitto, issuer, pu
     inbox = Inbox()
     with consumer(mosquitto, issuer, inbox) as c:
         publisher(TOPIC, pack(tok(issuer), b'{"t": 21.5}'))
-        assert c.wait_processed(1)
+        assert c.wait_processed(1, WAIT)
     [(topic, payload, grant)] = inbox.items
     assert (topic, payload) == (TOPIC, b'{"t": 21.5}')
     assert grant.sub == "dev-0001" and grant.resource == TOPIC and grant.operation == "publish"
@@ -78,7 +81,7 @@ def test_rejected_messages_are_counted_logged_and_never_delivered(mosquitto, iss
             publisher(TOPIC, data)
         publisher(TOPIC, pack(tok(issuer, op="read"), b"x"))  # wrong operation
         publisher(TOPIC, pack(good, b"again"))  # the same token republished
-        assert c.wait_processed(len(bad) + 3)
+        assert c.wait_processed(len(bad) + 3, WAIT)
     assert [p for _, p, _ in inbox.items] == [b"first"]
     assert c.rejected == {**{code: 1 for code in bad}, "scope_denied": 2, "replayed": 1}
     logged = [r for r in caplog.records if r.name == "crumb.services.mqtt"]
@@ -91,7 +94,7 @@ def test_resource_and_operation_are_configurable(mosquitto, issuer, publisher):
     with consumer(mosquitto, issuer, inbox, resource=lambda t: "/" + t.rsplit("/", 1)[0], operation="ingest") as c:
         publisher(TOPIC, pack(tok(issuer, resource="/sensors/temp01", op="ingest"), b"1"))
         publisher(TOPIC, pack(tok(issuer), b"2"))
-        assert c.wait_processed(2)
+        assert c.wait_processed(2, WAIT)
     assert [p for _, p, _ in inbox.items] == [b"1"] and c.rejected == {"scope_denied": 1}
 
 
@@ -106,7 +109,7 @@ def test_a_failing_handler_is_counted_and_the_consumer_goes_on(mosquitto, issuer
     with consumer(mosquitto, issuer, handler) as c:
         publisher(TOPIC, pack(tok(issuer), b"boom"))
         publisher(TOPIC, pack(tok(issuer), b"ok"))
-        assert c.wait_processed(2)
+        assert c.wait_processed(2, WAIT)
     assert seen == [b"boom", b"ok"] and c.handler_errors == 1 and c.delivered == 1
 
 
@@ -121,7 +124,7 @@ def test_two_replicas_sharing_redis_handle_each_message_once(mosquitto, issuer, 
     try:
         for i in range(20):  # both replicas receive every message (plain subscriptions)
             publisher(TOPIC, pack(tok(issuer), str(i).encode()))
-        assert all(c.wait_processed(20) for c in replicas)
+        assert all(c.wait_processed(20, WAIT) for c in replicas)
     finally:
         for c in replicas:
             c.stop()
@@ -131,8 +134,9 @@ def test_two_replicas_sharing_redis_handle_each_message_once(mosquitto, issuer, 
 
 
 def test_start_fails_clearly_without_a_broker(issuer):
-    from crumb.tooling.localservices import free_port
+    from crumb.tooling.localservices import RefusingPort
 
-    c = MqttConsumer(Verifier([issuer.public]), Inbox(), TOPIC, port=free_port())
-    with pytest.raises(ConnectionRefusedError):
-        c.start(timeout=1)
+    with RefusingPort() as down:
+        c = MqttConsumer(Verifier([issuer.public]), Inbox(), TOPIC, port=down.port)
+        with pytest.raises(ConnectionRefusedError):
+            c.start(timeout=1)

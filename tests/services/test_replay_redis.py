@@ -131,7 +131,8 @@ def test_unreachable_redis_fails_closed_then_recovers(own_redis, issuer):
         with pytest.raises(StoreUnavailable) as e:
             verifier.verify(mint(issuer, scope=[("/r", "read")]), "/r", "read")
         assert e.value.code == "store_unavailable"
-    assert time.monotonic() - t0 < 3, "an unreachable store must fail fast"
+    # Only catches a hang: each call is bounded by the store's 0.5 s timeout; 10 x that for three calls.
+    assert time.monotonic() - t0 < 3 * 10 * 0.5, "an unreachable store must fail, not wait"
 
     own_redis.start()  # same port, empty data set (no persistence)
     time.sleep(1.01 - time.time() % 1)
@@ -165,6 +166,8 @@ def test_a_stalled_redis_times_out(own_redis):
         t0 = time.monotonic()
         with pytest.raises(StoreUnavailable, match="Timeout"):
             store.consume(cti(), "", 1, now, now + 60)
-        assert time.monotonic() - t0 < 2
+        elapsed = time.monotonic() - t0
+        # The timeout cannot fire early; the upper bound (10 x the timeout) only catches a hang.
+        assert 0.3 <= elapsed < 10 * 0.3, elapsed
     finally:
         os.kill(own_redis.proc.pid, 18)  # SIGCONT

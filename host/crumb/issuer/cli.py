@@ -48,7 +48,8 @@ def issuer_group() -> None:
               help="Policy file (TOML). Default: DATA/policy.toml if present, else deny everything.")
 @_data_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port; the first line printed says which).")
 @click.option("--redis", "redis_url", metavar="URL",
               help="Redis for nonces, rate limits and revocations, shared by several issuer processes "
                    "(redis://[:password@]host:port/db).")
@@ -82,7 +83,6 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
     policy_path = settings.resolved_policy_path()
     key = issuer.keyring.current
     lines = [
-        f"crumb issuer on http://{host}:{port}  ({processes} process{'es' if processes > 1 else ''})",
         f"  data dir     {data.root}",
         f"  master key   {data.master}",
         f"  root key     kid {key.kid.hex() if key else '?'}  ({data.keys})",
@@ -107,8 +107,15 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
         issuer.registry.close()  # each worker process builds its own...
         os.close(issuer.audit.lock_fd)  # ...and claims an audit chain of its own
         factory = functools.partial(make_app, settings)
+
+    def ready(bound: int) -> None:
+        # The port bound (port 0 is any free one): tests and benches read it from this first line.
+        where = f"[{host}]" if ":" in host else host
+        head = f"crumb issuer on http://{where}:{bound}  ({processes} process{'es' if processes > 1 else ''})"
+        click.echo("\n".join([head, *lines]), err=True)
+
     try:
-        serve(factory, host, port, processes, log_level, ready=lambda: click.echo("\n".join(lines), err=True))
+        serve(factory, host, port, processes, log_level, ready=ready)
     except OSError as e:
         _setup_error(f"cannot listen on {host}:{port}: {e.strerror or e}")
 

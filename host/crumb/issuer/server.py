@@ -84,24 +84,29 @@ def _worker(factory: Callable[[], object], host: str, port: int, log_level: str,
 
 
 def serve(factory: Callable[[], object], host: str, port: int, processes: int = 1,
-          log_level: str = "warning", ready: Callable[[], None] | None = None) -> None:
-    """Serve the app made by ``factory`` (a picklable callable) until SIGINT/SIGTERM."""
+          log_level: str = "warning", ready: Callable[[int], None] | None = None) -> None:
+    """Serve the app made by ``factory`` (a picklable callable) until SIGINT/SIGTERM.
+
+    Port 0 is any free port; ``ready`` is told the port bound, once it is.
+    """
     if processes <= 1:
         sock = bind(host, port, reuse_port=False)
         if ready:
-            ready()
+            ready(sock.getsockname()[1])
         serve_socket(factory(), sock, log_level)
         return
     # Bind (without listening, so it receives no connections) here first: a busy
-    # port fails now, in the parent, with a clear error.
+    # port fails now, in the parent, with a clear error; port 0 becomes the port
+    # the workers share.
     probe = bind(host, port, reuse_port=True, listen=False)
+    port = probe.getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_worker, args=(factory, host, port, log_level, os.getpid()), daemon=False)
                for _ in range(processes)]
     for w in workers:
         w.start()
     if ready:
-        ready()
+        ready(port)
 
     def stop(signum, frame) -> None:
         for w in workers:
@@ -116,10 +121,3 @@ def serve(factory: Callable[[], object], host: str, port: int, processes: int = 
     codes = [w.exitcode for w in workers]
     if any(c not in (0, -signal.SIGTERM, None) for c in codes):
         sys.exit(3)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-

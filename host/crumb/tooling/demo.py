@@ -90,8 +90,8 @@ def main() -> int:
     def crumb_cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "crumb.cli", *args], capture_output=True, text=True)
 
-    from .localissuer import IssuerFailed, LocalIssuer
-    from .localservices import free_port
+    from .localissuer import LocalIssuer
+    from .localservices import reserve_port
 
     ucrumb = _device_module()
     with tempfile.TemporaryDirectory(prefix="crumb-demo-") as tmp:
@@ -101,17 +101,14 @@ def main() -> int:
         policy = tmp_path / "policy.toml"
 
         say("Issuer: `crumb issuer serve` on embedded defaults (SQLite, in-memory stores)")
-        for attempt in range(3):  # a free port can be taken by someone else before the issuer binds it
-            port = free_port()
+        # The policy names the issuer's URL, so the port is chosen before the issuer starts,
+        # and held until it listens there: no other program can take it in between.
+        with reserve_port() as held:
+            port = held.getsockname()[1]
             url = f"http://127.0.0.1:{port}"
             policy.write_text(POLICY.format(url=url, nodes="\n".join(
                 f'{name} = "{b64u(key.public.raw)}"' for name, key in nodes.items())))
-            try:
-                issuer = LocalIssuer(data, policy, port=port).start()
-                break
-            except IssuerFailed:
-                if attempt == 2:
-                    raise
+            issuer = LocalIssuer(data, policy, port=port).start()
         check = crumb_cli("policy", "check", str(policy))
         out.print(f"   policy check: {check.stdout.strip() or check.stderr.strip()}")
         try:

@@ -1,13 +1,16 @@
 """`crumb issuer serve` in a child process on a free loopback port: for tests, benches and demos.
 
-Ready means our issuer answers: /healthz reports the current kid of *this*
-data directory's keyring, so another program that happens to hold the port
-is never mistaken for it.
+Without a port given, the issuer binds port 0 (any free port, so no other
+program can take it between our choice and its bind) and its first line
+says which port it got. Ready means our issuer answers: /healthz reports
+the current kid of *this* data directory's keyring, so another program that
+happens to hold the port is never mistaken for it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,12 +21,20 @@ from pathlib import Path
 
 import httpx
 
-from .localservices import free_port, terminate
+from .localservices import PORT_TAKEN, terminate
 from ..issuer.keystore import Keyring
 
 
 class IssuerFailed(RuntimeError):
     pass
+
+
+class PortTaken(IssuerFailed):
+    """The port given could not be bound: another program holds it."""
+
+
+# The issuer's first line on stderr: "crumb issuer on http://127.0.0.1:PORT  (...)".
+_BANNER = re.compile(rb"crumb issuer on http://\S+:(\d+)\s")
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -38,12 +49,12 @@ def _kill(proc: subprocess.Popen) -> None:
 class LocalIssuer:
     def __init__(self, data: str | os.PathLike, config: str | os.PathLike | None = None, *,
                  redis_url: str | None = None, processes: int = 1, port: int | None = None,
-                 args: tuple[str, ...] = (), start_timeout: float = 20.0) -> None:
+                 args: tuple[str, ...] = (), start_timeout: float = 60.0) -> None:
         self.data = Path(data)
         self.config = Path(config) if config else None
         self.redis_url = redis_url
         self.processes = processes
-        self.port = port or free_port()
+        self.port = port  # None: any free port, known once started
         self.args = args
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
@@ -52,11 +63,13 @@ class LocalIssuer:
 
     @property
     def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the issuer's port is known once it has started")
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "crumb.cli", "issuer", "serve", "--data", str(self.data),
-               "--host", "127.0.0.1", "--port", str(self.port), "--processes", str(self.processes), *self.args]
+               "--host", "127.0.0.1", "--port", str(self.port or 0), "--processes", str(self.processes), *self.args]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         if self.redis_url:
@@ -64,37 +77,64 @@ class LocalIssuer:
         return cmd
 
     def start(self) -> "LocalIssuer":
+        """Start and wait until it answers. A restart keeps the port of the first start."""
         if self.proc is not None:
             raise RuntimeError("the issuer is already running")
         with open(self._log, "ab") as log:
+            log_start = log.tell()  # the log is kept across restarts: this start's part begins here
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         # An issuer must not outlive a crashed test run or bench.
         self._finalizer = weakref.finalize(self, _kill, self.proc)
+        # Generous: a loaded machine can take seconds to start the issuer; an issuer
+        # that exits is noticed at once, so this only bounds one that hangs.
         deadline = time.monotonic() + self.start_timeout
+        answered: set = set()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 code = self.proc.returncode
                 self.proc = None
-                raise IssuerFailed(f"the issuer exited with code {code} while starting; log:\n{self.log_tail()}")
-            if self._ours():
+                error = PortTaken if PORT_TAKEN.encode() in self._log_since(log_start) else IssuerFailed
+                raise error(f"the issuer exited with code {code} while starting; log:\n{self.log_tail()}")
+            if self.port is None:
+                found = _BANNER.search(self._log_since(log_start))
+                if found:
+                    self.port = int(found.group(1))
+            if self.port is not None and self._ours(answered):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise IssuerFailed(f"the issuer did not answer on {self.url} within {self.start_timeout}s; "
+        raise IssuerFailed(f"the issuer did not answer on port {self.port} within {self.start_timeout}s; "
                            f"log:\n{self.log_tail()}")
 
-    def _ours(self) -> bool:
+    def _log_since(self, offset: int) -> bytes:
+        try:
+            with open(self._log, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except OSError:
+            return b""
+
+    def _ours(self, answered: set) -> bool:
+        """Whether our issuer answers, with all its processes (``answered``: their pids so far)."""
         try:
             r = httpx.get(f"{self.url}/healthz", timeout=1.0)
-            kid = r.json().get("kid")
+            health = r.json()
         except (httpx.HTTPError, ValueError):
+            return False
+        if not isinstance(health, dict):  # some other program's answer
             return False
         try:
             ring = Keyring.open(self.data / "keys", create=False)
         except Exception:
             return False
-        return ring.current is not None and kid == ring.current.kid.hex()
+        if ring.current is None or health.get("kid") != ring.current.kid.hex():
+            return False
+        # Each worker process binds the port once it has started; until then the others
+        # take every connection. Each poll is a new connection, which the kernel gives to
+        # any worker listening: ready once every one of them has answered.
+        answered.add(health.get("pid"))
+        return len(answered) >= self.processes
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -11,6 +11,16 @@ persists nothing, and is ready when ``start()`` returns: readiness is a real
 protocol exchange (PING / CONNECT), not a sleep. A missing binary raises
 ``ServiceMissing`` with the command that installs it, so a suite that needs the
 service fails loudly instead of skipping.
+
+Ports: the machine is shared, and a port found free, then let go, can be
+taken by another program before our server binds it. So no port is let go
+between our choice and the server's bind: a server in this process, or a
+child that can inherit a socket (uvicorn), gets a socket bound here to port
+0 (``listening_socket``). A child that needs a number on its command line
+(redis-server, mosquitto) gets a port held by ``reserve_port()`` from
+``start()`` to ``close()``, restarts included, which the child can still
+bind; should it report the port taken anyway, it gets a fresh one, a few
+times at most.
 """
 
 from __future__ import annotations
@@ -36,11 +46,95 @@ class ServiceFailed(RuntimeError):
     """The service did not start (its log is in the message)."""
 
 
+class PortTaken(ServiceFailed):
+    """The service could not bind its port: another program holds it."""
+
+
+# strerror(EADDRINUSE), as redis-server, mosquitto and Python all report a port taken.
+PORT_TAKEN = "Address already in use"
+# Fresh ports to try when a child finds its port taken: each is a random pick among
+# thousands, so more than one collision in a row means something else is wrong.
+PORT_ATTEMPTS = 5
+
+
 def free_port(host: str = HOST) -> int:
-    """A port nothing listens on right now (the caller binds it soon after)."""
+    """A port nothing listens on right now, let go at once.
+
+    Another program can take it before anyone binds it: prefer
+    ``listening_socket()`` (a server that takes a socket) or
+    ``reserve_port()`` (a child that needs the number), which hold the port.
+    A caller of this must try a fresh port when its server reports the port
+    taken (``PORT_TAKEN``).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def reserve_port(host: str = HOST, port: int = 0) -> socket.socket:
+    """A socket holding a port (on 0, any free one) for a server that binds it by number.
+
+    Bound with SO_REUSEADDR and never listening: the kernel gives the port
+    to nobody else (a bind to port 0 skips it, a bind without SO_REUSEADDR
+    fails), while a server that sets SO_REUSEADDR, as redis-server,
+    mosquitto and `crumb issuer serve` do, can bind it and listen.
+    Connections are refused until that server listens.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listening_socket(host: str = HOST, port: int = 0, backlog: int = 128) -> socket.socket:
+    """A TCP socket bound and listening; on port 0 the kernel picks a port, which stays ours while it is open."""
+    # No Nagle on the connections it accepts (they inherit TCP_NODELAY on Linux): a
+    # response written in two parts would wait 40 ms for the client's delayed ACK.
+    # asyncio sets it too, but only on sockets it can tell are TCP: IPPROTO_TCP said.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if port:  # a port used before (a restart) may still have connections in TIME_WAIT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class RefusingPort:
+    """A loopback port where every connection is refused, for as long as this object is open.
+
+    Its socket is bound (without SO_REUSEADDR) and never listens: the
+    kernel refuses connections, and no other program can bind the port
+    meanwhile. (A port found free and let go could be taken, and a test
+    expecting "refused" would then talk to a stranger.)
+    """
+
+    def __init__(self, host: str = HOST) -> None:
+        self.host = host
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((host, 0))
+        self.port = self._sock.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> "RefusingPort":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def listens(pid: int, port: int) -> bool | None:
@@ -97,7 +191,7 @@ class LocalServer:
 
     program = ""
     name = ""
-    start_timeout = 10.0
+    start_timeout = 60.0
 
     def __init__(self, port: int | None = None) -> None:
         self.host = HOST
@@ -106,6 +200,7 @@ class LocalServer:
         self.proc: subprocess.Popen | None = None
         self.env: dict[str, str] | None = None  # None: inherit this process's environment
         self._finalizer: weakref.finalize | None = None
+        self._hold: socket.socket | None = None  # reserve_port(): the port, from start() to close()
 
     # -- what a subclass provides
     def command(self) -> list[str]:
@@ -137,28 +232,58 @@ class LocalServer:
             self.dir = Path(tempfile.mkdtemp(prefix=f"crumb-{self.name}-"))
             # Removed by close(), or at the latest when this object goes away.
             weakref.finalize(self, shutil.rmtree, self.dir, True)
-        fixed_port = bool(self.port)
-        for attempt in range(3):  # a free port can be taken between probing and binding
-            if not fixed_port:
-                self.port = free_port()
+        fixed = bool(self.port)  # given by the caller, or kept for a restart: that port or nothing
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self._reserve()
             try:
                 self._launch()
                 return self
-            except ServiceFailed:
-                if fixed_port or attempt == 2:
+            except PortTaken:
+                if fixed:
                     raise
+                # Someone bound our held port anyway (SO_REUSEADDR, by number): take another.
+                self._release()
+                self.port = 0
+                if attempt == PORT_ATTEMPTS:
+                    raise ServiceFailed(f"{self.name}: the port held for it was taken anyway, "
+                                        f"{PORT_ATTEMPTS} times in a row; log:\n{self.log_tail()}") from None
         return self
+
+    def _reserve(self) -> None:
+        """Hold the port (any free one, unless set) until close(), so that a restart finds it free."""
+        if self._hold is not None:
+            return
+        try:
+            self._hold = reserve_port(self.host, self.port)
+        except OSError:
+            if not self.port:
+                raise
+            return  # a given port another program listens on: the child reports it (PortTaken)
+        self.port = self._hold.getsockname()[1]
+
+    def _release(self) -> None:
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
+
+    def pass_fds(self) -> tuple[int, ...]:
+        """File descriptors the child inherits (a listening socket, for servers that take one)."""
+        return ()
 
     def _launch(self) -> None:
         exe = self.executable()
         log = open(self.log_path, "ab")
+        log_start = log.tell()  # the log is kept across restarts: this launch's part starts here
         try:
             proc = subprocess.Popen([exe, *self.command()], cwd=self.dir, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
+                                    pass_fds=self.pass_fds())
         finally:
             log.close()
         self.proc = proc
         self._finalizer = weakref.finalize(self, _kill, proc)
+        # Generous: a loaded machine can take seconds to start a process; a child that
+        # exits is noticed at once (poll), so this only bounds a child that hangs.
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -167,7 +292,14 @@ class LocalServer:
                 return
             time.sleep(0.02)
         self._reap()
-        raise ServiceFailed(f"{self.name} did not start on {self.host}:{self.port}; log:\n{self.log_tail()}")
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(log_start)
+                taken = PORT_TAKEN in f.read().decode(errors="replace")
+        except OSError:
+            taken = False
+        error = PortTaken if taken else ServiceFailed
+        raise error(f"{self.name} did not start on {self.host}:{self.port}; log:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -183,7 +315,7 @@ class LocalServer:
         terminate(proc, timeout)
 
     def stop(self) -> None:
-        """Stop the process; the port and directory are kept for ``start()`` again."""
+        """Stop the process; the port (still held) and directory are kept for ``start()`` again."""
         self._reap()
 
     def restart(self) -> None:
@@ -195,8 +327,9 @@ class LocalServer:
         return self.proc is not None and self.proc.poll() is None
 
     def close(self) -> None:
-        """Stop and delete the private directory."""
+        """Stop, let the port go and delete the private directory."""
         self.stop()
+        self._release()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
@@ -280,7 +413,12 @@ class UvicornProcess(LocalServer):
     """An ASGI app (``"module:attr"``) in its own uvicorn process on a free loopback port.
 
     ``env`` adds to this process's environment (the examples read their
-    configuration from it).
+    configuration from it). The listening socket is bound here, when the
+    object is made, and handed to uvicorn (``--fd``): ``port`` and ``url``
+    are known before ``start()`` (services can be told each other's URLs
+    first), and no other program can take the port meanwhile. It stays
+    bound until ``close()``, so while stopped, connections wait for the
+    restart instead of being refused.
     """
 
     name = "uvicorn"
@@ -288,11 +426,23 @@ class UvicornProcess(LocalServer):
     def __init__(self, app: str, *, app_dir: str | os.PathLike | None = None,
                  env: dict[str, str] | None = None, port: int | None = None, name: str | None = None) -> None:
         super().__init__(port)
+        self.sock = listening_socket(self.host, self.port)
+        self.port = self.sock.getsockname()[1]
         self.app = app
         self.app_dir = str(app_dir) if app_dir is not None else None
         self.env = {**os.environ, **(env or {})}
         if name:
             self.name = name
+
+    def _reserve(self) -> None:
+        pass  # self.sock holds the port
+
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self.sock.fileno(),)
+
+    def close(self) -> None:
+        super().close()
+        self.sock.close()
 
     @property
     def url(self) -> str:
@@ -304,18 +454,23 @@ class UvicornProcess(LocalServer):
         return sys.executable
 
     def command(self) -> list[str]:
-        cmd = ["-m", "uvicorn", self.app, "--host", self.host, "--port", str(self.port),
-               "--log-level", "warning", "--no-access-log"]
+        cmd = ["-m", "uvicorn", self.app, "--fd", str(self.sock.fileno()), "--log-level", "warning",
+               "--no-access-log"]
         if self.app_dir:
             cmd += ["--app-dir", self.app_dir]
         return cmd
 
     def ping(self) -> bool:
+        # An HTTP answer, of any status: our socket accepts connections before uvicorn serves them.
         s = self._connect()
         if s is None:
             return False
-        s.close()
-        return True
+        with s:
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")
+                return s.recv(16).startswith(b"HTTP/1.")
+            except OSError:
+                return False
 
 
 class AppServer:
@@ -331,21 +486,30 @@ class AppServer:
         config.setdefault("log_level", "warning")
         config.setdefault("lifespan", "off")
         self.host = HOST
-        self.port = port or free_port()
-        self._server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, **config))
+        self.sock: socket.socket | None = listening_socket(self.host, port or 0)  # uvicorn serves this socket
+        self.port = self.sock.getsockname()[1]
+        self._config = uvicorn.Config(app, host=self.host, port=self.port, **config)
+        self._server: uvicorn.Server | None = None
         self._thread = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "AppServer":
+    def start(self, timeout: float = 60.0) -> "AppServer":
         import threading
 
-        self._thread = threading.Thread(target=self._server.run, name=f"uvicorn:{self.port}", daemon=True)
+        import uvicorn
+
+        if self.sock is None:  # started again after stop(): the same port
+            self.sock = listening_socket(self.host, self.port)
+        server = self._server = uvicorn.Server(self._config)
+        sockets = [self.sock]
+        self._thread = threading.Thread(target=lambda: server.run(sockets=sockets), name=f"uvicorn:{self.port}",
+                                        daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
+        deadline = time.monotonic() + timeout  # generous: only a server that hangs takes this long
+        while not server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise ServiceFailed(f"uvicorn did not start on {self.url}")
             time.sleep(0.01)
@@ -356,6 +520,9 @@ class AppServer:
             self._server.should_exit = True
             self._thread.join(10)
             self._thread = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def __enter__(self) -> "AppServer":
         return self.start()
@@ -371,8 +538,8 @@ class WSGIAppServer:
         from werkzeug.serving import make_server
 
         self.host = HOST
-        self.port = port or free_port()
-        self._server = make_server(self.host, self.port, app, threaded=True)
+        self._server = make_server(self.host, port or 0, app, threaded=True)  # binds here: port 0 is any free one
+        self.port = self._server.port
         self._thread = None
 
     @property

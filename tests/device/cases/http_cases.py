@@ -23,9 +23,10 @@ def _big(peer):
     return peer
 
 
-def parse(data, method="POST", max_body=4096, want=None, ms=2000):
+def parse(data, method="POST", max_body=4096, want=None, ms=60000):
     # Every socket and TLS-socket shape of every port (cases/mpports.py) must
-    # agree, on results and on errors.
+    # agree, on results and on errors. The deadline is a minute away: the
+    # peers answer at once, and a loaded machine must not turn that into a timeout.
     outs = [(name, _outcome(make, data, method, max_body, want, ms)) for name, make in SHAPES]
     a = outs[0][1]
     for name, x in outs[1:]:
@@ -170,7 +171,8 @@ def test_every_read_is_given_the_time_left():
     # on the socket beneath it.
     for name, make in mpports.shapes():
         s, raw = make(mpports.Peer(OK_HEAD + b"Content-Length: 5\r\n\r\nhello", step=4))
-        read_response(s, "GET", ticks_add(ticks_ms(), 3000), 100, None, raw)
+        # A deadline a minute away: however slow the machine, time is left at every read.
+        read_response(s, "GET", ticks_add(ticks_ms(), 60000), 100, None, raw)
         timeouts = (raw or s).timeouts
         assert len(timeouts) > 2, name
-        assert all(0 < t <= 3.0 for t in timeouts), (name, timeouts)
+        assert all(0 < t <= 60.0 for t in timeouts), (name, timeouts)

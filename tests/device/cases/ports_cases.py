@@ -71,7 +71,9 @@ def on_board(board, fn, *peers, server=None, patch=None):
         http._addr.clear()
 
 
-def get(url, cadata=None, timeout=2):
+def get(url, cadata=None, timeout=60):
+    # Generous by default: the peers answer at once (or stall, with a short timeout given),
+    # and a loaded machine must not turn an answer into a timeout.
     return lambda: http.request("GET", url, timeout=timeout, cadata=cadata)
 
 

@@ -1,6 +1,11 @@
 # The device client against a misbehaving issuer (tests/device/badissuer.py)
-# over real sockets: every case ends in the documented error within its time
-# bound, never a hang or an exception of another type.
+# over real sockets: every case ends in the documented error, never a hang or
+# an exception of another type, and a timeout never fires early.
+#
+# Times are checked from below, where the machine cannot matter: a timeout
+# cannot end the call before it passed. From above there is only a bound ten
+# times the client's timeout, to catch a hang: how fast a call fails depends
+# on how busy the machine is, which a test cannot hold it to.
 from ucrumb import client as C
 from ucrumb.http import ticks_diff, ticks_ms
 
@@ -17,78 +22,81 @@ def setup(arg):
     BASE, DOWN = arg.split(",")
 
 
-def client(behaviour, timeout=1, **kw):
+def client(behaviour, timeout=10, **kw):
+    # The default is generous: the misbehaving issuer answers at once, and a loaded
+    # machine must not turn its answer into a timeout. Timeout cases give a short one.
     return C.Client(BASE + "/" + behaviour, "dev-0001", KEY, timeout=timeout, **kw)
 
 
-def unavailable(c, lo_ms, hi_ms, why):
-    # token() raises IssuerUnavailable mentioning `why` after lo..hi ms.
+def unavailable(c, why, lo_ms=0):
+    # token() raises IssuerUnavailable mentioning `why`, not before lo_ms (a timeout
+    # cannot fire early); the upper bound, 10 x the client's timeout, only catches a hang.
     t = ticks_ms()
     e = raises(C.IssuerUnavailable, c.token, RES, OP)
     took = ticks_diff(ticks_ms(), t)
     assert why in str(e), str(e)
-    assert lo_ms <= took <= hi_ms, (why, took)
+    assert lo_ms <= took < 10 * 1000 * c.timeout, (why, took)
     assert c.retry_in() > 0  # and the client backs off
     return e
 
 
 def test_issuer_down():
     c = C.Client(DOWN, "dev-0001", KEY, timeout=1)
-    unavailable(c, 0, 900, "refused")
-    t = ticks_ms()
+    unavailable(c, "refused")
     e = raises(C.IssuerUnavailable, c.token, RES, OP)  # backing off: no connection attempt
-    assert "backing off" in str(e) and ticks_diff(ticks_ms(), t) < 50
+    assert "backing off" in str(e), str(e)
+    assert c.round_trips == 1  # the second call never reached the network
 
 
 def test_issuer_silent_times_out():
-    unavailable(client("silent", 0.5), 400, 1800, "timed out")
+    unavailable(client("silent", 0.5), "timed out", lo_ms=400)
 
 
 def test_issuer_stalls_in_the_head():
-    unavailable(client("stall_head", 0.5), 400, 1800, "timed out")
+    unavailable(client("stall_head", 0.5), "timed out", lo_ms=400)
 
 
 def test_issuer_stalls_in_the_body():
-    unavailable(client("stall_body", 0.5), 400, 1800, "timed out")
+    unavailable(client("stall_body", 0.5), "timed out", lo_ms=400)
 
 
 def test_issuer_drips_bytes():
     # A byte every 50 ms never trips a per-operation timeout; the deadline does.
-    unavailable(client("drip", 1), 900, 2500, "timed out")
+    unavailable(client("drip", 1), "timed out", lo_ms=900)
 
 
 def test_garbage():
-    unavailable(client("garbage"), 0, 900, "not an HTTP/1.x response")
+    unavailable(client("garbage"), "not an HTTP/1.x response")
 
 
 def test_not_cbor():
-    unavailable(client("not_cbor"), 0, 900, "HTTP 200 without a crumb response")
+    unavailable(client("not_cbor"), "HTTP 200 without a crumb response")
 
 
 def test_truncated_body():
-    unavailable(client("trunc_body"), 0, 900, "connection closed early")
+    unavailable(client("trunc_body"), "connection closed early")
 
 
 def test_truncated_head():
-    unavailable(client("trunc_head"), 0, 900, "connection closed early")
+    unavailable(client("trunc_head"), "connection closed early")
 
 
 def test_connection_reset():
-    e = unavailable(client("reset"), 0, 900, "unreachable")
+    e = unavailable(client("reset"), "unreachable")
     assert "reset" in str(e) or "closed early" in str(e), str(e)
 
 
 def test_http_500():
-    unavailable(client("http500"), 0, 900, "HTTP 500")
+    unavailable(client("http500"), "HTTP 500")
 
 
 def test_http_503_with_crumb_refusal():
-    e = unavailable(client("http503"), 0, 900, "store_unavailable")
+    e = unavailable(client("http503"), "store_unavailable")
     assert e.code == "store_unavailable"
 
 
 def test_http_404():
-    unavailable(client("http404"), 0, 900, "HTTP 404")
+    unavailable(client("http404"), "HTTP 404")
 
 
 def test_http_401_with_crumb_refusal_is_denied():
@@ -98,17 +106,19 @@ def test_http_401_with_crumb_refusal_is_denied():
 
 
 def test_huge_body():
-    unavailable(client("huge_body"), 0, 900, "response body too large")
+    unavailable(client("huge_body"), "response body too large")
 
 
 def test_huge_head():
-    unavailable(client("huge_head"), 0, 900, "headers too large")
+    unavailable(client("huge_head"), "headers too large")
 
 
 def test_chunked_response():
     c = client("chunked")
+    t = ticks_ms()
     assert c.token(RES, OP) == b"chunked-token-0"
-    assert c.cached(RES, OP) == 3 and c.now() == 1800000000
+    # The issuer's time, plus the whole seconds since its answer (none, unless the machine stalled).
+    assert c.cached(RES, OP) == 3 and 0 <= c.now() - 1800000000 <= ticks_diff(ticks_ms(), t) // 1000
 
 
 def test_body_until_close():
@@ -121,8 +131,9 @@ def test_interim_response():
 
 
 def test_slow_but_in_time():
+    # The issuer waits 300 ms before its answer: well within the client's timeout.
     t = ticks_ms()
-    assert client("slow_ok", 2).token(RES, OP) == b"chunked-token-0"
+    assert client("slow_ok").token(RES, OP) == b"chunked-token-0"
     assert ticks_diff(ticks_ms(), t) >= 250
 
 

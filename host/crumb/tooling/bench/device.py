@@ -154,14 +154,14 @@ class DeviceIssuer:
             self.data_dir = self._tmp.name
         data, credentials = enroll_data_dir(self.data_dir, self.policy, self.devices)
         self.policy_path = data.policy
-        self.local = LocalIssuer(data.root, self.policy_path)
-        self.url, self.port = self.local.url, self.local.port
-        self.creds.update(credentials(self.url))
+        self.local = LocalIssuer(data.root, self.policy_path)  # on any free port: known once started
         try:
             self.local.start()
         except Exception:
             self._cleanup()
             raise
+        self.url, self.port = self.local.url, self.local.port
+        self.creds.update(credentials(self.url))
         return self
 
     def _cleanup(self) -> None:

@@ -24,9 +24,10 @@ import hashlib
 import hmac
 import multiprocessing
 import os
+import re
+import select
 import shutil
 import statistics
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,6 @@ from typing import Callable
 
 from ... import cbor
 from ...wire import CBOR_TYPES, REQ_CLIENT_ID, REQ_SCOPE, RESP_ACCESS_TOKEN, RESP_EXPIRES_IN, RESP_TIME
-from ..localservices import free_port
 
 BENCH_GROUP = "bench"
 BENCH_RESOURCE = "/bench/sensor01"
@@ -92,18 +92,36 @@ def bare_factory():
 # -- services -------------------------------------------------------------------------
 
 
-def wait_for_port(port: int, proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
+def spawn_server(args: list[str], timeout: float = 60.0) -> tuple[subprocess.Popen, int]:
+    """Start a server child that binds port 0 and prints "listening PORT" once bound: (process, port).
+
+    The child binds the port itself, so no other program can take it between
+    our choice and its bind. The timeout is generous: a loaded machine can
+    take seconds to start a process, and a child that exits is noticed at once.
+    """
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"server exited with code {proc.returncode} before listening:\n{out}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+    seen = b""
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([proc.stdout], [], [], left)[0]:
+            continue
+        line = proc.stdout.readline()
+        if not line:  # it exited
+            proc.wait()
+            raise RuntimeError(f"server exited with code {proc.returncode} before listening:\n"
+                               f"{seen.decode(errors='replace')}")
+        found = re.match(rb"listening (\d+)", line)
+        if found:
+            return proc, int(found.group(1))
+        seen += line
+    _stop(proc)
+    raise RuntimeError(f"server did not say its port within {timeout}s:\n{seen.decode(errors='replace')}")
+
+
+def report_port(port: int) -> None:
+    """What a server child started by spawn_server() prints once bound."""
+    print(f"listening {port}", flush=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -271,12 +289,16 @@ async def _connection(port: int, maker: RequestMaker, start: float, end: float, 
     await done
 
 
-def _client_process(port: int, devices: list, start_wall: float, warmup: float, duration: float, out) -> None:
+def _client_process(port: int, devices: list, go, warmup: float, duration: float, out) -> None:
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    # Started, imported: say so, and wait for the common start time (however long the
+    # machine took to start every client process, none of the run is spent starting).
+    out.put("ready")
+    start_wall = go.get()
 
     async def main() -> None:
         # Convert the shared wall-clock start to this process's perf_counter.
@@ -362,12 +384,17 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
     window (from /proc, sampled at its start and end).
     """
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
+    out, go = ctx.Queue(), ctx.Queue()
     share = [devices[i::clients] for i in range(clients)]
-    start_wall = time.time() + 1.5  # time for the processes to start
-    procs = [ctx.Process(target=_client_process, args=(port, s, start_wall, warmup, duration, out)) for s in share]
+    procs = [ctx.Process(target=_client_process, args=(port, s, go, warmup, duration, out)) for s in share]
     for p in procs:
         p.start()
+    for _ in procs:
+        if out.get(timeout=120) != "ready":  # generous: only a client that hangs while starting takes this long
+            raise RuntimeError("a load-generator process did not start")
+    start_wall = time.time() + 0.2  # time for each to read it
+    for _ in procs:
+        go.put(start_wall)
     cpu: dict | None = None
     pids = server_pids(server_pid) if server_pid is not None else []
     if pids:
@@ -432,11 +459,9 @@ def _enroll(data: Path, n: int) -> list[tuple[str, str]]:
     return devices
 
 
-def _serve_bare(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "crumb.tooling.bench.issuer", "bare", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    wait_for_port(port, proc)
-    return proc
+def serve_bare() -> tuple[subprocess.Popen, int]:
+    """The bare endpoint in its own process, on a free port: (process, port)."""
+    return spawn_server([sys.executable, "-m", "crumb.tooling.bench.issuer", "bare"])
 
 
 def _verify_samples(samples: list[bytes], port: int) -> tuple[int, dict]:
@@ -512,9 +537,9 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
 
         targets: dict[str, int] = {}
         pids: dict[str, int] = {}  # servers whose threads the bench can see: one process each
-        targets["bare"] = free_port()
-        procs.append(_serve_bare(targets["bare"]))
-        pids["bare"] = procs[-1].pid
+        proc, targets["bare"] = serve_bare()
+        procs.append(proc)
+        pids["bare"] = proc.pid
         if url:
             from urllib.parse import urlparse
             target = urlparse(url)
@@ -670,13 +695,14 @@ def render(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    # `python -m crumb.tooling.bench.issuer bare PORT`: the baseline server, served like the issuer.
-    if len(sys.argv) == 3 and sys.argv[1] == "bare":
+    # `python -m crumb.tooling.bench.issuer bare [PORT]`: the baseline server, served like the issuer;
+    # PORT 0 (the default) is any free port, and "listening PORT" says which.
+    if len(sys.argv) in (2, 3) and sys.argv[1] == "bare":
         from ...issuer.server import serve
 
-        serve(bare_factory, "127.0.0.1", int(sys.argv[2]))
+        serve(bare_factory, "127.0.0.1", int(sys.argv[2]) if len(sys.argv) == 3 else 0, ready=report_port)
     else:
-        print("usage: python -m crumb.tooling.bench.issuer bare PORT   (the bench itself is `crumb bench issuer`)",
+        print("usage: python -m crumb.tooling.bench.issuer bare [PORT]   (the bench itself is `crumb bench issuer`)",
               file=sys.stderr)
         sys.exit(2)
 

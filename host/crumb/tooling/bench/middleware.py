@@ -52,18 +52,19 @@ def _serve(issuer_public: bytes, ports, stop) -> None:
 
     import uvicorn
 
-    from ..localservices import HOST, free_port
+    from ..localservices import HOST, listening_socket
 
     bare, guarded = _apps(issuer_public)
-    servers = [uvicorn.Server(uvicorn.Config(app, host=HOST, port=free_port(), log_level="warning",
-                                             access_log=False, lifespan="off"))
+    # Sockets bound here, on port 0: no other program can take a port between our choice and the bind.
+    socks = [listening_socket(HOST) for _ in (bare, guarded)]
+    servers = [uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
                for app in (bare, guarded)]
 
     async def main() -> None:
-        tasks = [asyncio.create_task(s.serve()) for s in servers]
+        tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, socks)]
         while not all(s.started for s in servers):
             await asyncio.sleep(0.01)
-        ports.put([s.config.port for s in servers])
+        ports.put([sock.getsockname()[1] for sock in socks])
         while not stop.is_set():
             await asyncio.sleep(0.05)
         for s in servers:

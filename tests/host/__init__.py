@@ -1,0 +1,1 @@
+"""Token core tests (a package, so its conftest and helpers keep their own module names)."""
