@@ -49,7 +49,7 @@ def _resign(payload_map_bytes: bytes, protected: bytes | None = None) -> bytes:
 
 
 def _claims(n: int) -> dict:
-    return {2: "dev-0001", 4: NOW + 60, 6: NOW, 7: _cti(n), 9: [[RES, OP]]}
+    return {2: "dev-0001", 4: NOW + 60, 6: NOW, 7: _cti(n), 9: cbor.dumps([[RES, OP]])}  # scope: AIF in a bstr
 
 
 def _cbor_ok(token: bytes) -> bool:
@@ -114,9 +114,16 @@ def vectors() -> list[dict]:
     add("flipped payload bit", t[:40] + bytes([t[40] ^ 4]) + t[41:], "bad_signature")
     add("truncated", t[:-1], "malformed")
     add("trailing byte", t + b"\x00", "malformed")
-    add("version 2", t[:1] + b"\x02" + t[2:], "unsupported_version")
-    add("non-preferred version", t[:1] + b"\x18\x01" + t[2:], "malformed")
-    add("oversize", b"\x82\x01" + bytes(4096), "too_large")
+    add("version 3", t[:1] + b"\x03" + t[2:], "unsupported_version")
+    add("version 1 (the scope claim a bare array)", t[:1] + b"\x01" + t[2:], "unsupported_version")
+    add("non-preferred version", t[:1] + b"\x18\x02" + t[2:], "malformed")
+    add("oversize", b"\x82\x02" + bytes(4096), "too_large")
+    c = _claims(43)
+    c[9] = [[RES, OP]]
+    add("scope claim not a byte string", _resign(cbor.dumps(c)), "malformed")
+    c = _claims(44)
+    c[9] = cbor.dumps([[RES, OP]]) + b"\x00"
+    add("trailing byte in the scope claim", _resign(cbor.dumps(c)), "malformed")
     add("unknown issuer", mint(KEYS["stranger"], sub="dev-0001", scope=[(RES, OP)], now=NOW, cti=_cti(19)),
         "unknown_key")
 

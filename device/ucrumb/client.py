@@ -45,13 +45,14 @@ from binascii import unhexlify
 _TOKEN = const(1)
 _EXPIRES_IN = const(2)
 _ERR_DESC = const(31)
-_TIME = const(-2)
-_TOKENS = const(-5)
-_USES = const(-6)
-_ERR_CODE = const(-7)
-_RETRY_AFTER = const(-8)
+_TIME = const(-65537)
+_TOKENS = const(-65538)
+_USES = const(-65539)
+_ERR_CODE = const(-65540)
+_RETRY_AFTER = const(-65541)
 _NONCE_BYTES = const(6)
 _MAC_BYTES = const(16)
+_TIME_BYTES = const(4)
 
 # A cache entry: [_USED: last used (ticks), _AHEAD: fetch ahead from (ticks)
 # or None, then the tokens from _FIRST on, oldest first]; a token:
@@ -397,32 +398,25 @@ class Client:
                             (b"retry-after",))
 
     def _request(self, scopes, count):
-        # The signed request, written in deterministic key order (5, 9, 24,
-        # -1, -2, -3, -4). The MAC key (-4) sorts last, so the MAC input is
-        # the map so far under a header one entry smaller.
+        # The signed request (PROTOCOL.md §11), in deterministic key order:
+        # 5 audience, 9 scope, 24 client_id, then the crumb block under the
+        # private-use key -65537, which sorts last: time || count || nonce ||
+        # MAC. The MAC ends the request and covers every byte before it.
         out = bytearray(1)
-        n = 4
         if self.audience is not None:
             out.append(0x05)
             cbor._enc(self.audience, out)
-            n += 1
         out.append(0x09)
-        cbor._enc(scopes[0] if len(scopes) == 1 else scopes, out)
+        cbor._enc(_scope(scopes), out)
         out.extend(b"\x18\x18")
         cbor._enc(self.device_id, out)
-        out.append(0x20)
-        cbor._enc(urandom(_NONCE_BYTES), out)
-        out.append(0x21)
-        cbor._enc(self.now(), out)
-        if count > 1:
-            out.append(0x22)
-            cbor._enc(count, out)
-            n += 1
-        out[0] = 0xA0 + n
-        mac = hmac_sha256(self.key, out)
-        out[0] += 1
-        out.extend(b"\x23\x50")
-        out.extend(mac[:_MAC_BYTES])
+        out[0] = 0xA3 if self.audience is None else 0xA4
+        out.extend(b"\x3a\x00\x01\x00\x00\x58")  # -65537, then a byte string of:
+        out.append(_TIME_BYTES + 1 + _NONCE_BYTES + _MAC_BYTES)
+        out.extend(self.now().to_bytes(_TIME_BYTES, "big"))
+        out.append(count)
+        out.extend(urandom(_NONCE_BYTES))
+        out.extend(hmac_sha256(self.key, out)[:_MAC_BYTES])
         return out
 
     def _failed(self, retry_after):
@@ -461,6 +455,17 @@ class Client:
             if victim is None or ticks_diff(e[_USED], self._cache[victim][_USED]) < 0:
                 victim = k
         del self._cache[victim]
+
+
+def _scope(scopes):
+    # The request's scope: "resource|operation" entries separated by spaces
+    # (the text form RFC 9200 allows), or, when a name holds a space, '|' or
+    # ',', the same as AIF in a byte string.
+    for r, o in scopes:
+        for c in " |,":
+            if c in r or c in o:
+                return cbor.dumps([[r, o] for r, o in scopes])
+    return " ".join(r + "|" + o for r, o in scopes)
 
 
 def _live(e, now):

@@ -8,7 +8,7 @@ from . import caveats as cav
 from . import cbor
 from .errors import Malformed, UnknownCaveat
 from .keys import b64u
-from .scope import check_scope
+from .scope import scope_bytes, scope_from_bytes
 from .wire import (
     CLAIM_AUD, CLAIM_CRUMB, CLAIM_CTI, CLAIM_EXP, CLAIM_IAT, CLAIM_ISS, CLAIM_NBF, CLAIM_SCOPE,
     CLAIM_SUB, EXT_ATTENUATORS, EXT_CAVEATS, EXT_CHAIN, EXT_OPEN, EXT_USES, KID_BYTES,
@@ -106,7 +106,7 @@ class Claims:
             raise Malformed(f"required claim {e.args[0]} is missing") from None
         if not isinstance(cti, bytes) or not 1 <= len(cti) <= 32:
             raise Malformed("cti is 1 to 32 bytes")
-        c = cls(exp=_uint(exp, "exp"), iat=_uint(iat, "iat"), cti=cti, scope=check_scope(scope))
+        c = cls(exp=_uint(exp, "exp"), iat=_uint(iat, "iat"), cti=cti, scope=scope_from_bytes(scope))
         if CLAIM_ISS in m:
             c.iss = _text(m[CLAIM_ISS], "iss")
         if CLAIM_SUB in m:
@@ -153,7 +153,7 @@ class Claims:
 
     def to_map(self) -> dict:
         m: dict[int, Any] = {CLAIM_EXP: self.exp, CLAIM_IAT: self.iat, CLAIM_CTI: self.cti,
-                             CLAIM_SCOPE: self.scope}
+                             CLAIM_SCOPE: scope_bytes(self.scope)}
         for key, value in ((CLAIM_ISS, self.iss), (CLAIM_SUB, self.sub), (CLAIM_AUD, self.aud),
                            (CLAIM_NBF, self.nbf)):
             if value is not None:
@@ -197,7 +197,8 @@ def _decode_common(p: bytes) -> Claims | None:
     """One pass over the common claims shape, or None to take the general path.
 
     The verifier's hot path: keys 1..9 in order, times as 4-byte uints, short
-    text, a cti of 1..23 bytes and a one-entry scope with one text operation.
+    text, a cti of 1..23 bytes and a one-entry scope with one text operation
+    (its AIF in a byte string of 4..23 bytes).
     It accepts only bytes the general path accepts with the same result
     (tests/host/test_properties.py checks this differentially); anything else,
     valid or not, goes to the general path, which also produces the errors.
@@ -228,14 +229,17 @@ def _decode_common(p: bytes) -> Claims | None:
                 values[k] = p[i:end]
                 i = end
             elif k == CLAIM_SCOPE:
-                # [[resource, operation]], both short text
-                rb = p[i + 1]
-                re_ = i + 2 + rb - 0x60
-                ob = p[re_] if b == 0x81 and p[i] == 0x82 else 0
-                oe = re_ + 1 + ob - 0x60
-                if not (0x61 <= rb <= 0x77 and 0x61 <= ob <= 0x77) or oe > n:
+                # bstr(4..23 bytes) holding [[resource, operation]], both short text
+                end = i + b - 0x40
+                if not 0x44 <= b <= 0x57 or p[i] != 0x81 or p[i + 1] != 0x82:
                     return None
-                resource = p[i + 2:re_].decode("utf-8")
+                rb = p[i + 2]
+                re_ = i + 3 + rb - 0x60
+                ob = p[re_]
+                oe = re_ + 1 + ob - 0x60
+                if not (0x61 <= rb <= 0x77 and 0x61 <= ob <= 0x77) or oe != end or end > n:
+                    return None
+                resource = p[i + 3:re_].decode("utf-8")
                 star = resource.find("*")
                 if star != -1 and star != len(resource) - 1:
                     return None

@@ -4,12 +4,17 @@ A permission is one operation (text), several (array of text), or a REST
 method bitmask (uint, GET=1 POST=2 PUT=4 DELETE=8 FETCH=16 PATCH=32
 iPATCH=64). A resource ending in ``*`` is a prefix pattern; ``*`` may appear
 nowhere else.
+
+In a token the AIF array travels CBOR-encoded inside a byte string: the IANA
+CWT claims registry types claim 9 (scope) as a text or byte string (RFC 9200
+§5.10), and portable ACE implementations read AIF from a byte string.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Union
 
+from . import cbor
 from .errors import Malformed
 from .wire import MAX_ITEMS, MAX_STRING, REST_METHODS
 
@@ -65,6 +70,20 @@ def check_scope(value: object) -> list:
         check_resource(entry[0])
         check_permission(entry[1])
     return value
+
+
+def scope_bytes(scope: list) -> bytes:
+    """The scope claim's value: the AIF array, CBOR-encoded, as a byte string's content."""
+    return cbor.dumps(scope)
+
+
+def scope_from_bytes(value: object) -> list:
+    """The AIF array inside a scope claim's byte string, decoded strictly and validated.
+
+    Depth 3 at most (array of entries, an entry, a permission array)."""
+    if type(value) is not bytes:
+        raise Malformed("the scope claim is a byte string holding AIF (format version 2)")
+    return check_scope(cbor.loads(value, max_depth=3))
 
 
 def encode_scope(entries: Iterable[tuple[str, object]]) -> list:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 # ======================================================================================
 
 # [token] Format version, fixed sizes and labels of a token (§1, §3, §4, §6.3).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: the scope claim is a byte string holding the AIF (1: the bare AIF array)
 KID_BYTES = 4
 CTI_BYTES = 8               # what crumb mints; a verifier accepts 1 to 32 bytes
 PUBLIC_KEY_BYTES = 32
@@ -124,16 +124,31 @@ CBOR_TYPES = ("application/ace+cbor", "application/cbor")
 JSON_TYPE = "application/json"
 
 # [endpoint_request] Keys of a token request map (§11.1).
-# ACE parameters (RFC 9200) where one fits; crumb's own are negative, which no
-# ACE parameter uses. All encode in one byte but client_id (0x18 0x18), and
-# the MAC's key sorts last, so a device can MAC as it writes (§11.2).
+# ACE parameters (RFC 9200 §5.8.1, "OAuth Parameters CBOR Mappings") where one
+# fits; crumb's own travel under one key of the private-use range (below
+# -65536; -256..255 are reserved for Standards Action), which sorts after
+# every registered key, so its block ends the request and the MAC, the block's
+# last bytes, ends it too: a device can MAC as it writes (§11.2).
 REQ_AUDIENCE = 5        # ACE "audience"
-REQ_SCOPE = 9           # ACE "scope"
+REQ_SCOPE = 9           # ACE "scope": text (§11.3) or a byte string holding AIF
 REQ_CLIENT_ID = 24      # ACE "client_id": the device id
-REQ_NONCE = -1
-REQ_TIME = -2           # the device's Unix time, seconds (0 before its first response)
-REQ_COUNT = -3          # n tokens for one scope
-REQ_MAC = -4
+REQ_GRANT_TYPE = 33     # ACE "grant_type": only client_credentials (optional)
+REQ_ACE_PROFILE = 38    # ACE "ace_profile": null, asking for the profile (optional, accepted and ignored)
+REQ_CRUMB = -65537      # crumb's authenticated block: time (4 bytes) || count (1) || nonce || MAC
+
+GRANT_CLIENT_CREDENTIALS = 2   # "OAuth Grant Type CBOR Mappings" (RFC 9200 §8.5)
+
+# [endpoint_block] The crumb block, REQ_CRUMB's byte string: fixed fields first, the MAC last (§11.2).
+BLOCK_TIME_BYTES = 4    # the device's Unix time, seconds, big-endian (0 before its first answer)
+BLOCK_COUNT_BYTES = 1   # tokens for the scope: 1 for one, 2..MAX_COUNT for n of one scope
+# then the nonce (NONCE_MIN..NONCE_MAX bytes), then the MAC (MAC_BYTES): the
+# MAC covers every byte of the request before it.
+
+# [endpoint_text_scope] The text form of the request's scope (§11.3): entries
+# separated by one space, each "resource|operation[,operation...]".
+SCOPE_ENTRY_SEPARATOR = " "
+SCOPE_OP_MARK = "|"
+SCOPE_OP_SEPARATOR = ","
 
 # [endpoint_sizes] Sizes and limits of a token request; the device key derivation's label (§11.1, §11.2).
 DEVICE_KEY_LABEL = b"crumb device key v1"   # fixed length: label || device id is unambiguous
@@ -146,23 +161,28 @@ MAX_COUNT = MAX_BATCH   # tokens for one scope, the same ceiling
 MAX_PERMISSION_OPS = 8  # operations in one permission array
 
 # [endpoint_response] Keys of a successful /token response map (§11.5).
+# crumb's own are in the private-use range, one key each.
 RESP_ACCESS_TOKEN = 1   # ACE "access_token"
 RESP_EXPIRES_IN = 2     # ACE "expires_in"
-RESP_TIME = -2          # the issuer's Unix time, on every answer (refusals too)
-RESP_TOKENS = -5        # a batch: [[token, expires_in, uses], ...]
-RESP_USES = -6          # present only when 2 or more
+RESP_TOKEN_TYPE = 34    # ACE "token_type": required for a token that is not PoP (RFC 9200 §5.8.2)
+RESP_TIME = -65537      # the issuer's Unix time, on every answer (refusals too)
+RESP_TOKENS = -65538    # a batch: [[token, expires_in, uses], ...]
+RESP_USES = -65539      # present only when 2 or more
+
+TOKEN_TYPE_BEARER = 1   # "OAuth Token Type CBOR Mappings" (RFC 9200 §8.7): crumb's tokens are bearer tokens
 
 # [endpoint_errors] Keys of a /token refusal map; it carries RESP_TIME too (§11.5).
 ERR_ERROR = 30          # ACE "error" (integer code)
 ERR_DESCRIPTION = 31    # ACE "error_description": the human message
-ERR_CODE = -7           # crumb's stable code (text)
-ERR_RETRY_AFTER = -8    # seconds, with rate_limited and store_unavailable
+ERR_CODE = -65540       # crumb's stable code (text)
+ERR_RETRY_AFTER = -65541  # seconds, with rate_limited and store_unavailable
 
 # [endpoint_ace_errors] ACE error numbers (RFC 9200 §8.4: CBOR values of OAuth "error"), their JSON names (§11.5).
 ACE_INVALID_REQUEST = 1
 ACE_INVALID_CLIENT = 2
 ACE_INVALID_GRANT = 3
 ACE_UNAUTHORIZED_CLIENT = 4
+ACE_UNSUPPORTED_GRANT_TYPE = 5
 ACE_INVALID_SCOPE = 6
 
 ACE_NAMES = {
@@ -170,13 +190,19 @@ ACE_NAMES = {
     ACE_INVALID_CLIENT: "invalid_client",
     ACE_INVALID_GRANT: "invalid_grant",
     ACE_UNAUTHORIZED_CLIENT: "unauthorized_client",
+    ACE_UNSUPPORTED_GRANT_TYPE: "unsupported_grant_type",
     ACE_INVALID_SCOPE: "invalid_scope",
 }
 
 # [endpoint_refusals] The issuer's refusal codes (ERR_CODE): HTTP status, ACE error, meaning (§11.5).
 # The codes shared with token verification (ERROR_CODES) keep their meaning;
-# the others say what a token cannot say about a request. too_large for a
-# batch over the device's limit is answered 400, not 413 (the body was fine).
+# the others say what a token cannot say about a request. Every refusal of a
+# request is 400, as RFC 9200 §5.8.3 asks (invalid_client included: a 401
+# would need a WWW-Authenticate challenge, and the MAC is in the body, not in
+# HTTP authentication). 413 and 415 are transport-level answers about the
+# body itself; 503 and 500 are the server failing, not the request, and are
+# declared departures (PROTOCOL.md §11.5). too_large for a batch over the
+# device's limit is 400 (the body was fine); for a body over the size limit, 413.
 
 
 class RefusalCode(NamedTuple):
@@ -187,17 +213,19 @@ class RefusalCode(NamedTuple):
 
 REFUSALS = {
     "malformed": RefusalCode(400, ACE_INVALID_REQUEST, "the request is not a well-formed token request"),
+    "unsupported_grant_type": RefusalCode(400, ACE_UNSUPPORTED_GRANT_TYPE,
+                                          "grant_type is not client_credentials (the only grant crumb issues)"),
     "unsupported_media_type": RefusalCode(415, ACE_INVALID_REQUEST,
                                           "Content-Type is not application/ace+cbor or application/json"),
     "too_large": RefusalCode(413, ACE_INVALID_REQUEST, "the body, or the batch, exceeds a limit"),
-    "bad_mac": RefusalCode(401, ACE_INVALID_CLIENT, "the request MAC does not verify for this client_id"),
-    "stale_time": RefusalCode(401, ACE_INVALID_CLIENT,
+    "bad_mac": RefusalCode(400, ACE_INVALID_CLIENT, "the request MAC does not verify for this client_id"),
+    "stale_time": RefusalCode(400, ACE_INVALID_CLIENT,
                               "the device time is too far from the issuer's; resync from the response time and retry"),
-    "replayed": RefusalCode(401, ACE_INVALID_CLIENT, "this device nonce was already used"),
-    "unknown_device": RefusalCode(401, ACE_INVALID_CLIENT, "the device is not enrolled"),
-    "revoked": RefusalCode(403, ACE_UNAUTHORIZED_CLIENT, "the device is revoked"),
-    "scope_denied": RefusalCode(403, ACE_INVALID_SCOPE, "the policy does not allow this scope for this device"),
-    "rate_limited": RefusalCode(429, ACE_INVALID_REQUEST, "the device asked for tokens faster than its rate"),
+    "replayed": RefusalCode(400, ACE_INVALID_CLIENT, "this device nonce was already used"),
+    "unknown_device": RefusalCode(400, ACE_INVALID_CLIENT, "the device is not enrolled"),
+    "revoked": RefusalCode(400, ACE_UNAUTHORIZED_CLIENT, "the device is revoked"),
+    "scope_denied": RefusalCode(400, ACE_INVALID_SCOPE, "the policy does not allow this scope for this device"),
+    "rate_limited": RefusalCode(400, ACE_INVALID_REQUEST, "the device asked for tokens faster than its rate"),
     "store_unavailable": RefusalCode(503, ACE_INVALID_REQUEST,
                                      "a backing store (Redis, audit log) cannot answer; nothing was issued"),
     "internal_error": RefusalCode(500, ACE_INVALID_REQUEST, "a bug in the issuer; nothing was issued (please report)"),

@@ -15,25 +15,30 @@ import threading
 import time
 
 from crumb import cbor
+from crumb.issuer.protocol import parse_cbor_request
+from crumb.wire import (
+    ERR_CODE, ERR_DESCRIPTION, ERR_ERROR, ERR_RETRY_AFTER, RESP_ACCESS_TOKEN, RESP_EXPIRES_IN, RESP_TIME, RESP_TOKEN_TYPE,
+    RESP_TOKENS, TOKEN_TYPE_BEARER,
+)
 
 ISSUER_TIME = 1_800_000_000
 
 
 def token_response(body: bytes) -> bytes:
     """A well-formed answer to a device request: n opaque tokens, as the issuer encodes them."""
-    req = cbor.loads(body)
-    scope = req[9]
-    n = req.get(-3, 1) * (1 if isinstance(scope[0], str) else len(scope))
+    req = parse_cbor_request(body)
+    n = req.n_tokens
     items = [[b"chunked-token-%d" % i, 60, 1] for i in range(n)]
-    if n == 1 and -3 not in req:
-        return cbor.dumps({1: items[0][0], 2: 60, -2: ISSUER_TIME})
-    return cbor.dumps({-2: ISSUER_TIME, -5: items})
+    if not req.batch:
+        return cbor.dumps({RESP_ACCESS_TOKEN: items[0][0], RESP_EXPIRES_IN: 60, RESP_TOKEN_TYPE: TOKEN_TYPE_BEARER,
+                           RESP_TIME: ISSUER_TIME})
+    return cbor.dumps({RESP_TOKEN_TYPE: TOKEN_TYPE_BEARER, RESP_TIME: ISSUER_TIME, RESP_TOKENS: items})
 
 
 def _refusal(code: str, retry_after: int | None = None) -> bytes:
-    m = {30: 1, 31: f"scripted {code}", -2: ISSUER_TIME, -7: code}
+    m = {ERR_ERROR: 1, ERR_DESCRIPTION: f"scripted {code}", RESP_TIME: ISSUER_TIME, ERR_CODE: code}
     if retry_after is not None:
-        m[-8] = retry_after
+        m[ERR_RETRY_AFTER] = retry_after
     return cbor.dumps(m)
 
 

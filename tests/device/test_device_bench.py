@@ -20,7 +20,7 @@ def test_bench_device_json():
     assert KEYS <= set(r)
     assert r["calls"] == r["calls_accepted"] == r["service_accepted"] == 100 and not r["service_rejected"]
     assert r["mpy_bytes"] == sum(r["mpy_files"].values())
-    assert r["request_bytes"] == 67 and r["token_bytes"] == 139
+    assert r["request_bytes"] == 68 and r["token_bytes"] == 140
     assert r["http_bytes"] > r["request_bytes"] + r["response_bytes"]
     assert 0 < r["heap_peak_bytes_batch1"] < r["heap_peak_bytes"]
     assert r["round_trips_per_call"] == 0.26  # 25 batches of 4 single-use tokens + the boot resync

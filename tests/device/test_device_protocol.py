@@ -16,6 +16,7 @@ KEY = derive_device_key(b"m" * 32, "dev-0001")
     ([("/sensors/temp01", "read")], 4, None),
     ([("/sensors/temp01", "publish")], 32, "ingest"),
     ([("/a", "read"), ("/b", "write"), ("/a", "read")], 1, None),
+    ([("/a b", "x|y")], 1, None),  # a name the text form cannot carry: AIF in a byte string
 ])
 def test_device_request_matches_the_issuer(scopes, count, audience):
     c = client.Client("http://issuer.test", "dev-0001", KEY, audience=audience)
@@ -33,7 +34,7 @@ def test_device_request_matches_the_issuer(scopes, count, audience):
 def test_typical_request_size():
     c = client.Client("http://issuer.test", "dev-0001", KEY)
     c._t0, c._at = 1_800_000_000, client.ticks_ms()
-    assert len(c._request([("/sensors/temp01", "read")], 1)) == 67
+    assert len(c._request([("/sensors/temp01", "read")], 1)) == 68
 
 
 def test_unsynced_request_is_well_formed():
@@ -59,6 +60,6 @@ def test_device_decodes_what_the_issuer_encodes():
 
 def _as_device(resp, batch):
     if batch:
-        return {-2: resp.time, -5: [list(t) for t in resp.tokens]}
+        return {34: 1, -65537: resp.time, -65538: [list(t) for t in resp.tokens]}
     tok, life, uses = resp.tokens[0]
-    return {1: tok, 2: life, -2: resp.time, **({-6: uses} if uses != 1 else {})}
+    return {1: tok, 2: life, 34: 1, -65537: resp.time, **({-65539: uses} if uses != 1 else {})}

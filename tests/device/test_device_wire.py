@@ -36,8 +36,9 @@ WIRE_NAMES = {
     "client._ERR_DESC": "ERR_DESCRIPTION",
     "client._ERR_CODE": "ERR_CODE",
     "client._RETRY_AFTER": "ERR_RETRY_AFTER",
-    "client._NONCE_BYTES": "NONCE_MIN",  # the shortest nonce the issuer takes: the 67-byte request of §11.2
+    "client._NONCE_BYTES": "NONCE_MIN",  # the shortest nonce the issuer takes: the 68-byte request of §11.2
     "client._MAC_BYTES": "MAC_BYTES",
+    "client._TIME_BYTES": "BLOCK_TIME_BYTES",
 }
 # module.const -> why it is not on the wire.
 DEVICE_ONLY = {
@@ -99,10 +100,13 @@ def _request_writes() -> list[bytes]:
 
 
 def test_request_key_bytes_are_the_wire_keys():
-    """0x05, 0x09, 18 18, 0x20 .. 0x22 and the MAC's head 0x23 0x50: the keys in deterministic order."""
-    keys = ["REQ_AUDIENCE", "REQ_SCOPE", "REQ_CLIENT_ID", "REQ_NONCE", "REQ_TIME", "REQ_COUNT"]
-    mac_head = cbor2.dumps(WIRE["REQ_MAC"]) + cbor2.dumps(bytes(WIRE["MAC_BYTES"]))[:1]  # key, bstr head
-    assert _request_writes() == [cbor2.dumps(WIRE[k]) for k in keys] + [mac_head]
+    """0x05, 0x09, 18 18, then the crumb block's key (3a 00 01 00 00) and its byte-string head (58):
+    the keys in deterministic order, the block last."""
+    keys = ["REQ_AUDIENCE", "REQ_SCOPE", "REQ_CLIENT_ID"]
+    block = WIRE["BLOCK_TIME_BYTES"] + WIRE["BLOCK_COUNT_BYTES"] + WIRE["NONCE_MIN"] + WIRE["MAC_BYTES"]
+    block_head = cbor2.dumps(WIRE["REQ_CRUMB"]) + cbor2.dumps(bytes(block))[:1]  # key, then 0x58 (length follows)
+    assert _request_writes() == [cbor2.dumps(WIRE[k]) for k in keys] + [block_head]
+    assert cbor2.dumps(bytes(block))[1] == block  # the length byte the device appends: 27
 
 
 def test_content_type_and_refusal_codes_are_the_wire_ones():

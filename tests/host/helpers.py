@@ -9,7 +9,7 @@ from .conftest import NOW, OP, RES
 
 def claims(over: dict | None = None) -> dict:
     m = {CLAIM_SUB: "dev-0001", CLAIM_EXP: NOW + 60, CLAIM_IAT: NOW, CLAIM_CTI: b"\x01" * 8,
-         CLAIM_SCOPE: [[RES, OP]]}
+         CLAIM_SCOPE: cbor.dumps([[RES, OP]])}  # the scope claim: AIF in a byte string
     m.update(over or {})
     return m
 

@@ -94,8 +94,8 @@ def test_outer_structure_one_encoding():
 
 def test_oversize_and_bombs():
     res, op = RES, OP
-    for data in (b"\x82\x01" + b"\x81" * 5000, b"\x9b" + b"\xff" * 8, b"\x82\x01\x84\x5b" + b"\x7f" + b"\xff" * 7,
-                 b"\x81" * 4000, b"\x82\x01\x84\x40\xa0\x5a\xff\xff\xff\xff"):
+    for data in (b"\x82\x02" + b"\x81" * 5000, b"\x9b" + b"\xff" * 8, b"\x82\x02\x84\x5b" + b"\x7f" + b"\xff" * 7,
+                 b"\x81" * 4000, b"\x82\x02\x84\x40\xa0\x5a\xff\xff\xff\xff"):
         with pytest.raises((Malformed, TooLarge)):
             fresh().verify(data, res, op)
     with pytest.raises(TooLarge):

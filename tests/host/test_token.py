@@ -31,7 +31,7 @@ def test_size_of_typical_token(issuer):
     token = mint(issuer, sub="dev-0001", scope=[(RES, OP)], now=NOW)
     # 8-char subject, 15-char resource, one operation, exp, iat, 8-byte cti, kid.
     # A standard COSE_Sign1 over CWT claims cannot go below ~135 B (PROTOCOL.md §9).
-    assert len(token) == 139
+    assert len(token) == 140
 
 
 def test_single_use_is_replayed(issuer, make_verifier):
@@ -202,9 +202,10 @@ def test_non_canonical_payload_is_rejected_even_when_signed(issuer, make_verifie
 
 def test_unsupported_version(issuer, make_verifier):
     token = mint(issuer, scope=[(RES, OP)], now=NOW)
-    assert token[1] == 1
-    with pytest.raises(UnsupportedVersion):
-        make_verifier().verify(token[:1] + b"\x02" + token[2:], RES, OP)
+    assert token[1] == 2
+    for other in (b"\x01", b"\x03"):  # 1: the scope claim was the bare AIF array
+        with pytest.raises(UnsupportedVersion):
+            make_verifier().verify(token[:1] + other + token[2:], RES, OP)
 
 
 def test_too_large(issuer, make_verifier):
@@ -212,7 +213,7 @@ def test_too_large(issuer, make_verifier):
     with pytest.raises(TooLarge):
         make_verifier(max_token_bytes=100).verify(token, RES, OP)
     with pytest.raises(TooLarge):
-        make_verifier().verify(b"\x82\x01" + b"\x00" * 5000, RES, OP)
+        make_verifier().verify(b"\x82\x02" + b"\x00" * 5000, RES, OP)
 
 
 def test_revoked(issuer, make_verifier):

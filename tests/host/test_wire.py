@@ -63,12 +63,12 @@ def test_no_other_host_module_defines_a_wire_name():
 
 def test_issuer_tables_are_the_wire_tables():
     assert codes.CODES is wire.REFUSALS
-    assert codes.ISSUER_ONLY_CODES == ("unsupported_media_type", "bad_mac", "stale_time", "unknown_device",
-                                       "rate_limited", "internal_error")
+    assert codes.ISSUER_ONLY_CODES == ("unsupported_grant_type", "unsupported_media_type", "bad_mac", "stale_time",
+                                       "unknown_device", "rate_limited", "internal_error")
     assert set(wire.REFUSALS) - set(codes.ISSUER_ONLY_CODES) <= set(wire.ERROR_CODES)
     assert all(r.ace_error in wire.ACE_NAMES and 400 <= r.status < 600 for r in wire.REFUSALS.values())
     # The names other code imports from the issuer's modules are wire.py's objects.
-    for name in ("REQ_SCOPE", "REQ_CLIENT_ID", "REQ_MAC", "RESP_TIME", "ERR_CODE", "CBOR_TYPES", "JSON_TYPE",
+    for name in ("REQ_SCOPE", "REQ_CLIENT_ID", "REQ_CRUMB", "RESP_TIME", "ERR_CODE", "CBOR_TYPES", "JSON_TYPE",
                  "MAC_BYTES", "NONCE_MIN", "NONCE_MAX", "MAX_BATCH", "MAX_COUNT", "DEVICE_KEY_LABEL"):
         assert getattr(protocol, name) is getattr(wire, name), name
     assert app.COSE_KEY_SET_TYPE is wire.COSE_KEY_SET_TYPE
@@ -79,11 +79,22 @@ def test_token_error_classes_are_the_wire_codes():
 
 
 def test_request_key_encodings_the_parsers_rely_on():
-    """Every request key encodes in one byte but client_id (0x18 0x18), and the MAC's sorts last: the
-    device MACs as it writes, and the issuer's parsers compare key bytes (PROTOCOL.md §11.1-11.2)."""
-    keys = [wire.REQ_AUDIENCE, wire.REQ_SCOPE, wire.REQ_CLIENT_ID, wire.REQ_NONCE, wire.REQ_TIME, wire.REQ_COUNT,
-            wire.REQ_MAC]
+    """The request's keys in deterministic order: crumb's block (a private-use key, below -65536) sorts
+    after every registered one, so it ends the request and the MAC, its last bytes, ends the request
+    too: the device MACs as it writes (PROTOCOL.md §11.1-11.2)."""
+    keys = [wire.REQ_AUDIENCE, wire.REQ_SCOPE, wire.REQ_CLIENT_ID, wire.REQ_GRANT_TYPE, wire.REQ_ACE_PROFILE,
+            wire.REQ_CRUMB]
     encoded = [cbor.dumps(k) for k in keys]
-    assert encoded == sorted(encoded) and max(encoded) == cbor.dumps(wire.REQ_MAC)
-    assert [len(e) for e in encoded] == [1, 1, 2, 1, 1, 1, 1]
-    assert protocol._KEY_BYTES == {e[0]: k for e, k in zip(encoded, keys) if len(e) == 1}
+    assert encoded == sorted(encoded) and max(encoded) == cbor.dumps(wire.REQ_CRUMB)
+    assert [len(e) for e in encoded] == [1, 1, 2, 2, 2, 5]
+    assert wire.REQ_CRUMB < -65536  # the private-use range of the OAuth Parameters CBOR Mappings registry
+    assert protocol._KEY_AT == dict(zip(encoded, keys))
+
+
+def test_crumb_response_keys_are_private_use():
+    for key in (wire.RESP_TIME, wire.RESP_TOKENS, wire.RESP_USES, wire.ERR_CODE, wire.ERR_RETRY_AFTER):
+        assert key < -65536, key
+    # registered ACE parameters (RFC 9200 §8.10) where one fits
+    assert (wire.REQ_AUDIENCE, wire.REQ_SCOPE, wire.REQ_CLIENT_ID, wire.REQ_GRANT_TYPE, wire.REQ_ACE_PROFILE,
+            wire.RESP_ACCESS_TOKEN, wire.RESP_EXPIRES_IN, wire.RESP_TOKEN_TYPE, wire.ERR_ERROR,
+            wire.ERR_DESCRIPTION) == (5, 9, 24, 33, 38, 1, 2, 34, 30, 31)

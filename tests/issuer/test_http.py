@@ -14,8 +14,8 @@ from crumb import cbor
 from crumb.errors import ChainIncomplete
 from crumb.issuer.codes import CODES
 from crumb.issuer.protocol import (
-    REQ_CLIENT_ID, REQ_MAC, REQ_NONCE, REQ_SCOPE, REQ_TIME, build_json_request, build_request, mac_of,
-    parse_response,
+    MAC_BYTES, REQ_ACE_PROFILE, REQ_AUDIENCE, REQ_CLIENT_ID, REQ_CRUMB, REQ_GRANT_TYPE, REQ_SCOPE, aif_scope,
+    build_json_request, build_request, crumb_block, mac_of, parse_cbor_request, parse_response,
 )
 from crumb.services.keyset import parse_json
 from crumb.replay import MemoryReplayStore
@@ -80,7 +80,9 @@ def test_cbor_response_is_the_documented_map(served):
     assert r.status_code == 200 and r.headers["content-type"] == "application/ace+cbor"
     assert r.headers["cache-control"] == "no-store"
     m = cbor.loads(r.content, max_string=4096)
-    assert set(m) == {1, 2, -2, -6} and m[2] == 60 and m[-6] == 3 and isinstance(m[1], bytes)
+    # access_token, expires_in, token_type (Bearer), and crumb's time and uses (private-use keys)
+    assert set(m) == {1, 2, 34, -65537, -65539} and m[2] == 60 and m[34] == 1 and m[-65539] == 3
+    assert isinstance(m[1], bytes)
 
 
 def test_json_clients_get_json(served):
@@ -90,7 +92,8 @@ def test_json_clients_get_json(served):
     raw = post(served, build_json_request("dev-json", c.creds.key, [("/sensors/x", "read")]),
                {"content-type": "application/json"})
     doc = raw.json()
-    assert raw.status_code == 200 and set(doc) == {"access_token", "expires_in", "uses", "time"}
+    assert raw.status_code == 200 and set(doc) == {"access_token", "expires_in", "token_type", "uses", "time"}
+    assert doc["token_type"] == "Bearer"
 
 
 def test_batch_of_scopes_in_request_order(served):
@@ -173,9 +176,8 @@ def test_replayed_nonce(served):
     assert post(served, body).status_code == 200
     refusal(post(served, body), "replayed")
     # the same nonce with another time (and so another MAC) is still a replay
-    m = cbor.loads(body)
-    again = build_request("dev-replay", c.creds.key, [("/sensors/t", "read")], nonce=m[REQ_NONCE],
-                          now=m[REQ_TIME] + 1)
+    req = parse_cbor_request(body)
+    again = build_request("dev-replay", c.creds.key, [("/sensors/t", "read")], nonce=req.nonce, now=req.time + 1)
     refusal(post(served, again), "replayed")
 
 
@@ -250,33 +252,67 @@ def test_malformed_cbor(served, body, why):
 
 
 def _signed(key: bytes, m: dict) -> bytes:
-    m = {k: v for k, v in m.items() if k != REQ_MAC}
-    return cbor.dumps({**m, REQ_MAC: mac_of(key, cbor.dumps(m))})
+    """The request map m, encoded, with the MAC (its last bytes) made right for key."""
+    body = cbor.dumps(m)
+    return body[:-MAC_BYTES] + mac_of(key, body[:-MAC_BYTES])
 
 
 def test_malformed_structures_even_when_signed(served):
     c = served.client("dev-strict")
     key = c.creds.key
     good = cbor.loads(build_request("dev-strict", key, [("/sensors/t", "read")]))
+    req = parse_cbor_request(cbor.dumps(good))
     cases = [
-        {**good, 77: 1},                                        # unknown parameter
-        {k: v for k, v in good.items() if k != REQ_TIME},       # no time
-        {**good, REQ_NONCE: b"abc"},                             # nonce too short
-        {**good, REQ_SCOPE: [["/sensors/t", "read"]]},           # one scope in batch form
-        {**good, REQ_SCOPE: ["/sensors/t", "read", "x"]},
-        {**good, REQ_SCOPE: ["/sens*ors", "read"]},              # '*' in the middle
-        {**good, REQ_CLIENT_ID: "dev strict"},                   # bad id syntax
-        {**good, REQ_SCOPE: ["/sensors/t", 0]},                  # empty bitmask
-        {**good, -3: 1},                                         # count 1 is written as no count
+        {**good, 77: 1},                                                  # unknown parameter
+        {k: v for k, v in good.items() if k != REQ_CRUMB},               # no crumb block
+        {**good, REQ_CRUMB: crumb_block(req.time, 1, b"abc")},            # nonce too short
+        {**good, REQ_CRUMB: crumb_block(req.time, 0, req.nonce)},         # count 0
+        {**good, REQ_SCOPE: ["/sensors/t", "read"]},                      # a bare array (not text, not bytes)
+        {**good, REQ_SCOPE: "/sensors/t read"},                           # no '|'
+        {**good, REQ_SCOPE: "/sensors/t|read  /sensors/u|read"},          # two spaces
+        {**good, REQ_SCOPE: "/sens*ors|read"},                            # '*' in the middle
+        {**good, REQ_SCOPE: aif_scope([("/sensors/t", 0)])},              # empty bitmask
+        {**good, REQ_SCOPE: b"\x82\x01"},                                  # not AIF
+        {**good, REQ_SCOPE: aif_scope([("/sensors/t", "read")]) + b"\x00"},  # trailing byte in the AIF
+        {**good, REQ_CLIENT_ID: "dev strict"},                            # bad id syntax
+        {**good, REQ_AUDIENCE: ""},                                       # empty audience
+        {**good, REQ_ACE_PROFILE: 5},                                     # ace_profile is null in a request
     ]
     for m in cases:
         refusal(post(served, _signed(key, m)), "malformed")
-    valid = _signed(key, {**good, REQ_NONCE: os.urandom(8)})
+    refusal(post(served, _signed(key, {**good, REQ_GRANT_TYPE: 1})), "unsupported_grant_type")
+    valid = build_request("dev-strict", key, [("/sensors/t", "read")])
     refusal(post(served, valid + b"\x00"), "malformed")          # trailing byte
-    # non-preferred integer encoding of the time (0x1b + 8 bytes)
-    raw = _signed(key, {**good, REQ_NONCE: os.urandom(8)})
-    t = cbor.dumps(good[REQ_TIME])
-    refusal(post(served, raw.replace(b"\x21" + t, b"\x21\x1b" + good[REQ_TIME].to_bytes(8, "big"))), "malformed")
+    # the block's byte string with a non-preferred length head (0x59 + 2 bytes)
+    raw = build_request("dev-strict", key, [("/sensors/t", "read")])
+    head = raw.rindex(b"\x58\x1b")
+    refusal(post(served, raw[:head] + b"\x59\x00\x1b" + raw[head + 2:]), "malformed")
+
+
+def test_a_request_of_rfc_9200_parameters_gets_a_bearer_token(served):
+    # client_id, scope (AIF in a byte string), audience, grant_type client_credentials and
+    # ace_profile null: RFC 9200's names and types, plus crumb's authenticated block.
+    c = served.client("dev-ace")
+    body = build_request("dev-ace", c.creds.key, [("/ota/image", "GET")], audience="ota", aif=True,
+                         grant_type=True, ace_profile=True)
+    m = cbor.loads(body)
+    assert set(m) == {REQ_AUDIENCE, REQ_SCOPE, REQ_CLIENT_ID, REQ_GRANT_TYPE, REQ_ACE_PROFILE, REQ_CRUMB}
+    assert isinstance(m[REQ_SCOPE], bytes) and m[REQ_GRANT_TYPE] == 2 and m[REQ_ACE_PROFILE] is None
+    r = post(served, body)
+    assert r.status_code == 200, r.content
+    answer = cbor.loads(r.content)
+    assert answer[34] == 1 and isinstance(answer[1], bytes) and answer[2] > 0  # token_type Bearer
+    r = post(served, build_json_request("dev-ace", c.creds.key, [("/ota/image", "GET")], audience="ota"),
+             {"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["token_type"] == "Bearer"
+
+
+def test_every_refusal_status_is_one_the_mapping_documents():
+    # RFC 9200 §5.8.3: 400 for every error of a request; 413 and 415 are transport-level answers
+    # about the body; 500 and 503 the issuer failing (PROTOCOL.md §11.5 declares them).
+    assert {r.status for r in CODES.values()} <= {400, 413, 415, 500, 503}
+    assert {code for code, r in CODES.items() if r.status != 400} == {
+        "too_large", "unsupported_media_type", "store_unavailable", "internal_error"}
 
 
 def test_malformed_json(served):
@@ -287,6 +323,10 @@ def test_malformed_json(served):
 def test_unsupported_media_type(served):
     r = post(served, b"x", {"content-type": "text/plain"})
     refusal(r, "unsupported_media_type")
+    # a form-encoded OAuth request: still 415, and the answer names the formats that are accepted
+    r = post(served, b"grant_type=client_credentials", {"content-type": "application/x-www-form-urlencoded"})
+    message = refusal(r, "unsupported_media_type").message
+    assert "application/ace+cbor" in message and "application/json" in message
     r = post(served, b"x", {"content-type": "text/plain", "accept": "application/json"})
     assert r.headers["content-type"] == "application/json" and r.json()["code"] == "unsupported_media_type"
 
@@ -410,3 +450,25 @@ def test_a_verifier_fetching_keys_trusts_the_issuer(served):
     keys = FetchedKeys(f"{served.url}/keys")
     v = Verifier([], resolver=keys, replay=MemoryReplayStore(fence=False))
     assert v.verify(r.tokens[0][0], "/sensors/f", "read").claims.sub == "dev-fetch"
+
+
+def test_metrics_types_as_prometheus_reads_them(served):
+    # Parsed with prometheus_client's own text parser: every family has the type its name promises.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    served.client("dev-metrics").request([("/sensors/t", "read")])
+    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    expected = {
+        "crumb_issuer_requests": "counter", "crumb_issuer_tokens_issued": "counter",
+        "crumb_issuer_refusals": "counter", "crumb_issuer_token_request_duration_seconds": "histogram",
+        "crumb_issuer_policy_reloads": "counter", "crumb_issuer_policy_reload_errors": "counter",
+        "crumb_issuer_audit_records": "counter", "crumb_issuer_audit_commits": "counter",
+        "crumb_issuer_audit_failures": "counter", "crumb_issuer_devices_enrolled": "gauge",
+        "crumb_issuer_devices_revoked": "gauge", "crumb_issuer_key_info": "gauge",
+    }
+    assert {name: f.type for name, f in families.items()} == expected
+    for f in families.values():  # a counter's samples are its _total (the parser names the family without it)
+        if f.type == "counter":
+            assert {s.name for s in f.samples} <= {f.name + "_total", f.name + "_created"}, f.name
+    assert families["crumb_issuer_audit_records"].samples[0].value >= 1

@@ -55,7 +55,7 @@ def test_rate_limit_is_shared(pair):
     assert post(a.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")])).status_code == 200
     assert post(b.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")])).status_code == 200
     r = post(a.url, build_request("r-slow-1", creds.key, [("/slow/x", "read")]))
-    assert code(r) == "rate_limited" and r.status_code == 429
+    assert code(r) == "rate_limited" and r.status_code == 400
 
 
 def test_revocation_published_to_redis_reaches_every_process(pair, redis_server):

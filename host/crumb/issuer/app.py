@@ -252,17 +252,21 @@ class MetricsEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         issuer = self.issuer
-        gauges = {
-            "crumb_issuer_audit_records_total": ("Audit records committed by this process.",
+        more = {
+            "crumb_issuer_audit_records_total": ("counter", "Audit records committed by this process.",
                                                  [({}, issuer.audit.records)]),
-            "crumb_issuer_audit_commits_total": ("Audit group commits by this process.", [({}, issuer.audit.commits)]),
-            "crumb_issuer_audit_failures_total": ("Audit commits that failed.", [({}, issuer.audit.failures)]),
-            "crumb_issuer_devices_enrolled": ("Enrolled devices (registry).", [({}, len(issuer.registry.known))]),
-            "crumb_issuer_devices_revoked": ("Revoked devices (registry).", [({}, len(issuer.registry.revoked))]),
-            "crumb_issuer_key_info": ("Published issuer keys.",
+            "crumb_issuer_audit_commits_total": ("counter", "Audit group commits by this process.",
+                                                 [({}, issuer.audit.commits)]),
+            "crumb_issuer_audit_failures_total": ("counter", "Audit commits that failed.",
+                                                  [({}, issuer.audit.failures)]),
+            "crumb_issuer_devices_enrolled": ("gauge", "Enrolled devices (registry).",
+                                              [({}, len(issuer.registry.known))]),
+            "crumb_issuer_devices_revoked": ("gauge", "Revoked devices (registry).",
+                                             [({}, len(issuer.registry.revoked))]),
+            "crumb_issuer_key_info": ("gauge", "Published issuer keys.",
                                       [({"kid": k.kid.hex(), "status": s}, 1) for k, s in issuer.keyring.published()]),
         }
-        body = issuer.metrics.render(gauges).encode()
+        body = issuer.metrics.render(more).encode()
         await respond(send, 200, body, "text/plain; version=0.0.4; charset=utf-8")
         issuer.metrics.request("metrics", 200)
 

@@ -36,7 +36,9 @@ class Metrics:
         self.latency_sum += seconds
         self.latency_count += 1
 
-    def render(self, gauges: dict[str, tuple[str, list[tuple[dict, float]]]] | None = None) -> str:
+    def render(self, more: dict[str, tuple[str, str, list[tuple[dict, float]]]] | None = None) -> str:
+        """The exposition text; ``more`` adds families: name -> (type, help, samples). A name
+        ending in _total is a counter (it only increases), anything else a gauge."""
         out: list[str] = []
 
         def family(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
@@ -65,8 +67,8 @@ class Metrics:
                [({}, self.policy_reloads)])
         family("crumb_issuer_policy_reload_errors_total", "counter",
                "Policy file changes refused (the previous policy stays in force).", [({}, self.policy_reload_errors)])
-        for name, (help_, samples) in (gauges or {}).items():
-            family(name, "gauge", help_, samples)
+        for name, (kind, help_, samples) in (more or {}).items():
+            family(name, kind, help_, samples)
         return "\n".join(out) + "\n"
 
 

@@ -1,22 +1,21 @@
 """The /token wire format: requests, responses, the device MAC and key derivation.
 
-PROTOCOL.md ("Token endpoint") is the prose for this module. In short, a
-device request is one deterministic CBOR map (RFC 8949 §4.2.1):
+PROTOCOL.md §11 is the prose for this module. In short, a device request is
+one deterministic CBOR map (RFC 8949 §4.2.1) of ACE parameters (RFC 9200
+§5.8.1) and one crumb block under a private-use key:
 
-    {  5: audience (tstr, optional)         ACE "audience"
-       9: scope                              ACE "scope": [resource, permission]
-                                             or [[resource, permission], ...] (a batch)
-      24: client_id (tstr)                   ACE "client_id": the device id
-      -1: nonce (bstr, 6..16 bytes)          crumb: device nonce
-      -2: time (uint)                        crumb: device unix time, seconds
-      -3: count (uint, 2..32, optional)      crumb: n tokens for one scope
-      -4: mac (bstr, 16 bytes) }             crumb: HMAC-SHA256(device key, request
-                                             without -4)[:16]
+    {      5: audience (tstr, optional)        ACE "audience"
+           9: scope (tstr or bstr)             ACE "scope": "resource|op" entries
+                                               separated by spaces, or AIF in a bstr
+          24: client_id (tstr)                 ACE "client_id": the device id
+          33: 2 (optional)                     ACE "grant_type": client_credentials
+          38: null (optional)                  ACE "ace_profile"
+      -65537: block (bstr) }                   crumb: time (4 bytes) || count (1)
+                                               || nonce (6..16) || MAC (16)
 
-crumb's extensions use negative keys so they can never collide with a
-parameter ACE registers. In deterministic order the MAC (-4, 0x23) sorts
-after every other key, so the MAC input is the request with its map header
-decremented and the last 18 bytes removed: a device can MAC as it writes.
+The block's key sorts after every registered key, so it ends the request,
+and the MAC ends the block: MAC = HMAC-SHA256(device key, every byte of the
+request before it)[:16]. A device can MAC as it writes.
 """
 
 from __future__ import annotations
@@ -34,15 +33,16 @@ from ..errors import CrumbError, Malformed
 from ..keys import b64u, unb64u
 from ..scope import check_permission, check_resource
 from ..wire import (  # the request's keys and sizes are re-exported here: protocol.REQ_SCOPE etc.
-    ACE_NAMES, CBOR_TYPES, DEVICE_KEY_LABEL, ERR_CODE, ERR_DESCRIPTION, ERR_ERROR, ERR_RETRY_AFTER, JSON_TYPE,
-    MAC_BYTES, MAX_BATCH, MAX_CLIENT_ID, MAX_COUNT, MAX_PERMISSION_OPS, MAX_STRING, NONCE_MAX, NONCE_MIN,
-    REQ_AUDIENCE, REQ_CLIENT_ID, REQ_COUNT, REQ_MAC, REQ_NONCE, REQ_SCOPE, REQ_TIME, REST_METHODS,
-    RESP_ACCESS_TOKEN, RESP_EXPIRES_IN, RESP_TIME, RESP_TOKENS, RESP_USES,
+    ACE_NAMES, BLOCK_COUNT_BYTES, BLOCK_TIME_BYTES, CBOR_TYPES, DEVICE_KEY_LABEL, ERR_CODE, ERR_DESCRIPTION,
+    ERR_ERROR, ERR_RETRY_AFTER, GRANT_CLIENT_CREDENTIALS, JSON_TYPE, MAC_BYTES, MAX_BATCH, MAX_CLIENT_ID,
+    MAX_COUNT, MAX_PERMISSION_OPS, MAX_STRING, NONCE_MAX, NONCE_MIN, REQ_ACE_PROFILE, REQ_AUDIENCE,
+    REQ_CLIENT_ID, REQ_CRUMB, REQ_GRANT_TYPE, REQ_SCOPE, REST_METHODS, RESP_ACCESS_TOKEN, RESP_EXPIRES_IN,
+    RESP_TIME, RESP_TOKEN_TYPE, RESP_TOKENS, RESP_USES, SCOPE_ENTRY_SEPARATOR, SCOPE_OP_MARK,
+    SCOPE_OP_SEPARATOR, TOKEN_TYPE_BEARER,
 )
 from .codes import Refusal
 
 _DEVICE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:@-]{{0,{MAX_CLIENT_ID - 1}}}\Z")
-_ALLOWED_KEYS = frozenset((REQ_AUDIENCE, REQ_SCOPE, REQ_CLIENT_ID, REQ_NONCE, REQ_TIME, REQ_COUNT, REQ_MAC))
 
 Permission = Union[str, list, int]
 
@@ -129,8 +129,8 @@ class TokenRequest(NamedTuple):
     count: int              # tokens per scope (only with a single scope)
     audience: str | None
     mac: bytes
-    mac_input: bytes        # the canonical request without the MAC
-    batch: bool             # answer with the batch form (-5)
+    mac_input: bytes        # the canonical request before the MAC
+    batch: bool             # answer with the batch form (RESP_TOKENS)
 
     @property
     def n_tokens(self) -> int:
@@ -154,8 +154,8 @@ def _text(data: bytes, i: int, what: str, limit: int) -> tuple[str, int]:
     mt, length, i = _head(data, i)
     if mt != 3:
         raise _malformed(f"{what} is a text string")
-    if length > limit:
-        raise _malformed(f"{what} is at most {limit} bytes")
+    if not 1 <= length <= limit:
+        raise _malformed(f"{what} is 1 to {limit} bytes")
     end = i + length
     if end > len(data):
         raise _malformed(f"truncated {what}")
@@ -165,76 +165,107 @@ def _text(data: bytes, i: int, what: str, limit: int) -> tuple[str, int]:
         raise _malformed(f"{what} is not valid UTF-8") from None
 
 
-def _bytes(data: bytes, i: int, what: str) -> tuple[bytes, int]:
-    mt, length, i = _head(data, i)
-    if mt != 2:
-        raise _malformed(f"{what} is a byte string")
-    end = i + length
-    if end > len(data):
-        raise _malformed(f"truncated {what}")
-    return data[i:end], end
+# The scope (REQ_SCOPE): RFC 9200 §5.8.1 takes a text or a byte string.
+# Text: entries separated by one space, each "resource|operation[,operation...]"
+# (PROTOCOL.md §11.3). Bytes: the AIF array (RFC 9237), CBOR-encoded, as in
+# a token's scope claim. Either way at most MAX_BATCH entries; more than one
+# asks for a batch.
+MAX_TEXT_SCOPE = MAX_BATCH * (MAX_STRING + 2)
 
 
-def _uint(data: bytes, i: int, what: str) -> tuple[int, int]:
-    mt, value, i = _head(data, i)
-    if mt != 0:
-        raise _malformed(f"{what} is an unsigned integer")
-    return value, i
+def parse_text_scope(text: str) -> list:
+    """[(resource, permission)] from a text scope; Refusal (malformed) otherwise."""
+    entries = text.split(SCOPE_ENTRY_SEPARATOR)
+    if not 1 <= len(entries) <= MAX_BATCH:
+        raise _malformed(f"a scope holds 1 to {MAX_BATCH} entries")
+    out = []
+    for entry in entries:
+        resource, mark, ops = entry.partition(SCOPE_OP_MARK)
+        names = ops.split(SCOPE_OP_SEPARATOR)
+        if not mark or not resource or SCOPE_OP_MARK in ops or not 1 <= len(names) <= MAX_PERMISSION_OPS:
+            raise _malformed(f"a text scope entry is resource{SCOPE_OP_MARK}operation"
+                             f"[{SCOPE_OP_SEPARATOR}operation...], entries separated by one space")
+        out.append((resource, names[0] if len(names) == 1 else names))
+    return _checked_scope(out)
 
 
-def _permission(data: bytes, i: int) -> tuple[Permission, int]:
-    mt = data[i] >> 5
-    if mt == 3:
-        return _text(data, i, "an operation", MAX_STRING)
-    if mt == 0:
-        return _uint(data, i, "a method bitmask")
-    if mt == 4:
-        _, length, i = _head(data, i)
-        if not 2 <= length <= MAX_PERMISSION_OPS:
-            raise _malformed(f"a permission array holds 2 to {MAX_PERMISSION_OPS} operations")
-        ops = []
-        for _ in range(length):
-            op, i = _text(data, i, "an operation", MAX_STRING)
-            ops.append(op)
-        return ops, i
-    raise _malformed("a permission is an operation, an array of operations or a method bitmask")
+def parse_aif_scope(data: bytes) -> list:
+    """[(resource, permission)] from the AIF array in a byte-string scope."""
+    try:
+        value = cbor.loads(data, max_depth=3, max_items=MAX_BATCH)
+    except Malformed as e:
+        raise _malformed(f"the scope's AIF: {e.message}") from None
+    if type(value) is not list or not 1 <= len(value) <= MAX_BATCH:
+        raise _malformed(f"an AIF scope is an array of 1 to {MAX_BATCH} [resource, permission] entries")
+    out = []
+    for entry in value:
+        if type(entry) is not list or len(entry) != 2:
+            raise _malformed("an AIF scope entry is [resource, permission]")
+        out.append((entry[0], entry[1]))
+    return _checked_scope(out)
 
 
-def _scope(data: bytes, i: int) -> tuple[list, bool, int]:
-    mt, length, i = _head(data, i)
-    if mt != 4:
-        raise _malformed("scope is [resource, permission] or an array of them")
-    if data[i] >> 5 == 3:  # [resource, permission]: one scope
-        if length != 2:
-            raise _malformed("a scope entry is [resource, permission]")
-        resource, i = _text(data, i, "a resource", MAX_STRING)
-        perm, i = _permission(data, i)
-        return [(resource, perm)], False, i
-    if not 2 <= length <= MAX_BATCH:
-        raise _malformed(f"a batch scope holds 2 to {MAX_BATCH} entries (one scope is written as [resource, permission])")
+def _checked_scope(scopes: list) -> list:
+    try:
+        for resource, perm in scopes:
+            check_resource(resource)
+            check_permission(perm)
+    except CrumbError as e:
+        raise _malformed(e.message) from None
+    return scopes
+
+
+def text_scope(scopes: list) -> str | None:
+    """The text form of [(resource, permission)], or None when it cannot carry it
+    (a method bitmask, or a name with a space, '|' or ',')."""
     entries = []
-    for _ in range(length):
-        mt, pair, i = _head(data, i)
-        if mt != 4 or pair != 2:
-            raise _malformed("a scope entry is [resource, permission]")
-        resource, i = _text(data, i, "a resource", MAX_STRING)
-        perm, i = _permission(data, i)
-        entries.append((resource, perm))
-    return entries, True, i
+    for resource, perm in scopes:
+        names = [perm] if isinstance(perm, str) else perm
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return None
+        for part in (resource, *names):
+            if any(c in part for c in (SCOPE_ENTRY_SEPARATOR, SCOPE_OP_MARK, SCOPE_OP_SEPARATOR)):
+                return None
+        entries.append(resource + SCOPE_OP_MARK + SCOPE_OP_SEPARATOR.join(names))
+    return SCOPE_ENTRY_SEPARATOR.join(entries)
 
 
-# Request keys by their encoded byte (all one byte but client_id, 0x18 0x18).
-_KEY_BYTES = {cbor.dumps(key)[0]: key for key in sorted(_ALLOWED_KEYS - {REQ_CLIENT_ID})}
+def aif_scope(scopes: list) -> bytes:
+    """The byte-string form of [(resource, permission)]: the AIF array, CBOR-encoded."""
+    return cbor.dumps([[r, list(p) if isinstance(p, tuple) else p] for r, p in scopes])
+
+
+# The crumb block (REQ_CRUMB): time (4 bytes) || count (1) || nonce || MAC.
+BLOCK_MIN = BLOCK_TIME_BYTES + BLOCK_COUNT_BYTES + NONCE_MIN + MAC_BYTES
+BLOCK_MAX = BLOCK_TIME_BYTES + BLOCK_COUNT_BYTES + NONCE_MAX + MAC_BYTES
+_BLOCK_KEY = cbor.dumps(REQ_CRUMB)   # 0x3a 0x00 0x01 0x00 0x00: sorts after every registered key
+
+
+def crumb_block(time_: int, count: int, nonce: bytes, mac: bytes = bytes(MAC_BYTES)) -> bytes:
+    return time_.to_bytes(BLOCK_TIME_BYTES, "big") + bytes((count,)) + nonce + mac
+
+
+def _block(value: bytes) -> tuple[int, int, bytes, bytes]:
+    """(time, count, nonce, mac) from the crumb block; Refusal otherwise."""
+    if not BLOCK_MIN <= len(value) <= BLOCK_MAX:
+        raise _malformed(f"the crumb block ({REQ_CRUMB}) is {BLOCK_MIN} to {BLOCK_MAX} bytes: "
+                         f"time ({BLOCK_TIME_BYTES}), count (1), nonce ({NONCE_MIN}-{NONCE_MAX}), mac ({MAC_BYTES})")
+    count = value[BLOCK_TIME_BYTES]
+    if not 1 <= count <= MAX_COUNT:
+        raise _malformed(f"count is 1 to {MAX_COUNT}")
+    return (int.from_bytes(value[:BLOCK_TIME_BYTES], "big"), count,
+            value[BLOCK_TIME_BYTES + 1:-MAC_BYTES], value[-MAC_BYTES:])
+
+
+# Request keys by their encoded bytes, in deterministic order (RFC 8949 §4.2.1:
+# bytewise lexicographic order of the encoded keys).
+_KEYS = sorted(((cbor.dumps(k), k) for k in (REQ_AUDIENCE, REQ_SCOPE, REQ_CLIENT_ID, REQ_GRANT_TYPE,
+                                               REQ_ACE_PROFILE, REQ_CRUMB)))
+_KEY_AT = {enc: k for enc, k in _KEYS}
 
 
 def parse_cbor_request(data: bytes) -> TokenRequest:
-    """Decode a device request strictly (deterministic CBOR, known keys, bounded).
-
-    Two implementations, no more: _parse_common, the fast path for the one
-    shape devices send, and _parse_cbor, the general parser, which decides
-    everything the fast path steps aside from. A differential test holds the
-    fast path to the general one (tests/issuer/test_differential.py).
-    """
+    """Decode a device request strictly (deterministic CBOR, known keys, bounded)."""
     try:
         common = _parse_common(data)
     except IndexError:  # runs past the end: the general parser says where
@@ -266,60 +297,47 @@ def _short_text(data: bytes, i: int, limit: int) -> tuple[str, int] | None:
         return None
 
 
+# The common request's tail: the block's key and head for a 6-byte nonce, then the block.
+_COMMON_BLOCK = BLOCK_MIN
+_COMMON_TAIL = _BLOCK_KEY + b"\x58" + bytes((_COMMON_BLOCK,))
+
+
 def _parse_common(data: bytes) -> TokenRequest | None:
     """The request nearly every device sends, or None to leave it to the general parser.
 
-    {9: [resource, operation or method mask], 24: client_id, -1: nonce,
-    -2: time (4-byte uint), -4: mac}, its key bytes written out (those of
-    wire.REQ_*: a test checks build_request's requests take this path).
-    Whatever this returns, _parse_cbor returns too for the same bytes (a
-    differential test checks it); it only skips the general parser's
-    per-field dispatch, which was the largest single cost of a token request
-    after the signature.
+    {9: "resource|operation", 24: client_id, -65537: block with a 6-byte
+    nonce and a count of 1}. Whatever this returns, _parse_cbor returns too
+    for the same bytes (tests/issuer/test_differential.py checks it); it only
+    skips the general parser's per-field dispatch, which was the largest
+    single cost of a token request after the signature.
     """
     n = len(data)
-    if n < 40 or data[0] != 0xA5 or data[1] != 0x09 or data[2] != 0x82 or data[n - 18] != 0x23 \
-            or data[n - 17] != 0x50:
+    tail = n - _COMMON_BLOCK - len(_COMMON_TAIL)
+    if n < 48 or data[0] != 0xA3 or data[1] != 0x09 or data[tail:n - _COMMON_BLOCK] != _COMMON_TAIL:
         return None
-    got = _short_text(data, 3, MAX_STRING)
+    got = _short_text(data, 2, MAX_STRING)
     if got is None:
         return None
-    resource, i = got
-    h = data[i]
-    if h >> 5 == 3:
-        got = _short_text(data, i, MAX_STRING)
-        if got is None:
-            return None
-        perm, i = got
-    elif 1 <= h <= 0x17:
-        perm, i = h, i + 1
-    elif h == 0x18 and data[i + 1] >= 24:
-        perm, i = data[i + 1], i + 2
-    else:
-        return None
+    scope, i = got
     if data[i] != 0x18 or data[i + 1] != 0x18:
         return None
     got = _short_text(data, i + 2, MAX_CLIENT_ID)
-    if got is None:
+    if got is None or got[1] != tail:
         return None
-    client_id, i = got
-    h = data[i + 1]
-    if data[i] != 0x20 or not 0x40 + NONCE_MIN <= h <= 0x40 + NONCE_MAX:
-        return None
-    end = i + 2 + h - 0x40
-    if end + 6 != n - 18 or data[end] != 0x21 or data[end + 1] != 0x1A:
-        return None
-    time_ = int.from_bytes(data[end + 2:end + 6], "big")
-    if time_ < 0x10000 or not _DEVICE_ID.match(client_id):
+    client_id = got[0]
+    resource, mark, op = scope.partition(SCOPE_OP_MARK)
+    b = n - _COMMON_BLOCK
+    if (not mark or SCOPE_ENTRY_SEPARATOR in scope or SCOPE_OP_SEPARATOR in op or SCOPE_OP_MARK in op
+            or data[b + BLOCK_TIME_BYTES] != 1 or not _DEVICE_ID.match(client_id)):
         return None
     try:
         check_resource(resource)
-        check_permission(perm)
+        check_permission(op)
     except CrumbError:
         return None
-    mac_at = n - 18
-    return TokenRequest(client_id, [(resource, perm)], data[i + 2:end], time_, 1, None, data[mac_at + 2:],
-                        b"\xa4" + data[1:mac_at], False)
+    return TokenRequest(client_id, [(resource, op)], data[b + BLOCK_TIME_BYTES + 1:n - MAC_BYTES],
+                        int.from_bytes(data[b:b + BLOCK_TIME_BYTES], "big"), 1, None, data[n - MAC_BYTES:],
+                        data[:n - MAC_BYTES], False)
 
 
 def _parse_cbor(data: bytes) -> TokenRequest:
@@ -328,184 +346,201 @@ def _parse_cbor(data: bytes) -> TokenRequest:
     count = first & 31
     if first >> 5 != 5 or count >= 24:
         raise _malformed("a token request is a CBOR map")
-    if count > len(_ALLOWED_KEYS):
-        raise _malformed(f"a token request has at most {len(_ALLOWED_KEYS)} parameters")
+    if count > len(_KEYS):
+        raise _malformed(f"a token request has at most {len(_KEYS)} parameters")
     i = 1
-    last = -1  # encoded key bytes are all below 0x24 and strictly increasing
+    last = b""
     fields: dict[int, Any] = {}
-    mac_at = -1
-    batch = False
     for _ in range(count):
         start = i
-        kb = data[i]
-        if kb == 0x18:
-            if data[i + 1] != 0x18:
-                raise _malformed(f"unknown or non-preferred request parameter at offset {start}")
-            key, order, i = REQ_CLIENT_ID, 0x1818, i + 2
-        else:
-            key = _KEY_BYTES.get(kb)
-            if key is None:
-                raise _malformed(f"unknown request parameter at offset {start}")
-            order, i = kb << 8, i + 1
-        if order <= last:
+        size = 1 if data[i] < 0x18 else 2 if data[i] == 0x18 else 5
+        enc = data[i:i + size]
+        key = _KEY_AT.get(enc)
+        if key is None:
+            raise _malformed(f"unknown or non-preferred request parameter at offset {start}")
+        if enc <= last:
             raise _malformed(f"request parameter {key} is duplicate or out of deterministic order")
-        last = order
-        if key == REQ_NONCE:
-            fields[key], i = _bytes(data, i, "nonce")
-        elif key == REQ_TIME:
-            fields[key], i = _uint(data, i, "time")
-        elif key == REQ_SCOPE:
-            fields[key], batch, i = _scope(data, i)
+        last, i = enc, i + size
+        if key == REQ_SCOPE:
+            mt, length, i = _head(data, i)
+            if mt not in (2, 3) or not 1 <= length <= MAX_TEXT_SCOPE or i + length > n:
+                raise _malformed("scope is a text string or a byte string holding AIF")
+            raw, i = data[i:i + length], i + length
+            if mt == 2:
+                fields[key] = parse_aif_scope(raw)
+            else:
+                try:
+                    fields[key] = parse_text_scope(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise _malformed("scope is not valid UTF-8") from None
         elif key == REQ_CLIENT_ID:
             fields[key], i = _text(data, i, "client_id", MAX_CLIENT_ID)
-        elif key == REQ_MAC:
-            mac_at = start
-            fields[key], i = _bytes(data, i, "mac")
         elif key == REQ_AUDIENCE:
             fields[key], i = _text(data, i, "audience", MAX_STRING)
-        else:
-            fields[key], i = _uint(data, i, "count")
+        elif key == REQ_GRANT_TYPE:
+            mt, value, i = _head(data, i)
+            if mt != 0 or value != GRANT_CLIENT_CREDENTIALS:
+                raise Refusal("unsupported_grant_type", "grant_type is client_credentials "
+                              f"({GRANT_CLIENT_CREDENTIALS}), the only grant crumb issues")
+        elif key == REQ_ACE_PROFILE:
+            if data[i] != 0xF6:
+                raise _malformed("ace_profile in a request is null (asking which profile; crumb has one)")
+            i += 1
+        else:  # REQ_CRUMB, the last key there can be
+            mt, length, i = _head(data, i)
+            if mt != 2 or i + length != n:
+                raise _malformed(f"the crumb block ({REQ_CRUMB}) is a byte string that ends the request")
+            fields[key] = _block(data[i:n])
+            i = n
     if i != n:
         raise _malformed(f"{n - i} trailing bytes after the request")
-    # -4 sorts last, so the MAC input is everything before it under a header one smaller.
-    mac_input = bytes((0xA0 | (count - 1),)) + data[1:mac_at] if mac_at > 0 else b""
-    return _finish(fields, mac_input, batch)
+    return _finish(fields, data[:n - MAC_BYTES] if REQ_CRUMB in fields else b"")
 
 
-def _finish(fields: dict, mac_input: bytes, batch: bool) -> TokenRequest:
-    for key, name in ((REQ_CLIENT_ID, "client_id"), (REQ_SCOPE, "scope"), (REQ_NONCE, "nonce"),
-                      (REQ_TIME, "time"), (REQ_MAC, "mac")):
+def _finish(fields: dict, mac_input: bytes) -> TokenRequest:
+    for key, name in ((REQ_CLIENT_ID, "client_id"), (REQ_SCOPE, "scope"), (REQ_CRUMB, f"crumb block ({REQ_CRUMB})")):
         if key not in fields:
             raise _malformed(f"the request has no {name}")
     client_id = fields[REQ_CLIENT_ID]
     if not _DEVICE_ID.match(client_id):
         raise _malformed(f"client_id is 1-{MAX_CLIENT_ID} characters of A-Z a-z 0-9 . _ : @ -")
-    nonce, mac = fields[REQ_NONCE], fields[REQ_MAC]
-    if not NONCE_MIN <= len(nonce) <= NONCE_MAX:
-        raise _malformed(f"the nonce is {NONCE_MIN} to {NONCE_MAX} bytes")
-    if len(mac) != MAC_BYTES:
-        raise _malformed(f"the mac is {MAC_BYTES} bytes")
+    time_, count, nonce, mac = fields[REQ_CRUMB]
     scopes = fields[REQ_SCOPE]
-    try:
-        for resource, perm in scopes:
-            check_resource(resource)
-            check_permission(perm)
-    except CrumbError as e:
-        raise _malformed(e.message) from None
-    count = fields.get(REQ_COUNT, 1)
-    if REQ_COUNT in fields:
-        if not 2 <= count <= MAX_COUNT:
-            raise _malformed(f"count is 2 to {MAX_COUNT} (absent means 1)")
-        if batch:
-            raise _malformed("count applies to a single scope, not to a batch of scopes")
-        batch = True
-    return TokenRequest(client_id, scopes, nonce, fields[REQ_TIME], count, fields.get(REQ_AUDIENCE),
-                        mac, mac_input, batch)
+    if count > 1 and len(scopes) > 1:
+        raise _malformed("count applies to a single scope, not to several")
+    return TokenRequest(client_id, scopes, nonce, time_, count, fields.get(REQ_AUDIENCE), mac, mac_input,
+                        count > 1 or len(scopes) > 1)
 
 
-# JSON: the same request with names instead of numbers, bytes as base64url.
-_JSON_KEYS = {"client_id": REQ_CLIENT_ID, "audience": REQ_AUDIENCE, "scope": REQ_SCOPE,
-              "nonce": REQ_NONCE, "time": REQ_TIME, "count": REQ_COUNT, "mac": REQ_MAC}
-
-
-def _json_scope(value: object) -> tuple[list, bool]:
-    def perm(p: object) -> Permission:
-        if isinstance(p, bool) or not isinstance(p, (str, int, list)):
-            raise _malformed("a permission is an operation, an array of operations or a method bitmask")
-        if isinstance(p, list) and (not 2 <= len(p) <= MAX_PERMISSION_OPS or not all(isinstance(o, str) for o in p)):
-            raise _malformed(f"a permission array holds 2 to {MAX_PERMISSION_OPS} operations")
-        return p
-
-    if not isinstance(value, list) or not value:
-        raise _malformed("scope is [resource, permission] or an array of them")
-    if isinstance(value[0], str):
-        if len(value) != 2:
-            raise _malformed("a scope entry is [resource, permission]")
-        return [(value[0], perm(value[1]))], False
-    if not 2 <= len(value) <= MAX_BATCH:
-        raise _malformed(f"a batch scope holds 2 to {MAX_BATCH} entries")
+# JSON: the same request with names instead of numbers, bytes as base64url; the
+# MAC is over the canonical CBOR of the same request (build_request's bytes).
+def _json_scope(value: object) -> list:
+    if isinstance(value, str):
+        if len(value.encode()) > MAX_TEXT_SCOPE:
+            raise _malformed("scope is too long")
+        return parse_text_scope(value)
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
+        raise _malformed(f"scope is text or an AIF array of 1 to {MAX_BATCH} [resource, permission] entries")
     out = []
     for entry in value:
-        if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str):
-            raise _malformed("a scope entry is [resource, permission]")
-        out.append((entry[0], perm(entry[1])))
-    return out, True
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise _malformed("an AIF scope entry is [resource, permission]")
+        perm = entry[1]
+        if isinstance(perm, bool) or not isinstance(perm, (str, int, list)):
+            raise _malformed("a permission is an operation, an array of operations or a method bitmask")
+        out.append((entry[0], perm))
+    return _checked_scope(out)
+
+
+def _b64(value: object, name: str) -> bytes:
+    try:
+        raw = unb64u(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None:
+        raise _malformed(f"{name} is base64url text without padding")
+    return raw
+
+
+def _json_uint(value: object, name: str, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise _malformed(f"{name} is an integer from 0 to {limit}")
+    return value
+
+
+_JSON_NAMES = ("client_id", "audience", "scope", "grant_type", "ace_profile", "nonce", "time", "count", "mac")
 
 
 def parse_json_request(data: bytes) -> TokenRequest:
-    """A non-device client's request: JSON names, base64url bytes, the same MAC."""
+    """A non-device client's request: ACE's JSON names, crumb's nonce, time, count and mac, the same MAC."""
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):
         raise _malformed("the body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise _malformed("a token request is a JSON object")
-    fields: dict[int, Any] = {}
-    batch = False
-    for name, value in doc.items():
-        key = _JSON_KEYS.get(name)
-        if key is None:
-            raise _malformed(f"unknown request parameter {name!r}")
-        if key in (REQ_CLIENT_ID, REQ_AUDIENCE):
-            if not isinstance(value, str) or len(value.encode()) > (MAX_CLIENT_ID if key == REQ_CLIENT_ID else MAX_STRING):
-                raise _malformed(f"{name} is a short text string")
-            fields[key] = value
-        elif key in (REQ_NONCE, REQ_MAC):
-            try:
-                fields[key] = unb64u(value) if isinstance(value, str) else None
-            except ValueError:
-                fields[key] = None
-            if fields[key] is None:
-                raise _malformed(f"{name} is base64url text without padding")
-        elif key in (REQ_TIME, REQ_COUNT):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
-                raise _malformed(f"{name} is an unsigned integer")
-            fields[key] = value
-        else:
-            fields[key], batch = _json_scope(value)
-    canonical = {k: v for k, v in fields.items() if k != REQ_MAC}
-    if REQ_SCOPE in canonical:
-        canonical[REQ_SCOPE] = _wire_scope(canonical[REQ_SCOPE], batch)
-    return _finish(fields, cbor.dumps(canonical), batch)
+    unknown = sorted(set(doc) - set(_JSON_NAMES))
+    if unknown:
+        raise _malformed(f"unknown request parameter {unknown[0]!r}")
+    for name in ("client_id", "scope", "nonce", "time", "mac"):
+        if name not in doc:
+            raise _malformed(f"the request has no {name}")
+    client_id, audience = doc["client_id"], doc.get("audience")
+    if not isinstance(client_id, str) or not _DEVICE_ID.match(client_id):
+        raise _malformed(f"client_id is 1-{MAX_CLIENT_ID} characters of A-Z a-z 0-9 . _ : @ -")
+    if audience is not None and (not isinstance(audience, str) or not _encodable(audience)
+                                 or not 1 <= len(audience.encode()) <= MAX_STRING):
+        raise _malformed(f"audience is 1 to {MAX_STRING} bytes of text")
+    if "grant_type" in doc and doc["grant_type"] != "client_credentials":
+        raise Refusal("unsupported_grant_type", "grant_type is client_credentials, the only grant crumb issues")
+    if "ace_profile" in doc and doc["ace_profile"] is not None:
+        raise _malformed("ace_profile in a request is null")
+    nonce, mac = _b64(doc["nonce"], "nonce"), _b64(doc["mac"], "mac")
+    time_ = _json_uint(doc["time"], "time", 2 ** (8 * BLOCK_TIME_BYTES) - 1)
+    count = _json_uint(doc.get("count", 1), "count", MAX_COUNT)
+    if not NONCE_MIN <= len(nonce) <= NONCE_MAX or len(mac) != MAC_BYTES or count < 1:
+        raise _malformed(f"nonce is {NONCE_MIN}-{NONCE_MAX} bytes, mac {MAC_BYTES}, count 1-{MAX_COUNT}")
+    scopes = _json_scope(doc["scope"])
+    canonical = _request_map(client_id, doc["scope"] if isinstance(doc["scope"], str) else aif_scope(scopes),
+                             audience, "grant_type" in doc, "ace_profile" in doc, crumb_block(time_, count, nonce))
+    fields: dict[int, Any] = {REQ_CLIENT_ID: client_id, REQ_SCOPE: scopes, REQ_CRUMB: (time_, count, nonce, mac)}
+    if audience is not None:
+        fields[REQ_AUDIENCE] = audience
+    return _finish(fields, canonical[:-MAC_BYTES])
 
 
-def _wire_scope(scopes: list, batch: bool) -> list:
-    if not batch and len(scopes) == 1:
-        return [scopes[0][0], scopes[0][1]]
-    return [[r, p] for r, p in scopes]
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: JSON can carry it, UTF-8 cannot
+        return False
+    return True
+
+
+def _request_map(client_id: str, scope: str | bytes, audience: str | None, grant_type: bool, ace_profile: bool,
+                 block: bytes) -> bytes:
+    m: dict[int, Any] = {REQ_CLIENT_ID: client_id, REQ_SCOPE: scope, REQ_CRUMB: block}
+    if audience is not None:
+        m[REQ_AUDIENCE] = audience
+    if grant_type:
+        m[REQ_GRANT_TYPE] = GRANT_CLIENT_CREDENTIALS
+    if ace_profile:
+        m[REQ_ACE_PROFILE] = None
+    return cbor.dumps(m)
 
 
 def build_request(device_id: str, device_key: bytes, scopes: list, *, count: int = 1,
                   audience: str | None = None, nonce: bytes | None = None,
-                  now: int | None = None, nonce_bytes: int = 8) -> bytes:
+                  now: int | None = None, nonce_bytes: int = NONCE_MIN, aif: bool = False,
+                  grant_type: bool = False, ace_profile: bool = False) -> bytes:
     """Build a signed CBOR request (what ucrumb does on the device).
 
-    ``scopes`` is ``[(resource, permission)]``; one entry is the compact
-    single form, several are a batch.
+    ``scopes`` is ``[(resource, permission)]``, in the text form unless
+    ``aif`` or the text form cannot carry it (then the AIF byte string).
+    ``grant_type`` and ``ace_profile`` add RFC 9200's optional parameters.
     """
-    m: dict[int, Any] = {
-        REQ_CLIENT_ID: device_id,
-        REQ_SCOPE: _wire_scope(list(scopes), len(scopes) > 1),
-        REQ_NONCE: nonce if nonce is not None else os.urandom(nonce_bytes),
-        REQ_TIME: int(time.time()) if now is None else now,
-    }
-    if audience is not None:
-        m[REQ_AUDIENCE] = audience
-    if count != 1:
-        m[REQ_COUNT] = count
-    body = cbor.dumps(m)
-    m[REQ_MAC] = mac_of(device_key, body)
-    return cbor.dumps(m)
+    text = None if aif else text_scope(list(scopes))
+    nonce = nonce if nonce is not None else os.urandom(nonce_bytes)
+    block = crumb_block(int(time.time()) if now is None else now, count, nonce)
+    body = _request_map(device_id, text if text is not None else aif_scope(list(scopes)), audience,
+                        grant_type, ace_profile, block)
+    return body[:-MAC_BYTES] + mac_of(device_key, body[:-MAC_BYTES])
 
 
 def build_json_request(device_id: str, device_key: bytes, scopes: list, *, count: int = 1,
                        audience: str | None = None, nonce: bytes | None = None,
-                       now: int | None = None) -> bytes:
+                       now: int | None = None, aif: bool = False) -> bytes:
     """The JSON form of build_request (same MAC, over the canonical CBOR)."""
-    m = cbor.loads(build_request(device_id, device_key, scopes, count=count, audience=audience,
-                                 nonce=nonce, now=now))
-    names = {v: k for k, v in _JSON_KEYS.items()}
-    doc = {names[k]: (b64u(v) if isinstance(v, bytes) else v) for k, v in m.items()}
+    body = build_request(device_id, device_key, scopes, count=count, audience=audience, nonce=nonce, now=now, aif=aif)
+    req = parse_cbor_request(body)
+    doc: dict[str, Any] = {"client_id": device_id,
+                           "scope": text_scope(req.scopes) if not aif and text_scope(req.scopes) is not None
+                           else [[r, p] for r, p in req.scopes],
+                           "nonce": b64u(req.nonce), "time": req.time, "mac": b64u(req.mac)}
+    if count != 1:
+        doc["count"] = count
+    if audience is not None:
+        doc["audience"] = audience
     return json.dumps(doc).encode()
 
 
@@ -524,34 +559,42 @@ _u = encode_uint
 
 
 def token_response_cbor(issued: list[Issued], now: int, batch: bool) -> bytes:
-    """{1: token, 2: expires_in, -2: time, ?-6: uses} or {-2: time, -5: [[token, expires_in, uses], ...]}.
+    """{1: token, 2: expires_in, 34: Bearer, -65537: time, ?-65539: uses}, or for a
+    batch {34: Bearer, -65537: time, -65538: [[token, expires_in, uses], ...]}.
 
-    Written by hand in deterministic key order (1, 2, -2, -5, -6): this is
-    on every response, and the generic encoder sorts maps every time. It is
-    the fast path of cbor.dumps over the same map (keys: wire.RESP_*), held
-    to it by a differential test (tests/issuer/test_differential.py).
+    Written by hand in deterministic key order (1, 2, 34, then crumb's
+    private-use keys): this is on every response, and the generic encoder
+    sorts maps every time. It is the fast path of cbor.dumps over the same map
+    (keys: wire.RESP_*), held to it by a differential test
+    (tests/issuer/test_differential.py).
     """
     if batch:
         n = len(issued)  # at most MAX_BATCH, so a one- or two-byte array head
         items = bytearray(bytes((0x80 | n,)) if n < 24 else bytes((0x98, n)))
         for it in issued:
             items += b"\x83" + cbor.bstr_head(len(it.token)) + it.token + _u(it.expires_in) + _u(it.uses)
-        return b"\xa2\x21" + _u(now) + b"\x24" + bytes(items)
+        return b"\xa3" + _TYPE + _TIME + _u(now) + _TOKENS + bytes(items)
     it = issued[0]
-    head = b"\xa4\x01" if it.uses != 1 else b"\xa3\x01"
-    out = head + cbor.bstr_head(len(it.token)) + it.token + b"\x02" + _u(it.expires_in) + b"\x21" + _u(now)
+    head = b"\xa5\x01" if it.uses != 1 else b"\xa4\x01"
+    out = head + cbor.bstr_head(len(it.token)) + it.token + b"\x02" + _u(it.expires_in) + _TYPE + _TIME + _u(now)
     if it.uses != 1:
-        out += b"\x25" + _u(it.uses)
+        out += _USES + _u(it.uses)
     return out
+
+
+_TYPE = cbor.dumps(RESP_TOKEN_TYPE) + cbor.dumps(TOKEN_TYPE_BEARER)
+_TIME, _TOKENS, _USES = (cbor.dumps(k) for k in (RESP_TIME, RESP_TOKENS, RESP_USES))
 
 
 def token_response_json(issued: list[Issued], now: int, batch: bool) -> bytes:
     if batch:
-        doc: dict = {"tokens": [{"access_token": b64u(it.token), "expires_in": it.expires_in, "uses": it.uses}
+        doc: dict = {"token_type": "Bearer",
+                     "tokens": [{"access_token": b64u(it.token), "expires_in": it.expires_in, "uses": it.uses}
                                 for it in issued], "time": now}
     else:
         it = issued[0]
-        doc = {"access_token": b64u(it.token), "expires_in": it.expires_in, "uses": it.uses, "time": now}
+        doc = {"access_token": b64u(it.token), "expires_in": it.expires_in, "token_type": "Bearer", "uses": it.uses,
+               "time": now}
     return json.dumps(doc, separators=(",", ":")).encode()
 
 

@@ -19,6 +19,27 @@ RES, OP = "/sensors/temp01", "read"
 _REAL_TICKS = C.ticks_ms
 
 
+# PROTOCOL.md §11's keys, written out here (the scripted issuer is a second reading of the spec).
+TIME, TOKENS, USES, CODE, RETRY = -65537, -65538, -65539, -65540, -65541
+
+
+def decode_request(body):
+    # A device request as a dict: scope ([[resource, op], ...]), time, count, nonce, audience,
+    # client_id, after checking its MAC (the last 16 bytes, over every byte before them).
+    body = bytes(body)
+    assert body[-16:] == hmac_sha256(KEY, body[:-16])[:16], "bad MAC"
+    m = cbor.loads(body)
+    assert sorted(m) == sorted(k for k in (5, 9, 24, -65537) if k in m), m
+    block = m[-65537]
+    scope = m[9]
+    if type(scope) is bytes:
+        scope = cbor.loads(scope)
+    else:
+        scope = [e.split("|") for e in scope.split(" ")]
+    return {"scope": scope, "time": int.from_bytes(block[:4], "big"), "count": block[4], "nonce": block[5:-16],
+            "audience": m.get(5), "client_id": m[24]}
+
+
 class Issuer:
     def __init__(self, ttl=60, uses=1, max_skew=60, max_batch=32):
         self.time = T0
@@ -26,14 +47,12 @@ class Issuer:
         self.uses = uses
         self.max_skew = max_skew
         self.max_batch = max_batch
-        self.requests = []  # every request, decoded (MAC removed)
+        self.requests = []  # every request, as decode_request() reads it
         self.script = []  # per request: None (answer normally), (status, headers, body) or an exception
         self.n = 0
 
     def handle(self, body):
-        req = cbor.loads(bytes(body))
-        mac = req.pop(-4)
-        assert mac == hmac_sha256(KEY, cbor.dumps(req))[:16], "bad MAC"
+        req = decode_request(body)
         self.requests.append(req)
         if self.script:
             r = self.script.pop(0)
@@ -41,11 +60,10 @@ class Issuer:
                 if isinstance(r, Exception):
                     raise r
                 return r
-        if req[-2] < self.time - self.max_skew or req[-2] > self.time + self.max_skew:
-            return self.refusal(401, "stale_time")
-        count = req.get(-3, 1)
-        scope = req[9]
-        scopes = [scope] if type(scope[0]) is str else scope
+        if req["time"] < self.time - self.max_skew or req["time"] > self.time + self.max_skew:
+            return self.refusal(400, "stale_time")
+        count = req["count"]
+        scopes = req["scope"]
         if count * len(scopes) > self.max_batch:
             return self.refusal(400, "too_large")
         items = []
@@ -53,18 +71,18 @@ class Issuer:
             for _ in range(count):
                 self.n += 1
                 items.append([b"tok-%d" % self.n, self.ttl, self.uses])
-        if -3 in req or len(scopes) > 1:
-            resp = {-2: self.time, -5: items}
+        if count > 1 or len(scopes) > 1:
+            resp = {34: 1, TIME: self.time, TOKENS: items}
         else:
-            resp = {1: items[0][0], 2: self.ttl, -2: self.time}
+            resp = {1: items[0][0], 2: self.ttl, 34: 1, TIME: self.time}
             if self.uses != 1:
-                resp[-6] = self.uses
+                resp[USES] = self.uses
         return 200, {}, cbor.dumps(resp)
 
     def refusal(self, status, code, retry_after=None, time=None):
-        m = {30: 1, 31: "scripted " + code, -2: self.time if time is None else time, -7: code}
+        m = {30: 1, 31: "scripted " + code, TIME: self.time if time is None else time, CODE: code}
         if retry_after is not None:
-            m[-8] = retry_after
+            m[RETRY] = retry_after
         return status, {}, cbor.dumps(m)
 
 
@@ -128,9 +146,9 @@ def test_first_request_syncs_from_stale_time_refusal(t):
     tok = c.token(RES, OP)
     assert tok == b"tok-1"
     assert c.round_trips == 2
-    assert iss.requests[0][-2] == 0  # no RTC: the first request carries time 0
-    assert iss.requests[1][-2] == T0  # the retry carries the issuer's time
-    assert iss.requests[0][-1] != iss.requests[1][-1]  # a fresh nonce for the retry
+    assert iss.requests[0]["time"] == 0  # no RTC: the first request carries time 0
+    assert iss.requests[1]["time"] == T0  # the retry carries the issuer's time
+    assert iss.requests[0]["nonce"] != iss.requests[1]["nonce"]  # a fresh nonce for the retry
     assert c.now() == T0
 
 
@@ -141,7 +159,7 @@ def test_clock_follows_ticks(t):
     assert c.now() == T0 + 90
     c.issuer.time = T0 + 90
     c.token(RES, OP)
-    assert c.issuer.requests[-1][-2] == T0 + 90
+    assert c.issuer.requests[-1]["time"] == T0 + 90
     assert c.round_trips == 1  # in sync: no refusal
 
 
@@ -184,8 +202,8 @@ def test_still_stale_after_resync_is_clock_unsynced(t):
 def test_refusal_without_time_cannot_sync(t):
     iss = Issuer()
     c = Client(iss)
-    iss.script = [(401, {}, cbor.dumps({-7: "stale_time", 31: "no time"})),
-                  (401, {}, cbor.dumps({-7: "stale_time", 31: "no time"}))]
+    iss.script = [(401, {}, cbor.dumps({CODE: "stale_time", 31: "no time"})),
+                  (401, {}, cbor.dumps({CODE: "stale_time", 31: "no time"}))]
     raises(C.ClockUnsynced, c.token, RES, OP)
     assert c.now() == 0
 
@@ -214,7 +232,7 @@ def test_batch_of_single_use_tokens(t):
     seen = [c.token(RES, OP) for _ in range(8)]
     assert seen == [b"tok-%d" % i for i in range(2, 10)]  # each handed out once
     assert c.round_trips == 2
-    assert c.issuer.requests[0][-3] == 4 and c.issuer.requests[0][9] == [RES, OP]
+    assert c.issuer.requests[0]["count"] == 4 and c.issuer.requests[0]["scope"] == [[RES, OP]]
 
 
 @ticking()
@@ -356,7 +374,7 @@ def test_prefetch_several_scopes_in_one_round_trip(t):
     c.prefetch([("/a", "read"), ("/b", "write")], 2)
     assert c.round_trips == 1
     req = c.issuer.requests[0]
-    assert req[9] == [["/a", "read"], ["/a", "read"], ["/b", "write"], ["/b", "write"]] and -3 not in req
+    assert req["scope"] == [["/a", "read"], ["/a", "read"], ["/b", "write"], ["/b", "write"]] and req["count"] == 1
     assert c.cached("/a", "read") == 2 and c.cached("/b", "write") == 2
     assert c.token("/b", "write") == b"tok-4"
     assert c.round_trips == 1
@@ -401,19 +419,19 @@ def test_garbage_and_http_errors(t):
     cases = [
         ((200, {}, b"<html>hello</html>"), "without a crumb response"),
         ((200, {}, cbor.dumps([1, 2])), "without a crumb response"),
-        ((200, {}, cbor.dumps({-2: T0, 1: "text, not bytes", 2: 60})), "not a token response"),
-        ((200, {}, cbor.dumps({-2: T0, 2: 60})), "not a token response"),
-        ((200, {}, cbor.dumps({-2: T0, -5: [[b"t", 60, 1]]})), "not a token response"),  # 1 token, 4 asked
-        ((200, {}, cbor.dumps({-2: T0, -5: [[b"t", 0, 1]] * 4})), "not a token response"),
-        ((200, {}, cbor.dumps({-2: T0, -5: [[b"t", 60]] * 4})), "not a token response"),
-        ((200, {}, cbor.dumps({-2: T0, -5: 7})), "not a token response"),
-        ((200, {}, cbor.dumps({-2: T0, -7: 5})), "without a crumb response"),
-        ((200, {}, cbor.dumps({-2: T0, -5: []})[:-1]), "without a crumb response"),  # truncated CBOR
+        ((200, {}, cbor.dumps({TIME: T0, 1: "text, not bytes", 2: 60})), "not a token response"),
+        ((200, {}, cbor.dumps({TIME: T0, 2: 60})), "not a token response"),
+        ((200, {}, cbor.dumps({TIME: T0, TOKENS: [[b"t", 60, 1]]})), "not a token response"),  # 1 token, 4 asked
+        ((200, {}, cbor.dumps({TIME: T0, TOKENS: [[b"t", 0, 1]] * 4})), "not a token response"),
+        ((200, {}, cbor.dumps({TIME: T0, TOKENS: [[b"t", 60]] * 4})), "not a token response"),
+        ((200, {}, cbor.dumps({TIME: T0, TOKENS: 7})), "not a token response"),
+        ((200, {}, cbor.dumps({TIME: T0, CODE: 5})), "without a crumb response"),
+        ((200, {}, cbor.dumps({TIME: T0, TOKENS: []})[:-1]), "without a crumb response"),  # truncated CBOR
         ((500, {}, b"Internal Server Error"), "HTTP 500"),
         ((502, {}, b""), "HTTP 502"),
         ((404, {}, b'{"error": "no such endpoint"}'), "HTTP 404"),
         ((401, {}, b"unauthorized"), "HTTP 401"),
-        ((200, {}, cbor.dumps({-2: T0, -7: "scope_denied"})), "without a crumb response"),
+        ((200, {}, cbor.dumps({TIME: T0, CODE: "scope_denied"})), "without a crumb response"),
     ]
     for resp, why in cases:
         c = synced()
@@ -494,14 +512,16 @@ def test_request_encoding(t):
     c.token(RES, OP)
     body = c._request(((RES, OP),), 4)
     m = cbor.loads(bytes(body))
-    assert sorted(m) == sorted([5, 9, 24, -1, -2, -3, -4])
-    assert m[5] == "ota" and m[9] == [RES, OP] and m[24] == "dev-0001" and m[-3] == 4
-    assert len(m[-1]) == 6 and len(m[-4]) == 16
+    assert sorted(m) == sorted([5, 9, 24, -65537])
+    assert m[5] == "ota" and m[9] == RES + "|" + OP and m[24] == "dev-0001"
     assert cbor.dumps(m) == bytes(body)  # deterministic encoding
-    mac = m.pop(-4)
-    assert hmac_sha256(KEY, cbor.dumps(m))[:16] == mac
-    one = cbor.loads(bytes(c._request(((RES, OP),), 1)))
-    assert -3 not in one and len(one) == 6
+    req = decode_request(body)  # checks the MAC: every byte before it
+    assert req["count"] == 4 and len(req["nonce"]) == 6 and len(m[-65537]) == 4 + 1 + 6 + 16
+    one = decode_request(c._request(((RES, OP),), 1))
+    assert one["count"] == 1
+    # a name the text form cannot carry: the scope goes as AIF in a byte string
+    odd = cbor.loads(bytes(c._request((("/a b", "x|y"),), 1)))
+    assert odd[9] == cbor.dumps([["/a b", "x|y"]])
 
 
 @ticking()
@@ -519,7 +539,7 @@ def test_header_envelope_publish(t):
     m = MQTT()
     c.publish(m, b"/sensors/temp01", b"\x00\x01", retain=True)
     assert m.sent == (b"/sensors/temp01", cbor.dumps([b"tok-6", b"\x00\x01"]), True, 0)
-    assert c.issuer.requests[-1][9] == ["/sensors/temp01", "publish"]
+    assert c.issuer.requests[-1]["scope"] == [["/sensors/temp01", "publish"]]
 
 
 def test_b64url():

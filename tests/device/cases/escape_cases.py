@@ -13,7 +13,7 @@ from cases import mpports
 from cases.ports_cases import CA, HOST, on_board
 
 KEY = bytes(range(32))
-TOKEN = cbor.dumps({1: b"a token", 2: 60, -2: 1800000000})
+TOKEN = cbor.dumps({1: b"a token", 2: 60, 34: 1, -65537: 1800000000})
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(TOKEN) + TOKEN
 ODD = (AttributeError("'SSLSocket' object has no attribute 'settimeout'"), TypeError("odd"), ValueError("odd"),
        KeyError("odd"), IndexError("odd"), RuntimeError("odd"), NotImplementedError(), MemoryError(),

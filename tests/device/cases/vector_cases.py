@@ -48,7 +48,7 @@ def test_valid_tokens_have_the_documented_shape():
         if v["expect"] != "ok":
             continue
         items = cbor.loads(bytes.fromhex(v["token"]))
-        assert items[0] == 1, v["name"]
+        assert items[0] == 2, v["name"]  # format version 2 (wire.json FORMAT_VERSION)
         for block in items[1:]:
             if isinstance(block, bytes):
                 assert len(block) in (32, 64), v["name"]  # the proof of an open token

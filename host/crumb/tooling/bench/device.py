@@ -53,7 +53,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-GOALS = {"mpy_bytes": 16384, "heap_peak_bytes": 8192, "request_plus_response_bytes": 220,
+GOALS = {"mpy_bytes": 16384, "heap_peak_bytes": 8192, "request_plus_response_bytes": 230,
          "round_trips_per_call": 0.34}
 
 DEVICE_ID = "dev-0001"          # 8 characters, like the typical token of PROTOCOL.md §9

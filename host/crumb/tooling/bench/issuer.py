@@ -36,7 +36,10 @@ from pathlib import Path
 from typing import Callable
 
 from ... import cbor
-from ...wire import CBOR_TYPES, REQ_CLIENT_ID, REQ_SCOPE, RESP_ACCESS_TOKEN, RESP_EXPIRES_IN, RESP_TIME
+from ...wire import (
+    BLOCK_TIME_BYTES, CBOR_TYPES, MAC_BYTES, NONCE_MIN, REQ_CLIENT_ID, REQ_CRUMB, REQ_SCOPE, RESP_ACCESS_TOKEN,
+    RESP_EXPIRES_IN, RESP_TIME, RESP_TOKEN_TYPE, SCOPE_OP_MARK, TOKEN_TYPE_BEARER,
+)
 
 BENCH_GROUP = "bench"
 BENCH_RESOURCE = "/bench/sensor01"
@@ -60,7 +63,8 @@ operations = ["{BENCH_OP}"]
 """
 
 # The bare endpoint's answer: a CBOR map the size of a single-token response.
-BARE_BODY = cbor.dumps({RESP_ACCESS_TOKEN: bytes(139), RESP_EXPIRES_IN: 60, RESP_TIME: 1_800_000_000})
+BARE_BODY = cbor.dumps({RESP_ACCESS_TOKEN: bytes(140), RESP_EXPIRES_IN: 60, RESP_TOKEN_TYPE: TOKEN_TYPE_BEARER,
+                        RESP_TIME: 1_800_000_000})
 _BARE_HEADERS = [(b"content-type", CBOR_TYPES[0].encode()), (b"content-length", str(len(BARE_BODY)).encode()),
                  (b"cache-control", b"no-store")]
 
@@ -141,19 +145,19 @@ class RequestMaker:
     """Signed /token requests for one device, built from a template (a few µs each).
 
     The bytes are those of crumb.issuer.protocol.build_request (tests check
-    it): only the nonce, the time and the MAC change between requests. The
-    load generator shares the machine with the server it measures, so it
-    does as little as it can per request: nonces come from one getrandom()
-    per 512, the time is encoded once a second, the MAC starts from the
-    device's keyed HMAC state, and the HTTP head is kept per body length.
+    it), the device's common request: only the time, the nonce and the MAC
+    change between requests. The load generator shares the machine with the
+    server it measures, so it does as little as it can per request: nonces
+    come from one getrandom() per 512, the time is encoded once a second, the
+    MAC starts from the device's keyed HMAC state, and the HTTP head is kept
+    per body length.
     """
 
-    def __init__(self, device_id: str, key: bytes, port: int, nonce_bytes: int = 8) -> None:
+    def __init__(self, device_id: str, key: bytes, port: int, nonce_bytes: int = NONCE_MIN) -> None:
         self.nonce_bytes = nonce_bytes
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
-        fixed = cbor.dumps({REQ_SCOPE: [BENCH_RESOURCE, BENCH_OP], REQ_CLIENT_ID: device_id})
-        self.body_prefix = fixed[1:]  # entries 9 and 24; map header written per request
-        self._mac_prefix = b"\xa4" + self.body_prefix + b"\x20" + cbor.bstr_head(nonce_bytes)
+        self._prefix = (b"\xa3" + cbor.dumps(REQ_SCOPE) + cbor.dumps(f"{BENCH_RESOURCE}{SCOPE_OP_MARK}{BENCH_OP}")
+                        + cbor.dumps(REQ_CLIENT_ID) + cbor.dumps(device_id) + cbor.dumps(REQ_CRUMB))
         self.http_head = (f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                           f"Content-Type: {CBOR_TYPES[0]}\r\nContent-Length: ").encode()
         self._heads: dict[int, bytes] = {}
@@ -166,14 +170,14 @@ class RequestMaker:
                 self._nonces = os.urandom(self.nonce_bytes * 512)
             nonce, self._nonces = self._nonces[:self.nonce_bytes], self._nonces[self.nonce_bytes:]
         if now != self._now:
-            self._now, self._time = now, b"\x21" + cbor.dumps(now)
-        if len(nonce) == self.nonce_bytes:
-            mac_input = self._mac_prefix + nonce + self._time
-        else:
-            mac_input = b"\xa4" + self.body_prefix + b"\x20" + cbor.bstr_head(len(nonce)) + nonce + self._time
+            self._now, self._time = now, now.to_bytes(BLOCK_TIME_BYTES, "big") + b"\x01"  # time, count 1
+        # {9: "resource|op", 24: device, -65537: time || count || nonce || MAC}
+        mac_input = (self._prefix + cbor.bstr_head(BLOCK_TIME_BYTES + 1 + len(nonce) + MAC_BYTES)
+                     + self._time + nonce)
         h = self._mac.copy()
         h.update(mac_input)
-        return b"\xa5" + mac_input[1:] + b"\x23\x50" + h.digest()[:16]
+        return mac_input + h.digest()[:MAC_BYTES]
+
 
     def request(self, now: int) -> bytes:
         body = self.body(now)
