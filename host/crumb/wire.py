@@ -119,7 +119,7 @@ ERROR_CODES = (
 # The token endpoint, POST /token (PROTOCOL.md §11)
 # ======================================================================================
 
-# [endpoint_media] Content types of /token: CBOR (devices send the first; answers use it) and JSON (§11.1, §11.6).
+# [endpoint_media] Content types of /token: CBOR (devices send the first; answers use it) and JSON (§11.1, §11.7).
 CBOR_TYPES = ("application/ace+cbor", "application/cbor")
 JSON_TYPE = "application/json"
 
@@ -160,7 +160,7 @@ MAX_BATCH = 32          # scopes in a batch: the absolute ceiling, whatever the 
 MAX_COUNT = MAX_BATCH   # tokens for one scope, the same ceiling
 MAX_PERMISSION_OPS = 8  # operations in one permission array
 
-# [endpoint_response] Keys of a successful /token response map (§11.5).
+# [endpoint_response] Keys of a successful /token response map (§11.6).
 # crumb's own are in the private-use range, one key each.
 RESP_ACCESS_TOKEN = 1   # ACE "access_token"
 RESP_EXPIRES_IN = 2     # ACE "expires_in"
@@ -171,13 +171,13 @@ RESP_USES = -65539      # present only when 2 or more
 
 TOKEN_TYPE_BEARER = 1   # "OAuth Token Type CBOR Mappings" (RFC 9200 §8.7): crumb's tokens are bearer tokens
 
-# [endpoint_errors] Keys of a /token refusal map; it carries RESP_TIME too (§11.5).
+# [endpoint_errors] Keys of a /token refusal map; it carries RESP_TIME too (§11.6).
 ERR_ERROR = 30          # ACE "error" (integer code)
 ERR_DESCRIPTION = 31    # ACE "error_description": the human message
 ERR_CODE = -65540       # crumb's stable code (text)
 ERR_RETRY_AFTER = -65541  # seconds, with rate_limited and store_unavailable
 
-# [endpoint_ace_errors] ACE error numbers (RFC 9200 §8.4: CBOR values of OAuth "error"), their JSON names (§11.5).
+# [endpoint_ace_errors] ACE error numbers (RFC 9200 §8.4: CBOR values of OAuth "error"), their JSON names (§11.6).
 ACE_INVALID_REQUEST = 1
 ACE_INVALID_CLIENT = 2
 ACE_INVALID_GRANT = 3
@@ -194,14 +194,14 @@ ACE_NAMES = {
     ACE_INVALID_SCOPE: "invalid_scope",
 }
 
-# [endpoint_refusals] The issuer's refusal codes (ERR_CODE): HTTP status, ACE error, meaning (§11.5).
+# [endpoint_refusals] The issuer's refusal codes (ERR_CODE): HTTP status, ACE error, meaning (§11.6).
 # The codes shared with token verification (ERROR_CODES) keep their meaning;
 # the others say what a token cannot say about a request. Every refusal of a
 # request is 400, as RFC 9200 §5.8.3 asks (invalid_client included: a 401
 # would need a WWW-Authenticate challenge, and the MAC is in the body, not in
 # HTTP authentication). 413 and 415 are transport-level answers about the
 # body itself; 503 and 500 are the server failing, not the request, and are
-# declared departures (PROTOCOL.md §11.5). too_large for a batch over the
+# declared departures (PROTOCOL.md §11.6). too_large for a batch over the
 # device's limit is 400 (the body was fine); for a body over the size limit, 413.
 
 
@@ -235,7 +235,7 @@ REFUSALS = {
 # The issuer's keys, GET /keys (PROTOCOL.md §11.7)
 # ======================================================================================
 
-# [keys_cose_key] COSE_KeySet answer: COSE_Key labels and values (RFC 9052 §7, RFC 9053 §7.2), media type (§11.7).
+# [keys_cose_key] COSE_KeySet answer: COSE_Key labels and values (RFC 9052 §7, RFC 9053 §7.2), media type (§11.8).
 COSE_KEY_KTY = 1
 COSE_KEY_KID = 2
 COSE_KEY_ALG = 3        # ALG_EDDSA
