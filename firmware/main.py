@@ -72,7 +72,9 @@ class App:
         # The slowest step between two feeds is one ucrumb call: at most two
         # exchanges (the boot resync retries once), each bounded by timeout.
         self.timeout = cfg.get("timeout", 3)
-        self.dog = hal.Watchdog(cfg.get("watchdog_ms", 8000))
+        wdt = cfg.get("watchdog_ms", 8000)
+        self.dog = hal.Watchdog(wdt)
+        self.feed_ms = wdt // 2 if wdt else 1000  # the longest sleep: half the watchdog's timeout
         self.crumb = from_file(credentials, cadata=cfg.get("cadata"), timeout=self.timeout,
                                batch=cfg.get("batch", 4))
         me = self.crumb.device_id
@@ -282,7 +284,7 @@ class App:
             wait = ticks_diff(next_read, now)
             if self.commands:
                 wait = min(wait, ticks_diff(next_poll, now))
-            sleep_ms(max(0, min(wait, 1000)))  # wake at least every second to feed the watchdog
+            sleep_ms(max(0, min(wait, self.feed_ms)))  # wake in time to feed the watchdog
 
     def close(self):
         if self.mqtt is not None:

@@ -104,7 +104,8 @@ def latency(events: list[dict[str, Any]], windows: list, duration: float) -> str
         i = min(n - 1, max(0, int(e["t"] // step)))
         if e["kind"] == "exchange" and e["service"] == "issuer" and "status" in e and e["device"] != "console-1":
             series["token"][i].append(e["ms"])
-        elif e["kind"] == "call" and e["transport"] == "http" and 200 <= e["status"] < 300:
+        elif (e["kind"] == "exchange" and e["service"] in ("gateway", "commands") and e["device"] != "console-1"
+              and 200 <= e.get("status", 0) < 300):
             series["call"][i].append(e["ms"])
     lines = {}
     top = 1.0
@@ -116,12 +117,21 @@ def latency(events: list[dict[str, Any]], windows: list, duration: float) -> str
     y_max = _nice(top)
     body = _windows(windows, duration) + _axes(duration, y_max, "seconds into the run", "milliseconds")
     for (name, q), pts in lines.items():
-        if not pts:
-            continue
-        path = " ".join(f"{L + PW * (i + 0.5) * step / duration:.1f},{T + PH - PH * v / y_max:.1f}" for i, v in pts)
+        runs: list[list[tuple[int, float]]] = []
+        for i, v in pts:  # a bin without data breaks the line: nothing was measured there
+            if runs and runs[-1][-1][0] == i - 1:
+                runs[-1].append((i, v))
+            else:
+                runs.append([(i, v)])
         dash = ' stroke-dasharray="4 3"' if q == 95 else ""
-        body.append(f'<polyline class="series" points="{path}" fill="none" stroke="{COLORS[name]}" '
-                    f'stroke-width="{2 if q == 50 else 1.5}"{dash}/>')
+        for run in runs:
+            xy = [(L + PW * (i + 0.5) * step / duration, T + PH - PH * v / y_max) for i, v in run]
+            if len(xy) == 1:
+                body.append(f'<circle cx="{xy[0][0]:.1f}" cy="{xy[0][1]:.1f}" r="1.5" fill="{COLORS[name]}"/>')
+                continue
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+            body.append(f'<polyline class="series" points="{path}" fill="none" stroke="{COLORS[name]}" '
+                        f'stroke-width="{2 if q == 50 else 1.5}"{dash}/>')
     body += _legend([("token p50", COLORS["token"], "line"), ("token p95", COLORS["token"], "dash"),
                      ("call p50", COLORS["call"], "line"), ("call p95", COLORS["call"], "dash")])
     return _svg("Latency over time (faults shaded)", body,
@@ -167,7 +177,7 @@ def outcomes(summary: dict[str, Any]) -> str:
     for code, v in summary["tokens"]["refused_by_code"].items():
         rows.append((f"token refused: {code}", v, "#9467bd"))
     rows = rows[:14] or [("no calls", 0, COLORS["not_sent"])]
-    left = 210
+    left = 260
     width = W - left - 70
     row_h = 22.0
     height = int(T + 16 + row_h * len(rows))

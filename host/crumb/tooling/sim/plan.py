@@ -15,6 +15,7 @@ runs with the same seed have the same one.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Iterator
@@ -189,8 +190,10 @@ class Plan:
         fate is "ok", "drop" (closed at once), "stall" (held silent until the
         device gives up) or "reset" (reset after the request went through).
         """
-        rng = random.Random(f"crumb-sim/{self.seed}/link/{device}/{service}/{n}")
-        r = rng.random()
+        # Three uniform draws from one hash of the connection's name: as deterministic as a
+        # seeded Random, and much cheaper to set up once per connection.
+        h = hashlib.blake2b(f"crumb-sim/{self.seed}/link/{device}/{service}/{n}".encode(), digest_size=24).digest()
+        r, u1, u2 = (int.from_bytes(h[i:i + 8], "big") / 2 ** 64 for i in (0, 8, 16))
         if r < link["drop"]:
             fate = "drop"
         elif r < link["drop"] + link["stall"]:
@@ -200,7 +203,7 @@ class Plan:
         else:
             fate = "ok"
         lat, jit = link["latency_ms"] / 1000, link["jitter_ms"] / 1000
-        return fate, lat + rng.random() * jit, lat + rng.random() * jit
+        return fate, lat + u1 * jit, lat + u2 * jit
 
     def windows(self) -> Iterator[tuple[str, float, float, dict]]:
         """(kind, start, end, detail) of every fault, burst and outage-like event, for charts."""

@@ -60,32 +60,35 @@ class Link:
         return f"http://127.0.0.1:{self.port}"
 
 
-async def _read_message(reader: asyncio.StreamReader, until_eof: bool) -> tuple[bytes, bytes]:
-    """(head, body) of one HTTP message; the body by Content-Length, else to EOF if ``until_eof``."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    if len(head) > MAX_HEAD:
-        raise ValueError("head too large")
-    length = None
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    if length is not None:
-        if length > MAX_BODY:
-            raise ValueError("body too large")
-        return head, await reader.readexactly(length)
-    return head, (await reader.read(MAX_BODY) if until_eof else b"")
-
-
-def _rst(writer: asyncio.StreamWriter) -> None:
+def _rst(writer) -> None:
     # Close with RST (SO_LINGER 0): what a refused or broken connection looks like to a device.
-    sock = writer.get_extra_info("socket")
+    # ``writer``: a StreamWriter or a transport.
+    transport = getattr(writer, "transport", writer)
+    sock = transport.get_extra_info("socket")
     try:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
-    writer.transport.abort()
+    transport.abort()
+
+
+def _complete(buf: bytearray) -> tuple[int, int | None] | None:
+    """(head length, Content-Length or None) once ``buf`` holds a whole HTTP message head; None before."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > MAX_HEAD:
+            raise ValueError("head too large")
+        return None
+    head = bytes(buf[:end])
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    if length is not None and length > MAX_BODY:
+        raise ValueError("body too large")
+    return end + 4, length
 
 
 class Proxy:
@@ -100,6 +103,7 @@ class Proxy:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task] = set()
+        self._open: set["_Exchange"] = set()
         self._thread: threading.Thread | None = None
         self._closing = False
 
@@ -141,10 +145,14 @@ class Proxy:
         return self
 
     async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
         for link in self.links:
-            handler = self._mqtt if link.mqtt else self._http
-            server = await asyncio.start_server(lambda r, w, link=link, h=handler: self._spawn(h(link, r, w)),
-                                                "127.0.0.1", 0, backlog=64)
+            if link.mqtt:
+                server = await asyncio.start_server(lambda r, w, link=link: self._spawn(self._mqtt(link, r, w)),
+                                                    "127.0.0.1", 0, backlog=64)
+            else:
+                server = await loop.create_server(lambda link=link: _Exchange(self, link), "127.0.0.1", 0,
+                                                  backlog=128)
             link.port = server.sockets[0].getsockname()[1]
             self._servers.append(server)
 
@@ -164,6 +172,8 @@ class Proxy:
                 s.close()
             for t in list(self._tasks):
                 t.cancel()
+            for x in list(self._open):
+                x.abort()
             await asyncio.sleep(0)
 
         try:
@@ -180,80 +190,13 @@ class Proxy:
         return self.plan.fate(link.device, link.service, n, self.plan.link_at(self.rec.now()))
 
     # -- HTTP links ------------------------------------------------------------------------------
-    async def _http(self, link: Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        t0 = time.monotonic()
-        n = link.n
-        link.n += 1
-        ev: dict[str, Any] = {"device": link.device, "service": link.service}
-        up = down = 0
-        try:
-            if self._closing or not self.link_up(link.device):
-                ev["fate"] = "offline"
-                _rst(writer)
-                return
-            if link.service in self.down:
-                ev["fate"] = "outage"
-                _rst(writer)
-                return
-            fate, lat_up, lat_down = self._fate(link, n)
-            ev["fate"] = fate
-            if fate == "drop":
-                _rst(writer)
-                return
-            try:
-                head, body = await asyncio.wait_for(_read_message(reader, False), 30)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, asyncio.TimeoutError,
-                    ConnectionError):
-                ev["fate"] = "client_gone"
-                writer.transport.abort()
-                return
-            up = len(head) + len(body)
-            if fate == "stall":
-                try:
-                    await asyncio.wait_for(reader.read(), HOLD)  # until the device gives up
-                except (asyncio.TimeoutError, ConnectionError):
-                    pass
-                _rst(writer)
-                return
-            if lat_up:
-                await asyncio.sleep(lat_up)
-            try:
-                ur, uw = await asyncio.open_connection(*link.target)
-            except OSError:
-                ev["fate"] = "service_down"
-                _rst(writer)  # the device sees a refused service, as it would without the proxy
-                return
-            try:
-                uw.write(head + body)
-                await uw.drain()
-                rhead, rbody = await asyncio.wait_for(_read_message(ur, True), 30)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, asyncio.TimeoutError,
-                    ConnectionError):
-                ev["fate"] = "service_broke"
-                _rst(writer)
-                return
-            finally:
-                uw.close()
-            self._observe(link, ev, head, body, rhead, rbody)
-            if fate == "reset":
-                _rst(writer)
-                return
-            if lat_down:
-                await asyncio.sleep(lat_down)
-            writer.write(rhead + rbody)
-            down = len(rhead) + len(rbody)
-            try:
-                await writer.drain()
-            except ConnectionError:
-                ev["fate"] = "client_gone"
-            writer.close()
-        except asyncio.CancelledError:
-            writer.transport.abort()
-            raise
-        finally:
-            ev["ms"] = round((time.monotonic() - t0) * 1000, 2)
-            ev["up"], ev["down"] = up, down
-            self.rec.emit("exchange", **ev)
+    # Protocol objects rather than streams: a connection costs a few callbacks, no task per
+    # read, which keeps the proxy's own CPU small next to the services' (sim_cpu_share).
+
+    def _finish(self, ev: dict[str, Any], t0: float, up: int, down: int) -> None:
+        ev["ms"] = round((time.monotonic() - t0) * 1000, 2)
+        ev["up"], ev["down"] = up, down
+        self.rec.emit("exchange", **ev)
 
     def _observe(self, link: Link, ev: dict, head: bytes, body: bytes, rhead: bytes, rbody: bytes) -> None:
         # Status, refusal code and token counts of one exchange, and the attacker's capture.
@@ -386,3 +329,176 @@ class _PublishParser:
                 topic = packet[2:2 + tl].decode("utf-8", "replace")
                 start = 2 + tl + (2 if (kind >> 1) & 3 else 0)
                 self.on_publish(topic, packet[start:])
+
+
+class _Exchange(asyncio.Protocol):
+    """One device connection on an HTTP link: read the request, apply its fate, relay one exchange."""
+
+    def __init__(self, proxy: Proxy, link: Link) -> None:
+        self.p = proxy
+        self.link = link
+        self.t0 = time.monotonic()
+        self.n = link.n
+        link.n += 1
+        self.ev: dict[str, Any] = {"device": link.device, "service": link.service}
+        self.buf = bytearray()
+        self.req: bytes | None = None
+        self.head_len = 0
+        self.fate = "ok"
+        self.lat_down = 0.0
+        self.up: _Upstream | None = None
+        self.t: asyncio.Transport | None = None
+        self.done = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.t = transport
+        p, link = self.p, self.link
+        if p._closing or not p.link_up(link.device):
+            return self._end("offline", rst=True)
+        if link.service in p.down:
+            return self._end("outage", rst=True)
+        self.fate, self.lat_up, self.lat_down = p._fate(link, self.n)
+        self.ev["fate"] = self.fate
+        if self.fate == "drop":
+            return self._end("drop", rst=True)
+        p._open.add(self)
+        self.timer = p.loop.call_later(HOLD, self.abort)  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        if self.req is not None:
+            return  # one exchange per connection
+        self.buf += data
+        try:
+            got = _complete(self.buf)
+        except ValueError:
+            return self._end("client_gone", rst=True)
+        if got is None or len(self.buf) < got[0] + (got[1] or 0):
+            return
+        self.head_len = got[0]
+        self.req = bytes(self.buf[:got[0] + (got[1] or 0)])
+        if self.fate == "stall":
+            return  # held open and silent until the device gives up
+        if self.lat_up:
+            self.p.loop.call_later(self.lat_up, self._upstream)  # type: ignore[union-attr]
+        else:
+            self._upstream()
+
+    def _upstream(self) -> None:
+        if self.done:
+            return
+        loop = self.p.loop
+        fut = asyncio.ensure_future(loop.create_connection(lambda: _Upstream(self), *self.link.target))  # type: ignore[union-attr]
+        fut.add_done_callback(self._connected)
+
+    def _connected(self, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            if not self.done:
+                self._end("service_down", rst=True)  # the device sees a refused service
+            return
+        transport, up = fut.result()
+        if self.done:
+            transport.abort()
+            return
+        self.up = up
+        transport.write(self.req)
+
+    def answered(self, resp: bytes, head_len: int) -> None:
+        if self.done:
+            return
+        req = self.req or b""
+        self.p._observe(self.link, self.ev, req[:self.head_len], req[self.head_len:], resp[:head_len],
+                        resp[head_len:])
+        if self.fate == "reset":
+            return self._end("reset", rst=True, up=len(req))
+        if self.lat_down:
+            self.p.loop.call_later(self.lat_down, self._answer, resp)  # type: ignore[union-attr]
+        else:
+            self._answer(resp)
+
+    def _answer(self, resp: bytes) -> None:
+        if self.done or self.t is None:
+            return
+        self.t.write(resp)
+        self.t.close()
+        self._end(None, up=len(self.req or b""), down=len(resp))
+
+    def upstream_failed(self) -> None:
+        self._end("service_broke", rst=True, up=len(self.req or b""))
+
+    def connection_lost(self, exc) -> None:  # type: ignore[override]
+        if not self.done:
+            self._end("client_gone" if self.fate != "stall" else "stall", up=len(self.req or b""))
+
+    def abort(self) -> None:
+        if not self.done:
+            self._end(self.ev.get("fate", "ok") if self.fate == "stall" else "timeout", rst=True,
+                      up=len(self.req or b""))
+
+    def _end(self, fate: str | None, rst: bool = False, up: int = 0, down: int = 0) -> None:
+        if self.done:
+            return
+        self.done = True
+        if fate is not None:
+            self.ev["fate"] = fate
+        if rst and self.t is not None:
+            _rst(self.t)
+        if self.up is not None:
+            self.up.close()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.p._open.discard(self)
+        self.p._finish(self.ev, self.t0, up, down)
+
+
+class _Upstream(asyncio.Protocol):
+    """The proxy's connection to the service for one exchange: send the request, collect the answer."""
+
+    def __init__(self, ex: _Exchange) -> None:
+        self.ex = ex
+        self.buf = bytearray()
+        self.t: asyncio.Transport | None = None
+        self.got: tuple[int, int] | None = None
+        self.delivered = False
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.t = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.got is None:
+            try:
+                self.got = _complete(self.buf)
+            except ValueError:
+                return self._fail()
+        if self.got is not None and self.got[1] is not None and len(self.buf) >= self.got[0] + self.got[1]:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        if not self.delivered and self.got is not None and self.got[1] is not None:
+            self.delivered = True
+            self.ex.answered(bytes(self.buf[:self.got[0] + self.got[1]]), self.got[0])
+            self.close()
+
+    def eof_received(self) -> bool:
+        if not self.delivered:
+            if self.got is not None and self.got[1] is None:  # no Content-Length: the body ends here
+                self.got = (self.got[0], len(self.buf) - self.got[0])
+                self._deliver()
+            else:
+                self._fail()
+        return False
+
+    def connection_lost(self, exc) -> None:  # type: ignore[override]
+        if not self.delivered:
+            self._fail()
+
+    def _fail(self) -> None:
+        if not self.delivered:
+            self.delivered = True
+            self.ex.upstream_failed()
+            self.close()
+
+    def close(self) -> None:
+        if self.t is not None:
+            self.t.close()

@@ -199,6 +199,7 @@ def run(sc: Scenario, *, report_dir: Path, endpoints=None, console: Console | No
         faults.thread.join(30)
         cpu1 = os.times()
         svc1 = stack.cpu_seconds()
+        measured = sorted(stack.pids())
         wall = time.monotonic() - wall0
         time.sleep(0.3 if sc.mqtt else 0)  # the MQTT consumer's last verdicts
     finally:
@@ -220,9 +221,11 @@ def run(sc: Scenario, *, report_dir: Path, endpoints=None, console: Console | No
         "events": len(rec.events),
         **summarize(rec.events, [d.id for d in plan.devices]),
         "sim_cpu_share": round(sim_cpu / (sim_cpu + services_cpu), 4) if sim_cpu + services_cpu else None,
-        "cpu": {"sim_seconds": round(sim_cpu, 3), "services_seconds": round(services_cpu, 3),
+        "cpu": {"sim_seconds": round(sim_cpu, 3), "sim_user_seconds": round(cpu1.user - cpu0.user, 3),
+                "sim_system_seconds": round(cpu1.system - cpu0.system, 3),
+                "services_seconds": round(services_cpu, 3),
                 "per_service": per_service, "wall_seconds": round(wall, 3), "cores": os.cpu_count(),
-                "services_measured": sorted(stack.pids()),
+                "services_measured": measured,
                 "note": "sim: this process from the first boot to power-off (devices, proxy, attacker, "
                         "bookkeeping); services: the processes it started, over the same time"},
         "devices_stuck_at_power_off": stuck,

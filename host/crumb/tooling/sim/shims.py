@@ -65,6 +65,7 @@ class DeviceContext:
         self.stop = threading.Event()       # set: power off
         self.reset_pending: str | None = None  # why the next shim call resets the device
         self.link_up = link_up or (lambda: True)
+        self.wifi_active = False
         self.wifi_wanted = False
         self.wdt_timeout: float | None = None  # seconds, once a WDT is started
         self.wdt_fed = 0.0                   # monotonic time of the last feed
@@ -76,6 +77,7 @@ class DeviceContext:
         self.jump_ms = 0
         self.reset_pending = None
         self.wdt_timeout = None
+        self.wifi_active = False
         self.wifi_wanted = False
 
     def ticks_ms(self) -> int:
@@ -201,15 +203,21 @@ def _network() -> types.ModuleType:
         IF_STA = STA_IF
         IF_AP = AP_IF
 
+        # As on a board, every WLAN(STA_IF) is the same interface: its state is the device's.
         def __init__(self, interface_id: int = STA_IF) -> None:
             self._if = interface_id
-            self._active = False
             self._d = current()
+
+        @property
+        def _active(self) -> bool:
+            d = self._d
+            return d is not None and d.wifi_active
 
         def active(self, is_active: bool | None = None) -> bool | None:
             if is_active is None:
                 return self._active
-            self._active = bool(is_active)
+            if self._d is not None:
+                self._d.wifi_active = bool(is_active)
             return None
 
         def connect(self, ssid: str | None = None, key: str | None = None, *, bssid: bytes | None = None) -> None:
