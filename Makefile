@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml setup.py host/crumb/_commit.c host/crumb/_request.c
 
 setup: $(STAMP)
 
+# The main job: a fleet running the firmware, the 3-hop chain, an attacker (examples/scenarios/attacker.toml).
 demo: $(STAMP)
-	$(BIN)/python -m crumb.tooling.demo
+	$(BIN)/crumb sim examples/scenarios/attacker.toml
 
 test: $(STAMP)
 	bash tools/setup_test_env.sh

@@ -190,12 +190,11 @@ def run(sc: Scenario, *, report_dir: Path, endpoints=None, console: Console | No
             while rec.now() < sc.duration:
                 time.sleep(min(0.25, max(0.01, sc.duration - rec.now())))
         faults.stop.set()
-        if attacker is not None:
-            attacker.stop.set()
         stuck = fleet.power_off()
+        if attacker is not None:  # its last planned attempts, while the services are still up
+            attacker.thread.join(60)
+            attacker.stop.set()
         proxy.stop()
-        if attacker is not None:
-            attacker.thread.join(10)
         faults.thread.join(30)
         cpu1 = os.times()
         svc1 = stack.cpu_seconds()

@@ -20,6 +20,7 @@ docs/simulator.md describes every setting.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,9 +230,9 @@ def parse(text: str, path: str = "<scenario>") -> Scenario:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        line = getattr(e, "lineno", None)
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))  # tomllib says where in its message
         msg = str(e).split(" (at line")[0]
-        raise SimError(f"{path}:{line}: {msg}" if line else f"{path}: {e}") from None
+        raise SimError(f"{path}:{m.group(1)}: {msg}" if m else f"{path}: {e}") from None
     c = _Checker(path, text)
     sc = Scenario(path=path, name=Path(path).stem if path != "<scenario>" else "scenario")
     for section, body in doc.items():

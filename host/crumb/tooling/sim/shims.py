@@ -56,11 +56,12 @@ class DeviceContext:
     """One device's clock, watchdog, link and serial console, as its shims see them."""
 
     def __init__(self, device_id: str, uid: bytes, skew_ppm: float = 0.0,
-                 link_up: Callable[[], bool] | None = None) -> None:
+                 link_up: Callable[[], bool] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.id = device_id
         self.uid = uid
         self.rate = 1.0 + skew_ppm / 1e6
-        self.boot_mono = time.monotonic()
+        self.clock = clock  # the real time the device's ticks are derived from
+        self.boot_mono = clock()
         self.jump_ms = 0
         self.stop = threading.Event()       # set: power off
         self.reset_pending: str | None = None  # why the next shim call resets the device
@@ -73,7 +74,7 @@ class DeviceContext:
 
     def boot(self) -> None:
         """Power-on: ticks start from 0, the watchdog is off, the Wi-Fi forgotten."""
-        self.boot_mono = time.monotonic()
+        self.boot_mono = self.clock()
         self.jump_ms = 0
         self.reset_pending = None
         self.wdt_timeout = None
@@ -81,10 +82,10 @@ class DeviceContext:
         self.wifi_wanted = False
 
     def ticks_ms(self) -> int:
-        return (int((time.monotonic() - self.boot_mono) * 1000 * self.rate) + self.jump_ms) & TICKS_MASK
+        return (int((self.clock() - self.boot_mono) * 1000 * self.rate) + self.jump_ms) & TICKS_MASK
 
     def ticks_us(self) -> int:
-        return (int((time.monotonic() - self.boot_mono) * 1e6 * self.rate) + self.jump_ms * 1000) & TICKS_MASK
+        return (int((self.clock() - self.boot_mono) * 1e6 * self.rate) + self.jump_ms * 1000) & TICKS_MASK
 
     def sleep(self, seconds: float) -> None:
         self.checkpoint()
