@@ -66,7 +66,7 @@ def sim(scenario, devices, seed, duration, report_dir, issuer, credentials, gate
     from .scenario import load
     from .stack import Endpoints
 
-    out = Console(highlight=False, file=sys.stdout)
+    out = Console(highlight=False, file=sys.stderr if as_json else sys.stdout)  # --json: stdout is the JSON
     try:
         if scenario is None:
             d = _scenarios_dir()
