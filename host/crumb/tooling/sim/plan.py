@@ -175,6 +175,18 @@ class Plan:
             t += sc.attack_every
         return out
 
+    def rename(self, ids: dict[str, str]) -> None:
+        """Give the devices other ids (those enrolled on an issuer the simulator did not start)."""
+        for d in self.devices:
+            d.id = ids.get(d.id, d.id)
+        for c in self.commands:
+            c.device = ids.get(c.device, c.device)
+        for a in self.attempts:
+            a.victim = ids.get(a.victim, a.victim)
+        for table in (self.jumpers, self.reboots):
+            for k, devs in table.items():
+                table[k] = [ids.get(d, d) for d in devs]
+
     # -- the link -----------------------------------------------------------------------
     def link_at(self, t: float) -> dict:
         """The link's settings at run time ``t``: the scenario's, overridden by network faults then."""

@@ -219,7 +219,8 @@ def run(sc: Scenario, *, report_dir: Path, endpoints=None, console: Console | No
         "batch": sc.batch,
         "events": len(rec.events),
         **summarize(rec.events, [d.id for d in plan.devices]),
-        "sim_cpu_share": round(sim_cpu / (sim_cpu + services_cpu), 4) if sim_cpu + services_cpu else None,
+        # None when the simulator started no service: there is nothing to compare with
+        "sim_cpu_share": round(sim_cpu / (sim_cpu + services_cpu), 4) if measured and sim_cpu + services_cpu else None,
         "cpu": {"sim_seconds": round(sim_cpu, 3), "sim_user_seconds": round(cpu1.user - cpu0.user, 3),
                 "sim_system_seconds": round(cpu1.system - cpu0.system, 3),
                 "services_seconds": round(services_cpu, 3),

@@ -244,8 +244,8 @@ class Stack:
             raise SimError(f"--credentials {folder} has {len(devices)} device files; the run needs "
                            f"{self.sc.devices} (lower --devices or enroll more)")
         # The plan's device ids become the enrolled ones, in file order.
+        self.plan.rename({p.id: doc["device_id"] for p, doc in zip(self.plan.devices, devices)})
         for profile, doc in zip(self.plan.devices, devices):
-            profile.id = doc["device_id"]
             self.creds[profile.id] = doc
         ops = [c for c in creds if c.get("group") == "operators"]
         if ops:
