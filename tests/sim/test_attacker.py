@@ -50,3 +50,19 @@ def test_the_report_has_its_charts(attacker_run):
         assert title in html
     # readable offline: no script, nothing loaded from elsewhere
     assert "<script" not in html and "src=" not in html and "href=" not in html and "@import" not in html
+
+
+def test_mqtt_envelopes_published_again_are_refused(tmp_path):
+    from .conftest import sim
+
+    scenario = tmp_path / "mqtt-attack.toml"
+    scenario.write_text('[run]\nname = "mqtt-attack"\ndevices = 4\nduration = 10\n\n[services]\nmqtt = true\n\n'
+                        '[device]\ntransport = "mixed"\nmqtt_share = 0.5\n\n'
+                        '[attacker]\nenabled = true\nevery = 1\nkinds = ["mqtt_replay", "replay"]\n')
+    run = sim(str(scenario), report=tmp_path / "r")
+    assert run.rc == 0, run.out[-3000:] + run.err[-3000:]
+    s = run.summary
+    mqtt = [a for a in s["attacks"] if a["kind"] == "mqtt_replay"]
+    assert mqtt and all(a["outcome"] == "refused" and a["code"] == "replayed" for a in mqtt)
+    assert s["calls"]["accepted_by_call"].get("mqtt", 0) > 0
+    assert not s["calls"]["rejected_by_code"]  # the attacker's copies are not counted as the devices' calls

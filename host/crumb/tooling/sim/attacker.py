@@ -111,8 +111,12 @@ class Attacker:
             self.rec.emit("attack_skipped", attack=a.kind, victim=a.victim, why=f"no {needs} captured from {a.victim}")
             return
         _, target, expected, _ = ATTACK_SPEC[a.kind]
+        extra = {}
         if a.kind == "mqtt_replay":
             status, code = self._mqtt_replay(*cap)
+            import hashlib
+
+            extra["digest"] = hashlib.sha256(cap[1]).hexdigest()[:16]  # its copies are not the device's calls
         elif a.kind == "token_request_replay":
             status, code = self._issuer(cap)
         else:
@@ -120,7 +124,7 @@ class Attacker:
             status, code = self._send(target, method, path, auth, body)
         outcome = "accepted" if 200 <= status < 300 else "refused"
         self.rec.emit("attack", attack=a.kind, target=target, outcome=outcome, code=code, expected=expected,
-                      victim=a.victim, status=status)
+                      victim=a.victim, status=status, **extra)
         self.rec.bump("attacks_" + outcome)
 
     def _forgery(self, a: Attempt, cap) -> tuple[str, str, str, bytes]:

@@ -60,7 +60,15 @@ def summarize(events: Iterable[dict[str, Any]], devices: Iterable[str]) -> dict[
     calls = [e for e in ev if e["kind"] == "call" and e["device"] in devs]
     http_calls = [c for c in calls if c["transport"] == "http"]
     mqtt_sent = [c for c in calls if c["transport"] == "mqtt"]
-    mqtt = [e for e in ev if e["kind"] == "mqtt"]
+    # The consumer's verdicts on the devices' own envelopes: the copies the attacker
+    # published again (same digest, after the first) are its attempts, not calls.
+    replayed = {e["digest"] for e in ev if e["kind"] == "attack" and e.get("digest")}
+    mqtt, seen = [], set()
+    for e in (e for e in ev if e["kind"] == "mqtt"):
+        if e.get("digest") in replayed and e["digest"] in seen:
+            continue
+        seen.add(e.get("digest"))
+        mqtt.append(e)
     accepted = Counter()
     rejected: Counter[str] = Counter()
     for c in http_calls:

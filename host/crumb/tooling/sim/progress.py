@@ -63,8 +63,7 @@ def summary_table(s: dict[str, Any]) -> Table:
     t.add_row("token latency", f"p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
     calls = s["calls"]
     rej = ", ".join(f"{k} {v}" for k, v in calls["rejected_by_code"].items()) or "none"
-    t.add_row("authorized calls", f"{s['authorized_calls']:,} (through the chain and the command service); "
-                                  f"rejected: {rej}")
+    t.add_row("authorized calls", f"{s['authorized_calls']:,} accepted by the services; rejected: {rej}")
     t.add_row("cache", f"hit rate {s['cache_hit_rate']}, {s['round_trips_per_authorized_call']} issuer round "
                        f"trips and {s['bytes_per_authorized_call']} link bytes per authorized call")
     if s["attacks"]:

@@ -94,7 +94,7 @@ class Scenario:
     faults: list[Fault] = field(default_factory=list)
     # attacker
     attacker: bool = False
-    attack_start: float = 0.25
+    attack_start: float | str = "25%"
     attack_every: float = 1.0
     attack_kinds: list[str] = field(default_factory=list)
     # the line of each setting read from the file (for errors found after parsing)
@@ -126,8 +126,7 @@ def _num(lo: float, hi: float | None = None, *, above: bool = False):
         if (v <= lo if above else v < lo) or (hi is not None and v > hi):
             if hi is not None:
                 raise ValueError(f"must be between {lo} and {hi}")
-            raise ValueError(f"must be {'>' if above else '>='} {lo} (a negative or zero rate is meaningless)"
-                             if above else f"must be >= {lo}")
+            raise ValueError(f"must be > {lo}" if above else f"must be >= {lo}")
         return float(v)
     return check
 
