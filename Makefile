@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml setup.py host/crumb/issuer/_native/commit.c
 
 setup: $(STAMP)
 
+# The main job: a fleet running the firmware, the 3-hop chain, an attacker (examples/scenarios/attacker.toml).
 demo: $(STAMP)
-	$(BIN)/python -m crumb.tooling.demo
+	$(BIN)/crumb sim examples/scenarios/attacker.toml
 
 # The issuer's tests run a second time with CRUMB_NATIVE=0: its Python-only
 # path (no native audit writer) is what crumb runs where the C is not built.

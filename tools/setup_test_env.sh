@@ -20,6 +20,8 @@
 #   6. A real MicroPython: the unix port with mbedTLS, built from Debian's
 #      source of MicroPython 1.25.0 (tools/mpy/unixport.sh), after the build
 #      tools and libmbedtls-dev when missing.
+#   7. Chromium (Debian packages chromium, chromium-driver): the simulator's
+#      report is opened in a real headless browser by tests/sim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -150,4 +152,17 @@ bash "$MPY_DIR/unixport.sh" || fail "the MicroPython unix port could not be buil
 unix_version=$("$MPY_DIR/unix-port/micropython" -c 'import sys, tls; print("%d.%d.%d" % sys.implementation.version[:3])' 2>&1) ||
     fail "the MicroPython unix port ($MPY_DIR/unix-port/micropython) does not run or has no tls module: $unix_version; rebuild it: bash tools/mpy/unixport.sh --force"
 info "MicroPython unix port ok: $unix_version with tls"
+# --- 7. Chromium ---------------------------------------------------------------------
+# tests/sim/test_report_chromium.py renders the simulator's report.html in it
+# (headless, over the DevTools protocol) and checks its charts and console.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    info "installing Chromium (Debian packages chromium, chromium-driver)"
+    apt_install chromium chromium-driver ||
+        fail "Chromium is required by the simulator's report test and could not be installed (need root + apt-get, or install the Debian packages chromium and chromium-driver yourself)"
+fi
+out=$(chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+      --disable-component-update --disable-sync --user-data-dir="$(mktemp -d)" --dump-dom \
+      'data:text/html,<p>crumb</p>' 2>/dev/null) || fail "chromium is installed but does not run headless"
+case "$out" in *crumb*) ;; *) fail "chromium ran but did not render a page: $out" ;; esac
+info "chromium ok: $(chromium --version 2>/dev/null | head -1)"
 info "done"

@@ -109,6 +109,46 @@ class ClockUnsynced(CrumbError):
     code = "stale_time"
 
 
+class Backoff:
+    """Exponential backoff with jitter, the client's own and usable by an
+    application for its other failures (a service, a broker, the network).
+
+    Each ``failed()`` waits a random point in the upper half of the current
+    step; the step doubles from ``first`` up to ``cap`` (milliseconds), so
+    devices failing together do not come back together. ``ok()`` resets it.
+    """
+
+    def __init__(self, first=1000, cap=60000):
+        self.first = first
+        self.cap = cap
+        self.step = 0  # current step (ms); 0: no failure since the last ok()
+        self.until = None  # ticks before which to wait, or None
+
+    def failed(self, at_least=None):
+        """Record a failure; returns the wait (ms). ``at_least`` (ms, e.g. a
+        Retry-After) lengthens the wait, up to ``cap``."""
+        d = self.step * 2 if self.step else self.first
+        d = d if d < self.cap else self.cap
+        self.step = d
+        wait = d - (d // 2) * int.from_bytes(urandom(2), "big") // 65536
+        if type(at_least) is int and at_least > wait:
+            wait = at_least if at_least < self.cap else self.cap
+        self.until = ticks_add(ticks_ms(), wait)
+        return wait
+
+    def ok(self):
+        """A success: the next failure starts from ``first`` again."""
+        self.step = 0
+        self.until = None
+
+    def left(self):
+        """Milliseconds still to wait (0: go ahead)."""
+        if self.until is None:
+            return 0
+        d = ticks_diff(self.until, ticks_ms())
+        return d if d > 0 else 0
+
+
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -195,13 +235,10 @@ class Client:
         self.max_entries = max_entries
         self.margin = int(margin * 1000)
         self.refresh = int(refresh * 1000)
-        self.backoff = int(backoff * 1000)
-        self.max_backoff = int(max_backoff * 1000)
+        self._backoff = Backoff(int(backoff * 1000), int(max_backoff * 1000))
         self._cache = {}  # scope -> entry (see _USED above)
         self._t0 = 0  # issuer time (s) at ticks _at
         self._at = None  # None: never synced
-        self._delay = 0  # current backoff step (ms)
-        self._retry_at = None  # ticks before which the issuer is not asked
         self.round_trips = 0  # HTTP exchanges with the issuer so far
 
     # -- clock ------------------------------------------------------------
@@ -266,10 +303,7 @@ class Client:
 
     def retry_in(self):
         """Milliseconds until the client asks the issuer again after a failure (0: now)."""
-        if self._retry_at is None:
-            return 0
-        d = ticks_diff(self._retry_at, ticks_ms())
-        return d if d > 0 else 0
+        return self._backoff.left()
 
     # -- attaching --------------------------------------------------------
     def header(self, resource, operation):
@@ -326,7 +360,7 @@ class Client:
 
     # -- the issuer -------------------------------------------------------
     def _fetch(self, scopes, count):
-        if self._retry_at is not None and ticks_diff(self._retry_at, ticks_ms()) > 0:
+        if self._backoff.left():
             raise IssuerUnavailable("backing off after a failure (%d ms left)" % self.retry_in())
         retried = False
         while True:
@@ -360,8 +394,7 @@ class Client:
         except (KeyError, TypeError, ValueError):
             self._failed(None)
             raise IssuerUnavailable("the issuer's answer is not a token response")
-        self._delay = 0
-        self._retry_at = None
+        self._backoff.ok()
         keep = 2 * self.batch if 2 * self.batch > len(items) else len(items)
         for i in range(len(items)):
             tok, life, uses = items[i]
@@ -420,15 +453,8 @@ class Client:
         return out
 
     def _failed(self, retry_after):
-        # Exponential backoff with jitter (a wait between half and all of the
-        # current step); an issuer's Retry-After is honoured up to max_backoff.
-        d = self._delay * 2 if self._delay else self.backoff
-        d = d if d < self.max_backoff else self.max_backoff
-        self._delay = d
-        wait = d - (d // 2) * int.from_bytes(urandom(2), "big") // 65536
-        if type(retry_after) is int and retry_after * 1000 > wait:
-            wait = min(retry_after * 1000, self.max_backoff)
-        self._retry_at = ticks_add(ticks_ms(), wait)
+        # Back off (Backoff above); an issuer's Retry-After (s) is honoured up to max_backoff.
+        self._backoff.failed(retry_after * 1000 if type(retry_after) is int else None)
 
     def _store(self, scope, tok, life, uses, sent, keep):
         e = self._cache.get(scope)

@@ -241,6 +241,24 @@ from .tooling.bench import replay as _bench_replay  # noqa: E402
 for _bench in (_bench_issuer, _bench_replay, _bench_middleware, _bench_device):
     bench.add_command(_bench.command)
 
+from .tooling.sim.cli import command as _sim_command  # noqa: E402
+
+main.add_command(_sim_command)
+
+
+@main.command("demo")
+def demo_cmd() -> None:
+    """Walk one device through the chain, step by step: the issuer, its token, three hops, the attacks, the audit log.
+
+    (The main job, a whole fleet with faults and an attacker, is `crumb sim`.)
+    """
+    from .extras import require
+
+    require("tools", "crumb demo")
+    from .tooling.demo import main as demo_main
+
+    sys.exit(demo_main())
+
 
 if __name__ == "__main__":
     main()

@@ -40,7 +40,7 @@ def test_build_every_board(tmp_path):
         lib = tmp_path / b / "lib"
         got = sorted(f.relative_to(lib).as_posix() for f in lib.rglob("*.mpy"))
         assert got == MODULES
-        for name in ("boot.py", "main.py", "config.example.json"):
+        for name in ("boot.py", "main.py", "hal.py", "config.example.json"):
             assert (tmp_path / b / name).is_file()
         total = sum(f.stat().st_size for f in lib.rglob("*.mpy"))
         assert f"{total:7,d}  total" in p.stdout
@@ -73,7 +73,7 @@ def test_manifest_freezes_the_package():
 
 def test_app_files_compile_for_micropython(tmp_path):
     exe = mpyvm.mpy_cross_exe()
-    for name in ("boot.py", "main.py", "manifest.py"):  # (build.py is a host-side script)
+    for name in ("boot.py", "main.py", "hal.py", "manifest.py"):  # (build.py is a host-side script)
         p = subprocess.run([exe, "-o", str(tmp_path / "x.mpy"), str(FIRMWARE / name)], capture_output=True, text=True)
         assert p.returncode == 0, (name, p.stderr)
     json.loads((FIRMWARE / "config.example.json").read_text())
@@ -82,12 +82,51 @@ def test_app_files_compile_for_micropython(tmp_path):
 def test_example_main_runs_in_micropython(vm):
     with DeviceIssuer() as issuer, VerifyingService(issuer.url) as service:
         cred = json.dumps(issuer.creds["dev-0001"])
-        cfg = json.dumps({"service": service.url, "resource": "/sensors/temp01", "operation": "publish",
-                          "every": 0})
+        cfg = json.dumps({"url": service.url + "/sensors/temp01", "resource": "/sensors/temp01",
+                          "operation": "publish", "every": 0})
         code = (f"open('/config.json', 'w').write({cfg!r})\n"
                 f"open('/crumb.json', 'w').write({cred!r})\n"
                 "import sys, os\nos.chdir('/')\nsys.path.append('/app')\n"
                 "import main\nmain.run(rounds=5)\n")
         r = vm.run_vm(code, paths=[f"{FIRMWARE}:/app"]).check()
-    assert r.out.count("-> 200") == 5, r.out
+    assert r.out.count("sent telemetry 200") == 5, r.out
     assert service.accepted == 5 and not service.rejected
+
+
+def _firmware_main():
+    """firmware/main.py imported on CPython (it imports hal and ucrumb, as on a board)."""
+    import importlib.util
+
+    sys.path.insert(0, str(FIRMWARE))
+    try:
+        spec = importlib.util.spec_from_file_location("firmware_main_under_test", FIRMWARE / "main.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(FIRMWARE))
+    return mod
+
+
+def test_app_checks_each_command_before_it_acts(tmp_path):
+    main = _firmware_main()
+    cred = tmp_path / "crumb.json"
+    cred.write_text(json.dumps({"device_id": "dev-0007", "key": "00" * 32, "issuer": "http://127.0.0.1:9"}))
+    log = []
+    app = main.App({"watchdog_ms": 0, "command_max_age": 60}, str(cred), log=lambda *a: log.append(a))
+    app.crumb.now = lambda: 10_000  # synced with the issuer: its time is 10,000
+    mine = "/valves/dev-0007"
+    cases = [
+        ({"seq": 1, "op": "open", "resource": mine, "at": 9_990}, "applied", True),
+        ({"seq": 1, "op": "close", "resource": mine, "at": 9_995}, "old", True),       # seen: never twice
+        ({"seq": 2, "op": "close", "resource": "/valves/dev-0008", "at": 9_995}, "not_mine", True),
+        ({"seq": 3, "op": "explode", "resource": mine, "at": 9_995}, "unknown_op", True),
+        ({"seq": 4, "op": "close", "resource": mine, "at": 9_000}, "stale", True),      # queued 1,000 s ago
+        ({"seq": "5", "op": "close", "resource": mine, "at": 9_995}, "old", True),     # not an integer
+        ("close everything", "malformed", True),
+        ({"seq": 6, "op": "close", "resource": mine, "at": 9_999}, "applied", False),
+    ]
+    for command, verdict, state in cases:
+        app.command(command)
+        assert log[-1][0] == "command" and log[-1][-1] == verdict, (command, log[-1])
+        assert app.actuator.state is state
+    assert app.last_seq == 6

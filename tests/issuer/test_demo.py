@@ -1,11 +1,13 @@
-"""The main job (`make demo`) runs end to end: issuer, device client, chain, attacks, audit."""
+"""The one-device walkthrough (`crumb demo`) runs end to end: issuer, device client, chain, attacks, audit.
+
+(`make demo`, the main job, is the simulator's attacker scenario: tests/sim.)"""
 
 import subprocess
 import sys
 
 
 def test_demo_runs_and_every_attack_is_rejected():
-    r = subprocess.run([sys.executable, "-m", "crumb.tooling.demo"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "crumb.cli", "demo"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
     assert "demo complete" in out and "ACCEPTED" not in out and "Traceback" not in r.stderr

@@ -1,6 +1,8 @@
-"""The main job: one reading from a device, through a three-hop chain, every step printed.
+"""The walkthrough: one reading from one device, through a three-hop chain, every step printed.
 
-    python -m crumb.tooling.demo            (or: make demo)
+    crumb demo                              (or: python -m crumb.tooling.demo)
+
+(The main job, `make demo`, is a whole fleet: `crumb sim`, crumb.tooling.sim.)
 
 Everything runs here, on embedded defaults: the issuer (`crumb issuer serve`
 in a child process, SQLite registry and audit log, in-memory nonce and rate

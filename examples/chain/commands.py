@@ -1,0 +1,77 @@
+"""The command service: commands for actuators, outside the reading chain.
+
+An operator (anything holding a token for the valve and the operation)
+queues a command; the device polls for its own commands with a token of its
+own. Both tokens are verified here, offline, like any other call:
+
+    POST /valves/{device}/open        token for ("/valves/{device}", "open")
+    POST /valves/{device}/close       token for ("/valves/{device}", "close")
+    GET  /valves/{device}/commands?after=SEQ
+                                      token for ("/valves/{device}", "read"),
+                                      whose subject must be {device} itself
+
+A queued command is ``{"seq", "op", "resource", "by", "at"}``: a sequence
+number per device, the operation, the valve, the sender's subject and the
+issuer time of its token (iat). A poll answers the commands after SEQ and
+forgets the older ones (the device has applied them). docs/device.md says
+what the device checks before it applies one.
+"""
+
+import os
+
+from crumb.services.middleware import CrumbMiddleware, Route, Routes
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route as Path
+
+import service_config as cfg
+
+RULE = Routes(
+    Route("/valves/{device}/open", resource="/valves/{device}", operation="open"),
+    Route("/valves/{device}/close", resource="/valves/{device}", operation="close"),
+    Route("/valves/{device}/commands", resource="/valves/{device}", operation="read"),
+    Route("/healthz", public=True),
+)
+KEEP = int(os.environ.get("CRUMB_COMMANDS_KEEP", "16"))  # commands queued per device at most
+
+queues: dict[str, list[dict]] = {}
+last: dict[str, int] = {}
+
+
+async def queue(request):
+    grant = request.state.crumb
+    device = request.path_params["device"]
+    seq = last.get(device, 0) + 1
+    last[device] = seq
+    pending = queues.setdefault(device, [])
+    pending.append({"seq": seq, "op": grant.operation, "resource": grant.resource, "by": grant.sub,
+                    "at": grant.claims.iat})
+    del pending[:-KEEP]
+    return JSONResponse({"queued": seq}, status_code=202)
+
+
+async def poll(request):
+    grant = request.state.crumb
+    device = request.path_params["device"]
+    if grant.sub != device:  # a device reads its own queue only
+        return JSONResponse({"code": "scope_denied", "detail": "not this device's queue"}, status_code=403)
+    try:
+        after = int(request.query_params.get("after", "0"))
+    except ValueError:
+        return JSONResponse({"detail": "after must be an integer"}, status_code=422)
+    pending = [c for c in queues.get(device, ()) if c["seq"] > after]
+    queues[device] = pending
+    return JSONResponse({"commands": pending})
+
+
+async def healthz(request):
+    return PlainTextResponse("ok")
+
+
+app = CrumbMiddleware(
+    Starlette(routes=[Path("/valves/{device}/open", queue, methods=["POST"]),
+                      Path("/valves/{device}/close", queue, methods=["POST"]),
+                      Path("/valves/{device}/commands", poll, methods=["GET"]),
+                      Path("/healthz", healthz)]),
+    cfg.verifier(None), RULE,
+)
