@@ -57,20 +57,6 @@ PORT_TAKEN = "Address already in use"
 PORT_ATTEMPTS = 5
 
 
-def free_port(host: str = HOST) -> int:
-    """A port nothing listens on right now, let go at once.
-
-    Another program can take it before anyone binds it: prefer
-    ``listening_socket()`` (a server that takes a socket) or
-    ``reserve_port()`` (a child that needs the number), which hold the port.
-    A caller of this must try a fresh port when its server reports the port
-    taken (``PORT_TAKEN``).
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def reserve_port(host: str = HOST, port: int = 0) -> socket.socket:
     """A socket holding a port (on 0, any free one) for a server that binds it by number.
 

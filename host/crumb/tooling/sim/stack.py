@@ -35,7 +35,7 @@ from typing import Callable
 
 from ...keys import b64u, generate, save
 from ..localservices import (HOST, MosquittoServer, RedisServer, ServiceFailed, ServiceMissing, UvicornProcess,
-                             free_port, terminate)
+                             reserve_port, terminate)
 from .errors import SimError
 from .events import Recorder
 from .plan import CONSOLE, Plan
@@ -204,28 +204,23 @@ class Stack:
         port = self.ep.issuer_port
         if port is not None:
             _check_port(port, "--issuer-port")
-        last = ""
-        for attempt in range(3):  # a free port can be taken before the issuer binds it
-            p = port or free_port()
+        # The policy names the issuer's URL, so the port is chosen before the issuer starts, and
+        # held until it listens there: no other program can take it in between.
+        with reserve_port(port=port or 0) as held:
+            p = held.getsockname()[1]
             url = f"http://{HOST}:{p}"
-            data_dir = self.dir / f"issuer-{attempt}"
             policy = POLICY.format(url=url, batch=sc.batch, rate=rate, burst=burst, nodes=nodes)
-            data, credentials = enroll_data_dir(data_dir, policy, devices)
+            data, credentials = enroll_data_dir(self.dir / "issuer", policy, devices)
             args: tuple[str, ...] = ("--audit-sync", "normal")
             issuer = LocalIssuer(data.root, data.policy, redis_url=self.urls.get("redis"), port=p, args=args)
             try:
                 issuer.start()
             except IssuerFailed as e:
-                last = _tail(str(e).split("log:", 1)[-1])
                 issuer.close()
-                if port is not None:
-                    break
-                continue
-            self.issuer = issuer
-            self.urls["issuer"] = url
-            self.creds = credentials(url)
-            return
-        raise SimError(f"the issuer did not start; its log ends: {last}")
+                raise SimError(f"the issuer did not start; its log ends: {_tail(str(e).split('log:', 1)[-1])}")
+        self.issuer = issuer
+        self.urls["issuer"] = url
+        self.creds = credentials(url)
 
     def _external_issuer(self) -> None:
         folder = self.ep.credentials
