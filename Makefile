@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean vectors bench
+.PHONY: demo test lint setup clean vectors bench
 
 $(STAMP): pyproject.toml setup.py host/crumb/issuer/_native/commit.c
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (crumb needs Python >= 3.11)"; exit 1; }
@@ -23,10 +23,16 @@ demo: $(STAMP)
 
 # The issuer's tests run a second time with CRUMB_NATIVE=0: its Python-only
 # path (no native audit writer) is what crumb runs where the C is not built.
-test: $(STAMP)
+test: $(STAMP) lint
 	bash tools/setup_test_env.sh
 	$(BIN)/python -m pytest
 	CRUMB_NATIVE=0 $(BIN)/python -m pytest tests/issuer
+
+# Ruff's default rules (MicroPython code's exceptions in pyproject.toml) and mypy
+# over the token core; both versions pinned in the dev extra.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 vectors: $(STAMP)
 	$(BIN)/python tools/gen_vectors.py

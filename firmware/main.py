@@ -14,11 +14,10 @@
 import json
 import time
 
+import hal
 from ucrumb import http
 from ucrumb.client import Backoff, ClockUnsynced, Denied, IssuerUnavailable, from_file
 from ucrumb.http import HTTPError, ticks_add, ticks_diff, ticks_ms
-
-import hal
 
 try:
     from time import sleep_ms
@@ -208,7 +207,7 @@ class App:
         self.dog.feed()
         url = "%s%s/commands?after=%d" % (self.commands, self.valve, self.last_seq)
         try:
-            status, headers, data = http.request("GET", url, None, {"Authorization": auth}, self.timeout)
+            status, _headers, data = http.request("GET", url, None, {"Authorization": auth}, self.timeout)
         except HTTPError as e:
             self.backoff.failed()
             self.log("unreachable", "poll", "commands", e)
@@ -299,7 +298,8 @@ def mqtt_client(client_id, host, port):
     """A connected MQTT client with publish(topic, msg, retain=, qos=): umqtt.simple on
     MicroPython, paho-mqtt on CPython. Raises OSError when the broker cannot be reached."""
     try:
-        from umqtt.simple import MQTTClient  # micropython-lib: mpremote mip install umqtt.simple
+        # micropython-lib: mpremote mip install umqtt.simple
+        from umqtt.simple import MQTTClient
     except ImportError:
         return _Paho(client_id, host, port)
     c = MQTTClient(client_id, host, port)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from crumb import cbor, cose, wire
 from crumb.caveats import make as caveat
+from crumb.errors import CrumbError
 from crumb.keys import SigningKey
 from crumb.token import Block, Token, attenuate, attenuate_open, attest, mint, seal, split
 
@@ -62,7 +63,7 @@ def _cbor_ok(token: bytes) -> bool:
             if isinstance(block, list) and len(block) == 4:
                 cbor.loads(block[0], **wide)
                 cbor.loads(block[2], **wide)
-    except Exception:
+    except CrumbError:
         return False
     return True
 

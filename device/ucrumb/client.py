@@ -128,11 +128,11 @@ class Backoff:
         """Record a failure; returns the wait (ms). ``at_least`` (ms, e.g. a
         Retry-After) lengthens the wait, up to ``cap``."""
         d = self.step * 2 if self.step else self.first
-        d = d if d < self.cap else self.cap
+        d = min(self.cap, d)
         self.step = d
         wait = d - (d // 2) * int.from_bytes(urandom(2), "big") // 65536
         if type(at_least) is int and at_least > wait:
-            wait = at_least if at_least < self.cap else self.cap
+            wait = min(self.cap, at_least)
         self.until = ticks_add(ticks_ms(), wait)
         return wait
 
@@ -146,7 +146,7 @@ class Backoff:
         if self.until is None:
             return 0
         d = ticks_diff(self.until, ticks_ms())
-        return d if d > 0 else 0
+        return max(0, d)
 
 
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -375,8 +375,7 @@ class Client:
                 continue
             if code == "too_large" and count > 1 and len(scopes) == 1:
                 count //= 2  # the policy allows smaller batches: ask for those from now on
-                if count < self.batch:
-                    self.batch = count
+                self.batch = min(self.batch, count)
                 continue
             if code == "stale_time":
                 raise ClockUnsynced(msg)
@@ -395,7 +394,7 @@ class Client:
             self._failed(None)
             raise IssuerUnavailable("the issuer's answer is not a token response")
         self._backoff.ok()
-        keep = 2 * self.batch if 2 * self.batch > len(items) else len(items)
+        keep = max(len(items), 2 * self.batch)
         for i in range(len(items)):
             tok, life, uses = items[i]
             self._store(scopes[i // count], tok, life, uses, sent, keep)

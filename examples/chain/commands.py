@@ -19,12 +19,12 @@ what the device checks before it applies one.
 
 import os
 
-from crumb.services.middleware import CrumbMiddleware, Route, Routes
+import service_config as cfg
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route as Path
 
-import service_config as cfg
+from crumb.services.middleware import CrumbMiddleware, Route, Routes
 
 RULE = Routes(
     Route("/valves/{device}/open", resource="/valves/{device}", operation="open"),

@@ -5,12 +5,12 @@ Forward sends the request to the ingest API with the attested token and
 returns its answer.
 """
 
-from crumb.services.middleware import CrumbMiddleware, Forward
+import service_config as cfg
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-import service_config as cfg
+from crumb.services.middleware import CrumbMiddleware, Forward
 
 key = cfg.node_key()
 forward = Forward(cfg.next_hop())

@@ -3,12 +3,12 @@
 import time
 
 import httpx
-from crumb.services.middleware import CrumbMiddleware, attest_and_forward_async
+import service_config as cfg
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-import service_config as cfg
+from crumb.services.middleware import CrumbMiddleware, attest_and_forward_async
 
 key = cfg.node_key()
 storage = cfg.next_hop()
@@ -20,9 +20,9 @@ async def reading(request):
     try:
         body = await request.json()
         value = body["value"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError
     except (ValueError, KeyError, TypeError):
+        value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return JSONResponse({"error": 'send {"value": <number>}'}, status_code=422)
     record = {"sensor": request.path_params["sensor"], "value": value, "device": grant.sub,
               "received_at": time.time()}

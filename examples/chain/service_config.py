@@ -15,10 +15,10 @@ from __future__ import annotations
 import os
 
 from crumb import Verifier, load_signing_key
+from crumb.replay import MemoryReplayStore
 from crumb.services.keyfetch import FetchedKeys
 from crumb.services.keyset import pinned
 from crumb.services.middleware import Route, Routes
-from crumb.replay import MemoryReplayStore
 from crumb.services.replay_redis import RedisReplayStore
 
 # Every service maps a reading upload to the same request: publish on the sensor.

@@ -2,12 +2,12 @@
 
 import os
 
-from crumb.services.middleware import CrumbMiddleware
+import service_config as cfg
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-import service_config as cfg
+from crumb.services.middleware import CrumbMiddleware
 
 readings: list[dict] = []  # a real worker writes to a database; this one keeps them in memory
 replica = os.environ.get("CRUMB_REPLICA", "storage")

@@ -6,6 +6,8 @@
     Verifier([issuer.public]).verify(token, "/sensors/temp01", "read")
 """
 
+from ucrumb import __version__  # one version for the host and the device packages
+
 from .caveats import make as caveat
 from .errors import CrumbError
 from .keys import PublicKey, SigningKey, load_public_key, load_signing_key
@@ -13,10 +15,22 @@ from .replay import MemoryReplayStore, ReplayStore
 from .token import attenuate, attenuate_open, attest, mint, seal, to_text
 from .verify import Verified, Verifier
 
-from ucrumb import __version__  # one version for the host and the device packages
-
 __all__ = [
-    "CrumbError", "MemoryReplayStore", "PublicKey", "ReplayStore", "SigningKey", "Verified",
-    "Verifier", "attenuate", "attenuate_open", "attest", "caveat", "load_public_key",
-    "load_signing_key", "mint", "seal", "to_text",
+    "CrumbError",
+    "MemoryReplayStore",
+    "PublicKey",
+    "ReplayStore",
+    "SigningKey",
+    "Verified",
+    "Verifier",
+    "__version__",
+    "attenuate",
+    "attenuate_open",
+    "attest",
+    "caveat",
+    "load_public_key",
+    "load_signing_key",
+    "mint",
+    "seal",
+    "to_text",
 ]

@@ -10,13 +10,28 @@ field is ``unknown_caveat``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import CaveatFailed, Malformed, UnknownCaveat
 from .wire import (
-    FIELD_AUDIENCE, FIELD_HOP, FIELD_OPERATION, FIELD_RESOURCE, FIELD_SUBJECT, FIELD_TIME,
-    MAX_CAVEATS, MAX_ITEMS, MAX_STRING,
-    PRED_EQ, PRED_GE, PRED_GT, PRED_IN, PRED_LE, PRED_LT, PRED_NE, PRED_PREFIX,
+    FIELD_AUDIENCE,
+    FIELD_HOP,
+    FIELD_OPERATION,
+    FIELD_RESOURCE,
+    FIELD_SUBJECT,
+    FIELD_TIME,
+    MAX_CAVEATS,
+    MAX_ITEMS,
+    MAX_STRING,
+    PRED_EQ,
+    PRED_GE,
+    PRED_GT,
+    PRED_IN,
+    PRED_LE,
+    PRED_LT,
+    PRED_NE,
+    PRED_PREFIX,
 )
 
 PREDICATES = {
@@ -101,7 +116,7 @@ def check_list(value: object) -> list:
 class Context:
     """What caveats are evaluated against: the request and the verifier's facts."""
 
-    __slots__ = ("values", "facts")
+    __slots__ = ("facts", "values")
 
     def __init__(self, *, resource: str, operation: str, time: int, hop: str | None,
                  audience: str | None, subject: str | None, facts: Mapping[str, Any] | None) -> None:

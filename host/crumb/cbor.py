@@ -93,7 +93,7 @@ def _item(data: bytes, i: int, n: int, depth: int, max_items: int, max_string: i
             raise Malformed(f"truncated container at offset {i}")
         depth -= 1
         if mt == 4:
-            out = []
+            out: list[Any] = []
             append = out.append
             for _ in range(arg):
                 # Small unsigned ints and short strings inline: the common case.

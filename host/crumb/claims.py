@@ -10,9 +10,25 @@ from .errors import Malformed, UnknownCaveat
 from .keys import b64u
 from .scope import scope_bytes, scope_from_bytes
 from .wire import (
-    CLAIM_AUD, CLAIM_CRUMB, CLAIM_CTI, CLAIM_EXP, CLAIM_IAT, CLAIM_ISS, CLAIM_NBF, CLAIM_SCOPE,
-    CLAIM_SUB, EXT_ATTENUATORS, EXT_CAVEATS, EXT_CHAIN, EXT_OPEN, EXT_USES, KID_BYTES,
-    MAX_ITEMS, MAX_STRING, MAX_USES, PUBLIC_KEY_BYTES,
+    CLAIM_AUD,
+    CLAIM_CRUMB,
+    CLAIM_CTI,
+    CLAIM_EXP,
+    CLAIM_IAT,
+    CLAIM_ISS,
+    CLAIM_NBF,
+    CLAIM_SCOPE,
+    CLAIM_SUB,
+    EXT_ATTENUATORS,
+    EXT_CAVEATS,
+    EXT_CHAIN,
+    EXT_OPEN,
+    EXT_USES,
+    KID_BYTES,
+    MAX_ITEMS,
+    MAX_STRING,
+    MAX_USES,
+    PUBLIC_KEY_BYTES,
 )
 
 _KNOWN_CLAIMS = {CLAIM_ISS, CLAIM_SUB, CLAIM_AUD, CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_CTI,
@@ -27,7 +43,7 @@ class Party:
     4-byte kid the verifier resolves among the node keys it was given.
     """
 
-    __slots__ = ("name", "keyref")
+    __slots__ = ("keyref", "name")
 
     def __init__(self, name: str, keyref: bytes) -> None:
         self.name = name
@@ -76,8 +92,21 @@ def _parties(value: object, what: str) -> list[Party]:
 class Claims:
     """Validated claims of an authority block."""
 
-    __slots__ = ("iss", "sub", "aud", "exp", "nbf", "iat", "cti", "scope", "uses", "chain",
-                 "attenuators", "caveats", "open_key")
+    __slots__ = (
+        "attenuators",
+        "aud",
+        "caveats",
+        "chain",
+        "cti",
+        "exp",
+        "iat",
+        "iss",
+        "nbf",
+        "open_key",
+        "scope",
+        "sub",
+        "uses",
+    )
 
     def __init__(self, *, exp: int, iat: int, cti: bytes, scope: list, iss: str | None = None,
                  sub: str | None = None, aud: str | None = None, nbf: int | None = None,
@@ -94,12 +123,12 @@ class Claims:
         self.open_key = open_key
 
     @classmethod
-    def parse(cls, m: object) -> "Claims":
+    def parse(cls, m: object) -> Claims:
         if not isinstance(m, dict):
             raise Malformed("the authority payload is a CWT claims map")
         unknown = m.keys() - _KNOWN_CLAIMS
         if unknown:
-            raise UnknownCaveat(f"claim {sorted(unknown, key=str)[0]!r} is not understood")
+            raise UnknownCaveat(f"claim {min(unknown, key=str)!r} is not understood")
         try:
             exp, iat, cti, scope = m[CLAIM_EXP], m[CLAIM_IAT], m[CLAIM_CTI], m[CLAIM_SCOPE]
         except KeyError as e:
@@ -120,7 +149,7 @@ class Claims:
         return c
 
     @classmethod
-    def decode(cls, payload: bytes) -> "Claims":
+    def decode(cls, payload: bytes) -> Claims:
         """Decode and validate a claims payload (strict, as ``parse(cbor.loads(payload))``)."""
         claims = _decode_common(payload)
         return claims if claims is not None else cls.parse(cbor.loads(payload))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import __version__
 from . import caveats as cav
 from .errors import CrumbError
-from .keys import KeyFileError, generate, load_public_key, load_signing_key, save
+from .keys import KeyFileError, PublicKey, SigningKey, generate, load_public_key, load_signing_key, save
 from .token import attenuate, attenuate_open, attest, mint, seal, to_text
 
 
@@ -26,14 +28,14 @@ def _read_token(token: str) -> str:
     return token.strip()
 
 
-def _signing_key(path: str):
+def _signing_key(path: str) -> SigningKey:
     try:
         return load_signing_key(path)
     except KeyFileError as e:
         raise click.UsageError(str(e)) from None
 
 
-def _public_key(path: str):
+def _public_key(path: str) -> PublicKey:
     try:
         return load_public_key(path)
     except KeyFileError as e:
@@ -50,7 +52,7 @@ def _named_keys(values: tuple[str, ...], option: str) -> list:
     return out
 
 
-def _value(text: str):
+def _value(text: str) -> int | str:
     try:
         return int(text)
     except ValueError:
@@ -114,7 +116,9 @@ def keygen(path: str, force: bool) -> None:
 @click.option("--aud", help="Audience the token is restricted to.")
 @click.option("--iss", help="Issuer name claim.")
 @click.option("--open", "open_", is_flag=True, help="Allow attenuation by any holder (proof travels with the token).")
-def mint_cmd(key_path, sub, resource, ops, ttl, uses, hops, attenuators, hop_refs, caveats, aud, iss, open_):
+def mint_cmd(key_path: str, sub: str, resource: str, ops: tuple[str, ...], ttl: int, uses: int,
+             hops: tuple[str, ...], attenuators: tuple[str, ...], hop_refs: str, caveats: tuple[str, ...],
+             aud: str | None, iss: str | None, open_: bool) -> None:
     """Mint a token for one resource and its operations; print it as base64url."""
     key = _signing_key(key_path)
     try:
@@ -126,7 +130,7 @@ def mint_cmd(key_path, sub, resource, ops, ttl, uses, hops, attenuators, hop_ref
     click.echo(to_text(token))
 
 
-def _token_op(fn, *args) -> None:
+def _token_op(fn: Callable[..., bytes], *args: Any) -> None:
     try:
         click.echo(to_text(fn(*args)))
     except CrumbError as e:
@@ -172,7 +176,8 @@ def seal_cmd(token: str) -> None:
 @click.option("--fact", "facts", multiple=True, metavar="NAME=VALUE", help="Application fact for caveats (repeatable).")
 @click.option("--leeway", default=30, show_default=True, type=click.IntRange(min=0), help="Clock leeway in seconds.")
 @click.argument("token")
-def verify_cmd(pubs, resource, operation, hop, node_pubs, aud, facts, leeway, token):
+def verify_cmd(pubs: tuple[str, ...], resource: str, operation: str, hop: str | None, node_pubs: tuple[str, ...],
+               aud: str | None, facts: tuple[str, ...], leeway: int, token: str) -> None:
     """Verify TOKEN for one request; print its claims as JSON (exit 0) or the error (exit 1).
 
     Uses are counted in memory for this one invocation: a single check of a
@@ -193,7 +198,7 @@ def verify_cmd(pubs, resource, operation, hop, node_pubs, aud, facts, leeway, to
         verified = verifier.verify(_read_token(token), resource, operation, facts=fact_map)
     except CrumbError as e:
         _fail(e)
-    except Exception as e:  # a bug must still not print a traceback at the caller
+    except Exception as e:  # noqa: BLE001 -- a bug must still not print a traceback at the caller
         _fail(f"malformed: unexpected {type(e).__name__} while verifying (please report)")
     click.echo(json.dumps(verified.to_json(), indent=1))
 
@@ -219,13 +224,13 @@ def bench() -> None:
 @click.option("--rounds", default=2000, show_default=True, type=click.IntRange(min=50), help="Verifications per measurement.")
 def bench_tokens(as_json: bool, rounds: int) -> None:
     """Token sizes and verification speed, against raw Ed25519 and peer libraries."""
-    from .tooling.bench.tokens import run, render_table
+    from .tooling.bench.tokens import render_table, run
 
     result = run(rounds=rounds)
     click.echo(json.dumps(result, indent=1) if as_json else render_table(result))
 
 
-from .issuer.cli import audit_group, device_group, issuer_group, keys_group, policy_group  # noqa: E402
+from .issuer.cli import audit_group, device_group, issuer_group, keys_group, policy_group
 
 main.add_command(issuer_group)
 main.add_command(policy_group)
@@ -233,15 +238,15 @@ main.add_command(keys_group)
 main.add_command(device_group)
 main.add_command(audit_group)
 
-from .tooling.bench import device as _bench_device  # noqa: E402
-from .tooling.bench import issuer as _bench_issuer  # noqa: E402
-from .tooling.bench import middleware as _bench_middleware  # noqa: E402
-from .tooling.bench import replay as _bench_replay  # noqa: E402
+from .tooling.bench import device as _bench_device
+from .tooling.bench import issuer as _bench_issuer
+from .tooling.bench import middleware as _bench_middleware
+from .tooling.bench import replay as _bench_replay
 
 for _bench in (_bench_issuer, _bench_replay, _bench_middleware, _bench_device):
     bench.add_command(_bench.command)
 
-from .tooling.sim.cli import command as _sim_command  # noqa: E402
+from .tooling.sim.cli import command as _sim_command
 
 main.add_command(_sim_command)
 

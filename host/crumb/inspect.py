@@ -6,8 +6,8 @@ from typing import Any
 
 import cbor2
 
-from . import cbor
 from . import caveats as cav
+from . import cbor
 from .claims import Claims
 from .errors import CrumbError
 from .keys import b64u
@@ -21,7 +21,7 @@ def _lenient(data: bytes) -> Any:
     """Best-effort view of bytes the strict decoder refused."""
     try:
         return _jsonable(cbor2.loads(data))
-    except Exception as e:  # any garbage: we only describe it
+    except Exception as e:  # noqa: BLE001 -- any garbage: we only describe it
         return f"<undecodable: {type(e).__name__}>"
 
 

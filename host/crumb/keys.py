@@ -54,7 +54,7 @@ class PublicKey:
         ValueError: not 32 bytes.
     """
 
-    __slots__ = ("raw", "kid")
+    __slots__ = ("kid", "raw")
 
     def __init__(self, raw: bytes) -> None:
         if not isinstance(raw, bytes) or len(raw) != PUBLIC_KEY_BYTES:
@@ -97,7 +97,7 @@ class SigningKey:
         ValueError: not 32 bytes.
     """
 
-    __slots__ = ("seed", "_nacl", "_sk", "public")
+    __slots__ = ("_nacl", "_sk", "public", "seed")
 
     def __init__(self, seed: bytes) -> None:
         if not isinstance(seed, bytes) or len(seed) != 32:
@@ -108,7 +108,7 @@ class SigningKey:
         self._sk = seed + self.public.raw  # libsodium's 64-byte secret key layout: seed || public
 
     @classmethod
-    def generate(cls) -> "SigningKey":
+    def generate(cls) -> SigningKey:
         """A new random key (from os.urandom)."""
         return cls(os.urandom(32))
 

@@ -12,13 +12,13 @@ CWT claims registry types claim 9 (scope) as a text or byte string (RFC 9200
 
 from __future__ import annotations
 
-from typing import Iterable, Union
+from collections.abc import Iterable
 
 from . import cbor
 from .errors import Malformed
 from .wire import MAX_ITEMS, MAX_STRING, REST_METHODS
 
-Permission = Union[str, list, int]
+Permission = str | list | int
 ALL_METHODS = sum(REST_METHODS.values())  # every known method bit
 
 

@@ -12,17 +12,28 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from . import cbor, cose
 from . import caveats as cav
+from . import cbor, cose
 from .claims import Claims, Party
 from .errors import BadSignature, ChainInvalid, Malformed, TooLarge, UnsupportedVersion
 from .keys import PublicKey, SigningKey, b64u, unb64u
 from .scope import encode_scope
 from .wire import (
-    ALG_EDDSA, BLOCK_ATTENUATE, BLOCK_ATTEST, BLOCK_OPEN, COSE_ALG, COSE_KID, CTI_BYTES,
-    FORMAT_VERSION, KID_BYTES, MAX_BLOCKS, MAX_TOKEN_BYTES, PUBLIC_KEY_BYTES, SEAL_CONTEXT,
+    ALG_EDDSA,
+    BLOCK_ATTENUATE,
+    BLOCK_ATTEST,
+    BLOCK_OPEN,
+    COSE_ALG,
+    COSE_KID,
+    CTI_BYTES,
+    FORMAT_VERSION,
+    KID_BYTES,
+    MAX_BLOCKS,
+    MAX_TOKEN_BYTES,
+    PUBLIC_KEY_BYTES,
+    SEAL_CONTEXT,
     SIGNATURE_BYTES,
 )
 
@@ -30,7 +41,7 @@ from .wire import (
 class Block:
     """One COSE_Sign1 of a token, as raw bytes (decoding is the caller's choice)."""
 
-    __slots__ = ("protected", "payload", "signature")
+    __slots__ = ("payload", "protected", "signature")
 
     def __init__(self, protected: bytes, payload: bytes, signature: bytes) -> None:
         self.protected = protected
@@ -42,7 +53,7 @@ class Block:
 
 
 class Token:
-    __slots__ = ("version", "authority", "blocks", "proof")
+    __slots__ = ("authority", "blocks", "proof", "version")
 
     def __init__(self, authority: Block, blocks: list[Block], proof: bytes | None,
                  version: int = FORMAT_VERSION) -> None:

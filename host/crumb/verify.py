@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from . import caveats as cav
-from .claims import Claims, Party
 from .cbor import bstr_head
+from .claims import Claims, Party
 from .cose import sig_structure, signing_prefix
 from .errors import (
-    BadSignature, ChainIncomplete, ChainInvalid, Expired, Malformed, NotYetValid, Replayed,
-    Revoked, ScopeDenied, UnknownCaveat, UnknownKey,
+    BadSignature,
+    ChainIncomplete,
+    ChainInvalid,
+    Expired,
+    Malformed,
+    NotYetValid,
+    Replayed,
+    Revoked,
+    ScopeDenied,
+    UnknownCaveat,
+    UnknownKey,
 )
 from .keys import PublicKey
 from .replay import MemoryReplayStore, ReplayStore
 from .scope import allows
 from .token import Token, authority_kid, block_body, check_block_protected, split, to_bytes
-from .wire import (
-    BLOCK_ATTENUATE, BLOCK_ATTEST, BLOCK_OPEN, MAX_TOKEN_BYTES, PUBLIC_KEY_BYTES, SEAL_CONTEXT,
-)
+from .wire import BLOCK_ATTENUATE, BLOCK_ATTEST, BLOCK_OPEN, MAX_TOKEN_BYTES, PUBLIC_KEY_BYTES, SEAL_CONTEXT
 
 
 class Verified:
@@ -32,7 +40,7 @@ class Verified:
         caveats: the caveats of appended attenuation blocks (all held).
     """
 
-    __slots__ = ("claims", "hop", "attested", "caveats")
+    __slots__ = ("attested", "caveats", "claims", "hop")
 
     def __init__(self, claims: Claims, hop: str | None, attested: list[str], caveats: list) -> None:
         self.claims = claims

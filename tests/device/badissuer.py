@@ -13,12 +13,21 @@ import socket
 import struct
 import threading
 import time
+from typing import Self
 
 from crumb import cbor
 from crumb.issuer.protocol import parse_cbor_request
 from crumb.wire import (
-    ERR_CODE, ERR_DESCRIPTION, ERR_ERROR, ERR_RETRY_AFTER, RESP_ACCESS_TOKEN, RESP_EXPIRES_IN, RESP_TIME, RESP_TOKEN_TYPE,
-    RESP_TOKENS, TOKEN_TYPE_BEARER,
+    ERR_CODE,
+    ERR_DESCRIPTION,
+    ERR_ERROR,
+    ERR_RETRY_AFTER,
+    RESP_ACCESS_TOKEN,
+    RESP_EXPIRES_IN,
+    RESP_TIME,
+    RESP_TOKEN_TYPE,
+    RESP_TOKENS,
+    TOKEN_TYPE_BEARER,
 )
 
 ISSUER_TIME = 1_800_000_000
@@ -64,7 +73,7 @@ class BadIssuer:
         self.seen: list[str] = []
         self.thread = threading.Thread(target=self._accept, daemon=True)
 
-    def __enter__(self) -> "BadIssuer":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

@@ -14,7 +14,7 @@ for p in (HERE, REPO / "device", REPO / "tools" / "mpy"):
 # Detailed assertion messages for the shared case modules on CPython.
 pytest.register_assert_rewrite("cases")
 
-import mpyvm  # noqa: E402
+import mpyvm
 
 
 @pytest.fixture(scope="session")

@@ -6,44 +6,34 @@ The other device tests use `crumb issuer serve` in a child process
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
-from crumb.tooling.bench.device import BENCH_POLICY, DEVICE_ID, enroll_data_dir
+from crumb.tooling.bench.device import BENCH_POLICY, EnrolledIssuer
 
 
-class InProcessIssuer:
+class InProcessIssuer(EnrolledIssuer):
     """The real issuer (IssuerApp under uvicorn, as `crumb issuer serve` runs it) in a
     thread of the test process, for what the command line cannot do: ``skew``
     (seconds) is added to the issuer's clock, and ``tls`` = (certificate file,
     key file) serves https.
-
-    ``devices`` maps device ids to policy groups; ``creds[id]`` is what
-    ``crumb device add`` would print for each.
     """
 
     def __init__(self, policy: str = BENCH_POLICY, devices: dict[str, str | None] | None = None,
                  data_dir: str | Path | None = None, tls: tuple[str, str] | None = None) -> None:
-        self.policy = policy
+        super().__init__(policy, devices, data_dir)
         self.tls = tls  # (certificate file, key file): serve https
-        self.devices = {DEVICE_ID: "sensors"} if devices is None else devices
-        self.data_dir = data_dir
         self.skew = 0.0
-        self.creds: dict[str, dict] = {}
 
-    def __enter__(self) -> "InProcessIssuer":
+    def __enter__(self) -> Self:
         import uvicorn
 
         from crumb.issuer.app import IssuerApp, Settings, build_issuer
         from crumb.issuer.server import bind, uvicorn_config
 
-        self._tmp = None
-        if self.data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="crumb-issuer-")
-            self.data_dir = self._tmp.name
-        data, credentials = enroll_data_dir(self.data_dir, self.policy, self.devices)
+        data, credentials = self._enroll()
         self.sock = bind("127.0.0.1", 0, reuse_port=False)
         self.port = self.sock.getsockname()[1]
         self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"

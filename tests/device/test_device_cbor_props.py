@@ -29,7 +29,7 @@ uniform_values = st.recursive(
 )
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-LIMITS = dict(max_depth=64, max_items=100000, max_len=100000)
+LIMITS = {"max_depth": 64, "max_items": 100000, "max_len": 100000}
 
 
 @SETTINGS

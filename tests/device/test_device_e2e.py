@@ -13,10 +13,10 @@ import sys
 import time
 
 import pytest
-
-from crumb.tooling.bench.device import BENCH_POLICY, DeviceIssuer, VerifyingService
 import runtimes
 from inproc_issuer import InProcessIssuer
+
+from crumb.tooling.bench.device import BENCH_POLICY, DeviceIssuer, VerifyingService
 
 MODULE = "netcases.e2e"
 m = importlib.import_module(MODULE)
@@ -112,8 +112,8 @@ def test_mqtt_envelope_through_mosquitto(issuer, cpython_arg):
     import paho.mqtt.client as mqtt
 
     from crumb.services.keyfetch import FetchedKeys
-    from crumb.tooling.localservices import MosquittoServer
     from crumb.services.mqtt import MqttConsumer
+    from crumb.tooling.localservices import MosquittoServer
     from crumb.verify import Verifier
     from ucrumb import client
 

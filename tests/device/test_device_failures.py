@@ -9,9 +9,9 @@ when a timeout passes).
 import importlib
 
 import pytest
-
 import runtimes
 from badissuer import BadIssuer
+
 from crumb.tooling.localservices import RefusingPort
 
 MODULE = "netcases.failures"

@@ -16,12 +16,12 @@ import json
 import socket
 
 import pytest
-
 import runtimes
 from badissuer import BadIssuer
-from crumb.tooling.bench.device import DEVICE_ID, VerifyingService
 from inproc_issuer import InProcessIssuer
 from tlspeers import make_pki
+
+from crumb.tooling.bench.device import DEVICE_ID, VerifyingService
 
 MODULE = "netcases.https"
 m = importlib.import_module(MODULE)
@@ -41,7 +41,7 @@ def config(tmp_path_factory):
                 BadIssuer(tls=pki.server_context()) as bad:
             cred = issuer.creds[DEVICE_ID]
             cfg = {"issuer": issuer.url, "service": service.url, "bad": bad.url,
-                   "no_handshake": "https://127.0.0.1:%d" % silent.getsockname()[1],
+                   "no_handshake": f"https://127.0.0.1:{silent.getsockname()[1]}",
                    "device_id": DEVICE_ID, "key": cred["key"], "ca_pem": pki.ca_pem, "ca_der": pki.ca_der.hex(),
                    "other_pem": pki.other_pem}
             (d / "https.json").write_text(json.dumps(cfg))

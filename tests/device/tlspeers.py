@@ -36,7 +36,7 @@ def _ca_and_leaf(tmp_path: Path, name: str):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def cert(subject, issuer, key, signer, ca, san=None):
         b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())

@@ -6,8 +6,8 @@
 #   @@CASE <module>.<name> OK|FAIL
 # then, for a failure, the traceback, then  @@END
 # and finally  @@DONE  so the caller can tell a crash from a finished run.
-import sys
 import io
+import sys
 
 for mod in sys.argv[1:]:
     # "mod" is cases.mod; "pkg.mod=ARG" imports pkg.mod and calls its setup(ARG) first

@@ -1,8 +1,15 @@
 import pytest
 
-from crumb import attenuate, attenuate_open, attest, caveat, mint, seal
-from crumb import cbor
-from crumb.errors import BadSignature, CaveatFailed, ChainIncomplete, ChainInvalid, Malformed, ScopeDenied, UnknownCaveat
+from crumb import attenuate, attenuate_open, attest, caveat, cbor, mint, seal
+from crumb.errors import (
+    BadSignature,
+    CaveatFailed,
+    ChainIncomplete,
+    ChainInvalid,
+    Malformed,
+    ScopeDenied,
+    UnknownCaveat,
+)
 from crumb.keys import SigningKey
 from crumb.token import split
 from crumb.wire import BLOCK_ATTENUATE, BLOCK_OPEN

@@ -32,7 +32,7 @@ def test_rfc8949_examples(value, hexed):
     ("8201", "truncated container"), ("a101", "truncated container"),
     ("0102", "trailing"), ("1817", "non-preferred"), ("190017", "non-preferred"),
     ("1a0000ffff", "non-preferred"), ("1b00000000ffffffff", "non-preferred"),
-    ("3817", "non-preferred"), ("5801ff", "non-preferred"), ("9801" "00", "non-preferred"),
+    ("3817", "non-preferred"), ("5801ff", "non-preferred"), (("9801" "00"), "non-preferred"),
     ("5f4100ff", "indefinite"), ("9fff", "indefinite"), ("bfff", "indefinite"), ("7f6161ff", "indefinite"),
     ("a201020103", "duplicate"), ("a203040102", "out of order"), ("a2616202616101", "out of order"),
     ("c11a514b67b0", "tag"), ("d8184100", "tag"), ("f93c00", "floating"), ("fb3ff0000000000000", "floating"),

@@ -1,11 +1,10 @@
 import pytest
 
-from crumb import attest, mint
+from crumb import attest, cbor, mint
 from crumb.errors import BadSignature, ChainIncomplete, ChainInvalid, Malformed, Replayed, UnknownKey
 from crumb.token import split
 from crumb.wire import BLOCK_ATTEST
 
-from crumb import cbor
 from .conftest import NOW, OP, RES
 from .helpers import append_raw
 

@@ -8,8 +8,7 @@ from pycose.keys import OKPKey
 from pycose.keys.curves import Ed25519
 from pycose.messages import Sign1Message
 
-from crumb import attest, mint
-from crumb import cbor
+from crumb import attest, cbor, mint
 from crumb.token import split
 
 from .conftest import NOW, OP, RES

@@ -2,8 +2,20 @@ import pytest
 
 from crumb import MemoryReplayStore, caveat, mint
 from crumb.errors import (
-    BadSignature, CaveatFailed, CrumbError, Expired, Malformed, NotYetValid, Replayed, Revoked,
-    ScopeDenied, StoreUnavailable, TooLarge, UnknownCaveat, UnknownKey, UnsupportedVersion,
+    BadSignature,
+    CaveatFailed,
+    CrumbError,
+    Expired,
+    Malformed,
+    NotYetValid,
+    Replayed,
+    Revoked,
+    ScopeDenied,
+    StoreUnavailable,
+    TooLarge,
+    UnknownCaveat,
+    UnknownKey,
+    UnsupportedVersion,
 )
 from crumb.keys import SigningKey
 from crumb.token import to_text

@@ -23,7 +23,7 @@ def _key(name):
 @pytest.mark.parametrize("vector", DOC["vectors"], ids=[v["name"] for v in DOC["vectors"]])
 def test_vector(vector):
     cfg, req = vector["verifier"], vector["request"]
-    clock = lambda: cfg["now"]  # noqa: E731
+    clock = lambda: cfg["now"]
     verifier = Verifier([_key(DOC["issuer"])], node_keys=[_key(n) for n in DOC["node_keys"]], clock=clock,
                         leeway=cfg["leeway"], hop=cfg["hop"], audience=cfg["audience"],
                         replay=MemoryReplayStore(fence=False, clock=clock))
@@ -47,5 +47,5 @@ def test_every_error_code_has_a_vector():
 
 def test_files_are_up_to_date():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_vectors.py"), "--check"],
-                            capture_output=True, text=True)
+                            capture_output=True, check=False, text=True)
     assert result.returncode == 0, result.stderr

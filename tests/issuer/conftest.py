@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from crumb.tooling.issuerclient import Credentials, IssuerClient
 from crumb.issuer.datadir import DataDir
 from crumb.issuer.keystore import load_or_create_master
-from crumb.tooling.localissuer import LocalIssuer
 from crumb.issuer.protocol import derive_device_key
 from crumb.issuer.registry import Registry
+from crumb.tooling.issuerclient import Credentials, IssuerClient
+from crumb.tooling.localissuer import LocalIssuer
 from crumb.tooling.localservices import RedisServer, ServiceMissing
 
 from .policies import POLICY
@@ -60,7 +60,7 @@ def crumb_cli(*args: str, check: bool = False, input: str | None = None) -> subp
     The timeout only catches a hang: the slowest command here (`crumb bench issuer`)
     takes seconds, and a loaded machine may take several times that.
     """
-    proc = subprocess.run([sys.executable, "-m", "crumb.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "crumb.cli", *args], capture_output=True, check=False, text=True,
                           input=input, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"crumb {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")

@@ -9,11 +9,11 @@ import time
 
 import httpx
 
+from crumb.issuer.protocol import build_request, derive_device_key, parse_response
+from crumb.replay import MemoryReplayStore
+from crumb.services.keyset import parse_json
 from crumb.tooling.issuerclient import Credentials, IssuerClient
 from crumb.tooling.localissuer import IssuerFailed, LocalIssuer
-from crumb.issuer.protocol import build_request, derive_device_key, parse_response
-from crumb.services.keyset import parse_json
-from crumb.replay import MemoryReplayStore
 from crumb.verify import Verifier
 
 from .conftest import crumb_cli, start_issuer
@@ -116,7 +116,7 @@ def test_key_rotation_while_serving(tmp_path):
             if doc["keys"][0]["kid"] == new_kid or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert [(k["kid"], k["status"]) for k in doc["keys"]][0] == (new_kid, "current")
+        assert next((k["kid"], k["status"]) for k in doc["keys"]) == (new_kid, "current")
         assert doc["keys"][1]["status"] == "previous"
         new = token()
         keys = parse_json(httpx.get(f"{issuer.url}/keys").content)

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -162,7 +163,7 @@ def test_the_native_writer_uses_python_sqlite_library():
     assert same and ours == theirs and "sqlite3" in ours, (ours, theirs)
     assert ext.sqlite_version() == sqlite3.sqlite_version
     assert ext.same_sqlite(None) == (False, ours, None)
-    libc = next(line.split()[-1] for line in open("/proc/self/maps") if "/libc.so" in line or "/libc-" in line)
+    libc = next(line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "/libc.so" in line or "/libc-" in line)
     assert ext.same_sqlite(libc)[0] is False
     assert ext.same_sqlite("/no/such/file.so")[0] is False
 
@@ -196,8 +197,8 @@ def test_the_loader_says_why_the_native_writer_does_not_run(monkeypatch):
         m.setattr(importlib, "import_module", absent)
         assert _native._load()[0] is None and "is not built" in _native._load()[1]
         m.setattr(importlib, "import_module", broken)
-        assert _native._load() == (None, "crumb.issuer._native._commit does not load: libsodium.so.23: cannot "
-                                         "open shared object file")
+        assert _native._load() == (None, ("crumb.issuer._native._commit does not load: libsodium.so.23: cannot "
+                                         "open shared object file"))
 
 
 @pytest.mark.parametrize("setting", ["0", "1"])
@@ -206,8 +207,8 @@ def test_crumb_native_0_turns_the_native_writer_off(setting):
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "CRUMB_NATIVE": setting},
                          capture_output=True, text=True, check=True).stdout.splitlines()
     if setting == "0":
-        assert out == ["False", "Python: signing on the event loop, a Python thread commits (turned off by "
-                                "CRUMB_NATIVE=0)"]
+        assert out == ["False", ("Python: signing on the event loop, a Python thread commits (turned off by "
+                                "CRUMB_NATIVE=0)")]
     else:  # on, unless it cannot run here (the set-up script makes sure it can); describe() agrees
         assert out[1].startswith("native: " if out[0] == "True" else "Python: ") and "CRUMB_NATIVE" not in out[1]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from crumb.services.keyset import parse_json
 from crumb.replay import MemoryReplayStore
+from crumb.services.keyset import parse_json
 from crumb.verify import Verifier
 
 from .conftest import crumb_cli

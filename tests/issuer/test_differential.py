@@ -27,7 +27,14 @@ from crumb.issuer import minting, protocol
 from crumb.issuer.audit import IssuedRecord, canonical
 from crumb.issuer.codes import Refusal
 from crumb.issuer.minting import Minter, finish
-from crumb.issuer.protocol import DeviceMacs, Issued, TokenRequest, derive_device_key, mac_of, token_response_cbor
+from crumb.issuer.protocol import (
+    DeviceMacs,
+    Issued,
+    TokenRequest,
+    derive_device_key,
+    mac_of,
+    token_response_cbor,
+)
 from crumb.tooling.bench.issuer import RequestMaker
 
 MASTER = bytes(range(32))
@@ -50,7 +57,7 @@ def outcome(fn) -> tuple:
     """("ok", value) or ("raised", the exception's type): what an implementation did with an input."""
     try:
         return "ok", fn()
-    except Exception as e:  # compared, never swallowed: both sides must do the same
+    except Exception as e:  # noqa: BLE001 -- compared, never swallowed: both sides must do the same
         return "raised", type(e)
 
 
@@ -175,12 +182,12 @@ def token_shapes(draw) -> dict:
     text = st.one_of(st.none(), wide if wild == "text" else sane)
     names = wide if wild == "parties" else sane
     parties = st.lists(st.tuples(names, st.sampled_from(NODES)), max_size=3)
-    return dict(resource=resource, permission=perm, sub=draw(text), iss=draw(text), aud=draw(text),
-                ttl=draw(st.integers(-1, 2**33) if wild == "ttl" else st.sampled_from([1, 60, 86_400, 2**31])),
-                uses=draw(st.one_of(st.integers(-1, 2**33), st.just(2**64)) if wild == "uses"
+    return {"resource": resource, "permission": perm, "sub": draw(text), "iss": draw(text), "aud": draw(text),
+                "ttl": draw(st.integers(-1, 2**33) if wild == "ttl" else st.sampled_from([1, 60, 86_400, 2**31])),
+                "uses": draw(st.one_of(st.integers(-1, 2**33), st.just(2**64)) if wild == "uses"
                           else st.sampled_from([1, 1, 2, 24, 2**32 - 1])),
-                chain=tuple(draw(parties)), attenuators=tuple(draw(parties)),
-                hop_refs=draw(st.sampled_from(["key", "kid"])))
+                "chain": tuple(draw(parties)), "attenuators": tuple(draw(parties)),
+                "hop_refs": draw(st.sampled_from(["key", "kid"]))}
 
 
 def test_token_fast_path_is_crumb_token_mint():
@@ -339,7 +346,7 @@ def test_the_issuers_lane_path_mints_and_records_what_its_general_path_does(tmp_
                 return "ok", path()
             except Refusal as r:
                 return "refused", (r.code, r.message)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 -- compared: both paths must raise the same
                 return "raised", type(e)
 
         one = run(lambda: issuer._mint_one(req, "dev-a", "sensors", profile, now, now + frac, peer))

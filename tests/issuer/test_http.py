@@ -14,11 +14,23 @@ from crumb import cbor
 from crumb.errors import ChainIncomplete
 from crumb.issuer.codes import CODES
 from crumb.issuer.protocol import (
-    MAC_BYTES, REQ_ACE_PROFILE, REQ_AUDIENCE, REQ_CLIENT_ID, REQ_CRUMB, REQ_GRANT_TYPE, REQ_SCOPE, aif_scope,
-    build_json_request, build_request, crumb_block, mac_of, parse_cbor_request, parse_response,
+    MAC_BYTES,
+    REQ_ACE_PROFILE,
+    REQ_AUDIENCE,
+    REQ_CLIENT_ID,
+    REQ_CRUMB,
+    REQ_GRANT_TYPE,
+    REQ_SCOPE,
+    aif_scope,
+    build_json_request,
+    build_request,
+    crumb_block,
+    mac_of,
+    parse_cbor_request,
+    parse_response,
 )
-from crumb.services.keyset import parse_json
 from crumb.replay import MemoryReplayStore
+from crumb.services.keyset import parse_json
 from crumb.token import attenuate, attest
 from crumb.verify import Verifier
 

@@ -127,7 +127,7 @@ operations = "r"
 
 
 def test_syntax_errors_have_line_numbers():
-    (line, path, message), = problems("[issuer]\nname = \"x\"\n[groups\n")
+    (line, _path, message), = problems("[issuer]\nname = \"x\"\n[groups\n")
     assert line == 3 and "TOML syntax" in message
 
 
@@ -139,8 +139,8 @@ def test_unknown_top_level_section_and_both_resource_forms():
 
 
 def test_node_key_file_relative_to_the_policy(tmp_path):
-    from crumb.keys import save
     from crumb import SigningKey
+    from crumb.keys import save
 
     key = SigningKey.generate()
     save(key, tmp_path / "gw.key")

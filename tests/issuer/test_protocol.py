@@ -13,12 +13,22 @@ import random
 import pytest
 
 from crumb import SigningKey, cbor, mint
-from crumb.tooling.bench.issuer import RequestMaker
 from crumb.issuer.codes import CODES, Refusal
 from crumb.issuer.protocol import (
-    Issued, build_json_request, build_request, derive_device_key, encode_uint, error_cbor, mac_of,
-    parse_cbor_request, parse_json_request, parse_response, token_response_cbor, token_response_json,
+    Issued,
+    build_json_request,
+    build_request,
+    derive_device_key,
+    encode_uint,
+    error_cbor,
+    mac_of,
+    parse_cbor_request,
+    parse_json_request,
+    parse_response,
+    token_response_cbor,
+    token_response_json,
 )
+from crumb.tooling.bench.issuer import RequestMaker
 
 MASTER = bytes(range(32))
 KEY = derive_device_key(MASTER, "dev-0001")

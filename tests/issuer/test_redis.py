@@ -4,8 +4,8 @@ with Redis down they refuse (store_unavailable) rather than admit."""
 from __future__ import annotations
 
 import os
-
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -71,7 +71,7 @@ def test_revocation_in_redis_alone_is_honoured(pair, redis_server):
     # An issuer on another host shares Redis but not this registry file.
     import redis
 
-    fleet, a, b = pair
+    fleet, a, _b = pair
     creds = fleet.enroll("r-rev-2", "sensors")
     redis.Redis.from_url(redis_server.url).sadd("crumb:revoked", "r-rev-2")
     assert code(post(a.url, build_request("r-rev-2", creds.key, [("/sensors/t", "read")]))) == "revoked"
@@ -154,7 +154,7 @@ def _children(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             if int(stat[1]) == pid:
@@ -182,7 +182,7 @@ def test_workers_do_not_outlive_a_killed_supervisor(tmp_path, redis_server):
         while alive and time.monotonic() < deadline:
             time.sleep(0.2)
             alive = [w for w in alive if os.path.exists(f"/proc/{w}") and
-                     open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+                     Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
         assert not alive, f"workers {alive} outlived their supervisor"
     finally:
         issuer.close()

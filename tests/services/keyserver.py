@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 from crumb import PublicKey
 
@@ -48,7 +49,7 @@ class KeyServer:
     def serve(self, doc: dict | bytes) -> None:
         self.body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
 
-    def __enter__(self) -> "KeyServer":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

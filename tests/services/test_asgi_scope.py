@@ -6,10 +6,10 @@ import anyio
 import pytest
 
 from crumb import Verifier, mint, to_text
-from crumb.services.middleware import CrumbMiddleware, Route, Routes
 from crumb.replay import MemoryReplayStore
-from crumb.services.replay_redis import RedisReplayStore
 from crumb.services.keyfetch import FetchedKeys
+from crumb.services.middleware import CrumbMiddleware, Route, Routes
+from crumb.services.replay_redis import RedisReplayStore
 
 RULE = Routes(Route("/ws/{sensor}", resource="/sensors/{sensor}", operation="subscribe"),
               Route("/healthz", public=True))

@@ -8,7 +8,7 @@ import sys
 
 
 def crumb(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "crumb.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "crumb.cli", *args], capture_output=True, check=False, text=True,
                           timeout=timeout)
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from crumb import SigningKey, attest, cbor, cose, mint, to_text
 from crumb.keys import save
-from crumb.tooling.localservices import RedisServer, UvicornProcess
 from crumb.token import Block, split
+from crumb.tooling.localservices import RedisServer, UvicornProcess
 from crumb.wire import BLOCK_ATTEST
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chain"

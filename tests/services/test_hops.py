@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from flask import Flask, request as flask_request
+from flask import Flask
+from flask import request as flask_request
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
 from crumb import SigningKey, Verifier, attest, mint, to_text
+from crumb.replay import MemoryReplayStore
 from crumb.services.grant import Grant
-from crumb.tooling.localservices import AppServer, RefusingPort, WSGIAppServer
 from crumb.services.middleware import (
-    ENVIRON_KEY, CrumbMiddleware, CrumbWSGIMiddleware, Forward, Route, Routes, attest_and_forward,
+    ENVIRON_KEY,
+    CrumbMiddleware,
+    CrumbWSGIMiddleware,
+    Forward,
+    Route,
+    Routes,
+    attest_and_forward,
     attest_and_forward_async,
 )
-from crumb.replay import MemoryReplayStore
 from crumb.token import split
+from crumb.tooling.localservices import AppServer, RefusingPort, WSGIAppServer
 
 RULE = Routes(Route("/sensors/{sensor}/readings", resource="/sensors/{sensor}", operation="publish"))
 RES, OP, PATH = "/sensors/temp01", "publish", "/sensors/temp01/readings"
@@ -94,7 +101,7 @@ def post(url: str, token: bytes, **kw) -> httpx.Response:
 
 @pytest.mark.parametrize("kind", ["forward", "async", "sync"])
 def test_gateway_attests_and_the_next_hop_sees_it(chain, issuer, nodes, kind):
-    ingest, servers = chain
+    _ingest, servers = chain
     t = chained(issuer, nodes)
     r = post(servers[kind].url + PATH + "?at=now", t, content=b'{"value": 1}', headers={"x-test": "client"})
     assert r.status_code == 202, r.text

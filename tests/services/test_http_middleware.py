@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from crumb import SigningKey, Verifier, attest, caveat, mint, to_text
-from crumb.tooling.localservices import AppServer, WSGIAppServer
 from crumb.replay import MemoryReplayStore
 from crumb.services.replay_redis import RedisReplayStore
+from crumb.tooling.localservices import AppServer, WSGIAppServer
 
 from . import apps
 

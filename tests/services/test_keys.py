@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from crumb import SigningKey, Verifier, mint, attest
+from crumb import SigningKey, Verifier, attest, mint
 from crumb.errors import ChainInvalid, UnknownKey
-from crumb.services.keyfetch import FetchedKeys, KeyFetchError
 from crumb.keys import KeyFileError, save
-from crumb.services.keyset import KeySetError, load_file, parse_document, pinned
 from crumb.replay import MemoryReplayStore
+from crumb.services.keyfetch import FetchedKeys, KeyFetchError
+from crumb.services.keyset import KeySetError, load_file, parse_document, pinned
 
 from .keyserver import KeyServer, document
 

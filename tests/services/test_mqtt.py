@@ -9,9 +9,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from crumb import SigningKey, Verifier, mint
+from crumb.replay import MemoryReplayStore
 from crumb.services.envelope import pack
 from crumb.services.mqtt import MqttConsumer
-from crumb.replay import MemoryReplayStore
 from crumb.services.replay_redis import RedisReplayStore
 
 TOPIC = "sensors/temp01/readings"

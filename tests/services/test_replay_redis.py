@@ -70,7 +70,7 @@ def test_many_threads_racing_for_one_token_one_wins(redis_server):
         wins = []
         barrier = threading.Barrier(8)
 
-        def go(s):
+        def go(s, c=c, uses=uses, wins=wins, barrier=barrier):
             barrier.wait()
             for _ in range(4):
                 wins.append(s.consume(c, "", uses, now, now + 60))

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import websocket  # websocket-client
 
@@ -110,7 +111,7 @@ class Page:
                 self.proc.kill()
             shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Page":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

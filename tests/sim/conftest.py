@@ -35,7 +35,7 @@ def sim(*args: str, report: Path | None = None, env: dict | None = None, timeout
     cmd = [sys.executable, "-m", "crumb.cli", "sim", *args, "--no-live"]
     if report is not None:
         cmd += ["--report", str(report)]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+    p = subprocess.run(cmd, capture_output=True, check=False, text=True, timeout=timeout, cwd=REPO,
                        env={**os.environ, **(env or {})})
     return Run(p.returncode, p.stdout, p.stderr, report or Path("."))
 

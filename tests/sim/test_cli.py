@@ -7,7 +7,7 @@ import sys
 
 
 def crumb(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "crumb.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "crumb.cli", *args], capture_output=True, check=False, text=True, timeout=60)
 
 
 def test_sim_help():

@@ -113,7 +113,7 @@ def test_watchdog_power_off_and_reset_reach_the_device():
         wdt = m.WDT(timeout=2000)
         return wdt, m.unique_id()
 
-    wdt, uid = in_thread(d, start)
+    _wdt, uid = in_thread(d, start)
     assert uid == b"uid123" and d.wdt_timeout == pytest.approx(2.0)
     d.reset_pending = "watchdog"
     with pytest.raises(shims.Reset):

@@ -46,7 +46,7 @@ class VMResult:
     out: str
     err: str
 
-    def check(self) -> "VMResult":
+    def check(self) -> VMResult:
         if self.rc != 0:
             raise AssertionError(
                 f"MicroPython VM exited with {self.rc}\n--- stdout ---\n{self.out}\n--- stderr ---\n{self.err}"
@@ -98,7 +98,7 @@ def run_vm(
     cmd += ["-c", code] if code is not None else [str(file)]
     cmd += [str(a) for a in args]
     try:
-        p = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=REPO)
+        p = subprocess.run(cmd, capture_output=True, check=False, timeout=timeout, cwd=REPO)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode("utf-8", "replace")
         err = (e.stderr or b"").decode("utf-8", "replace")
@@ -125,7 +125,7 @@ def run_unix_port(file: str | os.PathLike, args=(), *, paths=(), timeout: float 
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(p) for p in paths] + [".frozen"]))
     cmd = [str(check_unix_port()), str(file), *[str(a) for a in args]]
     try:
-        p = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=REPO, env=env)
+        p = subprocess.run(cmd, capture_output=True, check=False, timeout=timeout, cwd=REPO, env=env)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode("utf-8", "replace")
         err = (e.stderr or b"").decode("utf-8", "replace")
@@ -134,7 +134,7 @@ def run_unix_port(file: str | os.PathLike, args=(), *, paths=(), timeout: float 
     return VMResult(p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace"))
 
 
-_HEAP_RE = re.compile(r"^@@HEAP (\d+) (\d+)$", re.M)
+_HEAP_RE = re.compile(r"^@@HEAP (\d+) (\d+)$", re.MULTILINE)
 
 
 def heap_peak(snippet: str, setup: str = "", warmup: bool = False, **kw) -> int:
@@ -205,6 +205,7 @@ def compile_tree(src: Path = DEVICE_DIR, out: Path | None = None, extra_args=())
         dst.parent.mkdir(parents=True, exist_ok=True)
         p = subprocess.run(
             [exe, *extra_args, "-s", rel.as_posix(), "-o", str(dst), str(py)],
+            check=False,
             capture_output=True,
             text=True,
         )

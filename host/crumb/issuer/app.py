@@ -18,14 +18,25 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from .. import cbor
 from ..wire import (
-    ALG_EDDSA, CBOR_TYPES, COSE_CRV_ED25519, COSE_KEY_ALG, COSE_KEY_CRV, COSE_KEY_KID, COSE_KEY_KTY, COSE_KEY_OP_VERIFY,
-    COSE_KEY_OPS, COSE_KEY_SET_TYPE, COSE_KEY_X, COSE_KTY_OKP, JSON_TYPE,
+    ALG_EDDSA,
+    CBOR_TYPES,
+    COSE_CRV_ED25519,
+    COSE_KEY_ALG,
+    COSE_KEY_CRV,
+    COSE_KEY_KID,
+    COSE_KEY_KTY,
+    COSE_KEY_OP_VERIFY,
+    COSE_KEY_OPS,
+    COSE_KEY_SET_TYPE,
+    COSE_KEY_X,
+    COSE_KTY_OKP,
+    JSON_TYPE,
 )
 from .audit import AuditLog
 from .codes import Refusal
@@ -307,7 +318,7 @@ class IssuerApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
-                except Exception as e:  # say why, and let the server exit
+                except Exception as e:  # noqa: BLE001 -- say why, and let the server exit
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     return
                 await send({"type": "lifespan.startup.complete"})

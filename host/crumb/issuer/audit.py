@@ -40,9 +40,10 @@ import queue
 import sqlite3
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from json.encoder import encode_basestring as _quote
-from typing import Iterator, NamedTuple
+from pathlib import Path
+from typing import NamedTuple
 
 from ..keys import SigningKey
 from . import _native
@@ -360,7 +361,7 @@ class AuditLog:
             # so the writer takes the GIL a handful of times per batch, not once per row.
             n = len(batch)
             conn.execute(_insert_sql(n), params)
-        except Exception as e:  # disk full, locked too long, I/O error: nobody gets a token
+        except Exception as e:  # noqa: BLE001 -- disk full, locked too long, I/O error: nobody gets a token
             self._head = None
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"
@@ -495,7 +496,7 @@ def describe(rec: Record) -> str:
     ms = int(d.get("t", 0)) % 1000
     who = d.get("device") or "-"
     if d.get("event") == "issued":
-        scopes = ", ".join(f"{r} {p if isinstance(p, str) else p}" for r, p in d.get("scope", []))
+        scopes = ", ".join(f"{r} {','.join(p) if isinstance(p, list) else p}" for r, p in d.get("scope", []))
         n = len(d.get("tokens", []))
         what = f"issued {n} token{'s' if n != 1 else ''} [{scopes}] exp {d.get('exp')} kid {d.get('kid')}"
     else:

@@ -63,8 +63,8 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
     """Serve POST /token, GET /keys, /healthz and /metrics over HTTP."""
     require("issuer", "crumb issuer serve")
     from ..keys import KeyFileError
-    from .app import Settings, build_issuer
     from . import _native
+    from .app import Settings, build_issuer
     from .policy import PolicyError
     from .server import serve
 
@@ -86,8 +86,8 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
         f"  data dir     {data.root}",
         f"  master key   {data.master}",
         f"  root key     kid {key.kid.hex() if key else '?'}  ({data.keys})",
-        f"  registry     {data.registry}  ({len(issuer.registry.known)} enrolled, "
-        f"{len(issuer.registry.revoked)} revoked)",
+        (f"  registry     {data.registry}  ({len(issuer.registry.known)} enrolled, "
+        f"{len(issuer.registry.revoked)} revoked)"),
         f"  audit log    {data.audit}  (synchronous={audit_sync})",
         f"  audit writer {_native.describe()}",
         f"  policy       {policy_path if policy_path else 'none: every request is denied (pass --config FILE)'}",

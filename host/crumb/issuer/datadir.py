@@ -52,7 +52,7 @@ class DataDir:
         for one SQLite write lock per request batch, and each chain has exactly
         one writer. A restarted process takes up a free chain where it ended.
         """
-        for n in range(0, 1024):
+        for n in range(1024):
             path = self.audit if n == 0 else self.root / f"audit-{n}.db"
             fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -67,7 +67,7 @@ class DataDir:
     def policy(self) -> Path:
         return self.root / "policy.toml"
 
-    def create(self) -> "DataDir":
+    def create(self) -> DataDir:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)  # it holds the master secret and the root keys
         return self

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from .codes import Refusal
 from .limits import NonceCache, TokenBuckets

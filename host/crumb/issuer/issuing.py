@@ -30,8 +30,15 @@ from .minting import Minter, MintLane, finish
 from .policy import Policy, PolicyError, Profile, Rule
 from .policy import load as load_policy
 from .protocol import (
-    DeviceMacs, Issued, TokenRequest, error_cbor, error_json, parse_cbor_request, parse_json_request,
-    token_response_cbor, token_response_json,
+    DeviceMacs,
+    Issued,
+    TokenRequest,
+    error_cbor,
+    error_json,
+    parse_cbor_request,
+    parse_json_request,
+    token_response_cbor,
+    token_response_json,
 )
 from .registry import Registry
 
@@ -222,7 +229,7 @@ class Issuer:
                   "rules": sorted({r.where for r in rules}), "peer": peer}
         return minted, canonical(record).encode("utf-8"), key
 
-    def _lane(self, device: str, group, profile: Profile, req: TokenRequest) -> "_Lane":
+    def _lane(self, device: str, group, profile: Profile, req: TokenRequest) -> _Lane:
         """The decision, mint template and audit template for one (device, scope, audience); Refusal if denied.
 
         Lanes are dropped with the profiles (policy or registry changed) and

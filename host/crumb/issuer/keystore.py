@@ -61,7 +61,7 @@ class Keyring:
         return self.dir / "keyring.json"
 
     @classmethod
-    def open(cls, directory: Path, create: bool = True) -> "Keyring":
+    def open(cls, directory: Path, create: bool = True) -> Keyring:
         ring = cls(directory)
         if not ring.state_path.exists():
             if not create:

@@ -158,7 +158,7 @@ class Minter:
 class MintLane:
     """Minter.prepare for one fixed shape (key, claims but exp, iat and cti): the issuer's lanes."""
 
-    __slots__ = ("template", "ttl", "to_sign", "head")
+    __slots__ = ("head", "template", "to_sign", "ttl")
 
     def __init__(self, template: _Template, ttl: int, to_sign: bytes, head: bytes) -> None:
         self.template, self.ttl, self.to_sign, self.head = template, ttl, to_sign, head

@@ -26,7 +26,7 @@ _HEAD_END = b"\r\n\r\n"
 class _HeadWithBody:
     """A transport that joins a response head to the write that follows it."""
 
-    __slots__ = ("_transport", "_head", "_loop")
+    __slots__ = ("_head", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport

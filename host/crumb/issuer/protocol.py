@@ -26,25 +26,55 @@ import json
 import os
 import re
 import time
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from .. import cbor
 from ..errors import CrumbError, Malformed
 from ..keys import b64u, unb64u
 from ..scope import check_permission, check_resource
 from ..wire import (  # the request's keys and sizes are re-exported here: protocol.REQ_SCOPE etc.
-    ACE_NAMES, BLOCK_COUNT_BYTES, BLOCK_TIME_BYTES, CBOR_TYPES, DEVICE_KEY_LABEL, ERR_CODE, ERR_DESCRIPTION,
-    ERR_ERROR, ERR_RETRY_AFTER, GRANT_CLIENT_CREDENTIALS, JSON_TYPE, MAC_BYTES, MAX_BATCH, MAX_CLIENT_ID,
-    MAX_COUNT, MAX_PERMISSION_OPS, MAX_STRING, NONCE_MAX, NONCE_MIN, REQ_ACE_PROFILE, REQ_AUDIENCE,
-    REQ_CLIENT_ID, REQ_CRUMB, REQ_GRANT_TYPE, REQ_SCOPE, REST_METHODS, RESP_ACCESS_TOKEN, RESP_EXPIRES_IN,
-    RESP_TIME, RESP_TOKEN_TYPE, RESP_TOKENS, RESP_USES, SCOPE_ENTRY_SEPARATOR, SCOPE_OP_MARK,
-    SCOPE_OP_SEPARATOR, TOKEN_TYPE_BEARER,
+    ACE_NAMES,
+    BLOCK_COUNT_BYTES,
+    BLOCK_TIME_BYTES,
+    CBOR_TYPES,
+    DEVICE_KEY_LABEL,
+    ERR_CODE,
+    ERR_DESCRIPTION,
+    ERR_ERROR,
+    ERR_RETRY_AFTER,
+    GRANT_CLIENT_CREDENTIALS,
+    JSON_TYPE,
+    MAC_BYTES,
+    MAX_BATCH,
+    MAX_CLIENT_ID,
+    MAX_COUNT,
+    MAX_PERMISSION_OPS,
+    MAX_STRING,
+    NONCE_MAX,
+    NONCE_MIN,
+    REQ_ACE_PROFILE,
+    REQ_AUDIENCE,
+    REQ_CLIENT_ID,
+    REQ_CRUMB,
+    REQ_GRANT_TYPE,
+    REQ_SCOPE,
+    RESP_ACCESS_TOKEN,
+    RESP_EXPIRES_IN,
+    RESP_TIME,
+    RESP_TOKEN_TYPE,
+    RESP_TOKENS,
+    RESP_USES,
+    REST_METHODS,
+    SCOPE_ENTRY_SEPARATOR,
+    SCOPE_OP_MARK,
+    SCOPE_OP_SEPARATOR,
+    TOKEN_TYPE_BEARER,
 )
 from .codes import Refusal
 
 _DEVICE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:@-]{{0,{MAX_CLIENT_ID - 1}}}\Z")
 
-Permission = Union[str, list, int]
+Permission = str | list | int
 
 
 # -- keys and MAC ---------------------------------------------------------------------
@@ -259,8 +289,8 @@ def _block(value: bytes) -> tuple[int, int, bytes, bytes]:
 
 # Request keys by their encoded bytes, in deterministic order (RFC 8949 §4.2.1:
 # bytewise lexicographic order of the encoded keys).
-_KEYS = sorted(((cbor.dumps(k), k) for k in (REQ_AUDIENCE, REQ_SCOPE, REQ_CLIENT_ID, REQ_GRANT_TYPE,
-                                               REQ_ACE_PROFILE, REQ_CRUMB)))
+_KEYS = sorted((cbor.dumps(k), k) for k in (REQ_AUDIENCE, REQ_SCOPE, REQ_CLIENT_ID, REQ_GRANT_TYPE,
+                                               REQ_ACE_PROFILE, REQ_CRUMB))
 _KEY_AT = {enc: k for enc, k in _KEYS}
 
 

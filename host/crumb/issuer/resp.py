@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlparse
 
 
@@ -87,7 +87,7 @@ def encode(args: tuple) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, client: "RedisClient") -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
@@ -192,7 +192,7 @@ class RedisClient:
                 self._watchdog = loop.create_task(self._watch())
             self._connecting.set_result(proto)
             return proto
-        except (OSError, asyncio.TimeoutError, RedisUnavailable, RedisReplyError) as e:
+        except (TimeoutError, OSError, RedisUnavailable, RedisReplyError) as e:
             self._last_failure = time.monotonic()
             self._protocol = None
             err = RedisUnavailable(f"cannot connect to Redis at {self.host}:{self.port}: {e or type(e).__name__}")

@@ -16,7 +16,7 @@ class Grant:
     by the middleware when it was given this service's node key.
     """
 
-    __slots__ = ("token", "verified", "resource", "operation", "forward_token")
+    __slots__ = ("forward_token", "operation", "resource", "token", "verified")
 
     def __init__(self, token: bytes, verified: Verified, resource: str, operation: str,
                  forward_token: bytes | None = None) -> None:

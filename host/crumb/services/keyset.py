@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..keys import KeyFileError, PublicKey, load_public_key, read_json, unb64u
 

@@ -22,14 +22,15 @@ import logging
 import threading
 import uuid
 from collections import Counter
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 
-from . import envelope
 from ..errors import CrumbError
-from .grant import Grant
 from ..verify import Verifier
+from . import envelope
+from .grant import Grant
 
 log = logging.getLogger("crumb.services.mqtt")
 
@@ -128,7 +129,7 @@ class MqttConsumer:
         self.process(message.topic, message.payload)
 
     # -- lifecycle
-    def start(self, timeout: float = 5.0) -> "MqttConsumer":
+    def start(self, timeout: float = 5.0) -> MqttConsumer:
         """Connect and subscribe; returns once the broker acknowledged the subscriptions."""
         self.client.connect(self.host, self.port, self.keepalive)
         self.client.loop_start()
@@ -142,10 +143,10 @@ class MqttConsumer:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def __enter__(self) -> "MqttConsumer":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stats(self) -> dict:

@@ -22,7 +22,7 @@ call tries again, so service resumes by itself when Redis returns.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 from redis.backoff import NoBackoff

@@ -20,11 +20,11 @@ class Credentials:
         self.issuer = issuer.rstrip("/")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Credentials":
+    def load(cls, path: str | Path) -> Credentials:
         return cls.from_json(Path(path).read_text())
 
     @classmethod
-    def from_json(cls, text: str) -> "Credentials":
+    def from_json(cls, text: str) -> Credentials:
         doc = json.loads(text)
         return cls(doc["device_id"], bytes.fromhex(doc["key"]), doc["issuer"])
 

@@ -18,11 +18,12 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
+from typing import Self
 
 import httpx
 
-from .localservices import PORT_TAKEN, terminate
 from ..issuer.keystore import Keyring
+from .localservices import PORT_TAKEN, terminate
 
 
 class IssuerFailed(RuntimeError):
@@ -76,7 +77,7 @@ class LocalIssuer:
             cmd += ["--redis", self.redis_url]
         return cmd
 
-    def start(self) -> "LocalIssuer":
+    def start(self) -> LocalIssuer:
         """Start and wait until it answers. A restart keeps the port of the first start."""
         if self.proc is not None:
             raise RuntimeError("the issuer is already running")
@@ -126,7 +127,7 @@ class LocalIssuer:
             return False
         try:
             ring = Keyring.open(self.data / "keys", create=False)
-        except Exception:
+        except (OSError, ValueError):  # no keyring yet, or one being written
             return False
         if ring.current is None or health.get("kid") != ring.current.kid.hex():
             return False
@@ -153,7 +154,7 @@ class LocalIssuer:
         self.stop()
         self._log.unlink(missing_ok=True)
 
-    def __enter__(self) -> "LocalIssuer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

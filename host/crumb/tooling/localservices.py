@@ -34,6 +34,7 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
+from typing import Self
 
 HOST = "127.0.0.1"
 
@@ -116,7 +117,7 @@ class RefusingPort:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "RefusingPort":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -211,7 +212,7 @@ class LocalServer:
         assert self.dir is not None
         return self.dir / f"{self.name}.log"
 
-    def start(self) -> "LocalServer":
+    def start(self) -> LocalServer:
         if self.proc is not None:
             raise RuntimeError(f"{self.name} is already running")
         if self.dir is None:
@@ -258,14 +259,11 @@ class LocalServer:
 
     def _launch(self) -> None:
         exe = self.executable()
-        log = open(self.log_path, "ab")
-        log_start = log.tell()  # the log is kept across restarts: this launch's part starts here
-        try:
+        with open(self.log_path, "ab") as log:
+            log_start = log.tell()  # the log is kept across restarts: this launch's part starts here
             proc = subprocess.Popen([exe, *self.command()], cwd=self.dir, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
                                     pass_fds=self.pass_fds())
-        finally:
-            log.close()
         self.proc = proc
         self._finalizer = weakref.finalize(self, _kill, proc)
         # Generous: a loaded machine can take seconds to start a process; a child that
@@ -327,11 +325,17 @@ class LocalServer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _connect(self) -> socket.socket | None:
+    def _ask(self, question: bytes, answer: bytes, size: int, goodbye: bytes = b"") -> bool:
+        """Whether the server answers ``question`` with bytes starting ``answer`` (0.5 s to connect)."""
         try:
-            return socket.create_connection((self.host, self.port), timeout=0.5)
+            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
+                s.sendall(question)
+                ok = s.recv(size).startswith(answer)
+                if goodbye:
+                    s.sendall(goodbye)
+                return ok
         except OSError:
-            return None
+            return False
 
 
 class RedisServer(LocalServer):
@@ -350,15 +354,7 @@ class RedisServer(LocalServer):
                 "--maxmemory-policy", "noeviction", "--daemonize", "no", "--loglevel", "warning"]
 
     def ping(self) -> bool:
-        s = self._connect()
-        if s is None:
-            return False
-        with s:
-            try:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"+PONG")
-            except OSError:
-                return False
+        return self._ask(b"PING\r\n", b"+PONG", 64)
 
 
 class MosquittoServer(LocalServer):
@@ -379,20 +375,10 @@ class MosquittoServer(LocalServer):
         return ["-c", str(conf)]
 
     def ping(self) -> bool:
-        s = self._connect()
-        if s is None:
-            return False
-        # MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, empty client id;
-        # the broker is ready when it answers CONNACK "accepted".
-        connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x0a\x00\x00"
-        with s:
-            try:
-                s.sendall(connect)
-                ok = s.recv(4) == b"\x20\x02\x00\x00"
-                s.sendall(b"\xe0\x00")  # DISCONNECT
-                return ok
-            except OSError:
-                return False
+        # MQTT 3.1.1 CONNECT, clean session, keepalive 10 s, empty client id; the broker
+        # is ready when it answers CONNACK "accepted". Then DISCONNECT.
+        return self._ask(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x0a\x00\x00", b"\x20\x02\x00\x00", 4,
+                         goodbye=b"\xe0\x00")
 
 
 class UvicornProcess(LocalServer):
@@ -448,15 +434,7 @@ class UvicornProcess(LocalServer):
 
     def ping(self) -> bool:
         # An HTTP answer, of any status: our socket accepts connections before uvicorn serves them.
-        s = self._connect()
-        if s is None:
-            return False
-        with s:
-            try:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")
-                return s.recv(16).startswith(b"HTTP/1.")
-            except OSError:
-                return False
+        return self._ask(b"GET / HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n", b"HTTP/1.", 16)
 
 
 class AppServer:
@@ -482,7 +460,7 @@ class AppServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "AppServer":
+    def start(self, timeout: float = 60.0) -> AppServer:
         import threading
 
         import uvicorn
@@ -510,7 +488,7 @@ class AppServer:
             self.sock.close()
             self.sock = None
 
-    def __enter__(self) -> "AppServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -532,7 +510,7 @@ class WSGIAppServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "WSGIAppServer":
+    def start(self) -> WSGIAppServer:
         import threading
 
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"wsgi:{self.port}", daemon=True)
@@ -546,7 +524,7 @@ class WSGIAppServer:
             self._thread.join(10)
             self._thread = None
 
-    def __enter__(self) -> "WSGIAppServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,9 +1,8 @@
 # ucrumb.cbor: deterministic encoding, strict decoding (runs on CPython and MicroPython).
 from binascii import hexlify
 
-from ucrumb.cbor import CBORError, dumps, loads
-
 from cases import h, raises
+from ucrumb.cbor import CBORError, dumps, loads
 
 # RFC 8949 Appendix A, every example that is neither a float, a tag nor an
 # indefinite-length item (those are rejections below).

@@ -6,12 +6,11 @@
 # case scripts (garbage, HTTP errors, refusals). The device's ticks are a
 # counter the case advances, so expiry, refresh and backoff are exact and
 # nothing sleeps. The real issuer is exercised by test_device_e2e.py.
+from cases import raises
 from ucrumb import cbor
 from ucrumb import client as C
 from ucrumb.http import HTTPError
 from ucrumb.mac import hmac_sha256
-
-from cases import raises
 
 KEY = bytes(range(32))
 T0 = 1800000000

@@ -5,12 +5,11 @@
 #   publish()  those, or OSError for the MQTT client's failure
 # (A real case: MicroPython >= 1.25's TLS socket has recv() but no
 # settimeout(), and the AttributeError used to escape token().)
+from cases import mpports
+from cases.ports_cases import CA, HOST, on_board
 from ucrumb import cbor
 from ucrumb import client as C
 from ucrumb.http import HTTPError
-
-from cases import mpports
-from cases.ports_cases import CA, HOST, on_board
 
 KEY = bytes(range(32))
 TOKEN = cbor.dumps({1: b"a token", 2: 60, 34: 1, -65537: 1800000000})
@@ -65,7 +64,7 @@ def test_token_raises_only_client_errors():
         for url, cadata in (("http://" + HOST, None), ("https://" + HOST, CA)):
             for method in SOCKET_METHODS + ("getaddrinfo", "socket"):
                 for exc in ODD:
-                    r = _run(board, method, exc, lambda: client(url, cadata=cadata).token("/r", "read"))
+                    r = _run(board, method, exc, lambda url=url, cadata=cadata: client(url, cadata=cadata).token("/r", "read"))
                     assert allowed(r, C.CrumbError), (board, url, method, exc, r)
 
 

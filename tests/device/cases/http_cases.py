@@ -1,10 +1,9 @@
 # ucrumb.http: URL splitting and response parsing, fed byte streams in
 # small pieces (the network tests in test_device_failures.py cover the same
 # against real sockets).
+from cases import mpports, raises
 from ucrumb import http
 from ucrumb.http import HTTPError, read_response, split_url, ticks_add, ticks_ms
-
-from cases import mpports, raises
 
 
 def _outcome(make, data, method, max_body, want, ms):
@@ -57,29 +56,29 @@ def test_content_length_body():
 
 
 def test_want_keeps_only_named_headers_and_framing():
-    st, h, body = parse(OK_HEAD + b"Retry-After: 3\r\nDate: x\r\nContent-Length: 2\r\n\r\nok", want=(b"retry-after",))
+    _st, h, body = parse(OK_HEAD + b"Retry-After: 3\r\nDate: x\r\nContent-Length: 2\r\n\r\nok", want=(b"retry-after",))
     assert h == {"retry-after": "3", "content-length": "2"} and body == b"ok"
-    st, h, body = parse(OK_HEAD + b"Content-Length: 0\r\n\r\n", want=())
+    _st, h, body = parse(OK_HEAD + b"Content-Length: 0\r\n\r\n", want=())
     assert h == {"content-length": "0"} and body == b""
 
 
 def test_bare_lf_line_ends_and_no_reason_phrase():
-    st, h, body = parse(b"HTTP/1.0 201\nContent-Length: 3\n\nabc")
+    st, _h, body = parse(b"HTTP/1.0 201\nContent-Length: 3\n\nabc")
     assert (st, body) == (201, b"abc")
 
 
 def test_chunked_body():
     data = (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
             b"4\r\nwiki\r\n5;name=value\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: x\r\n\r\n")
-    st, h, body = parse(data)
+    _st, h, body = parse(data)
     assert body == b"wikipedia in\r\n\r\nchunks."
     assert h["transfer-encoding"] == "chunked"
 
 
 def test_chunked_upper_case_and_empty():
-    st, h, body = parse(OK_HEAD + b"transfer-encoding: Chunked\r\n\r\n0\r\n\r\n")
+    _st, _h, body = parse(OK_HEAD + b"transfer-encoding: Chunked\r\n\r\n0\r\n\r\n")
     assert body == b""
-    st, h, body = parse(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n1F\r\n" + b"x" * 31 + b"\r\n0\r\n\r\n")
+    _st, _h, body = parse(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n1F\r\n" + b"x" * 31 + b"\r\n0\r\n\r\n")
     assert body == b"x" * 31
 
 
@@ -103,7 +102,7 @@ def test_chunked_errors():
 
 
 def test_body_to_end_of_connection():
-    st, h, body = parse(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+    _st, _h, body = parse(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
     assert body == b"until the end"
     e = raises(HTTPError, parse, b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 101, max_body=100)
     assert str(e) == "response body too large"
@@ -149,9 +148,9 @@ def test_interim_responses_are_skipped():
 
 
 def test_no_body_statuses_and_head():
-    st, h, body = parse(b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n")
+    st, _h, body = parse(b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n")
     assert (st, body) == (204, b"")
-    st, h, body = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", method="HEAD")
+    st, _h, body = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", method="HEAD")
     assert (st, body) == (200, b"")
 
 

@@ -1,7 +1,6 @@
 # ucrumb.mac: HMAC-SHA256 (RFC 4231 vectors) and constant-time compare.
-from ucrumb.mac import hmac_sha256
-
 from cases import h
+from ucrumb.mac import hmac_sha256
 
 _LONG_KEY = b"\xaa" * 131
 
@@ -19,8 +18,8 @@ RFC4231 = [
     ),
     (
         _LONG_KEY,
-        b"This is a test using a larger than block-size key and a larger than block-size data."
-        b" The key needs to be hashed before being used by the HMAC algorithm.",
+        (b"This is a test using a larger than block-size key and a larger than block-size data."
+        b" The key needs to be hashed before being used by the HMAC algorithm."),
         "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
     ),
 ]

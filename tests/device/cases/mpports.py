@@ -65,7 +65,7 @@ BOARDS = {
 
 
 def tls_methods(board):
-    port, ver, dtls, major, pem, peer = BOARDS[board]
+    _port, _ver, dtls, _major, _pem, peer = BOARDS[board]
     return _TLS_BASE + (_TLS_DTLS if dtls else ()) + (("getpeercert",) if peer else ())
 
 
@@ -364,7 +364,7 @@ def tls_module(board, server):
     # A fake of the board's TLS module: `tls` from 1.23 on, the built-in
     # `ssl` in 1.22. server: {"ca": DER of the CA that signed the server's
     # certificate, "names": the names it is valid for, "peer": a Peer}.
-    port, ver, dtls, major, pem, peer_kept = BOARDS[board]
+    port, ver, dtls, major, pem, _peer_kept = BOARDS[board]
     from binascii import a2b_base64
 
     class Module:

@@ -3,10 +3,9 @@
 # module, and timeouts, whichever errno the port raises for them.
 import sys
 
+from cases import mpports, raises
 from ucrumb import http
 from ucrumb.http import HTTPError
-
-from cases import mpports, raises
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 CA = b"0\x82\x01\x0afake CA certificate (DER)"
@@ -119,7 +118,7 @@ def test_the_unix_socket_has_no_sendall():
 def test_http_on_every_port():
     for port in mpports.SOCKET_METHODS:
         peer = mpports.Peer(OK)
-        res, mod, tls = on_board(port, get("http://" + HOST + "/x"), peer)
+        res, mod, _tls = on_board(port, get("http://" + HOST + "/x"), peer)
         assert res == (200, {"content-length": "5"}, b"hello"), port
         assert peer.got.startswith(b"GET /x HTTP/1.1\r\nHost: issuer.test\r\n"), port
         assert mod.made[0]._closed, port
@@ -146,14 +145,14 @@ def test_https_verification_is_never_skipped_silently():
         assert isinstance(r, HTTPError) and "not correctly signed" in str(r), (board, r)
         r = on_board(board, lambda: outcome(get("https://wrong.name/x", CA)), mpports.Peer(OK))[0]
         assert isinstance(r, HTTPError) and "does not match" in str(r), (board, r)
-        r, mod, tls = on_board(board, lambda: outcome(get("https://" + HOST + "/x", None)), mpports.Peer(OK))
+        r, _mod, tls = on_board(board, lambda: outcome(get("https://" + HOST + "/x", None)), mpports.Peer(OK))
         assert isinstance(r, HTTPError) and "needs cadata" in str(r), (board, r)
         assert not [c for c in tls.calls if c[0] == "wrap"], board
 
 
 def test_https_explicit_opt_out():
     for board in mpports.BOARDS:
-        res, mod, tls = on_board(board, get("https://" + HOST + "/x", False), mpports.Peer(OK),
+        res, _mod, tls = on_board(board, get("https://" + HOST + "/x", False), mpports.Peer(OK),
                                  server={"ca": OTHER_CA, "names": ()})
         assert res[0] == 200 and tls.calls[-1] == ("wrap", HOST, 0), (board, tls.calls)
 

@@ -11,12 +11,16 @@ _vectors = None
 def _load():
     global _vectors
     if _vectors is None:
-        try:
-            f = open("/vectors/tokens.json")  # mounted there in the VM
-        except OSError:
-            f = open(__file__.rsplit("/", 4)[0] + "/shared/vectors/tokens.json")
-        with f:
-            _vectors = json.load(f)["vectors"]
+        for path in ("/vectors/tokens.json",  # mounted there in the VM
+                     __file__.rsplit("/", 4)[0] + "/shared/vectors/tokens.json"):
+            try:
+                with open(path) as f:
+                    _vectors = json.load(f)["vectors"]
+                break
+            except OSError:
+                pass
+        else:
+            raise OSError("shared/vectors/tokens.json not found")
     return _vectors
 
 

@@ -4,10 +4,10 @@
 # MicroPython VM.
 import json
 
+from cases import raises
+
 from ucrumb import client as C
 from ucrumb.http import request
-
-from cases import raises
 
 SERVICE = CRED = None
 
@@ -32,7 +32,7 @@ def test_authorized_calls_are_accepted():
     c = device()
     dev = c.device_id
     for i in range(6):
-        status, hdrs, body = c.request("POST", SERVICE + "/sensors/temp01", "/sensors/temp01", "publish",
+        status, _hdrs, body = c.request("POST", SERVICE + "/sensors/temp01", "/sensors/temp01", "publish",
                                        body=b"21.%d" % i, headers={"Content-Type": "text/plain"})
         assert status == 200, (status, body)
         doc = json.loads(body)
@@ -52,7 +52,7 @@ def test_multi_use_tokens_until_used_up():
     for _ in range(7):
         h = c.header("/config/net", "read")
         seen.append(h)
-        status, hdrs, body = request("GET", SERVICE + "/config/net", None, {"Authorization": h})
+        status, _hdrs, body = request("GET", SERVICE + "/config/net", None, {"Authorization": h})
         assert status == 200, body
     assert seen[0] == seen[1] == seen[2] != seen[3]  # 3 uses each (the policy), then the next token
     assert seen[3] == seen[4] == seen[5] != seen[6]
@@ -64,21 +64,21 @@ def test_token_is_single_use_at_the_service():
     h = c.header("/sensors/temp01", "read")
     url = SERVICE + "/sensors/temp01"
     assert request("GET", url, None, {"Authorization": h})[0] == 200
-    status, hdrs, body = request("GET", url, None, {"Authorization": h})
+    status, _hdrs, body = request("GET", url, None, {"Authorization": h})
     assert status == 401 and json.loads(body)["code"] == "replayed"
 
 
 def test_scope_is_what_the_verifier_checks():
     c = device()
     h = c.header("/sensors/temp01", "read")
-    status, hdrs, body = request("POST", SERVICE + "/sensors/temp01", b"x", {"Authorization": h})
+    status, _hdrs, body = request("POST", SERVICE + "/sensors/temp01", b"x", {"Authorization": h})
     assert status == 403 and json.loads(body)["code"] == "scope_denied"
 
 
 def test_envelope_verifies():
     c = device()
     env = c.envelope("/sensors/temp01", "publish", "21.5")
-    status, hdrs, body = request("POST", SERVICE + "/envelope/sensors/temp01", env)
+    status, _hdrs, body = request("POST", SERVICE + "/envelope/sensors/temp01", env)
     assert status == 200, body
     assert json.loads(body)["body"] == "21.5"
 

@@ -6,10 +6,10 @@
 # cannot end the call before it passed. From above there is only a bound ten
 # times the client's timeout, to catch a hang: how fast a call fails depends
 # on how busy the machine is, which a test cannot hold it to.
+from cases import raises
+
 from ucrumb import client as C
 from ucrumb.http import ticks_diff, ticks_ms
-
-from cases import raises
 
 KEY = bytes(range(32))
 RES, OP = "/sensors/temp01", "read"

@@ -9,10 +9,10 @@
 import json
 from binascii import unhexlify
 
+from cases import raises
+
 from ucrumb import client as C
 from ucrumb.http import HTTPError, request, ticks_diff, ticks_ms
-
-from cases import raises
 
 CFG = None
 RES = "/sensors/temp01"
@@ -38,7 +38,7 @@ def fetch_and_call(cadata):
     c = device_with(cadata)
     assert len(c.token(RES, "read")) > 100
     assert c.round_trips == 2  # the boot resync, then the batch
-    status, hdrs, body = c.request("POST", CFG["service"] + RES, RES, "publish", body=b"21.5")
+    status, _hdrs, body = c.request("POST", CFG["service"] + RES, RES, "publish", body=b"21.5")
     assert status == 200, (status, body)
     assert json.loads(body)["sub"] == CFG["device_id"]
     return c

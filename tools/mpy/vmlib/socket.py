@@ -15,8 +15,9 @@
 # -2 name not found. A blocking socket (timeout None, the default) still
 # gives up after the bridge's hard cap (run.mjs --net-max-timeout, 30 s).
 # tests/device/cases/mpports.py lists the method sets of every port.
-import _crumbnet as _n
 from binascii import hexlify, unhexlify
+
+import _crumbnet as _n
 
 AF_INET = 2
 AF_INET6 = 10
@@ -35,7 +36,7 @@ def _r(res):
     res = str(res)
     if res[:3] == "ok:":
         return res[3:]
-    _, no, msg = res.split(":", 2)
+    _, no, _msg = res.split(":", 2)
     raise OSError(int(no))
 
 

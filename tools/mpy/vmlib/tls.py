@@ -22,9 +22,10 @@
 #   later operation raises it again.
 # Not modelled: server side, DTLS, client certificates (load_cert_chain),
 # cipher selection (get_ciphers, set_ciphers), verify_callback.
-import _crumbnet as _n
 from binascii import hexlify, unhexlify
 from socket import _r, _Stream
+
+import _crumbnet as _n
 
 PROTOCOL_TLS_CLIENT = 0
 PROTOCOL_TLS_SERVER = 1
@@ -84,9 +85,9 @@ class SSLSocket(_Stream):
             raise ValueError("\nThe certificate verification failed: %s\n" % res[10:])
         try:
             _r(res)
-        except OSError as e:
+        except OSError:
             self.close()
-            raise e  # during the handshake the socket's own errno, as MicroPython raises it
+            raise  # during the handshake the socket's own errno, as MicroPython raises it
         self._up = True
 
     def _op(self, fn, *args):

@@ -15,7 +15,22 @@ from .rules import PUBLIC, RequestInfo, Route, Routes, path_as_resource
 from .wsgi import ENVIRON_KEY, CrumbWSGIMiddleware
 
 __all__ = [
-    "CrumbMiddleware", "CrumbWSGIMiddleware", "ENVIRON_KEY", "Forward", "Grant", "Guard", "MISSING_TOKEN",
-    "MissingToken", "PUBLIC", "RequestInfo", "Route", "Routes", "attest_and_forward",
-    "attest_and_forward_async", "bearer_token", "path_as_resource", "problem", "status_for",
+    "ENVIRON_KEY",
+    "MISSING_TOKEN",
+    "PUBLIC",
+    "CrumbMiddleware",
+    "CrumbWSGIMiddleware",
+    "Forward",
+    "Grant",
+    "Guard",
+    "MissingToken",
+    "RequestInfo",
+    "Route",
+    "Routes",
+    "attest_and_forward",
+    "attest_and_forward_async",
+    "bearer_token",
+    "path_as_resource",
+    "problem",
+    "status_for",
 ]

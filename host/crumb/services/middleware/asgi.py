@@ -16,7 +16,8 @@ scope types pass through.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from anyio import to_thread
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from ..grant import Grant
 from ...keys import SigningKey
+from ..grant import Grant
 from .asgi import Receive, Scope, Send, send_problem
 
 log = logging.getLogger("crumb.http")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ...errors import CrumbError, Malformed, ScopeDenied, TooLarge
-from ..grant import Grant
 from ...keys import SigningKey
 from ...token import to_bytes
 from ...verify import Verifier
 from ...wire import MAX_TOKEN_BYTES
+from ..grant import Grant
 from .problems import MISSING_TOKEN
 from .rules import PUBLIC, RequestInfo, Rule, canonical_path, path_as_resource
 
@@ -48,7 +49,7 @@ class Guard:
     hop to attest are attested here and the result is ``grant.forward_token``.
     """
 
-    __slots__ = ("verifier", "rule", "facts", "node_key")
+    __slots__ = ("facts", "node_key", "rule", "verifier")
 
     def __init__(self, verifier: Verifier, rule: Rule | None = None, *, facts: Facts | None = None,
                  node_key: SigningKey | None = None) -> None:

@@ -24,7 +24,7 @@ which is also what REST method-bitmask scopes grant.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Mapping, Union
+from collections.abc import Callable, Iterable, Mapping
 
 
 class _Public:
@@ -37,13 +37,13 @@ class _Public:
 PUBLIC = _Public()
 
 Target = tuple[str, str]
-Decision = Union[Target, _Public, None]
+Decision = Target | _Public | None
 
 
 class RequestInfo:
     """The parts of a request a rule may look at (same for ASGI and WSGI)."""
 
-    __slots__ = ("method", "path", "query", "_raw_headers", "_headers")
+    __slots__ = ("_headers", "_raw_headers", "method", "path", "query")
 
     def __init__(self, method: str, path: str, query: str = "",
                  raw_headers: Iterable[tuple[bytes, bytes]] | Mapping[str, str] = ()) -> None:
@@ -116,7 +116,7 @@ def _compile(template: str) -> tuple[re.Pattern, list[str]]:
 class Route:
     """One path template and what it requires."""
 
-    __slots__ = ("path", "resource", "operation", "methods", "public", "_regex", "_names")
+    __slots__ = ("_names", "_regex", "methods", "operation", "path", "public", "resource")
 
     def __init__(self, path: str, resource: str | None = None, *, operation: str | None = None,
                  methods: Mapping[str, str] | None = None, public: bool = False) -> None:

@@ -13,7 +13,8 @@ problem response (problems.py).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ...errors import CrumbError
 from ...keys import SigningKey

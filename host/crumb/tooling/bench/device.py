@@ -42,16 +42,21 @@ round_trips_per_call
 
 from __future__ import annotations
 
-from ...extras import require
-
 import json
 import socket
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from ...extras import require
+
+if TYPE_CHECKING:
+    from ...issuer.datadir import DataDir
 
 GOALS = {"mpy_bytes": 16384, "heap_peak_bytes": 8192, "request_plus_response_bytes": 230,
          "round_trips_per_call": 0.34}
@@ -94,7 +99,7 @@ def mpyvm():
     path = str(repo_root() / "tools" / "mpy")
     if path not in sys.path:
         sys.path.insert(0, path)
-    import mpyvm as m  # noqa: PLC0415
+    import mpyvm as m
 
     return m
 
@@ -102,7 +107,8 @@ def mpyvm():
 # -- real peers on loopback ----------------------------------------------------------
 
 
-def enroll_data_dir(data_dir: str | Path, policy: str, devices: dict[str, str | None]):
+def enroll_data_dir(data_dir: str | Path, policy: str,
+                    devices: dict[str, str | None]) -> tuple[DataDir, Callable[[str], dict[str, dict]]]:
     """Create the data dir with ``policy`` as its policy and ``devices`` (id -> group) enrolled.
 
     Returns (DataDir, a function from issuer URL to each device's credentials,
@@ -130,13 +136,10 @@ def enroll_data_dir(data_dir: str | Path, policy: str, devices: dict[str, str | 
     return data, credentials
 
 
-class DeviceIssuer:
-    """The real issuer, `crumb issuer serve` in a child process on a free loopback port
-    (crumb.tooling.localissuer.LocalIssuer), with a policy and enrolled devices in a data dir.
-
-    ``devices`` maps device ids to policy groups; ``creds[id]`` is what
-    ``crumb device add`` would print for each.
-    """
+class EnrolledIssuer:
+    """What every issuer fixture starts from: a data dir (``data_dir``, or a temporary
+    one) with ``policy`` and the ``devices`` (device id -> policy group) enrolled.
+    ``creds[id]`` is what ``crumb device add`` would print for each."""
 
     def __init__(self, policy: str = BENCH_POLICY, devices: dict[str, str | None] | None = None,
                  data_dir: str | Path | None = None) -> None:
@@ -144,15 +147,23 @@ class DeviceIssuer:
         self.devices = {DEVICE_ID: "sensors"} if devices is None else devices
         self.data_dir = data_dir
         self.creds: dict[str, dict] = {}
+        self._tmp: tempfile.TemporaryDirectory | None = None
 
-    def __enter__(self) -> "DeviceIssuer":
-        from ..localissuer import LocalIssuer
-
-        self._tmp = None
+    def _enroll(self) -> tuple[DataDir, Callable[[str], dict[str, dict]]]:
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="crumb-issuer-")
             self.data_dir = self._tmp.name
-        data, credentials = enroll_data_dir(self.data_dir, self.policy, self.devices)
+        return enroll_data_dir(self.data_dir, self.policy, self.devices)
+
+
+class DeviceIssuer(EnrolledIssuer):
+    """The real issuer, `crumb issuer serve` in a child process on a free loopback port
+    (crumb.tooling.localissuer.LocalIssuer), with a policy and enrolled devices in a data dir."""
+
+    def __enter__(self) -> Self:
+        from ..localissuer import LocalIssuer
+
+        data, credentials = self._enroll()
         self.policy_path = data.policy
         self.local = LocalIssuer(data.root, self.policy_path)  # on any free port: known once started
         try:
@@ -183,7 +194,7 @@ class VerifyingService:
     verifies its token for (resource, publish), as an MQTT consumer does.
     """
 
-    OPERATIONS = {"GET": "read", "POST": "publish", "PUT": "write"}
+    OPERATIONS: ClassVar[dict[str, str]] = {"GET": "read", "POST": "publish", "PUT": "write"}
 
     def __init__(self, issuer_url: str, clock=time.time, tls=None, issuer_ca: str | None = None) -> None:
         # tls: an ssl.SSLContext to serve https; issuer_ca: the PEM CA to
@@ -206,8 +217,8 @@ class VerifyingService:
         self._lock = threading.Lock()
 
     def handle(self, method: str, path: str, auth: str | None, body: bytes) -> tuple[int, dict]:
-        from ...services import envelope
         from ...errors import CrumbError
+        from ...services import envelope
 
         try:
             if path.startswith("/envelope/"):  # an MQTT envelope [token, payload], posted as the body
@@ -227,7 +238,7 @@ class VerifyingService:
             self.bodies.append(body)
         return 200, {"sub": verified.claims.sub, "resource": path, "body": body.decode("latin-1")}
 
-    def __enter__(self) -> "VerifyingService":
+    def __enter__(self) -> Self:
         service = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -277,7 +288,7 @@ class Relay:
         self.conns: list[list[bytearray]] = []  # [sent by client, sent by server]
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "Relay":
+    def __enter__(self) -> Self:
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(16)
@@ -458,9 +469,9 @@ def run(calls: int = CALLS, progress=None) -> dict:
         exchanges = relay.exchanges()
         if len(exchanges) != 2:
             raise RuntimeError(f"expected 2 exchanges through the relay, saw {len(exchanges)}:\n{r.out}\n{r.err}")
-        (req1, resp1), (req4, resp4) = exchanges
-        head_q, body_q = split_http(req1)
-        head_r, body_r = split_http(resp1)
+        (req1, resp1), (_req4, resp4) = exchanges
+        _head_q, body_q = split_http(req1)
+        _head_r, body_r = split_http(resp1)
         if not resp1.startswith(b"HTTP/1.1 200") or not resp4.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"the issuer refused the bench device:\n{resp1!r}\n{resp4!r}")
         from ...issuer.protocol import parse_response
@@ -515,18 +526,18 @@ def render(r: dict) -> str:
         f"device client (ucrumb) on MicroPython {r['micropython']} (WebAssembly port), default batch {r['batch']}",
         f"  mpy_bytes              {r['mpy_bytes']:>7,}   goal <= {GOALS['mpy_bytes']:,}  {ok[m['mpy_bytes']]}",
         "                         " + "  ".join(f"{Path(k).stem} {v:,}" for k, v in r["mpy_files"].items()),
-        f"  heap_peak_bytes        {r['heap_peak_bytes']:>7,}   goal <= {GOALS['heap_peak_bytes']:,}  "
-        f"{ok[m['heap_peak_bytes']]}   (batch 1: {r['heap_peak_bytes_batch1']:,})",
+        (f"  heap_peak_bytes        {r['heap_peak_bytes']:>7,}   goal <= {GOALS['heap_peak_bytes']:,}  "
+        f"{ok[m['heap_peak_bytes']]}   (batch 1: {r['heap_peak_bytes_batch1']:,})"),
         f"  import_heap_bytes      {r['import_heap_bytes']:>7,}   (import ucrumb.client from .mpy)",
         f"  request_bytes          {r['request_bytes']:>7,}",
         f"  response_bytes         {r['response_bytes']:>7,}   (token {r['token_bytes']} B)",
-        f"  request + response     {r['request_plus_response_bytes']:>7,}   goal <= "
-        f"{GOALS['request_plus_response_bytes']}  {ok[m['request_plus_response_bytes']]}",
-        f"  http_bytes             {r['http_bytes']:>7,}   (request {r['http_request_bytes']}, "
-        f"response {r['http_response_bytes']})",
-        f"  round_trips_per_call   {r['round_trips_per_call']:>7}   goal <= {GOALS['round_trips_per_call']}  "
+        (f"  request + response     {r['request_plus_response_bytes']:>7,}   goal <= "
+        f"{GOALS['request_plus_response_bytes']}  {ok[m['request_plus_response_bytes']]}"),
+        (f"  http_bytes             {r['http_bytes']:>7,}   (request {r['http_request_bytes']}, "
+        f"response {r['http_response_bytes']})"),
+        (f"  round_trips_per_call   {r['round_trips_per_call']:>7}   goal <= {GOALS['round_trips_per_call']}  "
         f"{ok[m['round_trips_per_call']]}   ({r['issuer_round_trips']} issuer exchanges for {r['calls']} calls, "
-        f"{r['service_accepted']} accepted by the verifier)",
+        f"{r['service_accepted']} accepted by the verifier)"),
         f"  heap method: {r['heap_method']}",
     ]
     return "\n".join(lines)
@@ -544,7 +555,7 @@ def _command():
         require("tools", "crumb bench device")
         try:
             result = run(calls=calls, progress=None if as_json else (lambda m: click.echo(m, err=True)))
-        except Exception as e:  # the VM, mpy-cross or a port: say what, not a traceback
+        except Exception as e:  # noqa: BLE001 -- the VM, mpy-cross or a port: say what, not a traceback
             click.echo(f"error: {type(e).__name__}: {e}", err=True)
             sys.exit(1)
         click.echo(json.dumps(result, indent=1) if as_json else render(result))

@@ -32,13 +32,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ... import cbor
 from ...wire import (
-    BLOCK_TIME_BYTES, CBOR_TYPES, MAC_BYTES, NONCE_MIN, REQ_CLIENT_ID, REQ_CRUMB, REQ_SCOPE, RESP_ACCESS_TOKEN,
-    RESP_EXPIRES_IN, RESP_TIME, RESP_TOKEN_TYPE, SCOPE_OP_MARK, TOKEN_TYPE_BEARER,
+    BLOCK_TIME_BYTES,
+    CBOR_TYPES,
+    MAC_BYTES,
+    NONCE_MIN,
+    REQ_CLIENT_ID,
+    REQ_CRUMB,
+    REQ_SCOPE,
+    RESP_ACCESS_TOKEN,
+    RESP_EXPIRES_IN,
+    RESP_TIME,
+    RESP_TOKEN_TYPE,
+    SCOPE_OP_MARK,
+    TOKEN_TYPE_BEARER,
 )
 
 BENCH_GROUP = "bench"
@@ -579,10 +590,10 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
             return round(statistics.median(pairs), 3) if pairs else None
 
         merged = {name: _merge(runs) for name, runs in measured.items()}
-        for name in merged:
+        for name, run in merged.items():
             if name != "bare":
-                verified, codes = _verify_samples(merged[name]["samples"], targets[name])
-                merged[name].update(verified=verified, refusal_codes=codes)
+                verified, codes = _verify_samples(run["samples"], targets[name])
+                run.update(verified=verified, refusal_codes=codes)
         main_name = "multi" if "multi" in merged else "issuer"
         main_run, bare, one = merged[main_name], merged["bare"], merged["issuer"]
         token_sample = next((x for x in main_run["samples"] if parse_response(x).ok), None)
@@ -664,10 +675,10 @@ def _audit_writer(url: str | None) -> dict:
 def render(r: dict) -> str:
     lines = [
         f"audit writer: {r['audit_writer']}",
-        f"issuer ({r['processes']} process{'es' if r['processes'] > 1 else ''}, {r['store']} store): "
-        f"{r['tokens_per_s']:,.0f} tokens/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms",
-        f"bare ASGI endpoint, same server:  {r['bare_per_s']:,.0f} req/s  p50 {r['bare_p50_ms']} ms  "
-        f"p99 {r['bare_p99_ms']} ms",
+        (f"issuer ({r['processes']} process{'es' if r['processes'] > 1 else ''}, {r['store']} store): "
+        f"{r['tokens_per_s']:,.0f} tokens/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms"),
+        (f"bare ASGI endpoint, same server:  {r['bare_per_s']:,.0f} req/s  p50 {r['bare_p50_ms']} ms  "
+        f"p99 {r['bare_p99_ms']} ms"),
         f"issuer / bare (median of per-round ratios): {r['ratio_to_bare']:.0%}"
         + (f" (rounds: {', '.join(f'{x:.0%}' for x in r['rounds_ratio_to_bare'])})"
            if r.get("rounds_ratio_to_bare") else "")

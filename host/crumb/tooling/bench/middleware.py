@@ -13,8 +13,6 @@ middleware's own cost without HTTP noise.
 
 from __future__ import annotations
 
-from ...extras import require
-
 import http.client
 import json
 import multiprocessing
@@ -22,6 +20,8 @@ import statistics
 import time
 
 import click
+
+from ...extras import require
 
 RESOURCE, OPERATION, PATH = "/sensors/temp01", "publish", "/sensors/temp01/readings"
 GOAL_MS = 0.25
@@ -33,8 +33,8 @@ def _apps(issuer_public: bytes):
     from starlette.routing import Route as StarletteRoute
 
     from ...keys import PublicKey
-    from ...services.middleware import CrumbMiddleware, Route, Routes
     from ...replay import MemoryReplayStore
+    from ...services.middleware import CrumbMiddleware, Route, Routes
     from ...verify import Verifier
 
     async def reading(request):
@@ -134,8 +134,8 @@ def _inprocess(issuer, rounds: int) -> dict:
 
 def run(requests: int = 3000, warmup: int = 300) -> dict:
     from ...keys import SigningKey, b64u
-    from ..localservices import HOST
     from ...token import mint
+    from ..localservices import HOST
 
     issuer = SigningKey.generate()
     ctx = multiprocessing.get_context("spawn")

@@ -10,8 +10,6 @@ and N refused as ``replayed``; anything else is counted under ``errors``.
 
 from __future__ import annotations
 
-from ...extras import require
-
 import json
 import multiprocessing
 import os
@@ -20,6 +18,8 @@ import time
 from collections import Counter
 
 import click
+
+from ...extras import require
 
 RESOURCE, OPERATION = "/sensors/temp01", "publish"
 
@@ -45,7 +45,7 @@ def _worker(index: int, issuer_public: bytes, redis_url: str, prefix: str, token
                 local["accepted"] += 1
             except CrumbError as e:
                 local[e.code] += 1
-            except Exception as e:  # a bug must show up in the figures, not kill the run
+            except Exception as e:  # noqa: BLE001 -- a bug must show up in the figures, not kill the run
                 local[f"exception:{type(e).__name__}"] += 1
         with lock:
             counts.update(local)
@@ -65,9 +65,9 @@ def _worker(index: int, issuer_public: bytes, redis_url: str, prefix: str, token
 
 def run(tokens: int = 10_000, workers: int = 2, threads: int = 4, redis_url: str | None = None) -> dict:
     from ...keys import SigningKey
-    from ..localservices import RedisServer
     from ...services.replay_redis import RedisReplayStore
     from ...token import mint
+    from ..localservices import RedisServer
 
     server = None
     if redis_url is None:
@@ -128,9 +128,9 @@ def run(tokens: int = 10_000, workers: int = 2, threads: int = 4, redis_url: str
 
 def render(result: dict) -> str:
     lines = [
-        f"{result['tokens']:,} single-use tokens, each presented to {result['verifier_processes']} verifier "
+        (f"{result['tokens']:,} single-use tokens, each presented to {result['verifier_processes']} verifier "
         f"processes ({result['threads_per_process']} threads each) sharing one redis-server "
-        f"{result['redis_version']}",
+        f"{result['redis_version']}"),
         f"  accepted   {result['accepted']:>8,}   (per process: {', '.join(f'{n:,}' for n in result['accepted_per_process'])})",
         f"  replayed   {result['replayed']:>8,}",
         f"  errors     {result['errors']:>8,}   {result['error_codes'] or ''}",

@@ -157,38 +157,39 @@ class Attacker:
         resource = path.rsplit("/readings", 1)[0]
         return mint(self._key, sub=victim, scope=[(resource, "publish")], ttl=60)
 
-    def _send(self, target: str, method: str, path: str, auth: str, body: bytes) -> tuple[int, str]:
+    def _call(self, target: str, method: str, path: str, headers: dict[str, str],
+              body: bytes) -> tuple[int, bytes | str]:
+        """(status, body) of one HTTP exchange with a service of the stack; (0, why) when unreachable."""
         host, _, port = self.urls[target].split("://", 1)[-1].rpartition(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=5)
         try:
-            conn.request(method, path, body=body, headers={"Authorization": auth, "Content-Type": "application/json"})
+            conn.request(method, path, body=body, headers=headers)
             r = conn.getresponse()
-            data = r.read()
+            return r.status, r.read()
         except OSError as e:
             return 0, f"unreachable: {e}"
         finally:
             conn.close()
+
+    def _send(self, target: str, method: str, path: str, auth: str, body: bytes) -> tuple[int, str]:
+        status, data = self._call(target, method, path,
+                                  {"Authorization": auth, "Content-Type": "application/json"}, body)
+        if isinstance(data, str):
+            return status, data
         try:
-            code = json.loads(data).get("code", "") if r.status >= 400 else ""
+            code = json.loads(data).get("code", "") if status >= 400 else ""
         except (ValueError, AttributeError):
             code = ""
-        return r.status, code
+        return status, code
 
     def _issuer(self, body: bytes) -> tuple[int, str]:
-        host, _, port = self.urls["issuer"].split("://", 1)[-1].rpartition(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        status, data = self._call("issuer", "POST", "/token", {"Content-Type": protocol.CBOR_TYPES[0]}, body)
+        if isinstance(data, str):
+            return status, data
         try:
-            conn.request("POST", "/token", body=body, headers={"Content-Type": protocol.CBOR_TYPES[0]})
-            r = conn.getresponse()
-            data = r.read()
-        except OSError as e:
-            return 0, f"unreachable: {e}"
-        finally:
-            conn.close()
-        try:
-            return r.status, protocol.parse_response(data).code or ""
+            return status, protocol.parse_response(data).code or ""
         except Exception:  # noqa: BLE001 - not a crumb answer
-            return r.status, "garbage"
+            return status, "garbage"
 
     def _mqtt_replay(self, topic: str, payload: bytes) -> tuple[int, str]:
         import hashlib

@@ -7,8 +7,9 @@ returns one ``<svg class="chart">`` element with a title, axes and a legend.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 
 from .metrics import percentile
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 class Recorder:
@@ -59,5 +60,4 @@ class Recorder:
 
     def write(self, path: Path) -> None:
         with open(path, "w") as f:
-            for e in sorted(self.events, key=lambda e: e["t"]):
-                f.write(json.dumps(e, default=str) + "\n")
+            f.writelines(json.dumps(e, default=str) + "\n" for e in sorted(self.events, key=lambda e: e["t"]))

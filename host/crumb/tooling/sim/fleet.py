@@ -19,6 +19,7 @@ The console is the operator: a ucrumb client of its own (enrolled in the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -57,7 +58,7 @@ def load_firmware(firmware: Path) -> dict[str, Any]:
 
 
 class SimDevice:
-    def __init__(self, profile: Profile, fleet: "Fleet") -> None:
+    def __init__(self, profile: Profile, fleet: Fleet) -> None:
         self.p = profile
         self.fleet = fleet
         self.rec = fleet.rec
@@ -144,16 +145,14 @@ class SimDevice:
                     break
             finally:
                 if self.app is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # the run is over; a failing close changes nothing
                         self.app.close()
-                    except Exception:  # noqa: BLE001
-                        pass
 
 
 class Console:
     """The operator: sends the plan's commands to the command service with tokens of its own."""
 
-    def __init__(self, fleet: "Fleet", links: dict[str, Link], creds: dict) -> None:
+    def __init__(self, fleet: Fleet, links: dict[str, Link], creds: dict) -> None:
         self.fleet = fleet
         self.rec = fleet.rec
         self.links = links

@@ -22,7 +22,8 @@ every byte on the devices' links, both ways, all services ÷ authorized calls.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -30,7 +31,7 @@ def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
     return round(s[k], 2)
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from .scenario import ATTACKS, Scenario
-
 
 CONSOLE = "console-1"  # the operator who sends commands (enrolled in the "operators" group)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Self
 
 from rich.console import Console
 from rich.live import Live
@@ -40,11 +41,11 @@ class LiveView:
         table.add_row("[bold]faults now[/]", ", ".join(self.faults_now()) or "none", "")
         return table
 
-    def __enter__(self) -> "LiveView":
+    def __enter__(self) -> Self:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.live.__exit__(*exc)
 
 

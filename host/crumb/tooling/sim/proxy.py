@@ -26,12 +26,14 @@ exchange and every published envelope.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ...issuer import protocol
 from .events import Recorder
@@ -43,7 +45,7 @@ HOLD = 60.0  # longest a stalled connection is held (the device's timeout ends i
 
 
 class Link:
-    __slots__ = ("device", "service", "target", "mqtt", "faulty", "port", "n")
+    __slots__ = ("device", "faulty", "mqtt", "n", "port", "service", "target")
 
     def __init__(self, device: str, service: str, target: tuple[str, int], mqtt: bool = False,
                  faulty: bool = True) -> None:
@@ -103,7 +105,7 @@ class Proxy:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task] = set()
-        self._open: set["_Exchange"] = set()
+        self._open: set[_Exchange] = set()
         self._thread: threading.Thread | None = None
         self._closing = False
 
@@ -114,7 +116,7 @@ class Proxy:
         return link
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -176,10 +178,8 @@ class Proxy:
                 x.abort()
             await asyncio.sleep(0)
 
-        try:
+        with contextlib.suppress(Exception):  # best effort at the end of a run
             asyncio.run_coroutine_threadsafe(shut(), self.loop).result(10)
-        except Exception:  # noqa: BLE001 - best effort at the end of a run
-            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(10)
@@ -231,10 +231,8 @@ class Proxy:
                 k, _, v = h.partition(b":")
                 if k:
                     headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
-            try:
+            with contextlib.suppress(Exception):  # the attacker must never break the devices' traffic
                 self.capture(link, parts[0].decode(), parts[1].decode(), headers, body, status, rbody)
-            except Exception:  # noqa: BLE001 - the attacker must never break the devices' traffic
-                pass
 
     # -- MQTT links -----------------------------------------------------------------------------------
     async def _mqtt(self, link: Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -287,10 +285,8 @@ class Proxy:
 
     def _published(self, link: Link, topic: str, payload: bytes) -> None:
         if self.capture_mqtt is not None:
-            try:
+            with contextlib.suppress(Exception):  # as above: capturing never breaks the traffic
                 self.capture_mqtt(link, topic, payload)
-            except Exception:  # noqa: BLE001
-                pass
 
 
 class _PublishParser:

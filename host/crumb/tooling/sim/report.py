@@ -117,8 +117,7 @@ def write(folder: Path, summary: dict[str, Any], events: list[dict[str, Any]], w
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     with open(folder / "events.jsonl", "w") as f:
-        for e in sorted(events, key=lambda e: e["t"]):
-            f.write(json.dumps(e, default=str) + "\n")
+        f.writelines(json.dumps(e, default=str) + "\n" for e in sorted(events, key=lambda e: e["t"]))
     logs = folder / "serial"
     if any(serial.values()):
         logs.mkdir(exist_ok=True)

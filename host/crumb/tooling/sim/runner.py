@@ -20,9 +20,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 
@@ -49,10 +50,10 @@ def _versions(repo: Path, stack) -> dict[str, str]:
     for name in ("main.py", "hal.py", "boot.py"):
         v[f"firmware/{name} sha256"] = hashlib.sha256((repo / "firmware" / name).read_bytes()).hexdigest()[:16]
     if shutil.which("git"):
-        r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, check=False, text=True)
         if r.returncode == 0:
             dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True).stdout.strip()
+                                   capture_output=True, check=False, text=True).stdout.strip()
             v["git"] = r.stdout.strip() + ("+changes" if dirty else "")
     v.update(stack.collect_versions())
     return v
@@ -244,5 +245,5 @@ class _Null:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None

@@ -105,14 +105,14 @@ class Scenario:
 
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
-        raise ValueError("must be true or false")
+        raise TypeError("must be true or false")
     return v
 
 
 def _int(lo: int, hi: int | None = None):
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError("must be an integer")
+            raise TypeError("must be an integer")
         if v < lo or (hi is not None and v > hi):
             raise ValueError(f"must be between {lo} and {hi}" if hi is not None else f"must be >= {lo}")
         return v
@@ -122,7 +122,7 @@ def _int(lo: int, hi: int | None = None):
 def _num(lo: float, hi: float | None = None, *, above: bool = False):
     def check(v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError("must be a number")
+            raise TypeError("must be a number")
         if (v <= lo if above else v < lo) or (hi is not None and v > hi):
             if hi is not None:
                 raise ValueError(f"must be between {lo} and {hi}")
@@ -133,7 +133,7 @@ def _num(lo: float, hi: float | None = None, *, above: bool = False):
 
 def _text(v: Any) -> str:
     if not isinstance(v, str):
-        raise ValueError("must be a string")
+        raise TypeError("must be a string")
     return v
 
 
@@ -159,7 +159,7 @@ def _time(v: Any) -> float | str:
             return s
         raise ValueError("must be seconds or a share of the run like '40%'")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError("must be seconds or a share of the run like '40%'")
+        raise TypeError("must be seconds or a share of the run like '40%'")
     if v < 0:
         raise ValueError("must be >= 0 seconds")
     return float(v)
@@ -215,7 +215,7 @@ class _Checker:
     def value(self, keys: tuple, check, v: Any) -> Any:
         try:
             return check(v)
-        except ValueError as e:
+        except (TypeError, ValueError) as e:  # the checks: TypeError for a wrong type, ValueError for a bad value
             raise self.fail(keys, str(e)) from None
 
     def table(self, keys: tuple, v: Any) -> dict:
@@ -290,9 +290,9 @@ def parse(text: str, path: str = "<scenario>") -> Scenario:
             fault.devices = c.value(keys + ("devices",), _FAULT["devices"], f["devices"])
         if "jump" in f:
             fault.jump = c.value(keys + ("jump",), _FAULT["jump"], f["jump"])
-        for key in _LINK:
+        for key, check in _LINK.items():
             if key in f:
-                fault.link[key] = c.value(keys + (key,), _LINK[key], f[key])
+                fault.link[key] = c.value(keys + (key,), check, f[key])
         sc.faults.append(fault)
     return sc
 

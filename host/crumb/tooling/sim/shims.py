@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 import types
-from typing import Callable
+from collections.abc import Callable
 
 TICKS_PERIOD = 1 << 30
 TICKS_MASK = TICKS_PERIOD - 1

@@ -29,13 +29,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ...keys import b64u, generate, save
-from ..localservices import (HOST, MosquittoServer, RedisServer, ServiceFailed, ServiceMissing, UvicornProcess,
-                             reserve_port, terminate)
+from ..localservices import (
+    HOST,
+    MosquittoServer,
+    RedisServer,
+    ServiceFailed,
+    ServiceMissing,
+    UvicornProcess,
+    reserve_port,
+    terminate,
+)
 from .errors import SimError
 from .events import Recorder
 from .plan import CONSOLE, Plan
@@ -147,7 +155,7 @@ class Stack:
         self._sink_thread: threading.Thread | None = None
 
     # -- start ----------------------------------------------------------------------------------
-    def start(self, say: Callable[[str], None] = lambda m: None) -> "Stack":
+    def start(self, say: Callable[[str], None] = lambda m: None) -> Stack:
         sc = self.sc
         need_mqtt = sc.mqtt
         if need_mqtt and not self.ep.broker:
@@ -189,8 +197,8 @@ class Stack:
         return keys
 
     def _start_issuer(self) -> None:
-        from ..bench.device import enroll_data_dir
         from ...keys import load_signing_key
+        from ..bench.device import enroll_data_dir
         from ..localissuer import IssuerFailed, LocalIssuer
 
         sc = self.sc
@@ -282,7 +290,7 @@ class Stack:
         for wave in waves:
             errors: list[str] = []
 
-            def launch(name: str, make: Callable[[], UvicornProcess]) -> None:
+            def launch(name: str, make: Callable[[], UvicornProcess], errors: list[str]) -> None:
                 svc = make()
                 try:
                     svc.start()
@@ -292,7 +300,7 @@ class Stack:
                 self.services[name] = svc
                 self.urls[name] = svc.url
 
-            threads = [threading.Thread(target=launch, args=w) for w in wave]
+            threads = [threading.Thread(target=launch, args=(*w, errors)) for w in wave]
             for t in threads:
                 t.start()
             for t in threads:
@@ -382,7 +390,7 @@ class Stack:
             if srv is None:
                 continue
             try:
-                out = subprocess.run([srv.executable(), *args], capture_output=True, text=True, timeout=5)
+                out = subprocess.run([srv.executable(), *args], capture_output=True, check=False, text=True, timeout=5)
                 text = (out.stdout or out.stderr).strip().splitlines()[0]
                 v[name] = text
             except (OSError, IndexError, subprocess.TimeoutExpired):
