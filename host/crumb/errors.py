@@ -52,3 +52,24 @@ BY_CODE: dict[str, type[CrumbError]] = {
         Revoked, TooLarge, StoreUnavailable,
     )
 }
+
+
+# Keys: what reading trusted keys (key files, the issuer's GET /keys document) can
+# fail with. Not token rejections, so not in ERROR_CODES (wire.py): a verifier that
+# meets one keeps the keys it had, and tokens are then judged with those.
+
+
+class InvalidKey(CrumbError, ValueError):
+    """A key file or key set document that is not a usable Ed25519 key (set): unreadable, not JSON,
+    nested or sized past its bounds, of the wrong shape, or inconsistent (a kid that is not its key's)."""
+
+    code = "invalid_key"
+
+
+class KeysUnavailable(CrumbError):
+    """The issuer's GET /keys could not be had: unreachable, timing out, or not answering 200."""
+
+    code = "keys_unavailable"
+
+
+KEY_BY_CODE: dict[str, type[CrumbError]] = {cls.code: cls for cls in (InvalidKey, KeysUnavailable)}

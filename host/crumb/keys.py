@@ -18,7 +18,12 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
+from . import boundedjson
+from .errors import InvalidKey
 from .wire import KID_BYTES, PUBLIC_KEY_BYTES
+
+#: A key file is one JWK or a saved GET /keys document (at most 64 keys): a few KiB.
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 def kid_of(public: bytes) -> bytes:
@@ -30,8 +35,13 @@ def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def unb64u(text: str) -> bytes:
-    """Strict base64url without padding: the one text form of the bytes, or ValueError."""
+def unb64u(text: object) -> bytes:
+    """Strict base64url without padding: the one text form of the bytes, or ValueError.
+
+    Total: any value that is not text (a number, a list, None from a JSON document) is a TypeError.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"base64url is text, not {type(text).__name__}")
     text = text.strip()
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -152,18 +162,25 @@ def save(key: SigningKey, path: str | os.PathLike) -> Path:
     return pub
 
 
-class KeyFileError(ValueError):
-    pass
+class KeyFileError(InvalidKey):
+    """A key file that cannot be used (code ``invalid_key``; a ValueError too)."""
 
 
 def read_json(path: str | os.PathLike) -> object:
-    """A key file's JSON, or KeyFileError saying why it cannot be had."""
+    """A key file's JSON, or KeyFileError saying why it cannot be had.
+
+    Bounded: at most MAX_KEY_FILE_BYTES bytes are read and the nesting depth is
+    checked before parsing (boundedjson), so no file makes this raise anything else.
+    """
     try:
-        return json.loads(Path(path).read_text())
+        with open(path, "rb") as f:
+            data = f.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as e:
-        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
-    except ValueError:
-        raise KeyFileError(f"{path} is not a JSON key file") from None
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror or e}") from None
+    try:
+        return boundedjson.loads(data, max_bytes=MAX_KEY_FILE_BYTES)
+    except ValueError as e:
+        raise KeyFileError(f"{path} is not a JSON key file ({e})") from None
 
 
 def _read_jwk(path: str | os.PathLike) -> dict:
@@ -187,8 +204,8 @@ def load_signing_key(path: str | os.PathLike) -> SigningKey:
     """A private key from a JWK file (what ``crumb keygen`` writes).
 
     Raises:
-        KeyFileError: (a ValueError) the file cannot be read, is not an
-            Ed25519 JWK, or its public half does not match.
+        KeyFileError: code ``invalid_key`` (also a ValueError): the file cannot
+            be read, is not an Ed25519 JWK, or its public half does not match.
     """
     jwk = _read_jwk(path)
     key = SigningKey(_field(jwk, "d", path))
@@ -201,7 +218,8 @@ def load_public_key(path: str | os.PathLike) -> PublicKey:
     """A public key from a JWK file; a private key file is accepted too (its public half is used).
 
     Raises:
-        KeyFileError: (a ValueError) the file cannot be read or is not an Ed25519 JWK.
+        KeyFileError: code ``invalid_key`` (also a ValueError): the file cannot
+            be read or is not an Ed25519 JWK.
     """
     jwk = _read_jwk(path)
     if "d" in jwk:

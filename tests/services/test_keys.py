@@ -179,8 +179,9 @@ def test_no_keys_before_a_successful_fetch_is_unknown_key():
         keys = FetchedKeys(srv.url, min_interval=0)
         with pytest.raises(UnknownKey):
             verifier(keys).verify(token(issuer), "/sensors/temp01", "publish")
-        with pytest.raises(KeyFetchError, match="503"):
+        with pytest.raises(KeyFetchError, match="503") as e:
             keys.fetch()
+        assert e.value.code == "keys_unavailable"
         srv.status = 200
         verifier(keys).verify(token(issuer), "/sensors/temp01", "publish")
 
@@ -212,5 +213,6 @@ def _forged(t: bytes, wrong: SigningKey) -> bytes:
 def test_a_document_too_large_is_refused():
     with KeyServer() as srv:
         srv.serve(b'{"keys": [], "pad": "' + b"x" * 70_000 + b'"}')
-        with pytest.raises(KeyFetchError, match="larger than"):
+        with pytest.raises(KeySetError, match="larger than") as e:
             FetchedKeys(srv.url).fetch()
+        assert e.value.code == "invalid_key"

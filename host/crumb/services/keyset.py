@@ -11,23 +11,26 @@ one this code does not know) are not trusted. ``nodes`` are the keys of hops
 and attenuators, used only to resolve the 4-byte kids a token may carry:
 never trusted as issuer keys. Parsing is strict: a key whose ``kid`` does not
 match its ``x``, or any malformed entry, rejects the whole document rather
-than trusting part of it.
+than trusting part of it. Parsing is total: any document gives a KeySet or a
+KeySetError (code ``invalid_key``), never another exception.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 
+from .. import boundedjson
+from ..errors import InvalidKey
 from ..keys import KeyFileError, PublicKey, load_public_key, read_json, unb64u
 
 TRUSTED_STATUS = frozenset({"current", "previous"})
 MAX_KEYS = 64  # a key set is a handful of keys; more is a broken or hostile document
+MAX_DOCUMENT_BYTES = 64 * 1024
 
 
-class KeySetError(ValueError):
-    """A key set document that cannot be trusted as a whole."""
+class KeySetError(InvalidKey):
+    """A key set document that cannot be trusted as a whole (code ``invalid_key``; a ValueError too)."""
 
 
 class KeySet:
@@ -67,7 +70,17 @@ def _jwk_key(entry: object, where: str) -> PublicKey:
 
 
 def parse_document(doc: object) -> KeySet:
-    """Validate a ``GET /keys`` document; raise KeySetError on anything off-contract."""
+    """Validate a parsed ``GET /keys`` document.
+
+    Args:
+        doc: the document, as JSON parsing gives it (any value).
+
+    Returns:
+        KeySet: the trusted issuer keys and the node keys.
+
+    Raises:
+        KeySetError: ``invalid_key``, on anything off-contract (and nothing else, whatever ``doc`` is).
+    """
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise KeySetError('a key set is a JSON object with a "keys" array')
     nodes = doc.get("nodes", [])
@@ -92,15 +105,24 @@ def parse_document(doc: object) -> KeySet:
 
 
 def parse_json(body: bytes | str) -> KeySet:
+    """A ``GET /keys`` body: UTF-8 JSON of at most MAX_DOCUMENT_BYTES, nested at most boundedjson.MAX_DEPTH.
+
+    Raises:
+        KeySetError: ``invalid_key``: too large, too deep, not JSON, or off-contract.
+    """
     try:
-        doc = json.loads(body)
-    except ValueError:
-        raise KeySetError("the key set is not JSON") from None
+        doc = boundedjson.loads(body, max_bytes=MAX_DOCUMENT_BYTES)
+    except ValueError as e:
+        raise KeySetError(f"the key set is not usable JSON ({e})") from None
     return parse_document(doc)
 
 
 def load_file(path: str | os.PathLike) -> KeySet:
-    """A pinned key file: a saved ``GET /keys`` document, or one JWK (an issuer key)."""
+    """A pinned key file: a saved ``GET /keys`` document, or one JWK (an issuer key).
+
+    Raises:
+        KeyFileError: ``invalid_key``: unreadable, not JSON, or not a key (set).
+    """
     doc = read_json(path)
     if isinstance(doc, dict) and "keys" in doc:
         try:
@@ -112,7 +134,11 @@ def load_file(path: str | os.PathLike) -> KeySet:
 
 def pinned(issuer_files: Iterable[str | os.PathLike] = (),
            node_files: Iterable[str | os.PathLike] = ()) -> KeySet:
-    """Keys from files: issuer key files (or key set documents) and node public key files."""
+    """Keys from files: issuer key files (or key set documents) and node public key files.
+
+    Raises:
+        KeyFileError: ``invalid_key``, naming the file.
+    """
     out = KeySet()
     for path in issuer_files:
         ks = load_file(path)

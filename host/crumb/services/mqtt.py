@@ -14,6 +14,11 @@ handler: it is counted under its code in ``rejected`` and logged with the
 code. Uses are consumed like any request, so a duplicate delivery (QoS 1
 redelivery, or an attacker republishing a captured message) is ``replayed``:
 each token's payload is handled at most its number of uses.
+
+Nothing raised while checking a message reaches paho's network thread (where
+it would end the loop and, with it, the consumer): an unexpected exception
+(a bug, or an application ``resource``/``facts`` callable failing) rejects
+the message under ``internal_error`` and is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from . import envelope
 from .grant import Grant
 
 log = logging.getLogger("crumb.services.mqtt")
+
+#: ``rejected`` counts a message whose check raised something other than a CrumbError under this code.
+INTERNAL_ERROR = "internal_error"
 
 Handler = Callable[[str, bytes, Grant], Any]
 
@@ -80,6 +88,13 @@ class MqttConsumer:
             self.rejected[e.code] += 1
             log.warning("rejected message on %r: %s: %s", topic, e.code, e.message,
                         extra={"crumb_code": e.code, "topic": topic})
+            self._finished()
+            return None
+        except Exception:
+            # Fail closed, and keep the network thread alive: the message is not handled.
+            self.rejected[INTERNAL_ERROR] += 1
+            log.exception("rejected message on %r: %s: checking it raised", topic, INTERNAL_ERROR,
+                          extra={"crumb_code": INTERNAL_ERROR, "topic": topic})
             self._finished()
             return None
         grant = Grant(token, verified, resource, self.operation)
