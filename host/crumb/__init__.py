@@ -2,8 +2,10 @@
 
     from crumb import SigningKey, Verifier, mint, attest
     issuer = SigningKey.generate()
+    verifier = Verifier([issuer.public])  # a service, started before it sees tokens
+    ...  # its restart fence: tokens issued in its first leeway + 1 s (6 s) are refused
     token = mint(issuer, sub="dev-0001", scope=[("/sensors/temp01", "read")])
-    Verifier([issuer.public]).verify(token, "/sensors/temp01", "read")
+    verifier.verify(token, "/sensors/temp01", "read")
 """
 
 from ucrumb import __version__  # one version for the host and the device packages

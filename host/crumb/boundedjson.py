@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-MAX_DEPTH = 16  # a key set is 3 levels deep ({"keys": [{...}]}); a JWK member may add one or two
+MAX_JSON_DEPTH = 16  # a key set is 3 levels deep ({"keys": [{...}]}); a JWK member may add one or two
 
 # Escape pairs, quotes and brackets: one linear pass (a pattern matching whole strings
 # would rescan to the end from every quote of an unterminated one: quadratic).
@@ -40,7 +40,7 @@ def depth(data: bytes) -> int:
     return deepest
 
 
-def loads(data: bytes | str, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> object:
+def loads(data: bytes | str, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> object:
     """Parse UTF-8 JSON of at most ``max_bytes`` bytes and ``max_depth`` levels.
 
     Raises:

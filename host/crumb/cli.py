@@ -14,6 +14,7 @@ from . import __version__
 from . import caveats as cav
 from .errors import CrumbError
 from .keys import KeyFileError, PublicKey, SigningKey, generate, load_public_key, load_signing_key, save
+from .replay import DEFAULT_LEEWAY
 from .token import attenuate, attenuate_open, attest, mint, seal, to_text
 
 
@@ -174,7 +175,8 @@ def seal_cmd(token: str) -> None:
 @click.option("--node-pub", "node_pubs", multiple=True, help="Public key of a hop/attenuator a token names by kid (repeatable).")
 @click.option("--aud", help="This service's audience name.")
 @click.option("--fact", "facts", multiple=True, metavar="NAME=VALUE", help="Application fact for caveats (repeatable).")
-@click.option("--leeway", default=30, show_default=True, type=click.IntRange(min=0), help="Clock leeway in seconds.")
+@click.option("--leeway", default=DEFAULT_LEEWAY, show_default=True, type=click.IntRange(min=0),
+              help="Clock leeway in seconds, on exp, nbf and iat.")
 @click.argument("token")
 def verify_cmd(pubs: tuple[str, ...], resource: str, operation: str, hop: str | None, node_pubs: tuple[str, ...],
                aud: str | None, facts: tuple[str, ...], leeway: int, token: str) -> None:
@@ -193,7 +195,7 @@ def verify_cmd(pubs: tuple[str, ...], resource: str, operation: str, hop: str | 
             raise click.UsageError(f"--fact takes NAME=VALUE, got {f!r}")
         fact_map[name] = _value(value)
     verifier = Verifier([_public_key(p) for p in pubs], node_keys=[_public_key(p) for p in node_pubs],
-                        replay=MemoryReplayStore(fence=False), leeway=leeway, hop=hop, audience=aud)
+                        replay=MemoryReplayStore(fence=False, leeway=leeway), leeway=leeway, hop=hop, audience=aud)
     try:
         verified = verifier.verify(_read_token(token), resource, operation, facts=fact_map)
     except CrumbError as e:

@@ -24,7 +24,7 @@ from .errors import (
     UnknownKey,
 )
 from .keys import PublicKey
-from .replay import MemoryReplayStore, ReplayStore
+from .replay import DEFAULT_LEEWAY, MemoryReplayStore, ReplayStore
 from .scope import allows
 from .token import Token, authority_kid, block_body, check_block_protected, split, to_bytes
 from .wire import BLOCK_ATTENUATE, BLOCK_ATTEST, BLOCK_OPEN, MAX_TOKEN_BYTES, PUBLIC_KEY_BYTES, SEAL_CONTEXT
@@ -75,10 +75,14 @@ class Verifier:
         node_keys: keys of hops and attenuators, used only to resolve the
             4-byte kids a token may name them by (never trusted as issuers).
         replay: where single-use tokens are spent; default: a
-            ``MemoryReplayStore`` on the same clock (one process only; use
-            ``crumb.services.replay_redis.RedisReplayStore`` for replicas).
+            ``MemoryReplayStore`` on the same clock with this leeway (one
+            process only; use ``crumb.services.replay_redis.RedisReplayStore``
+            for replicas). Its ``leeway`` must be at least this verifier's: a
+            store that forgot a use while the token is still accepted here
+            would accept it again.
         clock: the time source (unix seconds).
-        leeway: seconds of clock difference allowed on exp, nbf and iat.
+        leeway: seconds of clock difference allowed on exp, nbf and iat
+            (default ``DEFAULT_LEEWAY``, 5 s; docs/services.md says when to raise it).
         hop: this service's name in declared chains (None: the final
             destination, which requires every declared hop to have attested).
         audience: this service's audience name; a token with ``aud`` must name it.
@@ -88,7 +92,8 @@ class Verifier:
             ``crumb.services.keyfetch.FetchedKeys``, the issuer's ``GET /keys``).
 
     Raises:
-        ValueError: two different keys with one kid.
+        ValueError: two different keys with one kid; a negative leeway; a
+            replay store whose ``leeway`` is less than this verifier's (or missing).
     """
 
     def __init__(
@@ -98,7 +103,7 @@ class Verifier:
         node_keys: Iterable[PublicKey] = (),
         replay: ReplayStore | None = None,
         clock: Callable[[], float] = time.time,
-        leeway: int = 30,
+        leeway: int = DEFAULT_LEEWAY,
         hop: str | None = None,
         audience: str | None = None,
         max_token_bytes: int = MAX_TOKEN_BYTES,
@@ -110,7 +115,15 @@ class Verifier:
         for key in keys:
             self.add_key(key)
         self._node_keys = {k.kid: k for k in node_keys}
-        self.replay = replay if replay is not None else MemoryReplayStore(clock=clock)
+        if leeway < 0:
+            raise ValueError("a verifier's leeway is 0 or more seconds")
+        self.replay = replay if replay is not None else MemoryReplayStore(clock=clock, leeway=leeway)
+        keep = getattr(self.replay, "leeway", None)
+        if not isinstance(keep, int) or keep < leeway:
+            said = "does not say how long it keeps spent uses" if not isinstance(keep, int) else \
+                f"keeps a spent use only {keep} s past a token's exp"
+            raise ValueError(f"the replay store {said}, and this verifier accepts tokens up to {leeway} s past it: "
+                             f"give the store leeway={leeway} or more (the largest leeway of the verifiers sharing it)")
         self.clock = clock
         self.leeway = leeway
         self.hop = hop

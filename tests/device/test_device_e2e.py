@@ -111,6 +111,7 @@ def test_mqtt_envelope_through_mosquitto(issuer, cpython_arg):
     # as umqtt.simple) through a real broker to crumb's MQTT consumer.
     import paho.mqtt.client as mqtt
 
+    from crumb.replay import MemoryReplayStore
     from crumb.services.keyfetch import FetchedKeys
     from crumb.services.mqtt import MqttConsumer
     from crumb.tooling.localservices import MosquittoServer
@@ -121,7 +122,9 @@ def test_mqtt_envelope_through_mosquitto(issuer, cpython_arg):
     _, path, _ = cpython_arg.split("|", 2)
     c = client.from_file(path)
     with MosquittoServer() as broker:
-        verifier = Verifier([], resolver=FetchedKeys(issuer.url + "/keys", min_interval=0.0))
+        # A consumer started for this test: no earlier life to fence off (tokens come right after it starts).
+        verifier = Verifier([], resolver=FetchedKeys(issuer.url + "/keys", min_interval=0.0),
+                            replay=MemoryReplayStore(fence=False))
         consumer = MqttConsumer(verifier, lambda topic, payload, grant: got.append((topic, payload, grant.sub)),
                                 "sensors/#", host=broker.host, port=broker.port, resource=lambda t: "/" + t).start()
         pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)

@@ -1,7 +1,7 @@
 import pytest
 
 from crumb import SigningKey, Verifier
-from crumb.replay import MemoryReplayStore
+from crumb.replay import DEFAULT_LEEWAY, MemoryReplayStore
 
 NOW = 1_800_000_000
 RES, OP = "/sensors/temp01", "read"
@@ -34,7 +34,7 @@ def nodes():
 @pytest.fixture
 def make_verifier(issuer, nodes, clock):
     def make(**kw):
-        kw.setdefault("replay", MemoryReplayStore(fence=False, clock=clock))
+        kw.setdefault("replay", MemoryReplayStore(fence=False, clock=clock, leeway=kw.get("leeway", DEFAULT_LEEWAY)))
         kw.setdefault("node_keys", [k.public for k in nodes.values()])
         return Verifier([issuer.public], clock=clock, **kw)
     return make

@@ -6,6 +6,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,18 @@ def test_bench_tokens_json():
                 "chain3_verify_us", "biscuit_verify_us", "cwt_verify_us"):
         assert result[key] > 0, key
     assert result["token_bytes"] == 140 and result["chain3_bytes"] <= 420
+
+
+def test_verify_default_leeway_is_5_seconds(keys):
+    """Issue 16: `crumb verify --leeway` defaulted to 30 s; a token 10 s past exp was accepted."""
+    from crumb import load_signing_key, mint, to_text
+
+    d, _ = keys
+    key = load_signing_key(d / "issuer")
+    now = int(time.time())
+    late = to_text(mint(key, scope=[(RES, OP)], ttl=60, now=now - 70))  # expired 10 s ago
+    v = run("verify", "--pub", str(d / "issuer.pub"), "--res", RES, "--op", OP, late)
+    assert v.returncode == 1 and "error: expired:" in v.stderr
+    v = run("verify", "--pub", str(d / "issuer.pub"), "--res", RES, "--op", OP, "--leeway", "30", late)
+    assert v.returncode == 0, v.stderr
+    assert "default: 5" in run("verify", "--help").stdout

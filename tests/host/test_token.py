@@ -89,6 +89,21 @@ def test_expiry_and_leeway(issuer, make_verifier, clock):
         make_verifier(leeway=30).verify(token, RES, OP)
 
 
+def test_the_default_leeway_is_5_seconds(issuer, clock):
+    """Issue 16: the default was 30 s, half again the life of a 60 s token."""
+    from crumb import Verifier
+    token = mint(issuer, sub="d", scope=[(RES, OP)], ttl=60, now=NOW)
+    clock.now = NOW + 60 + 4
+    Verifier([issuer.public], clock=clock, replay=MemoryReplayStore(fence=False, clock=clock)).verify(token, RES, OP)
+    clock.now = NOW + 60 + 5
+    with pytest.raises(Expired):
+        Verifier([issuer.public], clock=clock, replay=MemoryReplayStore(fence=False, clock=clock)).verify(
+            token, RES, OP)
+    clock.now = NOW - 6
+    with pytest.raises(NotYetValid, match="future"):
+        Verifier([issuer.public], clock=clock).verify(token, RES, OP)
+
+
 def test_not_yet_valid(issuer, make_verifier, clock):
     with pytest.raises(NotYetValid, match="future"):
         make_verifier(leeway=5).verify(mint(issuer, scope=[(RES, OP)], now=NOW + 100), RES, OP)
@@ -235,12 +250,18 @@ def test_revoked(issuer, make_verifier):
 
 
 def test_restart_fence(issuer, clock):
+    """A new store refuses every token a verifier could have accepted before it started: issued
+    before it, in its very second, or up to its leeway after (an issuer clock that far ahead)."""
     from crumb import Verifier
-    token = mint(issuer, scope=[(RES, OP)], now=NOW - 5)
-    v = Verifier([issuer.public], clock=clock, replay=MemoryReplayStore(clock=clock))
-    with pytest.raises(Replayed, match="before this verifier started"):
-        v.verify(token, RES, OP)
-    v.verify(mint(issuer, scope=[(RES, OP)], now=NOW), RES, OP)
+    clock.now = NOW + 0.5
+    v = Verifier([issuer.public], clock=clock, leeway=5, replay=MemoryReplayStore(clock=clock, leeway=5))
+    for iat in (NOW - 5, NOW, NOW + 5):
+        with pytest.raises(Replayed, match="before this verifier started"):
+            v.verify(mint(issuer, scope=[(RES, OP)], now=iat), RES, OP)
+    clock.now = NOW + 1
+    v.verify(mint(issuer, scope=[(RES, OP)], now=NOW + 6), RES, OP)  # an issuer 5 s ahead: within leeway
+    clock.now = NOW + 6
+    v.verify(mint(issuer, scope=[(RES, OP)], now=NOW + 6), RES, OP)
 
 
 def test_replay_store_bounded_and_expiring(issuer, clock):

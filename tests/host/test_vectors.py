@@ -26,7 +26,7 @@ def test_vector(vector):
     clock = lambda: cfg["now"]
     verifier = Verifier([_key(DOC["issuer"])], node_keys=[_key(n) for n in DOC["node_keys"]], clock=clock,
                         leeway=cfg["leeway"], hop=cfg["hop"], audience=cfg["audience"],
-                        replay=MemoryReplayStore(fence=False, clock=clock))
+                        replay=MemoryReplayStore(fence=False, clock=clock, leeway=cfg["leeway"]))
     token = bytes.fromhex(vector["token"])
     result = None
     for _ in range(vector["presentations"]):

@@ -26,7 +26,7 @@ def store(redis_server):
 
 
 def test_single_use_is_taken_once(store):
-    now = int(time.time())
+    now = store.fence_clear_at()  # a token issued once the new data set's fence has passed
     c = cti()
     assert store.consume(c, "", 1, now, now + 60) is True
     assert store.consume(c, "", 1, now, now + 60) is False
@@ -34,7 +34,7 @@ def test_single_use_is_taken_once(store):
 
 
 def test_uses_are_counted_per_hop(store):
-    now = int(time.time())
+    now = store.fence_clear_at()  # a token issued once the new data set's fence has passed
     c = cti()
     assert store.consume(c, "gateway", 1, now, now + 60)
     assert store.consume(c, "ingest", 1, now, now + 60)
@@ -43,28 +43,29 @@ def test_uses_are_counted_per_hop(store):
 
 
 def test_multi_use_counts_down_atomically(store):
-    now = int(time.time())
+    now = store.fence_clear_at()  # a token issued once the new data set's fence has passed
     c = cti()
     assert [store.consume(c, "", 3, now, now + 60) for _ in range(5)] == [True, True, True, False, False]
 
 
 def test_keys_expire_with_the_token(store):
-    now = int(time.time())
+    """A use is kept until exp + the data set's leeway + 1 s (the 1 s: a use spent late in a second)."""
+    iat, now = store.fence_clear_at(), int(time.time())
     c1, c3 = cti(), cti()
-    store.consume(c1, "", 1, now, now + 100)
-    store.consume(c3, "", 3, now, now + 100)
+    store.consume(c1, "", 1, iat, now + 100)
+    store.consume(c3, "", 3, iat, now + 100)
     for c in (c1, c3):
         ttl = store.client.ttl(store.key(c, ""))
-        assert 100 + store.leeway - 2 <= ttl <= 100 + store.leeway
+        assert 100 + store.leeway - 1 <= ttl <= 100 + store.leeway + 1
     # A token already past exp (a verifier with leeway may still consume) gets at least 1 s.
     c = cti()
-    store.consume(c, "", 1, now, now - store.leeway - 30)
+    store.consume(c, "", 1, iat, now - store.leeway - 30)
     assert 0 < store.client.ttl(store.key(c, "")) <= 1
 
 
 def test_many_threads_racing_for_one_token_one_wins(redis_server):
     stores = [RedisReplayStore(redis_server.url, prefix="race:") for _ in range(4)]
-    now = int(time.time())
+    now = stores[0].fence_clear_at()
     for uses in (1, 5):
         c = cti()
         wins = []
@@ -84,23 +85,27 @@ def test_many_threads_racing_for_one_token_one_wins(redis_server):
 
 
 def test_fence_refuses_tokens_from_before_the_data_set(own_redis):
+    """Refused: tokens a verifier could have accepted before the data set began, so issued before it,
+    in its second (a use spent earlier in that second), or up to its leeway after (an issuer ahead)."""
     now = int(time.time())
     store = RedisReplayStore(own_redis.url, clock=lambda: now)  # a new data set: fence at `now`
-    for iat in (now - 10, now - 1):
+    assert store.fence_clear_at() == now + store.leeway + 1
+    for iat in (now - 10, now - 1, now, now + store.leeway):
         with pytest.raises(Replayed, match="before the replay store's data set"):
             store.consume(cti(), "", 1, iat, now + 60)
         with pytest.raises(Replayed):
             store.consume(cti(), "", 2, iat, now + 60)
-    assert store.consume(cti(), "", 1, now, now + 60)
+    assert store.consume(cti(), "", 1, now + store.leeway + 1, now + 60)
     # A second replica joining later keeps the data set's fence, not its own start.
     later = RedisReplayStore(own_redis.url, clock=lambda: now + 100)
-    assert later.consume(cti(), "", 1, now, now + 60)
+    assert later.consume(cti(), "", 1, now + store.leeway + 1, now + 60)
 
 
 def test_a_flushed_redis_sets_a_new_fence(own_redis):
     t = [1_800_000_000]
     store = RedisReplayStore(own_redis.url, clock=lambda: t[0])
     c = cti()
+    t[0] += store.leeway + 1  # past the first data set's fence
     assert store.consume(c, "", 1, t[0], t[0] + 60)
     own_redis_client = redis.Redis.from_url(own_redis.url)
     own_redis_client.flushall()
@@ -110,7 +115,9 @@ def test_a_flushed_redis_sets_a_new_fence(own_redis):
         store.consume(c, "", 1, t[0] - 5, t[0] + 55)
     with pytest.raises(Replayed):
         store.consume(c, "", 3, t[0] - 5, t[0] + 55)
-    assert store.consume(cti(), "", 1, t[0], t[0] + 60)
+    with pytest.raises(Replayed):  # issued in the new data set's first second: maybe spent before the flush
+        store.consume(cti(), "", 1, t[0], t[0] + 60)
+    assert store.consume(cti(), "", 1, t[0] + store.leeway + 1, t[0] + 60)
     assert int(own_redis_client.get(store.fence_key)) == t[0]
 
 
@@ -120,7 +127,8 @@ def test_fence_can_be_disabled_for_a_persistent_redis(redis_server):
 
 
 def test_unreachable_redis_fails_closed_then_recovers(own_redis, issuer):
-    verifier = Verifier([issuer.public], replay=RedisReplayStore(own_redis.url))
+    # Leeway 0: the fence lets tokens through from the second after it.
+    verifier = Verifier([issuer.public], leeway=0, replay=RedisReplayStore(own_redis.url, leeway=0))
     time.sleep(1.01 - time.time() % 1)  # mint in a second after the fence was set
     spent = mint(issuer, scope=[("/r", "read")])
     verifier.verify(spent, "/r", "read")
@@ -135,6 +143,8 @@ def test_unreachable_redis_fails_closed_then_recovers(own_redis, issuer):
     assert time.monotonic() - t0 < 3 * 10 * 0.5, "an unreachable store must fail, not wait"
 
     own_redis.start()  # same port, empty data set (no persistence)
+    with pytest.raises(Replayed):  # the first call opens a new data set, whose fence refuses its own second
+        verifier.verify(mint(issuer, scope=[("/r", "read")]), "/r", "read")
     time.sleep(1.01 - time.time() % 1)
     fresh = mint(issuer, scope=[("/r", "read")])
     assert verifier.verify(fresh, "/r", "read").claims.sub is None
@@ -155,7 +165,7 @@ def test_a_redis_that_refuses_writes_is_unavailable(own_redis):
             store.consume(cti(), "", 1, now, now + 60)
     finally:
         client.config_set("maxmemory", "0")
-    assert store.consume(cti(), "", 1, now, now + 60)
+    assert store.consume(cti(), "", 1, store.fence_clear_at(), now + 60)
 
 
 def test_a_stalled_redis_times_out(own_redis):

@@ -105,7 +105,7 @@ def parse_document(doc: object) -> KeySet:
 
 
 def parse_json(body: bytes | str) -> KeySet:
-    """A ``GET /keys`` body: UTF-8 JSON of at most MAX_DOCUMENT_BYTES, nested at most boundedjson.MAX_DEPTH.
+    """A ``GET /keys`` body: UTF-8 JSON of at most MAX_DOCUMENT_BYTES, nested at most boundedjson.MAX_JSON_DEPTH.
 
     Raises:
         KeySetError: ``invalid_key``: too large, too deep, not JSON, or off-contract.

@@ -1,18 +1,26 @@
 """A replay store in Redis, shared by every replica of a service.
 
 One key per (token id, hop) holds the uses left and expires with the token
-(``exp`` plus leeway), so Redis holds only live tokens:
+(``exp`` plus the data set's leeway, plus 1 s), so Redis holds only live
+tokens. One Lua script reads and spends a use atomically, in one round trip.
 
-- single-use tokens: ``SET key 0 NX EX ttl`` — the first replica to set it
-  wins, atomically, in one round trip;
-- multi-use tokens: a Lua script reads and decrements the count atomically.
+The data set's leeway: every client has a ``leeway`` (at least its
+verifier's), and the data set remembers the largest any client asked for
+(key ``PREFIX leeway``); entries are kept that long past exp, so a use spent
+at one replica is remembered for as long as any replica's verifier would
+accept the token. A client asking for more than the data set kept raises it,
+and (with the fence) moves the fence to now: uses spent under the shorter
+memory may be forgotten already. A client without the fence cannot do that
+safely, and fails closed (``store_unavailable``) until the data set keeps
+enough.
 
 Restart fence: a Redis restarted without persistence (or flushed) has
 forgotten which tokens were spent. Every consumption also reads a fence key
-that holds the time the current data set began; when it is missing, the data
-set is new and the fence is set to now, and tokens issued before the fence are
-refused as ``replayed`` — exactly like a restarted in-memory verifier. Redis
-must run with ``maxmemory-policy noeviction``: an evicted key is a forgotten use.
+that holds the second the current data set began; when it is missing, the
+data set is new and the fence is set to now. Tokens some verifier could have
+accepted before the fence, ``iat <= fence + leeway``, are refused as
+``replayed``, exactly like a restarted in-memory verifier. Redis must run with
+``maxmemory-policy noeviction``: an evicted key is a forgotten use.
 
 Redis unreachable, timing out or refusing a write: ``StoreUnavailable``
 (``store_unavailable``). Nothing is ever answered from a guess, and the next
@@ -29,21 +37,44 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import Replayed, StoreUnavailable
+from ..replay import DEFAULT_LEEWAY
 
-# KEYS[1] = use key, KEYS[2] = fence key; ARGV = uses, ttl seconds.
-# Returns {1 taken | 0 none left, fence or false}.
-_CONSUME_COUNTED = """
-local fence = redis.call('GET', KEYS[2])
-local left = redis.call('GET', KEYS[1])
+# KEYS[1] = fence key, KEYS[2] = leeway key, KEYS[3] = use key (absent: only set the data set up).
+# ARGV = now (whole seconds), this client's leeway, "1" if it fences, exp, uses.
+# Returns {taken: 1, 0 (none left) or -1 (the data set keeps less than this client needs), fence, leeway}.
+_CONSUME = """
+local now, own = tonumber(ARGV[1]), tonumber(ARGV[2])
+local fences = ARGV[3] == '1'
+local fence = redis.call('GET', KEYS[1])
+local keep = tonumber(redis.call('GET', KEYS[2]))
+if not keep or keep < own then
+  if keep and not fences then
+    return {-1, fence, keep}
+  end
+  keep = own
+  redis.call('SET', KEYS[2], own)
+  if fences then
+    redis.call('SET', KEYS[1], now)
+    fence = ARGV[1]
+  end
+elseif fences and not fence then
+  redis.call('SET', KEYS[1], now)
+  fence = ARGV[1]
+end
+if not KEYS[3] then
+  return {1, fence, keep}
+end
+local left = redis.call('GET', KEYS[3])
 if not left then
-  redis.call('SET', KEYS[1], tonumber(ARGV[1]) - 1, 'EX', tonumber(ARGV[2]))
-  return {1, fence}
+  local ttl = math.max(1, tonumber(ARGV[4]) + keep + 1 - now)
+  redis.call('SET', KEYS[3], tonumber(ARGV[5]) - 1, 'EX', ttl)
+  return {1, fence, keep}
 end
 if tonumber(left) <= 0 then
-  return {0, fence}
+  return {0, fence, keep}
 end
-redis.call('DECR', KEYS[1])
-return {1, fence}
+redis.call('DECR', KEYS[3])
+return {1, fence, keep}
 """
 
 
@@ -60,25 +91,46 @@ def connect(url: str, *, timeout: float = 0.5) -> redis.Redis:
 
 
 class RedisReplayStore:
-    """Replay store on Redis (``redis://`` URL or a ``redis.Redis`` client)."""
+    """Replay store on Redis (``redis://`` URL or a ``redis.Redis`` client).
+
+    Args:
+        client: a ``redis://`` URL (a fail-fast client is made) or a ``redis.Redis``.
+        prefix: the keys' prefix: the clients of one data set share it.
+        leeway: the largest clock leeway of the verifiers using this client; the
+            data set keeps spent uses past exp for the largest of its clients'.
+        fence: refuse tokens a verifier could have accepted before the data set began.
+        timeout: seconds for a Redis answer (URL only).
+        clock: the time source (unix seconds), the verifiers'.
+
+    Raises:
+        ValueError: a negative leeway; or, without the fence, a data set that
+            keeps spent uses for less time than ``leeway`` (when Redis answers).
+
+    ``consume`` raises ``Replayed`` at the fence and ``StoreUnavailable`` when
+    Redis cannot answer (or, without the fence, keeps uses for too short a time).
+    """
 
     #: consume() does network I/O: async servers should run it off the event loop.
     blocking = True
 
-    def __init__(self, client: redis.Redis | str, *, prefix: str = "crumb:", leeway: int = 60,
+    def __init__(self, client: redis.Redis | str, *, prefix: str = "crumb:", leeway: int = DEFAULT_LEEWAY,
                  fence: bool = True, timeout: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+        if leeway < 0:
+            raise ValueError("a replay store's leeway is 0 or more seconds")
         self.client = connect(client, timeout=timeout) if isinstance(client, str) else client
         self.prefix = prefix
         self.fence_key = f"{prefix}fence"
+        self.leeway_key = f"{prefix}leeway"
         self.leeway = leeway
         self.fence = fence
         self.clock = clock
-        self._counted = self.client.register_script(_CONSUME_COUNTED)
-        if fence:
-            try:  # set the fence now if we can; otherwise the first consumption does
-                self._set_fence()
-            except redis.RedisError:
-                pass
+        self._consume = self.client.register_script(_CONSUME)
+        try:  # set the data set up now if we can; otherwise the first consumption does
+            taken, _, keep = self._run([])
+        except redis.RedisError:
+            return
+        if taken < 0:
+            raise ValueError(self._too_short(keep))
 
     def __repr__(self) -> str:
         kw = self.client.connection_pool.connection_kwargs
@@ -88,31 +140,45 @@ class RedisReplayStore:
         # hex has no '/', so (cti, hop) pairs map to distinct keys whatever the hop name.
         return f"{self.prefix}use:{cti.hex()}/{hop}"
 
-    def _set_fence(self) -> int:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.fence_key, int(self.clock()), nx=True)
-        pipe.get(self.fence_key)
-        return int(pipe.execute()[1])
+    def _run(self, use: list[str], exp: int = 0, uses: int = 1) -> tuple[int, bytes | None, int]:
+        taken, fence, keep = self._consume(
+            keys=[self.fence_key, self.leeway_key, *use],
+            args=[int(self.clock()), self.leeway, "1" if self.fence else "0", exp, uses])
+        return int(taken), fence, int(keep)
+
+    def _too_short(self, keep: int) -> str:
+        return (f"the Redis replay store at prefix {self.prefix!r} keeps spent uses {keep} s past exp, and this "
+                f"client needs {self.leeway} s; without the fence it cannot raise that safely: give every client "
+                f"the same leeway, or start the data set over")
 
     def consume(self, cti: bytes, hop: str, uses: int, iat: int, exp: int) -> bool:
-        key = self.key(cti, hop)
-        ttl = max(1, exp + self.leeway - int(self.clock()))
         try:
-            if uses == 1:
-                pipe = self.client.pipeline(transaction=True)
-                pipe.set(key, 0, nx=True, ex=ttl)
-                pipe.get(self.fence_key)
-                taken, fence = pipe.execute()
-            else:
-                taken, fence = self._counted(keys=[key, self.fence_key], args=[uses, ttl])
-            if self.fence and fence is None:
-                fence = self._set_fence()
+            taken, fence, keep = self._run([self.key(cti, hop)], exp, uses)
         except redis.RedisError as e:
             raise StoreUnavailable(f"the Redis replay store cannot answer ({type(e).__name__}: {e})") from None
-        if self.fence and iat < int(fence):
-            raise Replayed("token was issued before the replay store's data set began "
-                           "(Redis restarted or was flushed); its earlier uses are unknown")
+        if taken < 0:
+            raise StoreUnavailable(self._too_short(keep))
+        if self.fence and (fence is None or iat <= int(fence) + keep):
+            raise Replayed("token was issued before the replay store's data set began, or within its leeway of "
+                           "that (Redis restarted or was flushed); its earlier uses are unknown")
         return bool(taken)
+
+    def fence_clear_at(self) -> int | None:
+        """The first ``iat`` the data set's fence lets through (None: this client does not fence).
+
+        Sets the data set up if it is new (as the first consumption would). Tooling that starts a
+        fresh deployment waits for this second before issuing tokens.
+
+        Raises:
+            StoreUnavailable: Redis cannot answer.
+        """
+        if not self.fence:
+            return None
+        try:
+            _, fence, keep = self._run([])
+        except redis.RedisError as e:
+            raise StoreUnavailable(f"the Redis replay store cannot answer ({type(e).__name__}: {e})") from None
+        return None if fence is None else int(fence) + keep + 1
 
     def ping(self) -> bool:
         try:

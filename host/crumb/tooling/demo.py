@@ -27,6 +27,7 @@ from .. import SigningKey, Verifier, attest
 from ..errors import CrumbError
 from ..inspect import inspect, render
 from ..keys import b64u
+from ..replay import MemoryReplayStore
 from ..services.keyfetch import FetchedKeys
 
 RES, OP = "/sensors/temp01", "publish"
@@ -126,11 +127,16 @@ def main() -> int:
             out.print(f"   credentials for the firmware: device_id={shown['device_id']}, issuer={shown['issuer']}, "
                       f"key={shown['key'][:8]}… (derived from the issuer's master secret, stored nowhere)")
 
-            # The services are up before the device calls them: a verifier's replay store
-            # refuses tokens issued before it started (its restart fence), to the second.
+            # A service's replay store refuses, after a restart, tokens issued up to its leeway
+            # after it started (their earlier uses are unknown: its restart fence). These
+            # services start here for the first time, with no earlier life to fence off.
             keys = FetchedKeys(f"{url}/keys")
-            verifiers = {name: Verifier([], resolver=keys, hop=name) for name in HOPS}
-            destination = Verifier([], resolver=keys)
+
+            def service(hop: str | None = None) -> Verifier:
+                return Verifier([], resolver=keys, hop=hop, replay=MemoryReplayStore(fence=False))
+
+            verifiers = {name: service(name) for name in HOPS}
+            destination = service()
 
             say(f"Device (ucrumb, the firmware's code): a token to '{OP}' {RES}")
             device = ucrumb.from_file(str(creds))
@@ -160,9 +166,9 @@ def main() -> int:
                      lambda: verifiers["ingest"].verify(spare, RES, OP))
             rejected("the attested token back to the gateway", lambda: verifiers["gateway"].verify(token, RES, OP))
             rejected("a service outside the chain",
-                     lambda: Verifier([], resolver=keys, hop="billing").verify(fresh, RES, OP))
-            rejected("another operation", lambda: Verifier([], resolver=keys, hop="gateway").verify(spare, RES, "delete"))
-            rejected("one flipped bit", lambda: Verifier([], resolver=keys, hop="gateway").verify(
+                     lambda: service("billing").verify(fresh, RES, OP))
+            rejected("another operation", lambda: service("gateway").verify(spare, RES, "delete"))
+            rejected("one flipped bit", lambda: service("gateway").verify(
                 spare[:40] + bytes([spare[40] ^ 1]) + spare[41:], RES, OP))
             forger = ucrumb.Client(url, "dev-0001", bytes(32))
             rejected("a token request with a guessed device key", lambda: forger.token(RES, OP))

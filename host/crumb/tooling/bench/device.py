@@ -203,13 +203,16 @@ class VerifyingService:
 
         import httpx
 
+        from ...replay import MemoryReplayStore
         from ...services.keyfetch import FetchedKeys
         from ...verify import Verifier
 
         client = httpx.Client(timeout=2.0, follow_redirects=False,
                               verify=ssl.create_default_context(cadata=issuer_ca) if issuer_ca else True)
+        # A service started for this run, with no earlier life to fence off: tokens minted right after it pass.
         self.verifier = Verifier([], resolver=FetchedKeys(issuer_url.rstrip("/") + "/keys", min_interval=0.0,
-                                                          client=client), clock=clock)
+                                                          client=client), clock=clock,
+                                 replay=MemoryReplayStore(fence=False, clock=clock))
         self.tls = tls
         self.accepted = 0
         self.rejected: dict[str, int] = {}

@@ -41,7 +41,8 @@ def _apps(issuer_public: bytes):
         return PlainTextResponse("ok")
 
     bare = Starlette(routes=[StarletteRoute(PATH, reading, methods=["POST"])])
-    verifier = Verifier([PublicKey(issuer_public)], replay=MemoryReplayStore())
+    # The benchmark's own server, with no earlier life to fence off: tokens minted right after it starts pass.
+    verifier = Verifier([PublicKey(issuer_public)], replay=MemoryReplayStore(fence=False))
     rule = Routes(Route("/sensors/{sensor}/readings", resource="/sensors/{sensor}", operation=OPERATION))
     return bare, CrumbMiddleware(bare, verifier, rule)
 

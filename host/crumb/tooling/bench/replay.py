@@ -75,9 +75,11 @@ def run(tokens: int = 10_000, workers: int = 2, threads: int = 4, redis_url: str
         redis_url = server.url
     try:
         prefix = f"bench{os.urandom(4).hex()}:"
-        # Open the replay data set (its restart fence) before minting, as a deployment would.
+        # Open the replay data set (its restart fence) before minting, as a deployment would, and
+        # mint once the fence has passed: it refuses tokens issued up to its leeway after it.
         setup = RedisReplayStore(redis_url, prefix=prefix)
-        time.sleep(max(0.0, 1.001 - time.time() % 1))  # mint in a later second than the fence
+        passed = int(setup.client.get(setup.fence_key)) + int(setup.client.get(setup.leeway_key)) + 1
+        time.sleep(max(0.0, passed + 0.001 - time.time()))
         issuer = SigningKey.generate()
         minted = [mint(issuer, sub="dev-0001", scope=[(RESOURCE, OPERATION)], ttl=600) for _ in range(tokens)]
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...keys import b64u, generate, save
+from ...replay import DEFAULT_LEEWAY
 from ..localservices import (
     HOST,
     MosquittoServer,
@@ -175,6 +176,12 @@ class Stack:
         self._start_services()
         if need_mqtt:
             self._start_sink()
+        if self.services or self.sink is not None:
+            # A new replay store refuses tokens issued up to its leeway after it began (the restart
+            # fence, docs/services.md §1); the services' stores began by now, so the fleet, whose
+            # tokens are issued from here on, waits until that has passed.
+            say("waiting for the new replay stores' restart fence to pass")
+            time.sleep(max(0.0, int(time.time()) + DEFAULT_LEEWAY + 1 - time.time()))
         return self
 
     def _start_server(self, server, name: str):
