@@ -1,0 +1,1 @@
+"""Building the device client for boards: what the firmware's .mpy loader accepts (mpycompat)."""
