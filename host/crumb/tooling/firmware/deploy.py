@@ -207,11 +207,14 @@ def _check_bundle(bundle_dir: Path, manifest: dict[str, Any], info: BoardInfo) -
     mpys = [f["path"] for f in manifest["files"] if f["path"].endswith(".mpy")]
     if not mpys:
         return
-    header = mpycompat.header_of(bundle_dir / mpys[0])
-    try:
-        mpycompat.check(header, info.micropython, native=header.arch is not None)
-    except mpycompat.Incompatible as e:
-        raise FirmwareError(f"{bundle_dir} cannot run on this board: {e}") from None
+    # The board's own word on its CPU: sys.implementation._mpy carries its native arch (bits 10+).
+    code = info.mpy >> 10 & 0x0F
+    board_arch = mpycompat.ARCH_NAMES[code - 1] if 0 < code <= len(mpycompat.ARCH_NAMES) else None
+    for rel in mpys:
+        try:
+            mpycompat.check(mpycompat.header_of(bundle_dir / rel), info.micropython, board_arch=board_arch)
+        except (mpycompat.Incompatible, ValueError) as e:
+            raise FirmwareError(f"{bundle_dir} cannot run on this board ({rel}): {e}") from None
 
 
 def _sha256(path: Path) -> str:
