@@ -30,7 +30,7 @@
 //   stream of NULs. The protocol (window, flow control, end) is done here as
 //   pyexec.c does it, and the code is run by the port's raw REPL.
 //
-// Exit: when stdin ends (status 0), or on SIGINT/SIGTERM once the VM is idle.
+// Exit: when stdin ends (status 0, the temporary flash removed), or by a signal.
 
 import fs from "node:fs";
 import os from "node:os";
@@ -323,12 +323,8 @@ async function main() {
     ending = true;
     pump();
   });
-  for (const sig of ["SIGINT", "SIGTERM"])
-    process.on(sig, () => {
-      ending = true;
-      chunks.length = 0;
-      pump();
-    });
+  // No SIGINT/SIGTERM handlers: a VM busy in a loop never returns to the
+  // event loop to run them, and the default action ends the process at once.
 }
 
 main().catch((e) => {

@@ -94,6 +94,11 @@ class ReplPty:
         """What repl.mjs wrote to its stderr (set-up errors, VM errors)."""
         return self._stderr.decode("utf-8", "replace")
 
+    @property
+    def pid(self) -> int | None:
+        """The node process's id (None before start and after close)."""
+        return self._proc.pid if self._proc is not None else None
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -175,7 +180,7 @@ class ReplPty:
         finally:
             sel.close()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         """Stop the VM (bounded: EOF, then SIGTERM, then SIGKILL) and the relay."""
         proc, self._proc = self._proc, None
         if proc is not None:
@@ -186,9 +191,14 @@ class ReplPty:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 # A VM busy in a loop never returns to read its input.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+                for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, sig)
+                    try:
+                        proc.wait(wait)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
         if self._wake_w >= 0:
             os.write(self._wake_w, b"x")
         if self._thread is not None:
