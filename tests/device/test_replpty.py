@@ -137,9 +137,12 @@ def test_fs_commands(board, tmp_path):
 def test_files_survive_soft_reset(board):
     mpr(board, "fs", "mkdir", ":lib")
     mpr(board, "exec", "open('lib/kept.py', 'w').write('VALUE = 7\\n')")
+    mpr(board, "exec", "open('atroot.py', 'w').write('WHERE = \\'root\\'\\n')")
     p = mpr(board, "exec", "x = 1", "exec", "print('x' in globals())", "soft-reset",
-            "exec", "print('x' in globals())", "exec", "import kept; print(kept.VALUE, kept.__file__)")
-    assert p.stdout.split() == ["True", "False", "7", "/lib/kept.py"]
+            "exec", "print('x' in globals())", "exec", "import kept; print(kept.VALUE, kept.__file__)",
+            "exec", "import atroot; print(atroot.WHERE)")
+    assert p.stdout.split() == ["True", "False", "7", "/lib/kept.py", "root"]
+    assert (board.root / "atroot.py").is_file() and (board.root / "lib" / "kept.py").is_file()
 
 
 def test_sha256sum(board, tmp_path):

@@ -63,7 +63,7 @@ function parseArgs(argv) {
     else if (a === "--pystack") o.pystack = parseSize(next());
     else if (a === "--net-max-timeout") o.netMax = Number(next());
     else if (a === "-h" || a === "--help") {
-      const head = fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 13);
+      const head = fs.readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 11);
       process.stdout.write(head.map((l) => l.replace(/^\/\/ ?/, "")).join("\n") + "\n");
       process.exit(0);
     } else die("unknown option " + a);
