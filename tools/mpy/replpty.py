@@ -59,6 +59,7 @@ class ReplPty:
                  net_max_timeout: float | None = None, start_timeout: float = 30.0) -> None:
         self._tmp = None if root is not None else tempfile.mkdtemp(prefix="crumb-flash-")
         self.root = Path(root if root is not None else self._tmp).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)  # a board's flash is there before anything is copied
         self._cmd = [self._node(), str(REPL_MJS), "--root", str(self.root)]
         if heap is not None:
             self._cmd += ["--heap", heap]
@@ -115,10 +116,15 @@ class ReplPty:
         self._thread.start()
         # Up when the REPL's first prompt (friendly ">>> ") has been printed:
         # boot.py and main.py have run by then.
-        if not self._ready.wait(self._start_timeout):
-            err = self.stderr
-            self.close()
-            raise ReplPtyError(f"the VM's REPL did not come up within {self._start_timeout} s\n{err}")
+        deadline = time.monotonic() + self._start_timeout
+        while not self._ready.wait(0.05):
+            if self._proc.poll() is not None or time.monotonic() > deadline:  # it stopped: say why at once
+                time.sleep(0.1)  # the relay's last read of its stderr
+                err = self.stderr
+                why = (f"exited with {self._proc.returncode}" if self._proc.poll() is not None
+                       else f"did not come up within {self._start_timeout} s")
+                self.close()
+                raise ReplPtyError(f"the VM's REPL {why}\n{err}")
 
     def _relay(self) -> None:
         assert self._proc is not None and self._proc.stdin and self._proc.stdout and self._proc.stderr

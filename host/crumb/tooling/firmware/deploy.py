@@ -148,6 +148,7 @@ def deploy(port: str, device: str, life: Lifecycle, *, group: str | None = None,
             target = board or Board("board", info.platform, "x64", info.micropython)
             bundle_dir = build(target, app, work / "bundle", micropython=info.micropython).dir
         manifest = read_manifest(bundle_dir)
+        bundle_hash = _sha256(bundle_dir / MANIFEST)
         _check_bundle(bundle_dir, manifest, info)
         try:
             creds = life.existing(device)
@@ -191,7 +192,7 @@ def deploy(port: str, device: str, life: Lifecycle, *, group: str | None = None,
     result.checked = {p: on_board[p] for p in expected}
     result.config_on_board = CONFIG in on_board
     life.record(device, {"event": "deployed", "port": port, "micropython": info.micropython,
-                         "bundle": _sha256(bundle_dir / MANIFEST)})
+                         "bundle": bundle_hash})
     return result
 
 
