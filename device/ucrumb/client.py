@@ -178,7 +178,9 @@ def from_file(path="crumb.json", **kw):
     """A Client from the credential file ``crumb device add`` writes.
 
     Args:
-        path: the JSON file ``{"device_id": ..., "key": hex, "issuer": URL}``.
+        path: the JSON file ``{"device_id": ..., "key": hex, "issuer": URL}``,
+            with ``"ca"`` (PEM) when the issuer is pinned to a CA: it is the
+            ``cadata`` unless one is given here.
         **kw: Client's other arguments (batch, cadata, timeout, ...).
 
     Raises:
@@ -190,6 +192,8 @@ def from_file(path="crumb.json", **kw):
 
     with open(path) as f:
         c = json.load(f)
+    if "ca" in c and "cadata" not in kw:
+        kw["cadata"] = c["ca"]
     return Client(c["issuer"], c["device_id"], unhexlify(c["key"]), **kw)
 
 

@@ -252,6 +252,10 @@ from .tooling.sim.cli import command as _sim_command
 
 main.add_command(_sim_command)
 
+from .tooling.firmware.cli import firmware_group
+
+main.add_command(firmware_group)
+
 
 @main.command("demo")
 def demo_cmd() -> None:

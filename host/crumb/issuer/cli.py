@@ -207,50 +207,146 @@ def _policy_for(config: str | None, data: DataDir):
         _setup_error(f"the policy {path} has errors")
 
 
+def open_lifecycle(data_dir: str, config: str | None, url: str | None, ca: str | None):
+    """A devices.Lifecycle for the data dir, with the policy's issuer URL and the CA pin (or exit 2)."""
+    from .devices import Lifecycle, LifecycleError, read_ca
+
+    data = DataDir(data_dir)
+    policy = _policy_for(config, data)
+    try:
+        pem = read_ca(ca) if ca else None
+    except LifecycleError as e:
+        _setup_error(str(e))
+    life = Lifecycle(data, url=url, policy_url=policy.url if policy is not None else None, ca=pem)
+    if life.url.startswith("https:") and pem is None:
+        click.echo(f"warning: {life.url} is https and no --ca was given: MicroPython has no CA store, so the "
+                   "device will refuse the issuer until its crumb.json has a \"ca\" (or its config a cadata)",
+                   err=True)
+    return life, policy
+
+
+def _check_group(policy, group: str | None, where: str = "") -> None:
+    if policy is not None and group is not None and group not in policy.groups:
+        click.echo(f"warning: {where}group {group!r} is not defined in {policy.source}; the device will be "
+                   "denied everything until it is", err=True)
+
+
+def _emit_credentials(creds: dict, out: str | None, what: str) -> None:
+    from .devices import credential_text, write_credentials
+
+    if out:
+        write_credentials(out, creds)
+        click.echo(f"{what}; credentials written to {out} (0600)", err=True)
+    else:
+        click.echo(credential_text(creds), nl=False)
+
+
 @device_group.command("add")
-@click.argument("device_id")
+@click.argument("device_id", required=False)
 @click.option("--group", help="Policy group the device belongs to.")
 @_data_option
 @click.option("--config", type=click.Path(dir_okay=False), help="Policy file (for the issuer URL and group check).")
 @click.option("--url", help="Issuer URL written into the credentials (default: the policy's [issuer] url).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the credentials here (0600) instead of stdout.")
-def device_add(device_id, group, data_dir, config, url, out) -> None:
-    """Enroll DEVICE_ID and print its credentials as the JSON file the firmware loads."""
-    import os
+@click.option("--ca", type=click.Path(dir_okay=False),
+              help="PEM file of the CA that signs the issuer's TLS certificate; written into the credentials "
+                   "so the device verifies the issuer against it (needed for https on MicroPython).")
+@click.option("--out", type=click.Path(),
+              help="Write the credentials here (0600) instead of stdout; with --from, a directory (one ID.json each).")
+@click.option("--from", "from_csv", type=click.Path(dir_okay=False),
+              help="Enroll every device of a CSV file (columns: id, and optionally group and url); needs --out.")
+def device_add(device_id, group, data_dir, config, url, ca, out, from_csv) -> None:
+    """Enroll DEVICE_ID and print its credentials: the crumb.json the firmware loads.
 
-    from .keystore import load_or_create_master
-    from .protocol import check_device_id, derive_device_key
-    from .registry import AlreadyRevoked, Registry
+    Running it again for an enrolled device moves it to --group and gives the
+    same key. With --from FILE, enroll every row of a CSV file, writing
+    OUT/ID.json for each; bad rows are reported with their line and skipped
+    (exit 1 if any), duplicate ids refused. Every enrolment is recorded in
+    the audit log.
+    """
+    from .devices import LifecycleError, read_csv, write_credentials
+
+    if from_csv is None:
+        if device_id is None:
+            raise click.UsageError("give a DEVICE_ID, or --from FILE for many")
+        from .protocol import check_device_id
+
+        try:
+            check_device_id(device_id)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        life, policy = open_lifecycle(data_dir, config, url, ca)
+        _check_group(policy, group)
+        with life:
+            try:
+                creds, new = life.enroll(device_id, group)
+            except LifecycleError as e:
+                _setup_error(str(e))
+        _emit_credentials(creds, out, f"{'enrolled' if new else 're-enrolled'} {device_id}")
+        return
+    if device_id is not None or group is not None:
+        raise click.UsageError("--from takes the ids and groups from the file: no DEVICE_ID or --group")
+    if not out:
+        raise click.UsageError("--from needs --out DIR: one credential file per device, never on stdout")
+    life, policy = open_lifecycle(data_dir, config, url, ca)
+    outdir = Path(out)
+    try:
+        outdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        rows = list(read_csv(from_csv))
+    except LifecycleError as e:
+        life.close()
+        _setup_error(str(e))
+    except OSError as e:
+        life.close()
+        _setup_error(f"cannot create {outdir}: {e}")
+    counts = {"enrolled": 0, "re-enrolled": 0, "refused": 0}
+    with life:
+        for row in rows:
+            if not hasattr(row, "id"):
+                click.echo(f"{from_csv}:{row.line}: skipped: {row.message}", err=True)
+                counts["refused"] += 1
+                continue
+            _check_group(policy, row.group, f"{from_csv}:{row.line}: ")
+            try:
+                creds, new = life.enroll(row.id, row.group, row.url)
+                write_credentials(outdir / f"{row.id}.json", creds)
+            except (LifecycleError, OSError) as e:
+                click.echo(f"{from_csv}:{row.line}: skipped: {e}", err=True)
+                counts["refused"] += 1
+                continue
+            counts["enrolled" if new else "re-enrolled"] += 1
+    click.echo(f"{counts['enrolled']} enrolled, {counts['re-enrolled']} re-enrolled, {counts['refused']} rows "
+               f"refused; credentials in {outdir}/ID.json (0600)")
+    sys.exit(1 if counts["refused"] else 0)
+
+
+@device_group.command("rekey")
+@click.argument("device_id")
+@_data_option
+@click.option("--config", type=click.Path(dir_okay=False), help="Policy file (for the issuer URL).")
+@click.option("--url", help="Issuer URL written into the credentials (default: the policy's [issuer] url).")
+@click.option("--ca", type=click.Path(dir_okay=False), help="PEM file of the CA the device pins the issuer to.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the new credentials here (0600) instead of stdout.")
+def device_rekey(device_id, data_dir, config, url, ca, out) -> None:
+    """Give DEVICE_ID a new key, keeping its id; print the new credentials.
+
+    From the issuer's next request on, the old key gets `bad_mac` and only
+    the new one gets tokens (tokens already issued live out their time).
+    For a replaced board or a leaked key. Recorded in the audit log.
+    """
+    from .devices import LifecycleError
+    from .protocol import check_device_id
 
     try:
         check_device_id(device_id)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    data = DataDir(data_dir).create()
-    policy = _policy_for(config, data)
-    if policy is not None and group is not None and group not in policy.groups:
-        click.echo(f"warning: group {group!r} is not defined in {policy.source}; the device will be "
-                   "denied everything until it is", err=True)
-    registry = Registry(data.registry)
-    try:
-        new = registry.add(device_id, group)
-    except AlreadyRevoked as e:
-        _setup_error(str(e))
-    finally:
-        registry.close()
-    master = load_or_create_master(data.root)
-    issuer_url = url or (policy.url if policy is not None else "http://127.0.0.1:8080")
-    creds = {"device_id": device_id, "key": derive_device_key(master, device_id).hex(), "issuer": issuer_url}
-    if group:
-        creds["group"] = group
-    text = json.dumps(creds, indent=1) + "\n"
-    if out:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        click.echo(f"{'enrolled' if new else 'updated'} {device_id}; credentials written to {out}", err=True)
-    else:
-        click.echo(text, nl=False)
+    life, _ = open_lifecycle(data_dir, config, url, ca)
+    with life:
+        try:
+            creds, keygen = life.rekey(device_id)
+        except (LifecycleError, ValueError) as e:
+            _setup_error(str(e))
+    _emit_credentials(creds, out, f"rekeyed {device_id} (key generation {keygen})")
 
 
 @device_group.command("revoke")
@@ -260,21 +356,18 @@ def device_add(device_id, group, data_dir, config, url, out) -> None:
 @click.option("--redis", "redis_url", metavar="URL",
               help="Also publish the revocation to this Redis (issuers running with --redis).")
 def device_revoke(device_id, reason, data_dir, redis_url) -> None:
-    """Deny DEVICE_ID everything from its next request on."""
+    """Deny DEVICE_ID everything from its next request on. Recorded in the audit log."""
+    from .devices import Lifecycle
     from .gate import REVOKED_KEY
     from .protocol import check_device_id
-    from .registry import Registry
 
     try:
         check_device_id(device_id)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    data = DataDir(data_dir).create()
-    registry = Registry(data.registry)
-    try:
-        changed = registry.revoke(device_id, reason)
-    finally:
-        registry.close()
+    data = DataDir(data_dir)
+    with Lifecycle(data) as life:
+        changed = life.revoke(device_id, reason)
     click.echo(f"revoked {device_id}" if changed else f"{device_id} was already revoked")
     if redis_url:
         import redis
@@ -299,8 +392,12 @@ def device_list(data_dir) -> None:
         _setup_error(f"no registry at {data.registry}")
     registry = Registry(data.registry)
     for d in registry.all():
-        state = "revoked " + time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.revoked)) if d.revoked else "enrolled"
-        click.echo(f"{d.id:<24} {d.group or '-':<16} {state}{'  (' + d.reason + ')' if d.reason else ''}")
+        if d.revoked:
+            state = "revoked " + time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.revoked))
+        else:
+            state = "enrolled" if d.added is not None else "policy"
+        key = f"  key #{d.keygen}" if d.keygen else ""
+        click.echo(f"{d.id:<24} {d.group or '-':<16} {state}{key}{'  (' + d.reason + ')' if d.reason else ''}")
     registry.close()
 
 

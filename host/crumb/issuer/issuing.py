@@ -127,7 +127,8 @@ class Issuer:
             assert body is not None
             req = parse_cbor_request(body) if fmt == "cbor" else parse_json_request(body)
             device = req.client_id
-            if not self.macs.verify(device, req.mac_input, req.mac):
+            self.refresh()  # registry writes (revocations, rekeys) apply from this request on
+            if not self.macs.verify(device, req.mac_input, req.mac, self.registry.keygens.get(device, 0)):
                 raise Refusal("bad_mac", "the request MAC does not verify for this client_id")
             authenticated = True
             skew, max_skew = req.time - now, self.policy.max_skew
@@ -161,7 +162,6 @@ class Issuer:
 
     def _admit(self, req: TokenRequest, device: str, now: int, now_f: float) -> tuple[object, Profile, object]:
         """(enrolled group, policy profile, the gate's awaitable or None) for an authenticated request, or Refusal."""
-        self.refresh()
         registry = self.registry
         if device in registry.revoked:
             raise Refusal("revoked", f"device {device!r} is revoked")

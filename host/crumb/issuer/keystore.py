@@ -16,26 +16,16 @@ import os
 import time
 from pathlib import Path
 
-from ..keys import KeyFileError, SigningKey, load_signing_key, save
+from ..keys import KeyFileError, SigningKey, load_signing_key, save, write_private
 
 MASTER_BYTES = 32
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_or_create_master(data: Path) -> bytes:
     path = data / "master.key"
     if not path.exists():
         data.mkdir(parents=True, exist_ok=True)
-        _write_private(path, os.urandom(MASTER_BYTES).hex() + "\n")
+        write_private(path, os.urandom(MASTER_BYTES).hex() + "\n")
     try:
         master = bytes.fromhex(path.read_text().strip())
     except (OSError, ValueError) as e:
@@ -74,7 +64,7 @@ class Keyring:
         return ring
 
     def _write(self, state: dict) -> None:
-        _write_private(self.state_path, json.dumps(state, indent=1) + "\n")
+        write_private(self.state_path, json.dumps(state, indent=1) + "\n")
 
     def _stat(self) -> tuple:
         st = self.state_path.stat()

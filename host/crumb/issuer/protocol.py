@@ -48,6 +48,7 @@ from ..wire import (  # the request's keys and sizes are re-exported here: proto
     MAX_BATCH,
     MAX_CLIENT_ID,
     MAX_COUNT,
+    MAX_KEY_GENERATION,
     MAX_PERMISSION_OPS,
     MAX_STRING,
     NONCE_MAX,
@@ -88,13 +89,22 @@ def check_device_id(device_id: object) -> str:
     return device_id
 
 
-def derive_device_key(master: bytes, device_id: str) -> bytes:
-    """device key = HMAC-SHA256(master secret, "crumb device key v1" || device id (UTF-8)).
+def derive_device_key(master: bytes, device_id: str, generation: int = 0) -> bytes:
+    """device key = HMAC-SHA256(master secret, "crumb device key v1" || device id (UTF-8)),
+    and for key generation n >= 1 (`crumb device rekey`) the same with 0x00 || n (4 bytes,
+    big-endian) appended.
 
-    The label has a fixed length, so the concatenation is unambiguous; the
-    issuer recomputes the key per request and stores no per-device secret.
+    The label has a fixed length and a device id never contains 0x00, so every
+    (id, generation) has its own message; generation 0 is the original
+    derivation, so devices never rekeyed keep their keys. The issuer recomputes
+    the key per request and stores no per-device secret.
     """
-    return hmac.digest(master, DEVICE_KEY_LABEL + device_id.encode(), "sha256")
+    msg = DEVICE_KEY_LABEL + device_id.encode()
+    if generation:
+        if not 0 < generation <= MAX_KEY_GENERATION:
+            raise ValueError(f"key generation {generation} is out of range")
+        msg += b"\x00" + generation.to_bytes(4, "big")
+    return hmac.digest(master, msg, "sha256")
 
 
 def mac_of(device_key: bytes, mac_input: bytes) -> bytes:
@@ -114,25 +124,27 @@ class DeviceMacs:
     def __init__(self, master: bytes, max_entries: int = 65_536) -> None:
         self.master = master
         self.max_entries = max_entries
-        self._states: dict[str, Any] = {}
+        # Keyed by (device id, key generation): a rekeyed device's old state is never used again.
+        self._states: dict[tuple[str, int], Any] = {}
 
-    def _state(self, device_id: str) -> Any:
-        state = self._states.get(device_id)
+    def _state(self, device_id: str, generation: int) -> Any:
+        state = self._states.get((device_id, generation))
         if state is None:
             if len(self._states) >= self.max_entries:
                 self._states.clear()
-            state = hmac.new(derive_device_key(self.master, device_id), digestmod=hashlib.sha256)
-            self._states[device_id] = state
+            state = hmac.new(derive_device_key(self.master, device_id, generation), digestmod=hashlib.sha256)
+            self._states[device_id, generation] = state
         return state
 
-    def mac(self, device_id: str, mac_input: bytes) -> bytes:
-        h = self._state(device_id).copy()
+    def mac(self, device_id: str, mac_input: bytes, generation: int = 0) -> bytes:
+        h = self._state(device_id, generation).copy()
         h.update(mac_input)
         return h.digest()[:MAC_BYTES]
 
-    def verify(self, device_id: str, mac_input: bytes, mac: bytes) -> bool:
-        """Whether ``mac`` is the device's MAC of ``mac_input``, compared in constant time."""
-        return hmac.compare_digest(self.mac(device_id, mac_input), mac)
+    def verify(self, device_id: str, mac_input: bytes, mac: bytes, generation: int = 0) -> bool:
+        """Whether ``mac`` is the MAC of ``mac_input`` under the device's key of that
+        generation, compared in constant time."""
+        return hmac.compare_digest(self.mac(device_id, mac_input, generation), mac)
 
 
 def encode_uint(value: int) -> bytes:

@@ -564,6 +564,25 @@ def test_from_file():
 
         os.remove(path)
     assert c.device_id == "dev-0001" and c.key == KEY and c.url == "http://10.0.0.2:8080/token" and c.batch == 2
+    assert c.cadata is None
+
+
+def test_from_file_takes_the_ca_pin():
+    # `crumb device add --ca` writes the issuer's CA as "ca": it is the cadata, unless one is given.
+    path = "crumb-test-cred-ca.json"
+    pem = "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"
+    with open(path, "w") as f:
+        f.write('{"device_id": "dev-0001", "key": "%s", "issuer": "https://10.0.0.2:8443", "ca": "%s"}' % (
+            "".join("%02x" % b for b in KEY), pem))
+    try:
+        pinned = C.from_file(path)
+        given = C.from_file(path, cadata=False)
+    finally:
+        import os
+
+        os.remove(path)
+    assert pinned.cadata == "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    assert given.cadata is False
 
 
 def test_bad_issuer_url_fails_at_construction():

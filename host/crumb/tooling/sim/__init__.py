@@ -1,7 +1,7 @@
 """`crumb sim`: a fleet of simulated devices running the real device code.
 
 Each device runs ``ucrumb`` and the firmware's application
-(``firmware/main.py`` + ``firmware/hal.py``) unmodified on CPython, one
+(``firmware/crumb_app.py`` + ``firmware/hal.py``) unmodified on CPython, one
 thread per device, with shims for what CPython lacks (``shims``): its own
 ``time.ticks_*`` clock (boot time, skew, jumps; no RTC), ``machine``
 (unique_id, WDT) and ``network`` (WLAN). Its hardware is Adafruit Blinka's

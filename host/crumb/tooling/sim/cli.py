@@ -45,7 +45,7 @@ def sim(scenario, devices, seed, duration, report_dir, issuer, credentials, gate
         issuer_port, no_live, as_json) -> None:
     """Simulate a fleet of devices running the real firmware against real services.
 
-    Each device runs ucrumb and firmware/main.py unmodified on CPython (one
+    Each device runs ucrumb and firmware/crumb_app.py unmodified on CPython (one
     thread each, hardware from Adafruit Blinka's OS-agnostic board), against
     a real issuer, the gateway → ingest → storage chain, the command service
     and, when the scenario says so, Mosquitto and Redis, all on loopback. A

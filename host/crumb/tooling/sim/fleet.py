@@ -1,6 +1,6 @@
 """The simulated devices, each the real firmware in a thread, and the operator's console.
 
-A device is ``firmware/boot.py`` then ``firmware/main.py``'s ``App`` with
+A device is ``firmware/boot.py`` then ``firmware/crumb_app.py``'s ``App`` with
 ``firmware/hal.py`` on Blinka's OS-agnostic board, and ``ucrumb``, all
 imported once and run unmodified; what differs between devices lives in
 their objects, their files (config.json, crumb.json in the device's own
@@ -45,13 +45,13 @@ HAL = {"sensor": {"pin": "Ax_INPUT_WAVE_SINE", "scale": 0.05, "offset": 21.0},  
 
 
 def load_firmware(firmware: Path) -> dict[str, Any]:
-    """Install the shims, point Blinka at its OS-agnostic board, import boot, main and hal."""
+    """Install the shims, point Blinka at its OS-agnostic board, import boot, crumb_app and hal."""
     os.environ.update(BLINKA_ENV)
     shims.install()
     path = str(firmware)
     if path not in sys.path:
         sys.path.insert(0, path)
-    mods = {name: importlib.import_module(name) for name in ("hal", "boot", "main")}
+    mods = {name: importlib.import_module(name) for name in ("hal", "boot", "crumb_app")}
     import board  # noqa: F401 - fail here, once, if Blinka cannot find its board
 
     return mods
@@ -127,7 +127,7 @@ class SimDevice:
                 mods["boot"].wifi(timeout_ms=20000, config=str(self.dir / "config.json"))
                 with open(self.dir / "config.json") as f:
                     cfg = json.load(f)
-                self.app = mods["main"].App(cfg, str(self.dir / "crumb.json"), log=self.log)
+                self.app = mods["crumb_app"].App(cfg, str(self.dir / "crumb.json"), log=self.log)
                 self.app.loop()
             except shims.PowerOff:
                 break

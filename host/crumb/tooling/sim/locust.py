@@ -6,7 +6,7 @@ Each Locust user is one device: it takes the next credentials file from
 ``CRUMB_CREDENTIALS`` (files from ``crumb device add``, one per device), gets
 its tokens with ucrumb (the device code itself, on gevent's sockets) and
 sends readings through the chain's gateway, and, with ``CRUMB_COMMANDS``,
-polls the command service, like ``firmware/main.py`` does:
+polls the command service, like ``firmware/crumb_app.py`` does:
 
 ==================  =====================================================================
 CRUMB_CREDENTIALS   folder of device credential files (required); a user per file, reused

@@ -47,7 +47,7 @@ def _versions(repo: Path, stack) -> dict[str, str]:
     import ucrumb
 
     v["ucrumb"] = ucrumb.__version__
-    for name in ("main.py", "hal.py", "boot.py"):
+    for name in ("crumb_app.py", "hal.py", "boot.py"):
         v[f"firmware/{name} sha256"] = hashlib.sha256((repo / "firmware" / name).read_bytes()).hexdigest()[:16]
     if shutil.which("git"):
         r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, check=False, text=True)

@@ -1,6 +1,6 @@
 """What MicroPython has and CPython lacks, one device at a time.
 
-The device code (ucrumb, firmware/main.py, firmware/hal.py, firmware/boot.py)
+The device code (ucrumb, firmware/crumb_app.py, firmware/hal.py, firmware/boot.py)
 runs unmodified, one thread per device. It calls ``time.ticks_ms()``,
 ``machine.unique_id()``, ``network.WLAN(...)``, ``time.sleep_ms()``; these
 shims answer for the device whose thread is calling:

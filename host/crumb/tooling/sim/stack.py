@@ -56,7 +56,7 @@ HOPS = ("gateway", "ingest", "storage")
 def repo_root() -> Path:
     """The source checkout: the simulator runs firmware/ and examples/chain/ from it."""
     for parent in Path(__file__).resolve().parents:
-        if (parent / "firmware" / "main.py").is_file() and (parent / "examples" / "chain").is_dir():
+        if (parent / "firmware" / "crumb_app.py").is_file() and (parent / "examples" / "chain").is_dir():
             return parent
     raise SimError("crumb sim needs a source checkout of crumb (it runs firmware/ and examples/chain/ from it)")
 

@@ -1,0 +1,1 @@
+"""Building and deploying device firmware bundles: `crumb firmware build|deploy`."""
