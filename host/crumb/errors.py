@@ -44,19 +44,10 @@ Revoked = _kind("revoked", "The token or its key was revoked.")
 TooLarge = _kind("too_large", "The token exceeds a size limit.")
 StoreUnavailable = _kind("store_unavailable", "The replay store cannot answer; failing closed.")
 
-BY_CODE: dict[str, type[CrumbError]] = {
-    cls.code: cls
-    for cls in (
-        Malformed, UnsupportedVersion, UnknownKey, BadSignature, Expired, NotYetValid,
-        ScopeDenied, CaveatFailed, UnknownCaveat, Replayed, ChainIncomplete, ChainInvalid,
-        Revoked, TooLarge, StoreUnavailable,
-    )
-}
-
 
 # Keys: what reading trusted keys (key files, the issuer's GET /keys document) can
-# fail with. Not token rejections, so not in ERROR_CODES (wire.py): a verifier that
-# meets one keeps the keys it had, and tokens are then judged with those.
+# fail with. Not token verdicts, so not in wire.ERROR_CODES: a verifier that meets
+# one keeps the keys it had, and tokens are then judged with those.
 
 
 class InvalidKey(CrumbError, ValueError):
@@ -72,4 +63,19 @@ class KeysUnavailable(CrumbError):
     code = "keys_unavailable"
 
 
-KEY_BY_CODE: dict[str, type[CrumbError]] = {cls.code: cls for cls in (InvalidKey, KeysUnavailable)}
+# A service's own failure while checking a request (a bug, or an application callable
+# that raised): the request is refused, never served unverified. The issuer's refusal
+# of the same name (wire.REFUSALS) means the same.
+InternalError = _kind("internal_error", "Checking the request failed unexpectedly; it is refused (a bug).")
+
+#: The one table of codes: every CrumbError's code, one class each. The token verdicts
+#: come first, in wire.ERROR_CODES order (PROTOCOL.md §8); then the services' own codes.
+BY_CODE: dict[str, type[CrumbError]] = {
+    cls.code: cls
+    for cls in (
+        Malformed, UnsupportedVersion, UnknownKey, BadSignature, Expired, NotYetValid,
+        ScopeDenied, CaveatFailed, UnknownCaveat, Replayed, ChainIncomplete, ChainInvalid,
+        Revoked, TooLarge, StoreUnavailable,
+        InvalidKey, KeysUnavailable, InternalError,
+    )
+}

@@ -75,7 +75,10 @@ def test_issuer_tables_are_the_wire_tables():
 
 
 def test_token_error_classes_are_the_wire_codes():
-    assert tuple(errors.BY_CODE) == wire.ERROR_CODES
+    # errors.BY_CODE is the one table of codes: the token verdicts first, in wire order, then the services' own.
+    assert tuple(errors.BY_CODE)[:len(wire.ERROR_CODES)] == wire.ERROR_CODES
+    assert tuple(errors.BY_CODE)[len(wire.ERROR_CODES):] == ("invalid_key", "keys_unavailable", "internal_error")
+    assert all(cls.code == code for code, cls in errors.BY_CODE.items())
 
 
 def test_request_key_encodings_the_parsers_rely_on():

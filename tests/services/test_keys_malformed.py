@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crumb import SigningKey, Verifier, mint, to_text
-from crumb.errors import KEY_BY_CODE, CrumbError, InvalidKey, KeysUnavailable
+from crumb.errors import BY_CODE, CrumbError, InvalidKey, KeysUnavailable
 from crumb.keys import KeyFileError, load_public_key, load_signing_key, read_json, unb64u
 from crumb.replay import MemoryReplayStore
 from crumb.services.envelope import pack
@@ -44,6 +44,10 @@ NAMED_BAD_BODIES = {
     "deeply nested": DEEP,
     "deeply nested keys": b'{"keys": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
     "not UTF-8": b'{"keys": [], "issuer": "\xff\xfe"}',
+    "keys is an object": json.dumps({"keys": {"kty": "OKP", "crv": "Ed25519", "x": 123}}).encode(),
+    "status is a number": json.dumps({"keys": [{**SigningKey(bytes(32)).public.to_jwk(), "status": 1}]}).encode(),
+    # A well-formed set, padded to 1 MiB: read no further than 64 KiB, whatever it holds.
+    "huge": json.dumps({"keys": [SigningKey(bytes(32)).public.to_jwk()], "pad": "A" * (1 << 20)}).encode(),
 }
 
 
@@ -67,7 +71,7 @@ def only_invalid_key(fn, *args):
 # -- the codes
 
 def test_key_codes_have_their_classes():
-    assert KEY_BY_CODE == {"invalid_key": InvalidKey, "keys_unavailable": KeysUnavailable}
+    assert BY_CODE["invalid_key"] is InvalidKey and BY_CODE["keys_unavailable"] is KeysUnavailable
     for cls in (KeyFileError, KeySetError):
         assert issubclass(cls, InvalidKey) and issubclass(cls, ValueError) and cls.code == "invalid_key"
     assert issubclass(KeyFetchError, KeysUnavailable) and KeyFetchError.code == "keys_unavailable"

@@ -16,9 +16,15 @@ import os
 import time
 from pathlib import Path
 
-from ..keys import KeyFileError, SigningKey, load_signing_key, save, write_private
+from ..keys import KeyFileError, SigningKey, load_signing_key, read_json, save, write_private
+from ..wire import KID_BYTES
 
 MASTER_BYTES = 32
+
+
+def _is_kid(value: object) -> bool:
+    # A kid names a file in the key directory: hex of its bytes, nothing that could be a path.
+    return isinstance(value, str) and len(value) == 2 * KID_BYTES and all(c in "0123456789abcdef" for c in value)
 
 
 def load_or_create_master(data: Path) -> bytes:
@@ -72,13 +78,14 @@ class Keyring:
 
     def load(self) -> None:
         stamp = self._stat()
-        try:
-            state = json.loads(self.state_path.read_text())
-            current = load_signing_key(self.dir / f"{state['current']}.jwk")
-            previous = (load_signing_key(self.dir / f"{state['previous']}.jwk")
-                        if state.get("previous") else None)
-        except (ValueError, KeyError, TypeError) as e:
-            raise KeyFileError(f"{self.state_path}: unusable keyring ({e})") from None
+        state = read_json(self.state_path)  # bounded in size and depth: KeyFileError, nothing else
+        if (not isinstance(state, dict) or not _is_kid(state.get("current"))
+                or not (state.get("previous") is None or _is_kid(state["previous"]))
+                or not isinstance(state.get("retired", []), list) or not all(map(_is_kid, state.get("retired", [])))):
+            raise KeyFileError(f"{self.state_path}: unusable keyring (not "
+                               '{"current": kid, "previous": kid | null, "retired": [kid, ...]}, kids in hex)')
+        current = load_signing_key(self.dir / f"{state['current']}.jwk")
+        previous = load_signing_key(self.dir / f"{state['previous']}.jwk") if state.get("previous") else None
         self.current, self.previous = current, previous
         self.retired = list(state.get("retired", []))
         self._stamp = stamp

@@ -32,7 +32,7 @@ from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 
-from ..errors import CrumbError
+from ..errors import CrumbError, InternalError
 from ..verify import Verifier
 from . import envelope
 from .grant import Grant
@@ -40,7 +40,7 @@ from .grant import Grant
 log = logging.getLogger("crumb.services.mqtt")
 
 #: ``rejected`` counts a message whose check raised something other than a CrumbError under this code.
-INTERNAL_ERROR = "internal_error"
+INTERNAL_ERROR = InternalError.code
 
 Handler = Callable[[str, bytes, Grant], Any]
 
