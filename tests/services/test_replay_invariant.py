@@ -2,9 +2,11 @@
 
 A token is never accepted more times than its uses, whenever it is presented, to whichever
 verifier sharing the store: whatever their leeways, the store's settings (its own leeway,
-its restart fence, its size), the clocks (fractions of a second included; the issuer's up
-to a leeway ahead of the verifiers', or behind), and restarts (a verifier process, which
-forgets an in-memory store; a Redis that loses its data while its clients run on).
+its restart fence, its size; Redis: each client's clock spread), the clocks (fractions of a
+second included; the issuer's up to a leeway ahead of the verifiers', or behind; Redis
+replicas' clocks as far apart as the data set's clock spread allows), and restarts (a
+verifier process, which forgets an in-memory store; a Redis that loses its data while its
+clients run on).
 
 Redis is a real redis-server. Its clock cannot be set, so the test moves time for it:
 advancing the verifiers' clock by d seconds takes d off every key's time to live
@@ -14,7 +16,8 @@ advancing the verifiers' clock by d seconds takes d off every key's time to live
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import pytest
 import redis
@@ -24,7 +27,7 @@ from hypothesis import strategies as st
 from crumb import SigningKey, Verifier, mint
 from crumb.errors import CrumbError, Replayed, StoreUnavailable
 from crumb.replay import DEFAULT_LEEWAY, MemoryReplayStore
-from crumb.services.replay_redis import RedisReplayStore
+from crumb.services.replay_redis import DEFAULT_CLOCK_SPREAD, RedisReplayStore
 
 T0 = 1_800_000_000
 RES, OP = "/sensors/temp01", "read"
@@ -57,23 +60,34 @@ class Scenario:
     start_tenths: int
     tokens: list[Tok]
     events: list[tuple]
+    # Redis: each client's clock_spread (None: its default), and each replica's clock against the
+    # others' (tenths of a second), as far apart as the data set's memory covers.
+    spreads: list[int | None] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
 
 
 LEEWAY = st.sampled_from([0, 1, 5, 30, 60, 120, 300]) | st.integers(0, 400)
 
 
 @st.composite
-def scenarios(draw, kind: str) -> Scenario:
-    n = draw(st.sampled_from([1, 2, 2, 3, 3]))  # mostly several verifiers sharing the store
-    leeways = draw(st.lists(LEEWAY, min_size=n, max_size=n))
+def scenarios(draw, kind: str, replicas: bool = False) -> Scenario:
+    """A scenario; ``replicas``: Redis replicas on clocks apart, each client keeping its own leeway (the tightest
+    the rule allows), so that only the clock spread stands between them and a token accepted twice."""
+    n = draw(st.sampled_from([2, 3] if replicas else [1, 2, 2, 3, 3]))  # mostly several verifiers sharing the store
+    # Replicas of one service share their configuration: one leeway.
+    leeways = [draw(LEEWAY)] * n if replicas else draw(st.lists(LEEWAY, min_size=n, max_size=n))
     # Mostly stores that keep at least their verifier's leeway (else there is little to test),
     # sometimes less, sometimes the store's default.
-    delta = st.one_of(st.integers(0, 300), st.integers(-10, 300), st.none())
+    # (exactly the verifier's, or just above it, most often: the boundary is where a store forgets too soon).
+    delta = st.just(0) if replicas else \
+        st.one_of(st.just(0), st.integers(0, 2), st.integers(0, 300), st.integers(-10, 300), st.none())
     store_leeways = [None if d is None else max(0, leeway + d) for leeway, d in
                      zip(leeways, draw(st.lists(delta, min_size=n, max_size=n)))]
     default_store = kind == "memory" and n == 1 and draw(st.booleans())
     fence = draw(st.booleans())
-    tokens = draw(st.lists(st.builds(Tok, st.integers(-5, 5) | st.integers(-60, 60),
+    # iat: the issuer's clock near the verifiers', or about a leeway ahead of one of them (the edge of what it accepts)
+    ahead = st.sampled_from(leeways).flatmap(lambda leeway: st.integers(leeway - 1, leeway + 2))
+    tokens = draw(st.lists(st.builds(Tok, st.integers(-5, 5) | st.integers(-60, 60) | ahead,
                                      st.integers(30, 120) | st.integers(1, 120), st.integers(1, 3)),
                            min_size=1, max_size=draw(st.sampled_from([1, 1, 2, 3]))))
     present = st.tuples(st.just("present"), st.integers(0, len(tokens) - 1), st.integers(0, n - 1))
@@ -81,7 +95,11 @@ def scenarios(draw, kind: str) -> Scenario:
         st.tuples(st.just("advance"), st.integers(1, 10) | st.integers(1, 5000)),  # tenths of a second
         # to a token's expiry and past it (tenths of a second): where a store that forgets too soon shows
         st.tuples(st.just("past_exp"), st.integers(0, len(tokens) - 1), st.integers(-20, 100) | st.integers(0, 4000)),
+        # a token at a verifier in the last moments it accepts it, by its clock (tenths of a second before exp + leeway)
+        st.tuples(st.just("edge"), st.integers(0, len(tokens) - 1), st.integers(0, n - 1), st.integers(-30, 5)),
         present, present, present,
+        # a token at every verifier in turn: where verifiers that disagree on time show
+        st.tuples(st.just("present_all"), st.integers(0, len(tokens) - 1), st.permutations(range(n))),
         st.tuples(st.just("restart")),  # the verifiers' process restarts (memory: the store is new)
         # Redis loses its data; other tokens spend uses in the memory store (which sweeps expired
         # entries when full and every 256 inserts).
@@ -91,8 +109,24 @@ def scenarios(draw, kind: str) -> Scenario:
     if not fence:
         # fence=False says the store never loses uses: a memory store must not restart, a Redis not lose data.
         events = [e for e in events if e[0] != ("restart" if kind == "memory" else "flush")]
+    spreads: list[int | None] = []
+    offsets = [0] * n
+    if kind == "redis":
+        spread = st.none() | st.integers(0, 3)
+        # Replicas: one spread for all, mostly seconds (the default, 1 s, leaves less room to be wrong in).
+        spreads = [draw(st.sampled_from([None, 2, 3]) | spread)] * n if replicas else \
+            draw(st.lists(spread, min_size=n, max_size=n))
+        # The rule: replicas' clocks at most ceil(spread) apart, for the data set's memory
+        # (its clients' longest leeway + ceil(clock_spread)) less the longest verifier leeway.
+        keeps = [DEFAULT_LEEWAY if k is None else k for k in store_leeways]
+        room = max(k + math.ceil(DEFAULT_CLOCK_SPREAD if c is None else c) for k, c in zip(keeps, spreads)) \
+            - max(leeways)
+        most = 10 * min(3, max(0, room))  # mostly as far apart as allowed: where a store too short shows
+        offsets = draw(st.lists(st.sampled_from([0, most]) | st.integers(0, most), min_size=n, max_size=n))
+        if replicas:  # the whole spread, between two of them
+            offsets = draw(st.permutations([0, most, *offsets[2:]]))
     return Scenario(leeways, store_leeways, default_store, fence, draw(st.sampled_from([1, 2, 3, 4, 100_000])),
-                    draw(st.integers(0, 9)), tokens, events)
+                    draw(st.integers(0, 9)), tokens, events, spreads, offsets)
 
 
 def advance_redis(client: redis.Redis, prefix: str, seconds: float) -> None:
@@ -120,7 +154,15 @@ class World:
 
     def store_kw(self, i: int) -> dict:
         keep = self.sc.store_leeways[i]
-        return {} if keep is None else {"leeway": keep}
+        kw = {} if keep is None else {"leeway": keep}
+        if self.sc.spreads and self.sc.spreads[i] is not None:
+            kw["clock_spread"] = self.sc.spreads[i]
+        return kw
+
+    def replica_clock(self, i: int):
+        """Replica i's clock: the scenario's, ahead by its offset."""
+        offset = self.sc.offsets[i] / 10 if self.sc.offsets else 0.0
+        return lambda: self.clock() + offset
 
     def start(self) -> None:
         """Start (or restart) the verifiers' process; a configuration refused leaves no verifiers."""
@@ -134,8 +176,9 @@ class World:
                                   for leeway in sc.leeways]
             else:
                 self.verifiers = [
-                    Verifier([ISSUER.public], clock=clock, leeway=leeway, replay=RedisReplayStore(
-                        self.redis_url, prefix=self.prefix, fence=sc.fence, clock=clock, **self.store_kw(i)))
+                    Verifier([ISSUER.public], clock=self.replica_clock(i), leeway=leeway, replay=RedisReplayStore(
+                        self.redis_url, prefix=self.prefix, fence=sc.fence, clock=self.replica_clock(i),
+                        **self.store_kw(i)))
                     for i, leeway in enumerate(sc.leeways)]
         except ValueError as e:
             # A verifier may refuse a store that forgets uses sooner than it accepts tokens (and a
@@ -149,8 +192,9 @@ class World:
         keeps = [DEFAULT_LEEWAY if k is None else k for k in sc.store_leeways]
         if self.kind == "memory":
             return (not sc.default_store) and keeps[0] < max(sc.leeways)
-        data_set = max(keeps)  # what the first clients ask for is what the data set keeps at most
-        return any(k < v for k, v in zip(keeps, sc.leeways)) or (not sc.fence and min(keeps) < data_set)
+        memories = [k + math.ceil(DEFAULT_CLOCK_SPREAD if c is None else c) for k, c in zip(keeps, sc.spreads)]
+        # Without the fence, a client that needs more than the data set keeps cannot raise it.
+        return any(k < v for k, v in zip(keeps, sc.leeways)) or (not sc.fence and min(memories) < max(memories))
 
     def advance(self, seconds: float) -> None:
         self.clock.t += seconds
@@ -186,6 +230,25 @@ def run(sc: Scenario, kind: str, redis_url: str | None = None) -> None:
               for i, t in enumerate(sc.tokens)]
     accepted = [0] * len(tokens)
     world = World(sc, kind, clock, redis_url)
+
+    def present(k: int, v: int) -> None:
+        if world.verifiers is None:
+            return
+        try:
+            world.verifiers[v].verify(tokens[k], RES, OP)
+        except CrumbError as e:
+            note(f"t={clock.t - T0:.1f} token {k} at verifier {v}: {e.code}")
+            event(f"refused: {e.code}")
+            return
+        accepted[k] += 1
+        event("a token accepted")
+        if accepted[k] > 1:
+            event("a token accepted more than once")
+        note(f"t={clock.t - T0:.1f} token {k} at verifier {v}: accepted ({accepted[k]})")
+        assert accepted[k] <= sc.tokens[k].uses, (
+            f"token {k} (iat {sc.tokens[k].iat_offset:+d}, ttl {sc.tokens[k].ttl}, uses "
+            f"{sc.tokens[k].uses}) accepted {accepted[k]} times, at t={clock.t - T0:.1f}")
+
     try:
         world.start()
         event("refused" if world.verifiers is None else "served")
@@ -193,6 +256,13 @@ def run(sc: Scenario, kind: str, redis_url: str | None = None) -> None:
         for step in sc.events:
             if step[0] == "advance":
                 world.advance(step[1] / 10)
+            elif step[0] == "edge":  # to verifier v's last moments of accepting token k (by its clock), and there
+                _, k, v, tenths = step
+                offset = sc.offsets[v] / 10 if sc.offsets else 0.0
+                at = T0 + sc.tokens[k].iat_offset + sc.tokens[k].ttl + sc.leeways[v] + tenths / 10 - offset
+                if at > clock.t:
+                    world.advance(round(at - clock.t, 1))
+                present(k, v)
             elif step[0] == "past_exp":
                 exp = T0 + sc.tokens[step[1]].iat_offset + sc.tokens[step[1]].ttl
                 if exp + step[2] / 10 > clock.t:
@@ -203,22 +273,11 @@ def run(sc: Scenario, kind: str, redis_url: str | None = None) -> None:
                 world.flush()
             elif step[0] == "traffic":
                 world.traffic()
-            elif world.verifiers is not None:
-                _, k, v = step
-                try:
-                    world.verifiers[v].verify(tokens[k], RES, OP)
-                except CrumbError as e:
-                    note(f"t={clock.t - T0:.1f} token {k} at verifier {v}: {e.code}")
-                    event(f"refused: {e.code}")
-                    continue
-                accepted[k] += 1
-                event("a token accepted")
-                if accepted[k] > 1:
-                    event("a token accepted more than once")
-                note(f"t={clock.t - T0:.1f} token {k} at verifier {v}: accepted ({accepted[k]})")
-                assert accepted[k] <= sc.tokens[k].uses, (
-                    f"token {k} (iat {sc.tokens[k].iat_offset:+d}, ttl {sc.tokens[k].ttl}, uses "
-                    f"{sc.tokens[k].uses}) accepted {accepted[k]} times, at t={clock.t - T0:.1f}")
+            elif step[0] == "present":
+                present(step[1], step[2])
+            else:  # present_all
+                for v in step[2]:
+                    present(step[1], v)
         if world.refused is not None:
             note(f"configuration refused: {world.refused}")
     finally:
@@ -239,6 +298,15 @@ def redis_url(redis_server):
 def test_redis_store_never_accepts_a_token_more_than_its_uses(redis_url):
     @settings(max_examples=600)
     @given(scenarios("redis"))
+    def check(sc):
+        run(sc, "redis", redis_url)
+
+    check()
+
+
+def test_redis_replicas_on_clocks_apart_never_accept_a_token_more_than_its_uses(redis_url):
+    @settings(max_examples=500)
+    @given(scenarios("redis", replicas=True))
     def check(sc):
         run(sc, "redis", redis_url)
 
@@ -331,7 +399,7 @@ def test_redis_remembers_a_use_as_long_as_its_longest_leeway_client_accepts(redi
     assert spend(short, token) == "ok"
     world.advance(30 + 10)  # 10 s past exp: the long verifier would still accept it
     assert spend(long, token) == "replayed"
-    assert int(world.client.get(world.prefix + "leeway")) == 30  # the data set keeps uses for its longest
+    assert int(world.client.get(world.prefix + "leeway")) == 31  # the data set keeps uses for its longest (+ 1 s spread)
     world.close()
 
 
@@ -344,16 +412,58 @@ def test_redis_client_needing_more_than_the_data_set_keeps(redis_url):
     short = RedisReplayStore(redis_url, prefix=prefix, leeway=5, clock=clock)
     clock.t += 100
     RedisReplayStore(redis_url, prefix=prefix, leeway=30, clock=clock)
-    assert int(client.get(prefix + "leeway")) == 30 and int(client.get(prefix + "fence")) == T0 + 100
-    with pytest.raises(Replayed):  # issued within the longer leeway of the moved fence
-        short.consume(b"c1", "", 1, T0 + 100 + 30, T0 + 200)
-    with pytest.raises(ValueError, match="needs 60 s; without the fence"):
+    assert int(client.get(prefix + "leeway")) == 31 and int(client.get(prefix + "fence")) == T0 + 100
+    with pytest.raises(Replayed):  # issued within the longer memory (leeway + 1 s clock spread) of the moved fence
+        short.consume(b"c1", "", 1, T0 + 100 + 31, T0 + 200)
+    with pytest.raises(ValueError, match=r"needs 61 s \(leeway 60 \+ clock spread 1\); without the fence"):
         RedisReplayStore(redis_url, prefix=prefix, leeway=60, fence=False, clock=clock)
     unfenced = RedisReplayStore(redis_url, prefix=prefix, leeway=30, fence=False, clock=clock)
     client.delete(prefix + "leeway", prefix + "fence")  # Redis lost its data...
     assert short.consume(b"c2", "", 1, T0 + 1000, T0 + 1060)  # ...and a short client opened the next data set
-    with pytest.raises(StoreUnavailable, match="keeps spent uses 5 s past exp, and this client needs 30 s"):
+    with pytest.raises(StoreUnavailable, match="keeps spent uses 6 s past exp, and this client needs 31 s"):
         unfenced.consume(b"c3", "", 1, T0 + 1000, T0 + 1060)
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
     client.close()
+
+
+def test_redis_replicas_whose_clocks_differ_by_a_fraction_of_a_second(redis_url):
+    """Found: replicas half a second apart, default settings. The one ahead spent a token issued a
+    leeway ahead of its clock, Redis lost its data, and the one behind opened the new data set with a
+    fence a second earlier than the other's clock: the token passed the fence at the first again."""
+    clock = Clock(T0 - 500)
+    prefix = f"inv{next(_prefixes)}:"
+    client = redis.Redis.from_url(redis_url)
+
+    def replica(offset: float) -> Verifier:
+        at = lambda: clock() + offset  # this replica's clock
+        return Verifier([ISSUER.public], clock=at, replay=RedisReplayStore(redis_url, prefix=prefix, clock=at))
+
+    behind, ahead = replica(0.0), replica(0.5)
+    clock.t = T0 + 0.6  # ahead reads T0 + 1.1
+    token = mint(ISSUER, scope=[(RES, OP)], now=T0 + 1 + DEFAULT_LEEWAY)  # an issuer a leeway ahead of it
+    assert spend(ahead, token) == "ok"
+    for key in client.scan_iter(match=f"{prefix}*"):  # Redis restarts without its data
+        client.delete(key)
+    clock.t = T0 + 0.8
+    assert spend(behind, mint(ISSUER, scope=[(RES, OP)], now=T0 - 100, ttl=600)) == "replayed"  # opens it
+    assert spend(ahead, token) == "replayed"
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def test_redis_replicas_seconds_apart_within_their_clock_spread(redis_url):
+    """Found: replicas 3 s apart (clock_spread=3), each keeping its leeway. A use spent at the one ahead
+    expired 3 s early by the other's clock, which still accepted the token."""
+    clock = Clock(T0 - 500)
+    world = World(Scenario([5, 5], [5, 5], False, True, 1, 0, [Tok(0, 60, 1)], [], [3, 3], [30, 0]), "redis",
+                  clock, redis_url)
+    world.start()
+    ahead, behind = world.verifiers
+    world.advance(500)
+    token = mint(ISSUER, scope=[(RES, OP)], ttl=60, now=T0)
+    assert spend(ahead, token) == "ok"
+    world.advance(60 + 5 - 0.5)  # the last half second `behind` accepts the token, by its clock
+    assert spend(behind, token) == "replayed"
+    world.close()

@@ -49,17 +49,18 @@ def test_multi_use_counts_down_atomically(store):
 
 
 def test_keys_expire_with_the_token(store):
-    """A use is kept until exp + the data set's leeway + 1 s (the 1 s: a use spent late in a second)."""
+    """A use is kept until exp + the data set's memory (leeway + clock spread) + 1 s (the 1 s: a use spent late
+    in a second)."""
     iat, now = store.fence_clear_at(), int(time.time())
     c1, c3 = cti(), cti()
     store.consume(c1, "", 1, iat, now + 100)
     store.consume(c3, "", 3, iat, now + 100)
     for c in (c1, c3):
         ttl = store.client.ttl(store.key(c, ""))
-        assert 100 + store.leeway - 1 <= ttl <= 100 + store.leeway + 1
+        assert 100 + store.memory - 1 <= ttl <= 100 + store.memory + 1 and store.memory == store.leeway + 1
     # A token already past exp (a verifier with leeway may still consume) gets at least 1 s.
     c = cti()
-    store.consume(c, "", 1, iat, now - store.leeway - 30)
+    store.consume(c, "", 1, iat, now - store.memory - 30)
     assert 0 < store.client.ttl(store.key(c, "")) <= 1
 
 
@@ -86,26 +87,27 @@ def test_many_threads_racing_for_one_token_one_wins(redis_server):
 
 def test_fence_refuses_tokens_from_before_the_data_set(own_redis):
     """Refused: tokens a verifier could have accepted before the data set began, so issued before it,
-    in its second (a use spent earlier in that second), or up to its leeway after (an issuer ahead)."""
+    in its second (a use spent earlier in that second), or up to its memory after: its leeway (an issuer ahead)
+    and the replicas' clock spread (a replica ahead of the one that opened it)."""
     now = int(time.time())
     store = RedisReplayStore(own_redis.url, clock=lambda: now)  # a new data set: fence at `now`
-    assert store.fence_clear_at() == now + store.leeway + 1
-    for iat in (now - 10, now - 1, now, now + store.leeway):
+    assert store.fence_clear_at() == now + store.memory + 1
+    for iat in (now - 10, now - 1, now, now + store.leeway, now + store.memory):
         with pytest.raises(Replayed, match="before the replay store's data set"):
             store.consume(cti(), "", 1, iat, now + 60)
         with pytest.raises(Replayed):
             store.consume(cti(), "", 2, iat, now + 60)
-    assert store.consume(cti(), "", 1, now + store.leeway + 1, now + 60)
+    assert store.consume(cti(), "", 1, now + store.memory + 1, now + 60)
     # A second replica joining later keeps the data set's fence, not its own start.
     later = RedisReplayStore(own_redis.url, clock=lambda: now + 100)
-    assert later.consume(cti(), "", 1, now + store.leeway + 1, now + 60)
+    assert later.consume(cti(), "", 1, now + store.memory + 1, now + 60)
 
 
 def test_a_flushed_redis_sets_a_new_fence(own_redis):
     t = [1_800_000_000]
     store = RedisReplayStore(own_redis.url, clock=lambda: t[0])
     c = cti()
-    t[0] += store.leeway + 1  # past the first data set's fence
+    t[0] += store.memory + 1  # past the first data set's fence
     assert store.consume(c, "", 1, t[0], t[0] + 60)
     own_redis_client = redis.Redis.from_url(own_redis.url)
     own_redis_client.flushall()
@@ -117,7 +119,7 @@ def test_a_flushed_redis_sets_a_new_fence(own_redis):
         store.consume(c, "", 3, t[0] - 5, t[0] + 55)
     with pytest.raises(Replayed):  # issued in the new data set's first second: maybe spent before the flush
         store.consume(cti(), "", 1, t[0], t[0] + 60)
-    assert store.consume(cti(), "", 1, t[0] + store.leeway + 1, t[0] + 60)
+    assert store.consume(cti(), "", 1, t[0] + store.memory + 1, t[0] + 60)
     assert int(own_redis_client.get(store.fence_key)) == t[0]
 
 
@@ -127,8 +129,8 @@ def test_fence_can_be_disabled_for_a_persistent_redis(redis_server):
 
 
 def test_unreachable_redis_fails_closed_then_recovers(own_redis, issuer):
-    # Leeway 0: the fence lets tokens through from the second after it.
-    verifier = Verifier([issuer.public], leeway=0, replay=RedisReplayStore(own_redis.url, leeway=0))
+    # Leeway 0 and one replica (no clock spread): the fence lets tokens through from the second after it.
+    verifier = Verifier([issuer.public], leeway=0, replay=RedisReplayStore(own_redis.url, leeway=0, clock_spread=0))
     time.sleep(1.01 - time.time() % 1)  # mint in a second after the fence was set
     spent = mint(issuer, scope=[("/r", "read")])
     verifier.verify(spent, "/r", "read")

@@ -4,11 +4,13 @@ One key per (token id, hop) holds the uses left and expires with the token
 (``exp`` plus the data set's leeway, plus 1 s), so Redis holds only live
 tokens. One Lua script reads and spends a use atomically, in one round trip.
 
-The data set's leeway: every client has a ``leeway`` (at least its
-verifier's), and the data set remembers the largest any client asked for
-(key ``PREFIX leeway``); entries are kept that long past exp, so a use spent
-at one replica is remembered for as long as any replica's verifier would
-accept the token. A client asking for more than the data set kept raises it,
+The data set's memory: every client has a ``leeway`` (at least its
+verifier's) and a ``clock_spread`` (how far apart the replicas' clocks may
+be, 1 s by default), and the data set remembers the longest
+``leeway + ceil(clock_spread)`` any client asked for (key ``PREFIX leeway``);
+entries are kept that long past exp, and the fence reaches that far, so a
+use spent at one replica is remembered for as long as any replica's
+verifier would accept the token, by its own clock. A client asking for more than the data set kept raises it,
 and (with the fence) moves the fence to now: uses spent under the shorter
 memory may be forgotten already. A client without the fence cannot do that
 safely, and fails closed (``store_unavailable``) until the data set keeps
@@ -18,7 +20,7 @@ Restart fence: a Redis restarted without persistence (or flushed) has
 forgotten which tokens were spent. Every consumption also reads a fence key
 that holds the second the current data set began; when it is missing, the
 data set is new and the fence is set to now. Tokens some verifier could have
-accepted before the fence, ``iat <= fence + leeway``, are refused as
+accepted before the fence, ``iat <= fence + memory``, are refused as
 ``replayed``, exactly like a restarted in-memory verifier. Redis must run with
 ``maxmemory-policy noeviction``: an evicted key is a forgotten use.
 
@@ -29,6 +31,7 @@ call tries again, so service resumes by itself when Redis returns.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -39,8 +42,13 @@ from redis.retry import Retry
 from ..errors import Replayed, StoreUnavailable
 from ..replay import DEFAULT_LEEWAY
 
+#: Seconds the clocks of replicas sharing a data set may differ by, by default. NTP keeps
+#: servers' clocks milliseconds apart; any difference at all can put two replicas in
+#: different whole seconds, which a second covers.
+DEFAULT_CLOCK_SPREAD = 1.0
+
 # KEYS[1] = fence key, KEYS[2] = leeway key, KEYS[3] = use key (absent: only set the data set up).
-# ARGV = now (whole seconds), this client's leeway, "1" if it fences, exp, uses.
+# ARGV = now (whole seconds), this client's memory (leeway + clock spread), "1" if it fences, exp, uses.
 # Returns {taken: 1, 0 (none left) or -1 (the data set keeps less than this client needs), fence, leeway}.
 _CONSUME = """
 local now, own = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -96,15 +104,20 @@ class RedisReplayStore:
     Args:
         client: a ``redis://`` URL (a fail-fast client is made) or a ``redis.Redis``.
         prefix: the keys' prefix: the clients of one data set share it.
-        leeway: the largest clock leeway of the verifiers using this client; the
-            data set keeps spent uses past exp for the largest of its clients'.
+        leeway: the largest clock leeway of the verifiers using this client.
+        clock_spread: seconds the clocks of the replicas sharing the data set may
+            differ by (NTP keeps them well within the default, 1 s). The data set
+            keeps spent uses past exp, and its fence reaches past its start, by
+            the largest ``leeway + ceil(clock_spread)`` of its clients: a replica
+            whose clock is behind the others' judges a token later than they do,
+            and one whose clock is ahead opened the data set earlier by theirs.
         fence: refuse tokens a verifier could have accepted before the data set began.
         timeout: seconds for a Redis answer (URL only).
         clock: the time source (unix seconds), the verifiers'.
 
     Raises:
-        ValueError: a negative leeway; or, without the fence, a data set that
-            keeps spent uses for less time than ``leeway`` (when Redis answers).
+        ValueError: a negative leeway or clock spread; or, without the fence, a data
+            set that keeps spent uses for less time than this client needs (when Redis answers).
 
     ``consume`` raises ``Replayed`` at the fence and ``StoreUnavailable`` when
     Redis cannot answer (or, without the fence, keeps uses for too short a time).
@@ -114,14 +127,20 @@ class RedisReplayStore:
     blocking = True
 
     def __init__(self, client: redis.Redis | str, *, prefix: str = "crumb:", leeway: int = DEFAULT_LEEWAY,
-                 fence: bool = True, timeout: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+                 clock_spread: float = DEFAULT_CLOCK_SPREAD, fence: bool = True, timeout: float = 0.5,
+                 clock: Callable[[], float] = time.time) -> None:
         if leeway < 0:
             raise ValueError("a replay store's leeway is 0 or more seconds")
+        if not clock_spread >= 0:
+            raise ValueError("a replay store's clock spread is 0 or more seconds")
         self.client = connect(client, timeout=timeout) if isinstance(client, str) else client
         self.prefix = prefix
         self.fence_key = f"{prefix}fence"
         self.leeway_key = f"{prefix}leeway"
         self.leeway = leeway
+        self.clock_spread = clock_spread
+        #: seconds this client needs spent uses kept past exp (and the fence to reach past its start)
+        self.memory = leeway + math.ceil(clock_spread)
         self.fence = fence
         self.clock = clock
         self._consume = self.client.register_script(_CONSUME)
@@ -143,13 +162,14 @@ class RedisReplayStore:
     def _run(self, use: list[str], exp: int = 0, uses: int = 1) -> tuple[int, bytes | None, int]:
         taken, fence, keep = self._consume(
             keys=[self.fence_key, self.leeway_key, *use],
-            args=[int(self.clock()), self.leeway, "1" if self.fence else "0", exp, uses])
+            args=[int(self.clock()), self.memory, "1" if self.fence else "0", exp, uses])
         return int(taken), fence, int(keep)
 
     def _too_short(self, keep: int) -> str:
         return (f"the Redis replay store at prefix {self.prefix!r} keeps spent uses {keep} s past exp, and this "
-                f"client needs {self.leeway} s; without the fence it cannot raise that safely: give every client "
-                f"the same leeway, or start the data set over")
+                f"client needs {self.memory} s (leeway {self.leeway} + clock spread {math.ceil(self.clock_spread)}); "
+                f"without the fence it cannot raise that safely: give every client the same leeway and clock "
+                f"spread, or start the data set over")
 
     def consume(self, cti: bytes, hop: str, uses: int, iat: int, exp: int) -> bool:
         try:

@@ -181,8 +181,24 @@ class Stack:
             # fence, docs/services.md §1); the services' stores began by now, so the fleet, whose
             # tokens are issued from here on, waits until that has passed.
             say("waiting for the new replay stores' restart fence to pass")
-            time.sleep(max(0.0, int(time.time()) + DEFAULT_LEEWAY + 1 - time.time()))
+            time.sleep(max(0.0, self._fence_clear_at(say) - time.time()))
         return self
+
+    def _fence_clear_at(self, say: Callable[[str], None]) -> int:
+        """The first second the services' new replay stores accept tokens issued in."""
+        clear = int(time.time()) + DEFAULT_LEEWAY + 1  # in-memory stores, started by now
+        if "redis" in self.urls:  # the shared data set's fence also covers the replicas' clock spread
+            from ...errors import CrumbError
+            from ...services.replay_redis import RedisReplayStore
+
+            store = RedisReplayStore(self.urls["redis"])
+            try:
+                clear = max(clear, store.fence_clear_at() or 0)
+            except CrumbError as e:  # the services will say so themselves, with their code
+                say(f"cannot read the replay store's fence ({e})")
+            finally:
+                store.close()
+        return clear
 
     def _start_server(self, server, name: str):
         try:
