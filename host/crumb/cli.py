@@ -254,6 +254,10 @@ from .tooling.firmware.cli import firmware_group
 
 main.add_command(firmware_group)
 
+from .services.pg.cli import pg_group
+
+main.add_command(pg_group)
+
 
 @main.command("demo")
 def demo_cmd() -> None:
