@@ -72,9 +72,16 @@ def _run_as() -> pwd.struct_passwd | None:
     raise ServiceMissing("running as root, and there is no user 'postgres' or 'nobody' to run PostgreSQL as")
 
 
+def server_env() -> dict[str, str]:
+    """This environment without Python's variables: the server's PL/Python must find crumb only
+    where `crumb pg install` recorded it, as on a real server, not through our PYTHONPATH."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+
+
 def _stop(pg_ctl: list[str], data: str, base: str) -> None:
     # Used by weakref.finalize: a cluster must not outlive a crashed test run.
-    subprocess.run([*pg_ctl, "stop", "-D", data, "-m", "immediate", "-w"], capture_output=True, check=False)
+    subprocess.run([*pg_ctl, "stop", "-D", data, "-m", "immediate", "-w"], capture_output=True, check=False,
+                   env=server_env())
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -119,14 +126,15 @@ class PostgresServer:
         self._finalizer = weakref.finalize(self, _stop, pg_ctl, data, str(base))
         initdb = self._as_user(str(self.bin / "initdb"), "-D", data, "-U", SUPERUSER, "--auth=trust",
                                "-E", "UTF8", "--no-locale", "--no-sync")
-        done = subprocess.run(initdb, capture_output=True, text=True, check=False, cwd=base)
+        done = subprocess.run(initdb, capture_output=True, text=True, check=False, cwd=base, env=server_env())
         if done.returncode != 0:
             self.close()
             raise ServiceFailed(f"initdb failed:\n{done.stdout}\n{done.stderr}")
         options = " ".join([f"-c {k}={v}" for k, v in self.settings.items()]
                            + [f"-c unix_socket_directories='{base}'", f"-p {PORT}"])
         done = subprocess.run([*pg_ctl, "start", "-D", data, "-l", str(self.log_path), "-w", "-t", "120",
-                               "-o", options], capture_output=True, text=True, check=False, cwd=base)
+                               "-o", options], capture_output=True, text=True, check=False, cwd=base,
+                              env=server_env())
         if done.returncode != 0:
             log = self.log_tail()
             self.close()
@@ -160,7 +168,7 @@ class PostgresServer:
         data = str(self.dir / "data")
         if os.path.exists(os.path.join(data, "postmaster.pid")):
             subprocess.run([*self._as_user(str(self.bin / "pg_ctl")), "stop", "-D", data, "-m", "fast", "-w"],
-                           capture_output=True, check=False)
+                           capture_output=True, check=False, env=server_env())
         if self._finalizer is not None:
             self._finalizer()  # immediate stop if the fast one did not finish, then the directory goes
             self._finalizer = None
