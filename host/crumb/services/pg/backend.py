@@ -5,6 +5,7 @@ and keeps one ``Backend`` in ``GD``; the SQL functions call its methods:
 
     crumb.verify(token, resource, operation)   -> Backend.verify
     crumb.allows(resource, operation[, through]) -> Backend.allows (token: crumb.token)
+    crumb.claims()                             -> Backend.claims (token: crumb.token)
 
 Nothing here re-implements a check: ``Verifier.check_token`` /
 ``check_request`` / ``spend`` are the steps of ``Verifier.verify``. What is
@@ -87,7 +88,7 @@ class SpentTable:
         return bool(rows.nrows())
 
 
-def _store_error(e: Any, what: str) -> StoreUnavailable:
+def _store_error(e: Any, what: str) -> CrumbError:
     err = StoreUnavailable(f"{what}: {e}")
     err.sqlstate = getattr(e, "sqlstate", None) or DENIED  # type: ignore[attr-defined]
     return err
@@ -160,6 +161,13 @@ class Backend:
                 entry.spent = True
             return ok
         except Exception as e:  # noqa: BLE001 -- every failure is a refusal, never an allow
+            self._deny(e)
+
+    def claims(self, token: str | None) -> str:
+        """crumb.claims(): the claims of the transaction's token as JSON text, spending nothing."""
+        try:
+            return json.dumps(self._entry(token).verified.to_json())
+        except Exception as e:  # noqa: BLE001 -- every failure is a refusal
             self._deny(e)
 
     # -- helpers

@@ -77,7 +77,7 @@ def install(dsn: str, *, hop: str | None = None, audience: str | None = None, le
         with psycopg.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute(schema_sql())
             cur.execute(_PROBES)
-            server_python = cur.execute("SELECT pg_temp.crumb_python()").fetchone()[0]
+            server_python = _one(cur, "SELECT pg_temp.crumb_python()")
             if server_python != f"{sys.version_info[0]}.{sys.version_info[1]}":
                 raise InstallError(
                     f"the server's PL/Python is Python {server_python}, this is Python "
@@ -89,13 +89,21 @@ def install(dsn: str, *, hop: str | None = None, audience: str | None = None, le
             # Load the backend now, in this transaction: a path the server cannot read, or a
             # package that does not import there, fails the install instead of the first query.
             cur.execute("SELECT crumb._boot()")
-            version, file = cur.execute("SELECT pg_temp.crumb_loaded()").fetchone()[0]
-            keys = cur.execute("SELECT count(*) FROM crumb.keys WHERE status = 'trusted'").fetchone()[0]
+            version, file = _one(cur, "SELECT pg_temp.crumb_loaded()")
+            keys = _one(cur, "SELECT count(*) FROM crumb.keys WHERE status = 'trusted'")
     except psycopg.Error as e:
         raise InstallError(_pg_message(e)) from None
     return {"crumb_version": version, "backend_imports": file, "python_path": path,
             "python": server_python, "hop": hop or None, "audience": audience or None, "leeway": leeway,
             "trusted_keys": keys}
+
+
+def _one(cur: psycopg.Cursor, query: str) -> Any:
+    """The single value ``query`` returns."""
+    row = cur.execute(query).fetchone()
+    if row is None:
+        raise InstallError(f"no answer to {query}")
+    return row[0]
 
 
 def _pg_message(e: psycopg.Error) -> str:

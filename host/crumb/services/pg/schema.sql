@@ -107,6 +107,18 @@ LANGUAGE sql VOLATILE AS $$
 SELECT crumb._allows(pg_catalog.current_setting('crumb.token', true), resource, operation, through)
 $$;
 
+-- The claims of the token in crumb.token, verified (as for allows(), once per
+-- transaction) but not spent: for an application that wants to know who wrote
+-- its rows, or which hops the token passed. It authorizes nothing by itself.
+CREATE OR REPLACE FUNCTION crumb.claims() RETURNS jsonb
+LANGUAGE plpython3u VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+if "crumb.backend" not in GD:
+    plpy.execute("SELECT crumb._boot()")
+return GD["crumb.backend"].claims(plpy.execute(
+    "SELECT pg_catalog.current_setting('crumb.token', true) AS t")[0]["t"])
+$$;
+
 -- Spent uses of tokens expired more than `leeway` seconds ago can go: an
 -- expired token is refused before its uses are looked at. Returns the count.
 CREATE OR REPLACE FUNCTION crumb.purge_spent(leeway integer DEFAULT 300) RETURNS bigint

@@ -1,0 +1,166 @@
+"""`crumb bench pg`: what crumb's row-level security costs a PostgreSQL transaction.
+
+Starts a private PostgreSQL (crumb.tooling.pgserver), installs crumb, and
+inserts rows as an application role, one transaction after another on one
+connection, three ways, in the same run, interleaved round by round:
+
+- plain: ``INSERT`` into a table without a policy;
+- plain + SET: ``SELECT set_config('crumb.token', ..., true)`` then the same
+  ``INSERT``: what sending the token costs by itself (one more statement);
+- crumb: the same two statements into a table whose policy is
+  ``WITH CHECK (crumb.allows('/sensors/' || sensor, 'publish'))``, a fresh
+  single-use token each transaction: verified by crumb's Verifier inside the
+  server, its use recorded in crumb.spent, committed with the row.
+
+Each round times every variant over the same number of transactions; the
+figures are medians over rounds. ``overhead_ms_per_tx`` is crumb minus plain
+per transaction; it splits into ``set_token_ms_per_tx`` (plain + SET minus
+plain: the extra statement) and ``verify_ms_per_tx`` (crumb minus plain + SET:
+the work inside the server). Every crumb transaction must commit, and
+crumb.spent must then hold one use per token: otherwise ``ok`` is false.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import click
+
+from ...extras import require
+
+RESOURCE_PREFIX, OPERATION = "/sensors/", "publish"
+TABLES = """
+CREATE TABLE plain_readings (id bigserial PRIMARY KEY, sensor text NOT NULL, value double precision NOT NULL);
+CREATE TABLE crumb_readings (id bigserial PRIMARY KEY, sensor text NOT NULL, value double precision NOT NULL);
+ALTER TABLE crumb_readings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY publish ON crumb_readings FOR INSERT
+    WITH CHECK (crumb.allows('/sensors/' || sensor, 'publish'));
+GRANT INSERT ON plain_readings, crumb_readings TO bench;
+GRANT USAGE ON SEQUENCE plain_readings_id_seq, crumb_readings_id_seq TO bench;
+"""
+
+
+def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: str) -> float:
+    """Seconds for len(tokens) transactions of ``rows_per_tx`` inserts each."""
+    insert = f"INSERT INTO {table} (sensor, value) VALUES (%s, %s)"
+    t0 = time.perf_counter()
+    for token in tokens:
+        with conn.transaction():
+            if setting:
+                conn.execute("SELECT set_config(%s, %s, true)", (setting, token))
+            for i in range(rows_per_tx):
+                conn.execute(insert, ("temp01", float(i)))
+    return time.perf_counter() - t0
+
+
+def _verify_in_process(verifier: Any, tokens: list[str], resource: str) -> float:
+    t0 = time.perf_counter()
+    for token in tokens:
+        verifier.verify(token, resource, OPERATION)
+    return time.perf_counter() - t0
+
+
+def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup: int = 200) -> dict[str, Any]:
+    import psycopg
+
+    from ...keys import SigningKey
+    from ...replay import MemoryReplayStore
+    from ...services.pg.install import install
+    from ...services.pg.keys import add
+    from ...token import mint, to_text
+    from ...verify import Verifier
+    from ..pgserver import SETTINGS, PostgresServer
+
+    issuer = SigningKey.generate()
+    res = RESOURCE_PREFIX + "temp01"
+    tokens = [to_text(mint(issuer, sub="dev-0001", scope=[(res, OPERATION)], ttl=3600))
+              for _ in range(warmup + transactions * rounds)]
+    local = [to_text(mint(issuer, sub="dev-0001", scope=[(res, OPERATION)], ttl=3600)) for _ in range(transactions)]
+    dummy = ["x" * len(tokens[0])] * transactions  # the same bytes on the wire, for plain + SET
+    with PostgresServer() as pg:
+        install(pg.dsn())
+        add(pg.dsn(), [issuer.public])
+        pg.create_role("bench")
+        pg.psql(TABLES)
+        version = pg.psql("SHOW server_version").strip()
+        times: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": [], "in_process": []}
+        refused: dict[str, int] = {}
+        with psycopg.connect(pg.dsn("bench")) as conn:
+            # Warm-up: the first crumb call in a session imports crumb into the backend (~0.1 s).
+            _timed(conn, "crumb_readings", tokens[:warmup], rows_per_tx, "crumb.token")
+            _timed(conn, "plain_readings", dummy[:warmup], rows_per_tx, "")
+            used = warmup
+            for r in range(rounds):
+                share = tokens[used:used + transactions]
+                used += transactions
+                variants = [("plain", "plain_readings", dummy, ""),
+                            ("plain_set", "plain_readings", dummy, "crumb.bench"),
+                            ("crumb", "crumb_readings", share, "crumb.token")]
+                for name, table, toks, setting in variants[r % 3:] + variants[:r % 3]:  # rotate the order
+                    try:
+                        times[name].append(_timed(conn, table, toks, rows_per_tx, setting))
+                    except psycopg.Error as e:
+                        refused[e.diag.message_detail or e.sqlstate or "error"] = \
+                            refused.get(e.diag.message_detail or e.sqlstate or "error", 0) + 1
+                        conn.rollback()
+                times["in_process"].append(_verify_in_process(
+                    Verifier([issuer.public], replay=MemoryReplayStore(fence=False)), local, res))
+        spent = int(pg.psql("SELECT count(*) FROM crumb.spent WHERE used = 1"))
+        rows = int(pg.psql("SELECT count(*) FROM crumb_readings"))
+
+    def per_tx_ms(name: str) -> float:
+        return statistics.median(times[name]) / transactions * 1000 if times[name] else float("nan")
+
+    plain, plain_set, crumb = per_tx_ms("plain"), per_tx_ms("plain_set"), per_tx_ms("crumb")
+    return {
+        "rows_per_s_plain": round(rows_per_tx * 1000 / plain),
+        "rows_per_s_crumb": round(rows_per_tx * 1000 / crumb),
+        "overhead_ms_per_tx": round(crumb - plain, 4),
+        "set_token_ms_per_tx": round(plain_set - plain, 4),
+        "verify_ms_per_tx": round(crumb - plain_set, 4),
+        "in_process_verify_ms": round(per_tx_ms("in_process"), 4),
+        "ms_per_tx": {"plain": round(plain, 4), "plain_set": round(plain_set, 4), "crumb": round(crumb, 4)},
+        "rounds": rounds,
+        "transactions_per_round": transactions,
+        "rows_per_tx": rows_per_tx,
+        "round_seconds": {k: [round(v, 4) for v in vs] for k, vs in times.items()},
+        "refused": refused,
+        "tokens_spent": spent,
+        "crumb_rows": rows,
+        "ok": not refused and spent == warmup + transactions * rounds and rows == spent * rows_per_tx,
+        "server": {"postgres": version, "connection": "unix socket, one connection, one transaction at a time",
+                   **{k: SETTINGS[k] for k in ("fsync", "synchronous_commit", "full_page_writes")}},
+    }
+
+
+def render(r: dict[str, Any]) -> str:
+    ms = r["ms_per_tx"]
+    return "\n".join([
+        (f"PostgreSQL {r['server']['postgres']}, {r['rounds']} rounds x {r['transactions_per_round']:,} transactions "
+        f"of {r['rows_per_tx']} row(s), medians over rounds"),
+        f"  plain          {ms['plain']:.3f} ms/tx   {r['rows_per_s_plain']:>8,} rows/s",
+        f"  plain + SET    {ms['plain_set']:.3f} ms/tx",
+        f"  crumb policy   {ms['crumb']:.3f} ms/tx   {r['rows_per_s_crumb']:>8,} rows/s",
+        (f"  overhead       {r['overhead_ms_per_tx']:.3f} ms/tx = SET LOCAL crumb.token {r['set_token_ms_per_tx']:.3f}"
+        f" + verification in the server {r['verify_ms_per_tx']:.3f}"),
+        f"  for scale      crumb's Verifier.verify in this process: {r['in_process_verify_ms']:.3f} ms",
+        (f"  result         {'OK: every token spent once, every row committed' if r['ok'] else 'FAILED'}"
+        f"{'' if not r['refused'] else ' refused: ' + json.dumps(r['refused'])}"),
+    ])
+
+
+@click.command("pg")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--transactions", default=1000, show_default=True, type=click.IntRange(min=10),
+              help="Transactions per variant and round.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1), help="Rounds (medians over them).")
+@click.option("--rows-per-tx", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Rows inserted by each transaction (one token covers them all).")
+def command(as_json: bool, transactions: int, rounds: int, rows_per_tx: int) -> None:
+    """Rows inserted with and without crumb's row-level security policy, in one private PostgreSQL."""
+    require("pg", "crumb bench pg")
+    result = run(transactions=transactions, rounds=rounds, rows_per_tx=rows_per_tx)
+    click.echo(json.dumps(result, indent=1) if as_json else render(result))
