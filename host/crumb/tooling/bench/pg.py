@@ -12,9 +12,13 @@ connection, three ways, in the same run, interleaved round by round:
   single-use token each transaction: verified by crumb's Verifier inside the
   server, its use recorded in crumb.spent, committed with the row.
 
-Each round times every variant over the same number of transactions; the
-figures are medians over rounds. ``overhead_ms_per_tx`` is crumb minus plain
-per transaction; it splits into ``set_token_ms_per_tx`` (plain + SET minus
+Each round times every variant over the same number of transactions, and
+every transaction in it. ``rows_per_s_*`` come from each round's total time
+(throughput); ``ms_per_tx`` and ``overhead_ms_per_tx`` from each round's
+median transaction, which a busy machine's scheduling stalls (a backend or
+this process waiting milliseconds for a core) move far less than a mean
+(``mean_ms_per_tx`` has the means). Both are medians over rounds.
+``overhead_ms_per_tx`` is crumb minus plain per transaction; it splits into ``set_token_ms_per_tx`` (plain + SET minus
 plain: the extra statement) and ``verify_ms_per_tx`` (crumb minus plain + SET:
 the work inside the server). Every crumb transaction must commit, and
 crumb.spent must then hold one use per token: otherwise ``ok`` is false.
@@ -43,17 +47,21 @@ GRANT USAGE ON SEQUENCE plain_readings_id_seq, crumb_readings_id_seq TO bench;
 """
 
 
-def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: str) -> float:
-    """Seconds for len(tokens) transactions of ``rows_per_tx`` inserts each."""
+def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: str) -> tuple[float, float]:
+    """(seconds for len(tokens) transactions of ``rows_per_tx`` inserts each, median seconds of one)."""
     insert = f"INSERT INTO {table} (sensor, value) VALUES (%s, %s)"
-    t0 = time.perf_counter()
+    each = []
+    clock = time.perf_counter
+    t0 = clock()
     for token in tokens:
+        t = clock()
         with conn.transaction():
             if setting:
                 conn.execute("SELECT set_config(%s, %s, true)", (setting, token))
             for i in range(rows_per_tx):
                 conn.execute(insert, ("temp01", float(i)))
-    return time.perf_counter() - t0
+        each.append(clock() - t)
+    return clock() - t0, statistics.median(each)
 
 
 def _verify_in_process(verifier: Any, tokens: list[str], resource: str) -> float:
@@ -87,6 +95,7 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
         pg.psql(TABLES)
         version = pg.psql("SHOW server_version").strip()
         times: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": [], "in_process": []}
+        typical: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": []}
         refused: dict[str, int] = {}
         with psycopg.connect(pg.dsn("bench")) as conn:
             # Warm-up: the first crumb call in a session imports crumb into the backend (~0.1 s).
@@ -101,7 +110,9 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
                             ("crumb", "crumb_readings", share, "crumb.token")]
                 for name, table, toks, setting in variants[r % 3:] + variants[:r % 3]:  # rotate the order
                     try:
-                        times[name].append(_timed(conn, table, toks, rows_per_tx, setting))
+                        total, median = _timed(conn, table, toks, rows_per_tx, setting)
+                        times[name].append(total)
+                        typical[name].append(median)
                     except psycopg.Error as e:
                         refused[e.diag.message_detail or e.sqlstate or "error"] = \
                             refused.get(e.diag.message_detail or e.sqlstate or "error", 0) + 1
@@ -111,18 +122,22 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
         spent = int(pg.psql("SELECT count(*) FROM crumb.spent WHERE used = 1"))
         rows = int(pg.psql("SELECT count(*) FROM crumb_readings"))
 
-    def per_tx_ms(name: str) -> float:
+    def per_tx_ms(name: str) -> float:  # from the round's total: throughput
         return statistics.median(times[name]) / transactions * 1000 if times[name] else float("nan")
 
-    plain, plain_set, crumb = per_tx_ms("plain"), per_tx_ms("plain_set"), per_tx_ms("crumb")
+    def typical_ms(name: str) -> float:  # the median transaction of each round, median over rounds
+        return statistics.median(typical[name]) * 1000 if typical[name] else float("nan")
+
+    plain, plain_set, crumb = typical_ms("plain"), typical_ms("plain_set"), typical_ms("crumb")
     return {
-        "rows_per_s_plain": round(rows_per_tx * 1000 / plain),
-        "rows_per_s_crumb": round(rows_per_tx * 1000 / crumb),
+        "rows_per_s_plain": round(rows_per_tx * 1000 / per_tx_ms("plain")),
+        "rows_per_s_crumb": round(rows_per_tx * 1000 / per_tx_ms("crumb")),
         "overhead_ms_per_tx": round(crumb - plain, 4),
         "set_token_ms_per_tx": round(plain_set - plain, 4),
         "verify_ms_per_tx": round(crumb - plain_set, 4),
         "in_process_verify_ms": round(per_tx_ms("in_process"), 4),
         "ms_per_tx": {"plain": round(plain, 4), "plain_set": round(plain_set, 4), "crumb": round(crumb, 4)},
+        "mean_ms_per_tx": {k: round(per_tx_ms(k), 4) for k in ("plain", "plain_set", "crumb")},
         "rounds": rounds,
         "transactions_per_round": transactions,
         "rows_per_tx": rows_per_tx,
