@@ -11,9 +11,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
+import pytest
+
 from crumb import mint
 
-from .sql import OK, insert
+from .sql import OK, insert, set_token
 
 RES = "/sensors/temp01"
 
@@ -71,3 +74,34 @@ def test_racing_pairs_exactly_one_commits_per_token(db, connect, issuer):
     per_token = [sorted(pair) for pair in zip(*outcomes, strict=True)]
     assert per_token == [[OK, "replayed"]] * len(tokens)
     assert int(db.psql("SELECT count(*) FROM readings")) - before == len(tokens)
+
+
+def test_under_repeatable_read_the_second_fails_to_serialize(db, connect, issuer):
+    """Stricter isolation: the second transaction cannot see the first's use, so it fails with a
+    serialization error (SQLSTATE kept, code store_unavailable): a refusal the application may retry."""
+    a, b = connect(), connect()
+    token = mint(issuer, sub="dev-0001", scope=[(RES, "publish")])
+    b.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    b.execute("SELECT 1")  # b's snapshot is taken before a commits
+    assert insert(a, token, value=1) == OK
+    try:
+        set_token(b, token)
+        b.execute("INSERT INTO readings (sensor, value) VALUES ('temp01', 2)")
+        outcome = "committed"
+    except psycopg.Error as e:
+        outcome = (e.sqlstate, e.diag.message_detail)
+    b.rollback()
+    assert outcome == ("40001", "store_unavailable")
+
+
+def test_a_lock_timeout_while_waiting_is_a_refusal_with_its_own_sqlstate(db, connect, issuer):
+    a, b = connect(), connect()
+    token = mint(issuer, sub="dev-0001", scope=[(RES, "publish")])
+    assert insert(a, token, value=1, commit=False) == OK
+    b.execute("SET LOCAL lock_timeout = '200ms'")
+    with pytest.raises(psycopg.Error) as e:
+        set_token(b, token)
+        b.execute("INSERT INTO readings (sensor, value) VALUES ('temp01', 2)")
+    b.rollback()
+    a.rollback()
+    assert (e.value.sqlstate, e.value.diag.message_detail) == ("55P03", "store_unavailable")

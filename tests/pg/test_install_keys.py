@@ -11,9 +11,10 @@ import httpx
 import psycopg
 import pytest
 
-from crumb import mint, to_text
+from crumb import SigningKey, mint, to_text
 from crumb.issuer.datadir import DataDir
 from crumb.issuer.keystore import Keyring
+from crumb.services.pg.keys import add
 from crumb.tooling.localissuer import LocalIssuer
 
 from .sql import code_of
@@ -129,3 +130,24 @@ def test_a_kid_cannot_change_role(db, nodes, tmp_path):
     save(nodes["gateway"], tmp_path / "gw.key")
     run = crumb("pg", "keys", "add", "--dsn", db.dsn(), "--pub", str(tmp_path / "gw.key.pub"))
     assert run.returncode == 1 and "another role" in run.stderr, run.stderr
+
+
+def test_an_open_session_follows_key_changes_from_its_next_statement(db, app):
+    """crumb.keys changes bump keys_version (a trigger); each call compares it, so an open session
+    trusts a new key, and stops trusting a retired one, without reconnecting."""
+    new = SigningKey.generate()
+
+    def verdict() -> str:
+        try:
+            app.execute("SELECT crumb.verify(%s, %s, 'read')", (to_text(mint(new, scope=[(RES, "read")])), RES))
+            app.commit()
+            return "ok"
+        except psycopg.Error as e:
+            app.rollback()
+            return code_of(e)
+
+    assert verdict() == "unknown_key"
+    add(db.dsn(), [new.public])
+    assert verdict() == "ok"
+    db.psql(f"UPDATE crumb.keys SET status = 'retired' WHERE kid = '\\x{new.kid.hex()}'")
+    assert verdict() == "unknown_key"

@@ -23,6 +23,7 @@ token core (cbor2, PyNaCl): no psycopg, no httpx.
 from __future__ import annotations
 
 import json
+import traceback
 from typing import Any, NoReturn
 
 from ...errors import ChainIncomplete, CrumbError, MissingToken, ScopeDenied, StoreUnavailable, TooLarge
@@ -39,26 +40,13 @@ MAX_TEXT = (MAX_TOKEN_BYTES * 4 + 2) // 3  # base64url length of the largest tok
 MAX_PAIRS = 1024  # (resource, operation) answers kept per token and transaction
 
 
-class TableKeys:
-    """A ``KeyResolver`` over crumb.keys: asked on every verification, so a key sync or a
-    retirement applies to the next transaction, in every session, with no cache to expire."""
-
-    def __init__(self, plpy: Any) -> None:
-        self._plpy = plpy
-        query = ("SELECT public_key FROM crumb.keys "
-                 "WHERE kid = $1 AND role = '{}' AND status = 'trusted'")
-        self._issuer = plpy.prepare(query.format("issuer"), ["bytea"])
-        self._node = plpy.prepare(query.format("node"), ["bytea"])
-
-    def _lookup(self, plan: Any, kid: bytes) -> PublicKey | None:
-        rows = self._plpy.execute(plan, [kid])
-        return PublicKey(bytes(rows[0]["public_key"])) if rows.nrows() else None
-
-    def issuer_key(self, kid: bytes) -> PublicKey | None:
-        return self._lookup(self._issuer, kid)
-
-    def node_key(self, kid: bytes) -> PublicKey | None:
-        return self._lookup(self._node, kid)
+def trusted_keys(plpy: Any) -> tuple[list[PublicKey], list[PublicKey]]:
+    """(issuer keys, node keys) with status trusted in crumb.keys."""
+    issuer: list[PublicKey] = []
+    nodes: list[PublicKey] = []
+    for row in plpy.execute("SELECT role, public_key FROM crumb.keys WHERE status = 'trusted'"):
+        (issuer if row["role"] == "issuer" else nodes).append(PublicKey(bytes(row["public_key"])))
+    return issuer, nodes
 
 
 class SpentTable:
@@ -78,7 +66,7 @@ class SpentTable:
             "INSERT INTO crumb.spent AS s (cti, hop, used, exp, tx) "
             "VALUES ($1, $2, 1, $3, pg_current_xact_id()) "
             "ON CONFLICT (cti, hop) DO UPDATE SET used = s.used + 1, exp = excluded.exp, tx = excluded.tx "
-            "WHERE s.used < $4 RETURNING tx::text AS tx", ["bytea", "text", "int8", "int4"])
+            "WHERE s.used < $4 RETURNING 1", ["bytea", "text", "int8", "int4"])
 
     def consume(self, cti: bytes, hop: str, uses: int, iat: int, exp: int) -> bool:
         try:
@@ -112,23 +100,35 @@ class Backend:
         self._plpy = plpy
         settings = {r["name"]: r["value"] for r in plpy.execute("SELECT name, value FROM crumb.settings")}
         self.hop: str | None = settings.get("hop") or None
-        self.verifier = Verifier([], replay=SpentTable(plpy), resolver=TableKeys(plpy), hop=self.hop,
-                                 audience=settings.get("audience") or None,
-                                 leeway=int(settings.get("leeway") or 30))
-        # The current transaction, and whether this transaction's use of a token is
-        # still recorded: a ROLLBACK TO SAVEPOINT takes the row back, and then the
-        # token must be spent again before anything more is allowed.
-        self._where = plpy.prepare(
-            "SELECT pg_current_xact_id()::text AS tx, EXISTS (SELECT 1 FROM crumb.spent "
-            "WHERE cti = $1 AND hop = $2 AND tx = pg_current_xact_id()) AS mine", ["bytea", "text"])
+        self._spent = SpentTable(plpy)
+        self._audience = settings.get("audience") or None
+        self._leeway = int(settings.get("leeway") or 30)
+        self._keys_version: object = self  # no keys loaded yet: differs from any version read
         self._tx: str | None = None
         self._cache: dict[str, _Entry] = {}
+        self.verifier = self._new_verifier()
+        # One statement per call says where we are: the current transaction; whether this
+        # transaction's use of a token is still recorded (a ROLLBACK TO SAVEPOINT takes the
+        # row back, and then the token must be spent again before anything more is
+        # allowed); and the version of crumb.keys.
+        self._where = plpy.prepare(
+            "SELECT pg_current_xact_id()::text AS tx, EXISTS (SELECT 1 FROM crumb.spent "
+            "WHERE cti = $1 AND hop = $2 AND tx = pg_current_xact_id()) AS mine, "
+            "(SELECT value FROM crumb.settings WHERE name = 'keys_version') AS keys", ["bytea", "text"])
+
+    def _new_verifier(self) -> Verifier:
+        issuer, nodes = trusted_keys(self._plpy)
+        # Keys given to the Verifier (not resolved per token): it caches each issuer
+        # key's signing prefix by protected header, the fast path of a service.
+        return Verifier(issuer, node_keys=nodes, replay=self._spent, hop=self.hop, audience=self._audience,
+                        leeway=self._leeway)
 
     # -- the SQL functions
 
     def verify(self, token: str | None, resource: str | None, operation: str | None) -> str:
         """crumb.verify(): the claims as JSON text (PL/Python converts it to jsonb)."""
         try:
+            self._refresh(b"")  # the keys, as for allows(); nothing is cached for verify()
             verified = self.verifier.verify(self._bounded(token), _text(resource), _text(operation))
         except Exception as e:  # noqa: BLE001 -- every failure is a refusal, never an allow
             self._deny(e)
@@ -172,19 +172,29 @@ class Backend:
 
     # -- helpers
 
-    def _entry(self, token: str | None) -> _Entry:
-        token = self._bounded(token)
-        entry = self._cache.get(token)
-        cti = entry.verified.claims.cti if entry is not None else b""
+    def _refresh(self, cti: bytes) -> bool:
+        """Where we are: a new transaction empties the cache; new keys replace the verifier.
+        Returns whether this transaction's use of ``cti`` is recorded."""
         try:
             row = self._plpy.execute(self._where, [cti, self.hop or ""])[0]
         except self._plpy.SPIError as e:
             raise _store_error(e, "cannot read the transaction") from None
+        if row["keys"] != self._keys_version:
+            # Tokens already checked in this transaction stay checked (once per transaction);
+            # the next check uses the new keys.
+            self.verifier = self._new_verifier()
+            self._keys_version = row["keys"]
         if row["tx"] != self._tx:  # a new transaction: nothing checked so far counts
             self._tx = row["tx"]
             self._cache.clear()
-            entry = None
-        elif entry is not None and entry.spent and not row["mine"]:
+        return bool(row["mine"])
+
+    def _entry(self, token: str | None) -> _Entry:
+        token = self._bounded(token)
+        entry = self._cache.get(token)
+        mine = self._refresh(entry.verified.claims.cti if entry is not None else b"")
+        entry = self._cache.get(token)  # gone if the transaction changed
+        if entry is not None and entry.spent and not mine:
             entry = None  # its use was rolled back (to a savepoint): check and spend again
         if entry is None:
             entry = self._cache[token] = _Entry(self.verifier.check_token(token))
@@ -205,8 +215,9 @@ class Backend:
             e = _store_error(e, "the database could not answer")
         if isinstance(e, CrumbError):
             code, message = e.code, e.message
-        else:  # a bug must still be a refusal, and not a traceback with the token in it
+        else:  # a bug must still be a refusal: the client gets the code, the server log the traceback
             code, message = "malformed", f"unexpected {type(e).__name__} while verifying (please report)"
+            self._plpy.log("crumb: " + "".join(traceback.format_exception(e)))
         self._plpy.error(f"crumb: {code}: {message}", detail=code,
                          sqlstate=getattr(e, "sqlstate", None) or DENIED)
         raise AssertionError("plpy.error() returned")  # it raises; this line only tells the type checker

@@ -18,7 +18,8 @@ REVOKE ALL ON SCHEMA crumb FROM PUBLIC;
 GRANT USAGE ON SCHEMA crumb TO PUBLIC;
 
 -- name → value: python_path (where the backend imports crumb from, one
--- directory a line), hop, audience, leeway. Read once per session.
+-- directory a line), hop, audience, leeway (read once per session), and
+-- keys_version (see the trigger below).
 CREATE TABLE IF NOT EXISTS crumb.settings (
     name  text PRIMARY KEY,
     value text NOT NULL
@@ -46,7 +47,9 @@ CREATE TABLE IF NOT EXISTS crumb.keys (
 -- same key waits for the first and then finds it spent (or free, after a
 -- rollback). tx is the top-level transaction that last spent a use: a cached
 -- verification is trusted only while this transaction's row is still there
--- (a ROLLBACK TO SAVEPOINT removes it). exp: unix seconds, for purge_spent().
+-- (a ROLLBACK TO SAVEPOINT removes it). exp: unix seconds, for purge_spent(),
+-- which scans the table: an index on exp would cost every use an index insert
+-- to speed up a rare clean-up.
 CREATE TABLE IF NOT EXISTS crumb.spent (
     cti  bytea NOT NULL,
     hop  text NOT NULL,
@@ -55,9 +58,23 @@ CREATE TABLE IF NOT EXISTS crumb.spent (
     tx   xid8 NOT NULL,
     PRIMARY KEY (cti, hop)
 );
-CREATE INDEX IF NOT EXISTS spent_exp ON crumb.spent (exp);
-
 REVOKE ALL ON crumb.settings, crumb.keys, crumb.spent FROM PUBLIC;
+
+-- Every change to crumb.keys bumps keys_version, in the same transaction: each
+-- session compares it on every call and reloads its keys when it moved, so a
+-- sync or a retirement applies from the next statement on, in every session,
+-- while an unchanged key set costs no lookup at all.
+CREATE OR REPLACE FUNCTION crumb._keys_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO crumb.settings AS s (name, value) VALUES ('keys_version', '1')
+    ON CONFLICT (name) DO UPDATE SET value = (s.value::bigint + 1)::text;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION crumb._keys_changed() FROM PUBLIC;
+CREATE OR REPLACE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON crumb.keys
+    FOR EACH STATEMENT EXECUTE FUNCTION crumb._keys_changed();
 
 -- Loads crumb into this session's Python once: the directories recorded at
 -- install go first on sys.path, then the backend object goes into GD (shared
