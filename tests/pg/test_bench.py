@@ -17,6 +17,8 @@ def test_bench_pg_reports_plain_and_crumb_from_one_run():
     assert r["tokens_spent"] == r["crumb_rows"] == 200 + 2 * 50  # warm-up + rounds: one use per transaction
     for key in ("rows_per_s_plain", "rows_per_s_crumb"):
         assert isinstance(r[key], int) and r[key] > 0
-    for key in ("overhead_ms_per_tx", "set_token_ms_per_tx", "verify_ms_per_tx", "in_process_verify_ms"):
+    for key in ("overhead_ms_per_tx", "set_token_ms_per_tx", "verify_ms_per_tx", "in_process_verify_ms",
+                "server_overhead_ms_per_tx"):
         assert isinstance(r[key], float)
+    assert set(r["server_ms_per_tx"]) == {"plain", "crumb"}
     assert all(len(v) == 2 for v in r["round_seconds"].values())

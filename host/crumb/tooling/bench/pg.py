@@ -44,6 +44,38 @@ CREATE POLICY publish ON crumb_readings FOR INSERT
     WITH CHECK (crumb.allows('/sensors/' || sensor, 'publish'));
 GRANT INSERT ON plain_readings, crumb_readings TO bench;
 GRANT USAGE ON SEQUENCE plain_readings_id_seq, crumb_readings_id_seq TO bench;
+CREATE TABLE bench_tokens (i integer PRIMARY KEY, t text NOT NULL);
+GRANT SELECT ON bench_tokens TO bench;
+"""
+
+# The same transactions run from inside the server (a procedure that commits after each):
+# no client round trips and no client process to wait for, so what remains is the work
+# the database does. Called by the role bench, so the policy applies. Each transaction is
+# timed; the procedure returns the median in microseconds.
+SERVER_SIDE = """
+CREATE PROCEDURE bench_server(variant text, first integer, n integer, rows_per_tx integer,
+                              INOUT median_us double precision DEFAULT NULL)
+LANGUAGE plpython3u AS $$
+import statistics, time
+if variant == "crumb":
+    pick = plpy.prepare("SELECT t FROM bench_tokens WHERE i >= $1 ORDER BY i LIMIT $2", ["int4", "int4"])
+    tokens = [r["t"] for r in plpy.execute(pick, [first, n])]
+else:
+    tokens = [None] * n
+set_token = plpy.prepare("SELECT set_config('crumb.token', $1, true)", ["text"])
+insert = plpy.prepare("INSERT INTO %s_readings (sensor, value) VALUES ('temp01', $1)" % variant, ["float8"])
+each = []
+clock = time.perf_counter
+for token in tokens:
+    t0 = clock()
+    if token is not None:
+        plpy.execute(set_token, [token])
+    for i in range(rows_per_tx):
+        plpy.execute(insert, [float(i)])
+    plpy.commit()
+    each.append(clock() - t0)
+return {"median_us": statistics.median(each) * 1e6}
+$$;
 """
 
 
@@ -86,6 +118,8 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
     res = RESOURCE_PREFIX + "temp01"
     tokens = [to_text(mint(issuer, sub="dev-0001", scope=[(res, OPERATION)], ttl=3600))
               for _ in range(warmup + transactions * rounds)]
+    server_tokens = [to_text(mint(issuer, sub="dev-0001", scope=[(res, OPERATION)], ttl=3600))
+                     for _ in range(transactions * rounds)]
     local = [to_text(mint(issuer, sub="dev-0001", scope=[(res, OPERATION)], ttl=3600)) for _ in range(transactions)]
     dummy = ["x" * len(tokens[0])] * transactions  # the same bytes on the wire, for plain + SET
     with PostgresServer() as pg:
@@ -93,6 +127,9 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
         add(pg.dsn(), [issuer.public])
         pg.create_role("bench")
         pg.psql(TABLES)
+        pg.psql(SERVER_SIDE)
+        with psycopg.connect(pg.dsn()) as setup, setup.cursor() as cur:
+            cur.executemany("INSERT INTO bench_tokens (i, t) VALUES (%s, %s)", list(enumerate(server_tokens)))
         version = pg.psql("SHOW server_version").strip()
         times: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": [], "in_process": []}
         typical: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": []}
@@ -119,8 +156,20 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
                         conn.rollback()
                 times["in_process"].append(_verify_in_process(
                     Verifier([issuer.public], replay=MemoryReplayStore(fence=False)), local, res))
-        spent = int(pg.psql("SELECT count(*) FROM crumb.spent WHERE used = 1"))
-        rows = int(pg.psql("SELECT count(*) FROM crumb_readings"))
+        server: dict[str, list[float]] = {"plain": [], "crumb": []}
+        with psycopg.connect(pg.dsn("bench"), autocommit=True) as conn:  # CALL may commit only outside a block
+            for r in range(rounds):
+                for name in ("plain", "crumb") if r % 2 == 0 else ("crumb", "plain"):
+                    try:
+                        row = conn.execute("CALL bench_server(%s, %s, %s, %s)",
+                                           (name, r * transactions, transactions, rows_per_tx)).fetchone()
+                        assert row is not None
+                        server[name].append(row[0] / 1000)
+                    except psycopg.Error as e:
+                        key = f"server:{e.diag.message_detail or e.sqlstate or 'error'}"
+                        refused[key] = refused.get(key, 0) + 1
+        spent = int(pg.psql("SELECT count(*) FROM crumb.spent WHERE used = 1")) - len(server_tokens)
+        rows = int(pg.psql("SELECT count(*) FROM crumb_readings")) - len(server_tokens) * rows_per_tx
 
     def per_tx_ms(name: str) -> float:  # from the round's total: throughput
         return statistics.median(times[name]) / transactions * 1000 if times[name] else float("nan")
@@ -139,6 +188,10 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
         # The overhead in units of one in-process verification: how the two compare on this machine now.
         "overhead_in_verifications": round((crumb - plain) / per_tx_ms("in_process"), 2),
         "ms_per_tx": {"plain": round(plain, 4), "plain_set": round(plain_set, 4), "crumb": round(crumb, 4)},
+        # The same transactions from inside the server: the database's own work per transaction.
+        "server_ms_per_tx": {k: round(statistics.median(v), 4) if v else None for k, v in server.items()},
+        "server_overhead_ms_per_tx": (round(statistics.median(server["crumb"]) - statistics.median(server["plain"]), 4)
+                                      if server["crumb"] and server["plain"] else None),
         "mean_ms_per_tx": {k: round(per_tx_ms(k), 4) for k in ("plain", "plain_set", "crumb")},
         "rounds": rounds,
         "transactions_per_round": transactions,
@@ -163,6 +216,8 @@ def render(r: dict[str, Any]) -> str:
         f"  crumb policy   {ms['crumb']:.3f} ms/tx   {r['rows_per_s_crumb']:>8,} rows/s",
         (f"  overhead       {r['overhead_ms_per_tx']:.3f} ms/tx = SET LOCAL crumb.token {r['set_token_ms_per_tx']:.3f}"
         f" + verification in the server {r['verify_ms_per_tx']:.3f}"),
+        (f"  in the server  {r['server_ms_per_tx']['plain']:.3f} ms/tx plain, {r['server_ms_per_tx']['crumb']:.3f} "
+         f"ms/tx crumb: overhead {r['server_overhead_ms_per_tx']:.3f} ms/tx without the client's round trips"),
         (f"  for scale      crumb's Verifier.verify in this process: {r['in_process_verify_ms']:.3f} ms "
          f"(the overhead is {r['overhead_in_verifications']} of them)"),
         (f"  result         {'OK: every token spent once, every row committed' if r['ok'] else 'FAILED'}"
