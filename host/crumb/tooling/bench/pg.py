@@ -46,7 +46,16 @@ GRANT INSERT ON plain_readings, crumb_readings TO bench;
 GRANT USAGE ON SEQUENCE plain_readings_id_seq, crumb_readings_id_seq TO bench;
 CREATE TABLE bench_tokens (i integer PRIMARY KEY, t text NOT NULL);
 GRANT SELECT ON bench_tokens TO bench;
+-- For scale: exactly `us` microseconds of Python in the backend, and nothing else.
+CREATE FUNCTION bench_busy(us integer) RETURNS boolean LANGUAGE plpython3u AS $$
+import time
+end = time.perf_counter() + us / 1e6
+while time.perf_counter() < end:
+    pass
+return True
+$$;
 """
+BUSY_US = 200
 
 # The same transactions run from inside the server (a procedure that commits after each):
 # no client round trips and no client process to wait for, so what remains is the work
@@ -80,7 +89,10 @@ $$;
 
 
 def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: str) -> tuple[float, float]:
-    """(seconds for len(tokens) transactions of ``rows_per_tx`` inserts each, median seconds of one)."""
+    """(seconds for len(tokens) transactions of ``rows_per_tx`` inserts each, median seconds of one).
+
+    ``setting``: the GUC to send each token in first ("": none; "busy": instead, BUSY_US of
+    Python in the backend)."""
     insert = f"INSERT INTO {table} (sensor, value) VALUES (%s, %s)"
     each = []
     clock = time.perf_counter
@@ -88,7 +100,9 @@ def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: 
     for token in tokens:
         t = clock()
         with conn.transaction():
-            if setting:
+            if setting == "busy":
+                conn.execute("SELECT bench_busy(%s)", (BUSY_US,))
+            elif setting:
                 conn.execute("SELECT set_config(%s, %s, true)", (setting, token))
             for i in range(rows_per_tx):
                 conn.execute(insert, ("temp01", float(i)))
@@ -131,8 +145,8 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
         with psycopg.connect(pg.dsn()) as setup, setup.cursor() as cur:
             cur.executemany("INSERT INTO bench_tokens (i, t) VALUES (%s, %s)", list(enumerate(server_tokens)))
         version = pg.psql("SHOW server_version").strip()
-        times: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": [], "in_process": []}
-        typical: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": []}
+        times: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": [], "plain_busy": [], "in_process": []}
+        typical: dict[str, list[float]] = {"plain": [], "plain_set": [], "crumb": [], "plain_busy": []}
         refused: dict[str, int] = {}
         with psycopg.connect(pg.dsn("bench")) as conn:
             # Warm-up: the first crumb call in a session imports crumb into the backend (~0.1 s).
@@ -144,8 +158,9 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
                 used += transactions
                 variants = [("plain", "plain_readings", dummy, ""),
                             ("plain_set", "plain_readings", dummy, "crumb.bench"),
-                            ("crumb", "crumb_readings", share, "crumb.token")]
-                for name, table, toks, setting in variants[r % 3:] + variants[:r % 3]:  # rotate the order
+                            ("crumb", "crumb_readings", share, "crumb.token"),
+                            ("plain_busy", "plain_readings", dummy, "busy")]
+                for name, table, toks, setting in variants[r % 4:] + variants[:r % 4]:  # rotate the order
                     try:
                         total, median = _timed(conn, table, toks, rows_per_tx, setting)
                         times[name].append(total)
@@ -185,14 +200,18 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
         "set_token_ms_per_tx": round(plain_set - plain, 4),
         "verify_ms_per_tx": round(crumb - plain_set, 4),
         "in_process_verify_ms": round(per_tx_ms("in_process"), 4),
+        # For scale: what BUSY_US of plain Python in the backend adds to a transaction, seen from here.
+        "busy_us": BUSY_US,
+        "busy_overhead_ms_per_tx": round(typical_ms("plain_busy") - plain, 4),
         # The overhead in units of one in-process verification: how the two compare on this machine now.
         "overhead_in_verifications": round((crumb - plain) / per_tx_ms("in_process"), 2),
-        "ms_per_tx": {"plain": round(plain, 4), "plain_set": round(plain_set, 4), "crumb": round(crumb, 4)},
+        "ms_per_tx": {"plain": round(plain, 4), "plain_set": round(plain_set, 4), "crumb": round(crumb, 4),
+                      "plain_busy": round(typical_ms("plain_busy"), 4)},
         # The same transactions from inside the server: the database's own work per transaction.
         "server_ms_per_tx": {k: round(statistics.median(v), 4) if v else None for k, v in server.items()},
         "server_overhead_ms_per_tx": (round(statistics.median(server["crumb"]) - statistics.median(server["plain"]), 4)
                                       if server["crumb"] and server["plain"] else None),
-        "mean_ms_per_tx": {k: round(per_tx_ms(k), 4) for k in ("plain", "plain_set", "crumb")},
+        "mean_ms_per_tx": {k: round(per_tx_ms(k), 4) for k in ("plain", "plain_set", "crumb", "plain_busy")},
         "rounds": rounds,
         "transactions_per_round": transactions,
         "rows_per_tx": rows_per_tx,
@@ -218,6 +237,8 @@ def render(r: dict[str, Any]) -> str:
         f" + verification in the server {r['verify_ms_per_tx']:.3f}"),
         (f"  in the server  {r['server_ms_per_tx']['plain']:.3f} ms/tx plain, {r['server_ms_per_tx']['crumb']:.3f} "
          f"ms/tx crumb: overhead {r['server_overhead_ms_per_tx']:.3f} ms/tx without the client's round trips"),
+        (f"  for scale      {r['busy_us']} us of plain Python in the backend adds "
+         f"{r['busy_overhead_ms_per_tx']:.3f} ms/tx seen from here"),
         (f"  for scale      crumb's Verifier.verify in this process: {r['in_process_verify_ms']:.3f} ms "
          f"(the overhead is {r['overhead_in_verifications']} of them)"),
         (f"  result         {'OK: every token spent once, every row committed' if r['ok'] else 'FAILED'}"
