@@ -47,7 +47,7 @@ def pg():
 def db(pg, issuer, nodes):
     """The cluster with crumb installed (the destination: no hop name), the issuer's key pinned,
     a role ``app`` without privileges beyond its table, and the readings table under RLS."""
-    install(pg.dsn())
+    install(pg.dsn(), path=pg.python_path())
     add(pg.dsn(), [issuer.public], [(n, k.public) for n, k in nodes.items()])
     pg.create_role("app")
     pg.psql(READINGS)

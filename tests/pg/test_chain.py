@@ -38,7 +38,7 @@ def chain(pg, tmp_path_factory):
         save(key, keys_dir / f"{name}.key")
     pg.psql("CREATE DATABASE chain")
     dsn = pg.dsn(dbname="chain")
-    install(dsn, hop="storage")
+    install(dsn, hop="storage", path=pg.python_path())
     add(dsn, [issuer.public], [(n, k.public) for n, k in nodes.items()])
     pg.psql((EXAMPLE / "storage.sql").read_text(), dbname="chain")
     common = {"CRUMB_ISSUER_PUB": str(keys_dir / "issuer.key.pub"),

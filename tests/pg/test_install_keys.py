@@ -36,21 +36,35 @@ def fresh(pg, request):
     pg.psql(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+def path_args(pg, **kw) -> list[str]:
+    """--python-path options when the server cannot read this checkout (see PostgresServer.python_path)."""
+    return [arg for entry in pg.python_path(**kw) or () for arg in ("--python-path", entry)]
+
+
 def test_install_twice_keeps_keys_and_spent_uses(pg, fresh, issuer):
-    first = crumb("pg", "install", "--dsn", fresh)
+    first = crumb("pg", "install", "--dsn", fresh, *path_args(pg))
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
     assert report["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}" and report["trusted_keys"] == 0
     assert report["backend_imports"].endswith("crumb/__init__.py")
+    assert report["python_path"] == (pg.python_path() or report["python_path"])
     assert crumb("pg", "keys", "add", "--dsn", fresh, "--pub", _pub(pg, issuer)).returncode == 0
     with psycopg.connect(fresh) as conn:
         conn.execute("SELECT crumb.verify(%s, %s, 'read')", (to_text(t := mint(issuer, scope=[(RES, "read")])), RES))
-    again = crumb("pg", "install", "--dsn", fresh, "--leeway", "10")
+    again = crumb("pg", "install", "--dsn", fresh, "--leeway", "10", *path_args(pg))
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["trusted_keys"] == 1 and json.loads(again.stdout)["leeway"] == 10
     with psycopg.connect(fresh) as conn, pytest.raises(psycopg.Error) as e:
         conn.execute("SELECT crumb.verify(%s, %s, 'read')", (to_text(t), RES))
     assert code_of(e.value) == "replayed"
+
+
+def test_a_copy_of_the_packages_where_the_server_can_read_them_works(pg, fresh):
+    """What the suite falls back to when the server's user cannot read the checkout."""
+    run = crumb("pg", "install", "--dsn", fresh, *path_args(pg, stage=True))
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["backend_imports"].startswith(pg.socket_dir + "/python/crumb/")
 
 
 def test_an_install_the_server_cannot_load_changes_nothing(fresh):

@@ -150,6 +150,42 @@ class PostgresServer:
             raise ServiceFailed(f"psql: {done.stderr.strip()}")
         return done.stdout
 
+    def python_path(self, *, stage: bool = False) -> list[str] | None:
+        """What to give ``crumb pg install --python-path`` for this cluster; None: the default.
+
+        The default is where this Python imports crumb and its dependencies from.
+        When we are root and the server runs as another user, those directories may
+        be out of its reach (a checkout under /root, mode 0700). Then the packages
+        the backend imports are copied into the cluster's directory, which that
+        user owns, and their copy is the path: a cluster only lives as long as the
+        test or benchmark that made it. ``stage=True`` copies in any case.
+        """
+        from ..services.pg.install import BACKEND_MODULES, module_files
+
+        user = _run_as()
+        files = module_files()
+        if not stage and (user is None or all(self._readable(f) for f in files.values())):
+            return None
+        assert self.dir is not None, "not started"
+        copy = self.dir / "python"
+        copy.mkdir(exist_ok=True)
+        for name in BACKEND_MODULES:
+            origin = Path(files[name])
+            if origin.name == "__init__.py":
+                shutil.copytree(origin.parent, copy / name, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(origin, copy / origin.name)
+        if user is not None:
+            for path in [copy, *copy.rglob("*")]:
+                os.chown(path, user.pw_uid, user.pw_gid)
+        return [str(copy)]
+
+    def _readable(self, path: str) -> bool:
+        """Whether the server's user can read ``path`` (every directory above it included)."""
+        done = subprocess.run(self._as_user("test", "-r", path), capture_output=True, check=False)
+        return done.returncode == 0
+
     def create_role(self, name: str) -> str:
         """A login role without superuser or BYPASSRLS: row-level security applies to it. Returns its DSN."""
         self.psql(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOBYPASSRLS')

@@ -35,16 +35,23 @@ def schema_sql() -> str:
     return resources.files(__package__).joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-def python_path(modules: tuple[str, ...] = BACKEND_MODULES) -> list[str]:
-    """The sys.path directories ``modules`` import from here, in order, each once."""
-    out: list[str] = []
+def module_files(modules: tuple[str, ...] = BACKEND_MODULES) -> dict[str, str]:
+    """Each module's file here: a package's ``__init__.py``, or the module's own file."""
+    out = {}
     for name in modules:
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
             raise InstallError(f"{name} is not importable here: the backend could not import it either")
-        origin = Path(spec.origin).resolve()
+        out[name] = str(Path(spec.origin).resolve())
+    return out
+
+
+def python_path(modules: tuple[str, ...] = BACKEND_MODULES) -> list[str]:
+    """The sys.path directories ``modules`` import from here, in order, each once."""
+    out: list[str] = []
+    for origin in map(Path, module_files(modules).values()):
         # A package's directory is below its path entry; a single-file module is in it.
-        entry = origin.parent.parent if spec.submodule_search_locations else origin.parent
+        entry = origin.parent.parent if origin.name == "__init__.py" else origin.parent
         if str(entry) not in out:
             out.append(str(entry))
     return out

@@ -137,7 +137,7 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
     local = [to_text(mint(issuer, sub="dev-0001", scope=[(res, OPERATION)], ttl=3600)) for _ in range(transactions)]
     dummy = ["x" * len(tokens[0])] * transactions  # the same bytes on the wire, for plain + SET
     with PostgresServer() as pg:
-        install(pg.dsn())
+        install(pg.dsn(), path=pg.python_path())
         add(pg.dsn(), [issuer.public])
         pg.create_role("bench")
         pg.psql(TABLES)
