@@ -505,8 +505,7 @@ def answer(status, data):
         if _TIME in resp:
             t = resp[_TIME]
             if type(t) is not int or t < _TIME_MIN or t > _TIME_MAX:
-                raise IssuerUnavailable("the issuer's time is outside the device's range (%d to %d): not adopted"
-                                        % (_TIME_MIN, _TIME_MAX), "bad_time")
+                raise IssuerUnavailable("the issuer's time is out of range: not adopted", "bad_time")
         code = resp.get(_ERR_CODE)
         if (status == 200 and code is None) or (status >= 400 and type(code) is str):
             return resp
