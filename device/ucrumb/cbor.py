@@ -11,7 +11,9 @@
 # that are not int/text (PROTOCOL.md §2; dumps() refuses to write them too),
 # and input beyond the depth/item/length bounds.
 # Declared lengths are checked against the bounds and the remaining input
-# before anything is allocated for them.
+# before anything is allocated for them. max_items bounds the items of the
+# whole input, not of each container as the host's decoder does: it caps the
+# heap one issuer answer can take on a small device.
 
 
 class CBORError(ValueError):
