@@ -2,7 +2,8 @@
 
 Configuration from the environment, as the examples take theirs:
 CRUMB_FAULT_ISSUER (the issuer's public key, hex) and CRUMB_FAULT_LEEWAY
-(seconds; unset: the Verifier's default). Its replay store is the default
+(seconds; unset: the Verifier's default) and CRUMB_FAULT_SKEW (seconds added to
+the service's clock, as a clock off by that much would read). Its replay store is the default
 in-memory one, fence included: a restart forgets every use.
 ``POST /sensors/{id}/readings`` needs a token for (``/sensors/{id}``, ``publish``);
 it answers 201 with the subject, or crumb's problem response.
@@ -11,6 +12,7 @@ it answers 201 with the subject, or crumb's problem response.
 from __future__ import annotations
 
 import os
+import time
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,9 +31,11 @@ async def readings(request: Request) -> JSONResponse:
 
 
 def build() -> Starlette:
-    kw = {}
+    kw: dict = {}
     if os.environ.get("CRUMB_FAULT_LEEWAY"):
         kw["leeway"] = int(os.environ["CRUMB_FAULT_LEEWAY"])
+    skew = float(os.environ.get("CRUMB_FAULT_SKEW", "0"))
+    kw["clock"] = lambda: time.time() + skew
     verifier = Verifier([PublicKey(bytes.fromhex(os.environ["CRUMB_FAULT_ISSUER"]))], **kw)
     app = Starlette(routes=[StarletteRoute("/sensors/{sensor}/readings", readings, methods=["POST"])])
     app.add_middleware(CrumbMiddleware, verifier=verifier, rule=RULE)
