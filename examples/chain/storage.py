@@ -73,11 +73,13 @@ if PG_DSN:
                     await db.execute("INSERT INTO readings (sensor, value, device, received_at) VALUES (%s, %s, %s, %s)",
                                      (sensor, record.get("value"), record.get("device"), record.get("received_at")))
                     claims = (await (await db.execute("SELECT crumb.claims()")).fetchone())[0]
-            except psycopg.errors.InsufficientPrivilege as e:
-                code = e.diag.message_detail  # crumb's stable code; none when the policy itself said no
-                if code:
-                    return refusal(code, e.diag.message_primary.split(": ", 3)[-1])
-                return refusal("scope_denied", "the token does not cover this reading (row-level security)")
+            except psycopg.Error as e:
+                primary, code = e.diag.message_primary or "", e.diag.message_detail
+                if code and "crumb: " in primary:  # crumb's refusal: its stable code is the DETAIL
+                    return refusal(code, primary.split(": ", 3)[-1])
+                if e.sqlstate == "42501":  # the policy itself said no (a row the token does not cover)
+                    return refusal("scope_denied", "the token does not cover this reading (row-level security)")
+                raise
             stored += 1
         return JSONResponse({"stored": stored, "replica": replica, "sensor": sensor, "device": claims["sub"],
                              "attested_by": claims["attested_by"], "database": "postgresql"}, status_code=201)
