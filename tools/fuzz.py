@@ -36,7 +36,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_DIR = ROOT / "tests" / "fuzz" / "corpus"
-WORK_DIR = ROOT / "fuzz"
+# The run's own corpus and the crashes it saves (git-ignored); CRUMB_FUZZ_WORK moves them (the tool's tests).
+WORK_DIR = Path(os.environ.get("CRUMB_FUZZ_WORK") or ROOT / "fuzz")
 SETUP_SLACK = 120  # seconds a child may take to start (imports, instrumentation, the corpus) and stop
 
 
@@ -44,6 +45,11 @@ def _targets() -> dict[str, Any]:
     # Imported late: the child must import crumb only inside atheris's instrumentation.
     from crumb.tooling.fuzz import TARGETS
 
+    extra = os.environ.get("CRUMB_FUZZ_EXTRA_TARGETS")  # a module with TARGETS of its own (the tool's tests)
+    if extra:
+        import importlib
+
+        return {**TARGETS, **importlib.import_module(extra).TARGETS}
     return TARGETS
 
 
@@ -57,10 +63,9 @@ def child(name: str, seconds: float, stats_path: Path, guard: bool, max_len: int
 
     logging.disable(logging.CRITICAL)  # the issuer logs the internal errors we are looking for
     with atheris.instrument_imports(include=["crumb", "ucrumb"]):
-        from crumb.tooling.fuzz import TARGETS
         from crumb.tooling.fuzz.harness import dictionary, input_name, run_guarded, signature
 
-        target = TARGETS[name]
+        target = _targets()[name]
         run = target.runner()  # set up inside the block: the modules it imports are instrumented too
     crash_dir = WORK_DIR / "crashes" / name
     corpus_dir = WORK_DIR / "corpus" / name
@@ -96,7 +101,7 @@ def child(name: str, seconds: float, stats_path: Path, guard: bool, max_len: int
                 path = crash_dir / f"crash-{input_name(data)}"
                 path.write_bytes(data)
                 stats["findings"][sig] = {"signature": sig, "message": f"{type(e).__name__}: {e}"[:500],
-                                          "inputs": 1, "file": str(path.relative_to(ROOT))}
+                                          "inputs": 1, "file": _show(path)}
                 save()
             else:
                 found["inputs"] += 1
@@ -111,7 +116,7 @@ def child(name: str, seconds: float, stats_path: Path, guard: bool, max_len: int
         words = stats_path.with_name("words.dict")
         words.write_text(dictionary(target.words))
         argv.append(f"-dict={words}")
-    argv += [str(corpus_dir), str(SEED_DIR / name)]
+    argv += [str(d) for d in (corpus_dir, SEED_DIR / name) if d.is_dir()]
     atheris.Setup(argv, one)
     atheris.Fuzz()
 
@@ -145,10 +150,14 @@ def fuzz(name: str, seconds: float, guard: bool, max_len: int) -> dict[str, Any]
         if not entry.startswith("crash-") or not any(f["file"].endswith(entry) for f in findings):
             kind = entry.split("-", 1)[0]
             findings.append({"signature": f"libFuzzer {kind}", "message": _libfuzzer_reason(text),
-                             "inputs": 1, "file": str((crash_dir / entry).relative_to(ROOT))})
+                             "inputs": 1, "file": _show(crash_dir / entry)})
     return {"target": name, "executions": stats["executions"], "crashes": len(findings),
             "seconds": stats.get("seconds"), "mode": "atheris (coverage-guided)",
             "work_guard": guard, "findings": findings, "exit": proc.returncode}
+
+
+def _show(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _libfuzzer_reason(log: str) -> str:
@@ -160,8 +169,11 @@ def _libfuzzer_reason(log: str) -> str:
 
 def replay(name: str, paths: list[Path], guard: bool) -> int:
     """Run inputs through the target without atheris; 1 if any is a finding."""
+    import logging
+
     from crumb.tooling.fuzz.harness import run_guarded
 
+    logging.disable(logging.CRITICAL)  # findings are printed here; the code's own logs only repeat them
     target = _targets()[name]
     files = [f for p in paths for f in (sorted(x for x in p.iterdir() if x.is_file()) if p.is_dir() else [p])]
     bad = 0
