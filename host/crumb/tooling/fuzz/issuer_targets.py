@@ -148,15 +148,15 @@ def split_endpoint_input(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]
     return headers, body
 
 
-class _Endpoint:
+class Endpoint:
     """The issuer of a temporary data dir, its ASGI token endpoint, and an event loop to run it on."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: str = ENDPOINT_POLICY) -> None:
         from ...issuer.app import Settings, TokenEndpoint, build_issuer
         from ...issuer.protocol import DeviceMacs
 
         self._tmp = tempfile.TemporaryDirectory(prefix="crumb-fuzz-issuer-")
-        data, _ = enroll_data_dir(self._tmp.name, ENDPOINT_POLICY, {fx.DEVICE_ID: "sensors", "fuzz-dev-02": None})
+        data, _ = enroll_data_dir(self._tmp.name, policy, {fx.DEVICE_ID: "sensors", "fuzz-dev-02": None})
         self.issuer = build_issuer(Settings(data, Path(data.policy), audit_sync="NORMAL"))
         self.issuer.clock = lambda: fx.NOW
         self.endpoint = TokenEndpoint(self.issuer)
@@ -187,18 +187,28 @@ class _Endpoint:
         return req.mac_input + self.macs.mac(req.client_id, req.mac_input)
 
     def post(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, dict, bytes]:
+        """(status, response headers, response body) for one POST /token of ``body``."""
+        return self.answer(self.request(headers, body))
+
+    def request(self, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[dict, list[dict]]:
+        """The ASGI scope and messages of one POST /token (the body in chunks, as a server passes it on)."""
         from ...issuer.gate import MemoryGate
 
         self.issuer.gate = MemoryGate()  # nonces and rate buckets from one input never decide the next
         scope = {"type": "http", "method": "POST", "path": "/token", "headers": headers,
                  "client": ("127.0.0.1", 40000)}
+        chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)] or [b""]
+        return scope, [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+                       for i, c in enumerate(chunks)]
+
+    def answer(self, request: tuple[dict, list[dict]]) -> tuple[int, dict, bytes]:
+        """Run the endpoint on a request from ``request()``."""
+        scope, messages = request
         sent: list[dict] = []
-        chunks = [body[i:i + 700] for i in range(0, len(body), 700)] or [b""]
-        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-                    for i, c in enumerate(chunks)]
+        waiting = iter(messages)
 
         async def receive() -> dict:
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
+            return next(waiting, {"type": "http.disconnect"})
 
         async def send(message: dict) -> None:
             sent.append(message)
@@ -216,7 +226,7 @@ class _Endpoint:
 
 
 def _token_endpoint_setup() -> Callable[[bytes], None]:
-    endpoint = _Endpoint()
+    endpoint = Endpoint()
 
     def run(data: bytes) -> None:
         headers, body = split_endpoint_input(data)
