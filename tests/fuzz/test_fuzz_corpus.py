@@ -25,13 +25,10 @@ KNOWN_DEFECTS: dict[str, tuple[int, type[BaseException]]] = {
     "keyfetch/d1-jwk-x-is-a-number": (1, AttributeError),
     "keyfetch/d1-node-x-is-null": (1, AttributeError),
     "keyfetch/d1-deeply-nested-array": (1, RecursionError),
-    "device_response/d3-stale-time-at-2-64-minus-1": (3, OverflowError),
-    "device_response/d3-token-with-time-2-32": (3, OverflowError),
     "request_json/d4-lone-surrogate-in-scope": (4, UnicodeEncodeError),
     "request_json/d4-lone-surrogate-in-aif-resource": (4, UnicodeEncodeError),
     "token_endpoint/d4-json-lone-surrogate-in-scope": (4, Finding),
     "token_endpoint/d4-json-lone-surrogate-in-aif-resource": (4, Finding),
-    "cbor_diff/d11-bytes-map-key": (11, Finding),
 }
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from crumb import cbor
 from crumb.keys import b64u
-from crumb.tooling.fuzz import TARGETS, Finding, fixtures, run_guarded
+from crumb.tooling.fuzz import TARGETS, fixtures, run_guarded
 from crumb.tooling.fuzz.device_targets import _http
 from crumb.tooling.fuzz.issuer_targets import HEADER_END
 from crumb.wire import (
@@ -105,27 +105,12 @@ def test_host_and_device_decoders_agree_on_values_and_their_prefixes(data, cut):
     feed("cbor_diff", data[:cut])
 
 
-def _has_bytes_key(value: object) -> bool:
-    if isinstance(value, dict):
-        return any(isinstance(k, bytes) or _has_bytes_key(v) for k, v in value.items())
-    return isinstance(value, list) and any(_has_bytes_key(v) for v in value)
-
-
 @settings(max_examples=500)
 @given(st.binary(max_size=64) | cbor_values.map(cbor.dumps) | mutated(TARGETS["cbor"].seeds()))
 def test_host_and_device_decoders_agree_on_any_bytes(data):
-    from ucrumb import cbor as ucbor
-
-    try:
-        feed("cbor_diff", data)
-    except Finding:
-        # Defect 11's class (byte-string map keys, test below) is tracked there; any other
-        # disagreement fails here. Delete this carve-out with that test's xfail mark.
-        if not _has_bytes_key(ucbor.loads(data[:511])):
-            raise
+    feed("cbor_diff", data)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 defect 11: the device accepts byte-string map keys, the host not")
 @settings(max_examples=200)
 @given(st.dictionaries(st.binary(max_size=4), st.integers(0, 23), min_size=1, max_size=3).map(
     lambda m: b"".join([bytes((0xA0 | len(m),))] + [b"".join(kv) for kv in sorted(
@@ -231,7 +216,7 @@ def key_documents(draw) -> bytes:
     return json.dumps(doc).encode()
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(key_documents() | mutated(TARGETS["keyset"].seeds()))
 def test_key_sets_and_key_files_with_text_fields(data):
     feed("keyset", data)
@@ -245,7 +230,7 @@ def test_key_sets_whose_x_is_not_text(data):
     feed("keyset", data)
 
 
-@settings(max_examples=60)
+@settings(max_examples=30)
 @given(key_documents())
 def test_fetched_keys_keep_the_last_good_set(data):
     feed("keyfetch", data)
@@ -285,7 +270,6 @@ def test_device_handles_issuer_answers(data):
     feed("device_response", data)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="issue 16 defect 3: absurd issuer time adopted")
 @settings(max_examples=60)
 @given(issuer_answers(st.integers(2 ** 32, 2 ** 64 - 1)))
 def test_device_refuses_absurd_issuer_times(data):

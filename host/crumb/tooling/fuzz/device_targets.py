@@ -52,7 +52,7 @@ def device_cbor_seeds() -> dict[str, bytes]:
         "batch": cbor.dumps({RESP_TOKEN_TYPE: 1, RESP_TIME: fx.NOW, RESP_TOKENS: [[b"a" * 30, 60, 1], [b"b", 60, 2]]}),
         "refusal": cbor.dumps({ERR_ERROR: 1, ERR_DESCRIPTION: "stale", RESP_TIME: fx.NOW, ERR_CODE: "stale_time"}),
         "envelope": cbor.dumps([fx.valid_tokens()["plain"], b"payload"]),
-        "mixed": cbor.dumps({b"k": [True, None, -(2 ** 64), "é€𝄞"], 0: {}}),
+        "mixed": cbor.dumps({"k": [True, None, -(2 ** 64), "é€𝄞", b"\x00"], 0: {}}),
     }
 
 

@@ -27,7 +27,15 @@ from typing import Any
 
 
 class Finding(AssertionError):
-    """An invariant the target checks does not hold for this input."""
+    """An invariant the target checks does not hold for this input.
+
+    ``kind`` names the way it failed (say, which decoder accepted), so that
+    a run counts different failures of one invariant as different findings.
+    """
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class WorkExceeded(Finding):
@@ -119,7 +127,8 @@ def signature(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = frames[-1] if frames else None
     place = f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else "?"
-    return f"{type(exc).__name__} at {place}"
+    kind = getattr(exc, "kind", "")
+    return f"{type(exc).__name__} at {place}" + (f" ({kind})" if kind else "")
 
 
 def input_name(data: bytes) -> str:

@@ -71,6 +71,13 @@ def _shape(v: Any) -> Any:
     return ("?", repr(v))
 
 
+def _major(data: bytes) -> str:
+    """What the first item is, for telling findings apart: 'a map', 'a simple value', ..."""
+    names = ["an unsigned int", "a negative int", "a byte string", "a text string", "an array", "a map", "a tag",
+             "a simple value"]
+    return names[data[0] >> 5] if data else "nothing"
+
+
 def _cbor_diff_setup() -> Callable[[bytes], None]:
     from ucrumb import cbor as ucbor
 
@@ -87,7 +94,9 @@ def _cbor_diff_setup() -> Callable[[bytes], None]:
         except ucbor.CBORError:
             device = ("rejected",)
         if host != device:
-            raise Finding(f"host and device decoders disagree on {data.hex()}: host {host}, device {device}")
+            kind = ("values differ" if host[0] == device[0] == "ok" else f"only the {'host' if host[0] == 'ok' else 'device'}"
+                    f" accepts {_major(data)}")
+            raise Finding(f"host and device decoders disagree on {data.hex()}: host {host}, device {device}", kind)
 
     return run
 
