@@ -56,7 +56,7 @@ def _targets() -> dict[str, Any]:
 # -- the child: atheris ---------------------------------------------------------------
 
 
-def child(name: str, seconds: float, stats_path: Path, guard: bool, max_len: int) -> None:
+def child(name: str, seconds: float, stats_path: Path, guard: bool, max_len: int, seeds_only: bool) -> None:
     import logging
 
     import atheris  # type: ignore[import-untyped]
@@ -69,6 +69,15 @@ def child(name: str, seconds: float, stats_path: Path, guard: bool, max_len: int
         run = target.runner()  # set up inside the block: the modules it imports are instrumented too
     crash_dir = WORK_DIR / "crashes" / name
     corpus_dir = WORK_DIR / "corpus" / name
+    seed_dir = SEED_DIR / name
+    if seeds_only:
+        # Only the seed-* files, and a corpus of this run's own: the regression cases and what
+        # earlier runs kept are left out, so whatever is found, this run found.
+        corpus_dir = stats_path.with_name("corpus")
+        seed_dir = stats_path.with_name("seeds")
+        seed_dir.mkdir()
+        for seed in (SEED_DIR / name).glob("seed-*"):
+            (seed_dir / seed.name).write_bytes(seed.read_bytes())
     crash_dir.mkdir(parents=True, exist_ok=True)
     corpus_dir.mkdir(parents=True, exist_ok=True)
     stats: dict[str, Any] = {"executions": 0, "findings": {}}
@@ -116,7 +125,7 @@ def child(name: str, seconds: float, stats_path: Path, guard: bool, max_len: int
         words = stats_path.with_name("words.dict")
         words.write_text(dictionary(target.words))
         argv.append(f"-dict={words}")
-    argv += [str(d) for d in (corpus_dir, SEED_DIR / name) if d.is_dir()]
+    argv += [str(d) for d in (corpus_dir, seed_dir) if d.is_dir()]
     atheris.Setup(argv, one)
     atheris.Fuzz()
 
@@ -124,7 +133,7 @@ def child(name: str, seconds: float, stats_path: Path, guard: bool, max_len: int
 # -- the parent -----------------------------------------------------------------------
 
 
-def fuzz(name: str, seconds: float, guard: bool, max_len: int) -> dict[str, Any]:
+def fuzz(name: str, seconds: float, guard: bool, max_len: int, seeds_only: bool = False) -> dict[str, Any]:
     """Run the child; its stats plus whatever libFuzzer saved on its own."""
     crash_dir = WORK_DIR / "crashes" / name
     crash_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +141,8 @@ def fuzz(name: str, seconds: float, guard: bool, max_len: int) -> dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="crumb-fuzz-") as tmp:
         stats_path = Path(tmp) / "stats.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--seconds", str(seconds),
-               "--stats", str(stats_path), "--max-len", str(max_len)] + ([] if guard else ["--no-work-guard"])
+               "--stats", str(stats_path), "--max-len", str(max_len)] + ([] if guard else ["--no-work-guard"]) \
+            + (["--seeds-only"] if seeds_only else [])
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             log, _ = proc.communicate(timeout=seconds + SETUP_SLACK)
@@ -153,7 +163,7 @@ def fuzz(name: str, seconds: float, guard: bool, max_len: int) -> dict[str, Any]
                              "inputs": 1, "file": _show(crash_dir / entry)})
     return {"target": name, "executions": stats["executions"], "crashes": len(findings),
             "seconds": stats.get("seconds"), "mode": "atheris (coverage-guided)",
-            "work_guard": guard, "findings": findings, "exit": proc.returncode}
+            "work_guard": guard, "seeds_only": seeds_only, "findings": findings, "exit": proc.returncode}
 
 
 def _show(path: Path) -> str:
@@ -212,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write each target's seeds to tests/fuzz/corpus/TARGET/ (all targets unless one is named)")
     p.add_argument("--no-work-guard", action="store_true",
                    help="do not count calls per input (faster; finds no unbounded work)")
+    p.add_argument("--seeds-only", action="store_true",
+                   help="fuzz from the seed-* inputs alone, in a fresh corpus: leave out the regression cases "
+                        "and what earlier runs kept (does fuzzing find a known defect by itself?)")
     p.add_argument("--max-len", type=int, help="the longest input libFuzzer makes (default: the target's)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
@@ -219,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     guard = not args.no_work_guard
 
     if args.child:
-        child(args.target, args.seconds, args.stats, guard, args.max_len)
+        child(args.target, args.seconds, args.stats, guard, args.max_len, args.seeds_only)
         return 0
     targets = _targets()
     if args.list:
@@ -238,12 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("tools/fuzz.py needs atheris (the dev extra: make setup, or pip install atheris)", file=sys.stderr)
         return 2
-    result = fuzz(args.target, args.seconds, guard, args.max_len or targets[args.target].max_len)
+    result = fuzz(args.target, args.seconds, guard, args.max_len or targets[args.target].max_len, args.seeds_only)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['target']}: {result['executions']} executions in {result['seconds']} s, "
-              f"{result['crashes']} crash(es) [{result['mode']}{', work guard' if guard else ''}]")
+              f"{result['crashes']} crash(es) [{result['mode']}{', work guard' if guard else ''}"
+              f"{', seeds only' if args.seeds_only else ''}]")
         for f in result["findings"]:
             print(f"  {f['signature']}: {f['inputs']} input(s), first saved as {f['file']}\n    {f['message']}")
     return 1 if result["crashes"] else 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -233,7 +234,9 @@ def _token_endpoint_setup() -> Callable[[bytes], None]:
         body = endpoint.remac(headers, body)
         status, _, payload = endpoint.post(headers, body)
         if status >= 500 and status != 503:
-            raise Finding(f"POST /token answered {status}: {payload[:300]!r}")
+            said = re.search(rb"internal error \(\w+\)", payload)  # the exception's type, as the issuer says it
+            raise Finding(f"POST /token answered {status}: {payload[:300]!r}",
+                          said.group().decode() if said else str(status))
 
     run.close = endpoint.close  # type: ignore[attr-defined]
     return run
