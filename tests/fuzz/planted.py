@@ -8,15 +8,18 @@ from crumb.tooling.fuzz import Target
 
 
 def _planted_setup() -> Callable[[bytes], None]:
+    # Half of all non-empty inputs hit each bug, so any run of a few hundred inputs finds both.
     def run(data: bytes) -> None:
-        if data[:1] == b"w":
-            for _ in range(5_000):  # unbounded work, as far as the guard below is concerned
+        if not data:
+            return
+        if data[0] % 2:
+            for _ in range(5_000):  # unbounded work, as far as the bound below is concerned
                 abs(-1)
-        elif data[:1] == b"t":
+        else:
             raise TypeError("planted: an untyped exception")
 
     return run
 
 
-TARGETS = {"planted": Target("planted", "a TypeError on inputs starting with 't', 5,000 calls on 'w'",
-                             _planted_setup, 1_000, lambda: {"start": b"a"})}
+TARGETS = {"planted": Target("planted", "a TypeError on inputs whose first byte is even, 5,000 calls on odd",
+                             _planted_setup, 1_000, lambda: {"start": b""})}
