@@ -251,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("tools/fuzz.py needs atheris (the dev extra: make setup, or pip install atheris)", file=sys.stderr)
         return 2
-    result = fuzz(args.target, args.seconds, guard, args.max_len or targets[args.target].max_len, args.seeds_only)
+    try:
+        result = fuzz(args.target, args.seconds, guard, args.max_len or targets[args.target].max_len, args.seeds_only)
+    except RuntimeError as e:
+        print(f"tools/fuzz.py: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result))
     else:
