@@ -22,7 +22,7 @@ CBOR_WORDS = (b"\x1b\xff\xff\xff\xff\xff\xff\xff\xff", b"\x3b\xff\xff\xff\xff\xf
               b"\x81\x81\x81\x81\x81\x81\x81\x81", b"\x98\x20", b"\xb8\x20", b"\x59\x10\x00", b"\x7a\xff\xff\xff\xff",
               b"\x62\xed\xa0", b"\x63\xed\xa0\x80", b"\x62\xc0\x80", b"\x64\xf4\x90\x80\x80", b"\x61\x00",
               b"\x40", b"\x60", b"\x80", b"\xa0", b"\xf4", b"\xf5", b"\xf6", b"\x27")
-JSON_WORDS = (b'"\\ud800"', b'"\\udfff\\ud800"', b'"\\u0000"', b"18446744073709551617", b"-1", b"1e999",
+JSON_WORDS = (b'"\\ud800"', b"\\ud800", b"\\udc00", b'"\\udfff\\ud800"', b'"\\u0000"', b"18446744073709551617", b"-1", b"1e999",
               b"1.5", b"true", b"null", b"[[[[[[[[[[[[[[[[", b'{"', b'""', b'":', b'"x"', b'"d"', b'"kid"', b'"kty"',
               b'"OKP"', b'"crv"', b'"Ed25519"', b'"keys"', b'"nodes"', b'"status"', b'"previous"', b'"client_id"',
               b'"audience"', b'"scope"', b'"nonce"', b'"time"', b'"count"', b'"mac"', b'"grant_type"',

@@ -1,7 +1,8 @@
 """Targets for the device library on CPython: its CBOR decoder and its handling of issuer answers.
 
 The response target points a real ``ucrumb.client.Client`` at a loopback
-server that answers every request with the fuzz input as raw HTTP bytes, so
+server that answers every request with the fuzz input as raw HTTP bytes
+(or, for an input not starting with "HTTP/", a status byte and a body), so
 the device's own HTTP reader, CBOR decoder, clock sync and cache all run on
 it. ``token()`` may raise only the client's typed errors (``IssuerUnavailable``,
 ``Denied``, ``ClockUnsynced``), and after any answer the client must still be
@@ -66,7 +67,7 @@ def _device_response_setup() -> Callable[[bytes], None]:
               "max_backoff": 0}
 
     def run(data: bytes) -> None:
-        responder.response = data
+        responder.response = as_response(data)
         client = uclient.Client(responder.url, **device)
         for resource, operation in (("/sensors/temp01", "read"), ("/sensors/temp02", "publish")):
             try:
@@ -80,6 +81,19 @@ def _device_response_setup() -> Callable[[bytes], None]:
 
     run.close = responder.close  # type: ignore[attr-defined]
     return run
+
+
+STATUSES = ["200 OK", "400 Bad Request", "401 Unauthorized", "403 Forbidden", "413 Payload Too Large",
+            "429 Too Many Requests", "500 Internal Server Error", "503 Service Unavailable"]
+
+
+def as_response(data: bytes) -> bytes:
+    """The HTTP response an input stands for: itself when it starts with "HTTP/", else byte 0
+    picks the status and the rest is the body, framed with its Content-Length (so that
+    mutations of a CBOR answer are not all lost to a length that no longer matches)."""
+    if data.startswith(b"HTTP/") or not data:
+        return data
+    return _http(STATUSES[data[0] % len(STATUSES)], data[1:])
 
 
 def _http(status: str, body: bytes, extra: bytes = b"") -> bytes:
@@ -102,7 +116,10 @@ def device_response_seeds() -> dict[str, bytes]:
         return cbor.dumps(m)
 
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(ok), ok)
+    framed = {"body-token": b"\x00" + ok, "body-uses": b"\x00" + uses, "body-batch": b"\x00" + batch,
+              "body-stale-time": b"\x01" + refusal("stale_time"), "body-rate-limited": b"\x05" + refusal("rate_limited")}
     return {
+        **framed,
         "token": _http("200 OK", ok),
         "token-uses": _http("200 OK", uses),
         "batch": _http("200 OK", batch),
