@@ -27,13 +27,8 @@
 
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
-import { createNetBridge } from "./netbridge.mjs";
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, "..", "..");
-const PKG = "@micropython/micropython-webassembly-pyscript";
-const PKG_MJS = path.join(HERE, "node_modules", PKG, "micropython.mjs");
+import { fileURLToPath } from "node:url";
+import { DEFAULTS, DEVICE_DIR, SetupError, VMLIB_DIR, copyTree, loadVM, parseSize as size } from "./vmsetup.mjs";
 
 function die(msg) {
   process.stderr.write("run.mjs: " + msg + "\n");
@@ -41,13 +36,15 @@ function die(msg) {
 }
 
 function parseSize(s) {
-  const m = /^(\d+)([kKmM]?)$/.exec(s || "");
-  if (!m) die("bad size: " + s);
-  return parseInt(m[1], 10) * ({ k: 1024, m: 1048576 }[m[2].toLowerCase()] || 1);
+  try {
+    return size(s);
+  } catch (e) {
+    die(e.message);
+  }
 }
 
 function parseArgs(argv) {
-  const o = { heap: 256 * 1024, pystack: 2048, paths: [], defaults: true, netMax: 30, file: null, code: null, args: [] };
+  const o = { ...DEFAULTS, paths: [], defaults: true, file: null, code: null, args: [] };
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i];
@@ -75,19 +72,6 @@ function parseArgs(argv) {
   if (!o.file && o.code === null) die("nothing to run (give FILE.py or -c CODE; --help for usage)");
   if (!(o.netMax > 0)) die("--net-max-timeout must be > 0");
   return o;
-}
-
-// Recursively copy .py/.mpy/.json files (code and test data, nothing else) into the VM filesystem.
-function copyTree(FS, hostDir, vmDir) {
-  if (!fs.existsSync(hostDir) || !fs.statSync(hostDir).isDirectory()) die("not a directory: " + hostDir);
-  FS.mkdirTree(vmDir);
-  for (const ent of fs.readdirSync(hostDir, { withFileTypes: true })) {
-    if (ent.name === "__pycache__" || ent.name.startsWith(".")) continue;
-    const h = path.join(hostDir, ent.name);
-    const v = vmDir.replace(/\/$/, "") + "/" + ent.name;
-    if (ent.isDirectory()) copyTree(FS, h, v);
-    else if (/\.(py|mpy|json)$/.test(ent.name)) FS.writeFile(v, fs.readFileSync(h));
-  }
 }
 
 // Byte-level output sink: the VM emits one byte at a time; pass whole lines.
@@ -131,45 +115,18 @@ def _crumb_main(path, src):
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  if (!fs.existsSync(PKG_MJS))
-    die(`MicroPython WebAssembly port not installed (${PKG_MJS} missing); run: bash tools/setup_test_env.sh`);
-  const { loadMicroPython } = await import(pathToFileURL(PKG_MJS).href);
-
   const out = sink(1);
   const err = sink(2);
-  const mp = await loadMicroPython({
-    heapsize: o.heap,
-    pystack: o.pystack,
-    linebuffer: false,
-    stdout: out.put,
-    stderr: err.put,
-  });
+  const { mp, closeNet } = await loadVM({ heap: o.heap, pystack: o.pystack, netMax: o.netMax, stdout: out.put, stderr: err.put });
 
   const paths = [];
-  if (o.defaults) paths.push(path.join(REPO, "device") + ":/lib", path.join(HERE, "vmlib") + ":/lib");
+  if (o.defaults) paths.push(DEVICE_DIR + ":/lib", VMLIB_DIR + ":/lib");
   paths.push(...o.paths);
   for (const p of paths) {
     const k = p.lastIndexOf(":");
     const [h, v] = k > 0 && p.slice(k + 1).startsWith("/") ? [p.slice(0, k), p.slice(k + 1)] : [p, "/lib"];
     copyTree(mp.FS, path.resolve(h), v);
   }
-
-  let bridge = null;
-  const lazy = (name) => (...a) => {
-    if (!bridge) bridge = createNetBridge({ maxTimeoutMs: Math.round(o.netMax * 1000) });
-    return bridge.module[name](...a);
-  };
-  mp.registerJsModule("_crumbnet", {
-    resolve: lazy("resolve"),
-    connect: lazy("connect"),
-    starttls: lazy("starttls"),
-    x509: lazy("x509"),
-    send: lazy("send"),
-    recv: lazy("recv"),
-    shutdown: lazy("shutdown"),
-    close: lazy("close"),
-    ping: lazy("ping"),
-  });
 
   let src, vmPath;
   if (o.code !== null) {
@@ -200,11 +157,12 @@ async function main() {
   }
   out.flush();
   err.flush();
-  if (bridge) await bridge.close();
+  await closeNet();
   process.exitCode = typeof rc === "number" ? rc & 255 : 1;
 }
 
 main().catch((e) => {
+  if (e instanceof SetupError) die(e.message);
   process.stderr.write("run.mjs: " + (e && e.stack ? e.stack : e) + "\n");
   process.exit(2);
 });

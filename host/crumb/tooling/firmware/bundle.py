@@ -32,8 +32,6 @@ NOT_SHIPPED = ("manifest.py",)  # the freeze manifest builds firmware; the board
 CONFIG_TEMPLATE = "config.example.json"
 MANIFEST = "manifest.json"
 MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
-MARCHS = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp", "xtensa", "xtensawin",
-          "rv32imc", "rv64imc")
 
 
 class FirmwareError(Exception):
@@ -90,8 +88,9 @@ def load_boards(app: Path) -> dict[str, Board]:
         for key in ("name", "march", "micropython"):
             if not isinstance(cfg.get(key), str) or not cfg[key]:
                 raise FirmwareError(f"{path}: {key!r} is required (a string)")
-        if cfg["march"] not in MARCHS:
-            raise FirmwareError(f"{path}: march {cfg['march']!r} is not one of mpy-cross's: {', '.join(MARCHS)}")
+        if cfg["march"] not in mpycompat.ARCH_NAMES:
+            raise FirmwareError(f"{path}: march {cfg['march']!r} is not one of mpy-cross's: "
+                                f"{', '.join(mpycompat.ARCH_NAMES)}")
         try:
             mpycompat.parse_version(cfg["micropython"])
         except ValueError as e:
@@ -108,14 +107,13 @@ def app_modules(app: Path) -> list[Path]:
     return [p for p in sorted(app.glob("*.py")) if p.name not in SOURCE_FILES + NOT_SHIPPED]
 
 
-def check_compiler(exe: str, micropython: str, native: bool) -> mpycompat.MpyHeader:
-    """What ``exe`` writes, if ``micropython`` can load it; else FirmwareError saying what to do."""
-    header = mpycompat.writer_of(exe)
+def check_compiler(exe: str, micropython: str, native: bool, march: str) -> mpycompat.MpyHeader:
+    """The header ``exe`` writes, if MicroPython ``micropython`` (on a ``march`` CPU) loads it;
+    else FirmwareError saying what to do (mpycompat: the rule, from each release's loader)."""
     try:
-        mpycompat.check(header, micropython, native=native)
-    except mpycompat.Incompatible as e:
-        raise FirmwareError(str(e)) from None
-    return header
+        return mpycompat.check_mpy_cross(exe, micropython, native=native, board_arch=march)
+    except (mpycompat.Incompatible, mpycompat.MpyCrossFailed, ValueError) as e:
+        raise FirmwareError(f"{e}") from None
 
 
 def _sha256(path: Path) -> str:
@@ -132,7 +130,7 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
     exe = exe or mpy_cross_exe()
     target = micropython or board.micropython
     native = emit == "native"
-    header = check_compiler(exe, target, native)
+    header = check_compiler(exe, target, native, board.march)
     args = [f"-march={board.march}", "-X", "emit=native"] if native else []
     dest = out / board.key
     if dest.exists():
@@ -150,7 +148,7 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
         bundle.files.append({"path": rel, "size": path.stat().st_size, "sha256": _sha256(path)})
     manifest = {
         "board": board.key, "micropython": target, "emit": emit, "march": board.march if native else None,
-        "mpy": f"{header.version}.{header.sub_version}", "mpy_cross": mpy_cross_version(exe),
+        "mpy_header": header.encode().hex(), "mpy_cross": mpy_cross_version(exe),
         "ucrumb": _ucrumb_version(), "files": bundle.files,
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

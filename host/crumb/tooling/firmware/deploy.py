@@ -148,6 +148,7 @@ def deploy(port: str, device: str, life: Lifecycle, *, group: str | None = None,
             target = board or Board("board", info.platform, "x64", info.micropython)
             bundle_dir = build(target, app, work / "bundle", micropython=info.micropython).dir
         manifest = read_manifest(bundle_dir)
+        bundle_hash = _sha256(bundle_dir / MANIFEST)
         _check_bundle(bundle_dir, manifest, info)
         try:
             creds = life.existing(device)
@@ -191,7 +192,7 @@ def deploy(port: str, device: str, life: Lifecycle, *, group: str | None = None,
     result.checked = {p: on_board[p] for p in expected}
     result.config_on_board = CONFIG in on_board
     life.record(device, {"event": "deployed", "port": port, "micropython": info.micropython,
-                         "bundle": _sha256(bundle_dir / MANIFEST)})
+                         "bundle": bundle_hash})
     return result
 
 
@@ -207,11 +208,14 @@ def _check_bundle(bundle_dir: Path, manifest: dict[str, Any], info: BoardInfo) -
     mpys = [f["path"] for f in manifest["files"] if f["path"].endswith(".mpy")]
     if not mpys:
         return
-    header = mpycompat.header_of(bundle_dir / mpys[0])
-    try:
-        mpycompat.check(header, info.micropython, native=header.arch is not None)
-    except mpycompat.Incompatible as e:
-        raise FirmwareError(f"{bundle_dir} cannot run on this board: {e}") from None
+    # The board's own word on its CPU: sys.implementation._mpy carries its native arch (bits 10+).
+    code = info.mpy >> 10 & 0x0F
+    board_arch = mpycompat.ARCH_NAMES[code - 1] if 0 < code <= len(mpycompat.ARCH_NAMES) else None
+    for rel in mpys:
+        try:
+            mpycompat.check(mpycompat.header_of(bundle_dir / rel), info.micropython, board_arch=board_arch)
+        except (mpycompat.Incompatible, ValueError) as e:
+            raise FirmwareError(f"{bundle_dir} cannot run on this board ({rel}): {e}") from None
 
 
 def _sha256(path: Path) -> str:

@@ -1,0 +1,2 @@
+def f():
+    return "hi" + str(40 + 2)
