@@ -441,6 +441,12 @@ def test_odd_values_are_typed_refusals_never_500(served):
            "mac": b64u(mac)}
     refusal(post(served, json.dumps(doc).encode(), json_type), "malformed")
     refusal(post(served, build_request("dev-odd", key, long, aif=True)), "malformed")
+    # More than 8 operations in one permission (§11.1; the text form cannot say more), in AIF and in JSON
+    nine = [("/sensors/t", [f"o{i}" for i in range(9)])]
+    message = refusal(post(served, build_request("dev-odd", key, nine, aif=True)), "malformed").message
+    assert "at most 8 operations" in message, message
+    doc = {**good, "scope": [[r, p] for r, p in nine]}  # refused before the MAC is checked
+    refusal(post(served, json.dumps(doc).encode(), json_type), "malformed")
 
 
 # -- the other endpoints ------------------------------------------------------------------

@@ -21,7 +21,9 @@ from crumb.issuer.protocol import build_request, parse_response
 from .conftest import Fleet, start_issuer
 
 TIMEOUT = 1.0  # the slow issuer's header and body timeouts, seconds
-BOUND = 3 * TIMEOUT  # a slow client is cut off within this
+# A slow client is cut off within this: the timeout, with room for a loaded machine (the server's timer
+# cannot fire early, and a server without the bound keeps them open for as long as the test waits).
+BOUND = 10 * TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,7 @@ def _dribble(port: int, first: bytes, then: bytes | None) -> tuple[socket.socket
 
 def test_slow_clients_are_cut_off(issuers):
     """Four slowloris connections (the issue's), one that sends nothing, and one whose body dribbles:
-    each is closed within 3x the timeout, with a 408 or nothing, and none earns a token."""
+    each is closed within the bound (the timeout, plus slack for a loaded machine), with a 408 or nothing, and none earns a token."""
     _, slow = issuers
     port = _port(slow)
     key = slow.enroll("dev-slow", "sensors").key

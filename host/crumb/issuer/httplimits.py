@@ -161,9 +161,13 @@ class BoundedHttpToolsProtocol(OneWriteHttpToolsProtocol):
 
     def _answer(self, status: int, reason: str, message: str, *, current: bool = False) -> None:
         """Write a whole response (JSON, as the app's other errors), unless another is under way on this
-        connection. ``current``: the cycle is this request's, and the answer is to it."""
+        connection. ``current``: the cycle is this request's, and the answer is to it, so only while the
+        app has sent nothing for it (an app may answer before it has read the body: one answer each)."""
         cycle = self.cycle
-        idle = cycle is None or cycle.response_complete or (current and not cycle.response_started)
+        if current:
+            idle = cycle is None or not cycle.response_started
+        else:
+            idle = cycle is None or cycle.response_complete
         if idle and not self.pipeline:
             body = json.dumps({"error": message, "status": status}).encode()
             self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"

@@ -254,6 +254,8 @@ def _checked_scope(scopes: list) -> list:
         for resource, perm in scopes:
             check_canonical(resource)
             check_permission(perm)
+            if type(perm) is list and len(perm) > MAX_PERMISSION_OPS:  # the text form's bound, in every form
+                raise Malformed(f"a permission holds at most {MAX_PERMISSION_OPS} operations")
             if not _fits_a_token(resource, perm):
                 raise Malformed(f"the scope entry for {resource!r} takes more than the {MAX_STRING} bytes "
                                 "of a token's scope claim")
