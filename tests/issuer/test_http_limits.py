@@ -120,6 +120,25 @@ def test_an_oversized_head_earns_no_token(issuers):
     assert tokens_issued(default) == before + 2
 
 
+def test_a_pipelined_head_is_measured_too(issuers):
+    """A small request and, in the same segment, a second whose head is over the limit: the bytes counted
+    for the second start where the first ended, inside one read, so its head is measured from its parts."""
+    _, slow = issuers  # --max-header-bytes 2048
+    key = slow.enroll("dev-pipe", "sensors").key
+    before = tokens_issued(slow)
+    body = build_request("dev-pipe", key, [("/sensors/t", "read")])
+    first = b"GET /healthz HTTP/1.1\r\nHost: issuer\r\n\r\n"
+    answer = exchange(_port(slow), first + _head(body, b"x-big: " + b"a" * 2100 + b"\r\n") + body)
+    assert answer.count(b"HTTP/1.1 200 ") <= 1, answer[:400]  # the healthz answer at most, never a token
+    assert tokens_issued(slow) == before
+    # the same request alone, under the limit, earns its token
+    body = build_request("dev-pipe", key, [("/sensors/t", "read")])
+    answer = exchange(_port(slow), first + _head(body, b"x-big: " + b"a" * 1500 + b"\r\nconnection: close\r\n")
+                      + body)
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:400]
+    assert tokens_issued(slow) == before + 1
+
+
 def test_the_limits_are_configurable(issuers):
     _, slow = issuers  # --max-header-bytes 2048 --max-headers 16
     port = _port(slow)
@@ -183,6 +202,44 @@ def test_slow_clients_are_cut_off(issuers):
         assert answer == b"" or answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), (i, answer[:200])
     assert b"body was not complete" in closed[5][1] and b"head was not complete" in closed[0][1]
     assert tokens_issued(slow) == before
+
+
+def test_blank_lines_do_not_hold_a_connection(issuers):
+    """HTTP allows blank lines before a request, and any bytes stop uvicorn's keep-alive timer: a client
+    that sends CRLFs and never a request, from the start or after an answer, is cut off like a slowloris."""
+    _, slow = issuers
+    port = _port(slow)
+    fresh = socket.create_connection(("127.0.0.1", port), timeout=30)  # blank lines from the start, 10 a second
+    answered = socket.create_connection(("127.0.0.1", port), timeout=30)  # one request, then one blank line
+    answered.sendall(b"GET /healthz HTTP/1.1\r\nHost: issuer\r\n\r\n")
+    head, _ = read_response(answered)
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    answered.sendall(b"\r\n")
+    start = time.monotonic()
+    clients = {0: fresh, 1: answered}
+    closed: dict[int, float] = {}
+    next_send = start
+    while len(closed) < 2 and time.monotonic() < start + BOUND + 30:
+        readable, _, _ = select.select([s for i, s in clients.items() if i not in closed], [], [], 0.05)
+        for i, s in clients.items():
+            if s in readable:
+                try:
+                    data = s.recv(65536)
+                except ConnectionResetError:
+                    data = b""
+                if not data or b"\r\n\r\n" in data:  # the close, or the 408 before it
+                    assert not data or data.startswith(b"HTTP/1.1 408 "), data[:200]
+                    closed[i] = time.monotonic() - start
+        if time.monotonic() >= next_send and 0 not in closed:
+            next_send += 0.1
+            try:
+                fresh.send(b"\r\n")
+            except OSError:
+                pass
+    for s in clients.values():
+        s.close()
+    assert sorted(closed) == [0, 1], f"still open after {time.monotonic() - start:.1f} s: {closed}"
+    assert max(closed.values()) <= BOUND, closed
 
 
 def test_keep_alive_outlives_the_head_timeout_and_requests_still_flow(issuers):

@@ -16,14 +16,19 @@ adds, per connection:
   Timeout (when no response is under way on the connection), and closed;
 - ``keep_alive_timeout`` seconds idle between requests (uvicorn's own timer).
 
-The head is measured twice: by the bytes received while it is incomplete
-(so a head that never ends is cut off once it passes the limit, and the
-server holds at most the limit plus one read), and from the parsed request
-line and headers once it is complete (so a head that arrives in one read is
-measured too). A refused request never reaches the application.
+The head is measured by the bytes received while it is incomplete (so a
+head that never ends is cut off once it passes the limit, and the server
+holds at most the limit plus one read), and once it is complete, when those
+bytes cannot bound it (the read also held a body over the limit, or the end
+of an earlier request), from the parsed request line and headers. A refused
+request never reaches the application. Blank lines, which HTTP allows
+before a request, are on the head's clock too: uvicorn stops its keep-alive
+timer for any bytes, and a client that sent one CRLF after each answer
+would otherwise hold the connection for ever.
 
-Timers cost: a request that arrives in one read (every device request)
-arms none; the connection's first arms one, cancelled when its head is in.
+Costs: a request that arrives in one read (every device request) arms no
+timer and is not measured header by header; the connection's first arms
+one, cancelled when its head is in.
 """
 
 from __future__ import annotations
@@ -72,8 +77,8 @@ class BoundedHttpToolsProtocol(OneWriteHttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._phase = _IDLE
         self._received = 0        # bytes received since the last request ended (the head, while it lasts)
-        self._head_size = 0       # the parsed head's size
-        self._header_count = 0
+        self._recount = False     # a request ended inside this read: the next head's count starts short
+        self._exact = False       # measure this head from its parsed parts (its count may be short)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_phase = _IDLE
         self._lingering = -1      # bytes still accepted (and dropped) after a refusal; -1: no refusal
@@ -97,54 +102,58 @@ class BoundedHttpToolsProtocol(OneWriteHttpToolsProtocol):
             return
         if self._phase != _BODY:  # a head starts somewhere in here (or carries on)
             self._received += len(data)
+        self._recount = False
         super().data_received(data)
+        phase = self._phase
+        if phase == _APP:  # every request in this read is whole (nearly every read): nothing to time...
+            if self._timer is not None:
+                self._disarm()
+            if self.cycle.response_complete and self.timeout_keep_alive_task is None \
+                    and not self.transport.is_closing():
+                # ...unless this read began no request (blank lines, which HTTP allows before one) after an
+                # answer: uvicorn stopped its keep-alive timer for it. It is a head's start, on the head's clock.
+                self._arm(_HEAD, self.limits.header_timeout)
+            return
         if self._lingering >= 0 or self.transport.is_closing():
             return
-        phase = self._phase
         if phase == _HEAD:
-            if self._received > self.limits.max_header_bytes or self._header_count > self.limits.max_headers:
+            # uvicorn keeps the header lines parsed so far in self.headers
+            if self._received > self.limits.max_header_bytes or len(self.headers) > self.limits.max_headers:
                 self._refuse_head()
             elif self._timer_phase != _HEAD:
                 self._arm(_HEAD, self.limits.header_timeout)
-        elif phase == _BODY:
-            if self._timer_phase != _BODY:
-                self._arm(_BODY, self.limits.body_timeout)
-        else:
-            self._disarm()
+        elif phase == _BODY and self._timer_phase != _BODY:
+            self._arm(_BODY, self.limits.body_timeout)
+        # _IDLE: no request yet, only blank lines: the connection's first timer (connection_made) runs on
 
-    # -- parser callbacks (uvicorn's, plus counting) ---------------------------------
+    # -- parser callbacks (uvicorn's, plus the phase) ---------------------------------
 
     def on_message_begin(self) -> None:
         if self._lingering >= 0:
             return
         super().on_message_begin()
         self._phase = _HEAD
-        self._head_size = _REQUEST_LINE_EXTRA
-        self._header_count = 0
-
-    def on_url(self, url: bytes) -> None:
-        if self._lingering >= 0:
-            return
-        self._head_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._lingering >= 0:
-            return
-        self._header_count += 1
-        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
-        if self._header_count <= self.limits.max_headers:  # past it the request is refused: keep nothing more
-            super().on_header(name, value)
+        self._exact = self._recount
 
     def on_headers_complete(self) -> None:
         if self._lingering >= 0:
             return
         self._phase = _BODY
-        self._head_size += len(self.parser.get_method())
-        if self._head_size > self.limits.max_header_bytes or self._header_count > self.limits.max_headers:
+        limits = self.limits
+        # The bytes received bound the head from above; only a read that also held a body (or the end
+        # of an earlier request) needs the head measured from its parts.
+        measure = self._received > limits.max_header_bytes or self._exact
+        if len(self.headers) > limits.max_headers or (measure and self._head_size() > limits.max_header_bytes):
             self._refuse_head()
             return
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        """The request line and headers as parsed (what llhttp drops, optional whitespace, is not counted)."""
+        size = _REQUEST_LINE_EXTRA + len(self.parser.get_method()) + len(self.url)
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4  # ": " and CRLF
+        return size
 
     def on_body(self, body: bytes) -> None:
         if self._lingering < 0:
@@ -156,6 +165,7 @@ class BoundedHttpToolsProtocol(OneWriteHttpToolsProtocol):
         super().on_message_complete()
         self._phase = _APP
         self._received = 0
+        self._recount = True  # more of this read may follow: a pipelined request, counted from here short
 
     # -- refusing --------------------------------------------------------------------
 
@@ -175,7 +185,7 @@ class BoundedHttpToolsProtocol(OneWriteHttpToolsProtocol):
 
     def _refuse_head(self) -> None:
         limits = self.limits
-        if self._header_count > limits.max_headers:
+        if len(self.headers) > limits.max_headers:
             message = f"more than {limits.max_headers} header lines"
         else:
             message = f"the request line and headers exceed {limits.max_header_bytes} bytes"
