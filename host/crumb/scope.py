@@ -57,19 +57,20 @@ def check_resource(resource: object, *, pattern: bool = True) -> str:
 # patterns cannot reason about any of that, so the issuer grants, and its policy
 # names, only resources without them. Segments are what '/' separates; a resource
 # may start with '/' (a path) or not (an MQTT topic, a name), and "/" alone is one.
-_NONCANONICAL = re.compile(r"[%\\\x00-\x1f\x7f]|//|(?:^|/)\.\.?(?:/|\Z)|(?<=.)/\Z")
+_NONCANONICAL = re.compile(r"[%\\\x00-\x1f\x7f]|//|(?:^|/)\.\.?(?:;[^/]*)?(?:/|\Z)|(?<=.)/\Z")
 _WHY = (
     (re.compile("%"), "percent-encoding ('%'): a resource is decoded text"),
     (re.compile(r"\\"), "a backslash, which some services read as '/'"),
     (re.compile("[\x00-\x1f\x7f]"), "a control character"),
-    (re.compile(r"(?:^|/)\.\.?(?:/|\Z)"), "a '.' or '..' segment"),
+    # "..;x" too: servers that take ';' to start a segment's parameters (RFC 2396) read it as ".."
+    (re.compile(r"(?:^|/)\.\.?(?:;[^/]*)?(?:/|\Z)"), "a '.' or '..' segment"),
 )
 
 
 def noncanonical(resource: str) -> str | None:
     """Why ``resource`` is not in canonical form, or None when it is.
 
-    Canonical: no '.' or '..' segment, no empty segment ('//', or a '/' at the
+    Canonical: no '.' or '..' segment (nor one with ';' parameters, "..;x"), no empty segment ('//', or a '/' at the
     end of anything but "/"), no '%', no backslash, no control character
     (U+0000-U+001F, U+007F). A pattern's '*' is an ordinary character here.
     """

@@ -114,11 +114,13 @@ def test_only_canonical_resources_are_granted(issuer, make_verifier):
 
     token = mint(issuer, scope=[("/sensors/*", "read"), ("*", "list")], now=NOW, uses=100)
     v = make_verifier()
-    for res in ("/sensors/t", "/sensors/.t", "/sensors/..t", "/sensors/t.", "/sensors/a.b/c"):
+    for res in ("/sensors/t", "/sensors/.t", "/sensors/..t", "/sensors/t.", "/sensors/a.b/c", "/sensors/t;v=1",
+                "/sensors/;../x", "/sensors/...;/x"):
         assert noncanonical(res) is None
         v.verify(token, res, "read")
     for res in ("/sensors/../valves/1", "/sensors/./t", "/sensors/.", "/sensors/..", "/sensors//t", "/sensors/t/",
-                "/sensors/%2e%2e/v", "/sensors/..\\v", "/sensors/.\t./v", "/sensors/t\n", "/sensors/t\x7f"):
+                "/sensors/%2e%2e/v", "/sensors/..\\v", "/sensors/.\t./v", "/sensors/t\n", "/sensors/t\x7f",
+                "/sensors/..;/valves/1", "/sensors/..;x/v", "/sensors/.;"):
         assert noncanonical(res), res
         with pytest.raises(ScopeDenied, match="canonical form"):
             v.verify(token, res, "read")

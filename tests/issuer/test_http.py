@@ -237,7 +237,7 @@ def test_only_canonical_resources_are_granted(served):
     json_type = {"content-type": "application/json"}
     for resource in ("/sensors/../valves/1", "/sensors/./t", "/sensors//t", "/sensors/t/", "/sensors/%2e%2e/v",
                      "/sensors/..%2fvalves", "/sensors/..\\valves", "/sensors/.\t./v", "/sensors/t\x00",
-                     "/sensors/../*"):
+                     "/sensors/../*", "/sensors/..;/valves/1"):
         for body, headers in ((build_request("dev-canon", c.creds.key, [(resource, "read")]), CBOR),
                               (build_request("dev-canon", c.creds.key, [(resource, "read")], aif=True), CBOR),
                               (build_request("dev-canon", b"\x00" * 32, [(resource, "read")]), CBOR),  # no MAC

@@ -40,7 +40,7 @@ def test_canonical_paths_only():
     assert canonical_path("/") and canonical_path("/a/b")
     for bad in ("", "a", "//", "/a//b", "/a/./b", "/a/../b", "/a/", "/..",
                 # what a service further on may still decode or normalise (PROTOCOL.md §4.2)
-                "/a%2e%2e/b", "/a/..\\b", "/a/.\t./b", "/a\x00"):
+                "/a%2e%2e/b", "/a/..\\b", "/a/.\t./b", "/a\x00", "/a/..;/b", "/a/.;x"):
         assert not canonical_path(bad), bad
     assert canonical_path("/a/.b/..c") and canonical_path("/sensors/t1*")
 
