@@ -431,6 +431,16 @@ def test_odd_values_are_typed_refusals_never_500(served):
                    {"scope": [["/sensors/t", 2**64 + 1]]}, {"scope": [["/sensors/t", 2**70]]},
                    {"scope": [["/sensors/t", -1]]}):
         refusal(post(served, json.dumps({**good, **change}).encode(), json_type), "malformed")
+    # The same in CBOR (application/ace+cbor), with the MAC right: a surrogate's UTF-8 form (ED A0 80, which
+    # no UTF-8 decoder accepts) in audience and in a text and an AIF resource, and a full 64-bit bitmask.
+    surrogate = b"\xed\xa0\x80"
+    for aif in (False, True):
+        body = build_request("dev-odd", key, [("/sensors/abc", "read")], audience="abc", aif=aif)
+        for old, new in ((b"\x63abc", b"\x63" + surrogate), (b"/sensors/abc", b"/sensors/" + surrogate)):
+            assert body.count(old) == 1
+            odd = body.replace(old, new)
+            refusal(post(served, odd[:-MAC_BYTES] + mac_of(key, odd[:-MAC_BYTES])), "malformed")
+    refusal(post(served, build_request("dev-odd", key, [("/sensors/t", 2**64 - 1)])), "malformed")
     # A resource and an operation of up to 255 bytes each, but not together in a token's scope claim
     # (a byte string of at most 255 bytes): refused before minting, with the MAC right, in both formats.
     long = [("/sensors/" + "y" * 200, "x" * 200)]
