@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/crumb bench middleware
 	$(BIN)/crumb bench replay
 	$(BIN)/crumb bench issuer --processes 2
+	$(BIN)/crumb bench pg
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
