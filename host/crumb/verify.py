@@ -25,7 +25,7 @@ from .errors import (
 )
 from .keys import PublicKey
 from .replay import MemoryReplayStore, ReplayStore
-from .scope import allows
+from .scope import allows, noncanonical
 from .token import Token, authority_kid, block_body, check_block_protected, split, to_bytes
 from .wire import BLOCK_ATTENUATE, BLOCK_ATTEST, BLOCK_OPEN, MAX_TOKEN_BYTES, PUBLIC_KEY_BYTES, SEAL_CONTEXT
 
@@ -169,7 +169,8 @@ class Verifier:
 
         Args:
             token: the token, as bytes or base64url text.
-            resource: the resource the request acts on (e.g. its path).
+            resource: the resource the request acts on (e.g. its path), in
+                canonical form (PROTOCOL.md §4.2; else ``scope_denied``).
             operation: the operation (e.g. ``"read"``, or an HTTP method
                 name for tokens scoped with a method bitmask).
             hop: override the verifier's hop for this call.
@@ -254,6 +255,11 @@ class Verifier:
         claims = verified.claims
         if claims.aud is not None and claims.aud != self.audience:
             raise ScopeDenied(f"token is for audience {claims.aud!r}, this is {self.audience!r}")
+        # A resource outside the canonical form (§4.2) is one a service may normalise into
+        # another ("/sensors/../valves/1"): no prefix pattern can grant it safely.
+        why = noncanonical(resource)
+        if why is not None:
+            raise ScopeDenied(f"resource {resource!r} is not in canonical form: it has {why}")
         if not allows(claims.scope, resource, operation):
             raise ScopeDenied(f"token does not grant {operation!r} on {resource!r}")
         extra = verified.caveats

@@ -59,14 +59,28 @@ def issuer_group() -> None:
               help="SQLite synchronous mode of the audit log: full = durable at each group commit.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="warning", show_default=True)
-def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, log_level) -> None:
+@click.option("--max-header-bytes", default=8192, show_default=True, type=click.IntRange(1024, 1 << 20),
+              help="Most bytes in a request's request line and headers (431 beyond).")
+@click.option("--max-headers", default=64, show_default=True, type=click.IntRange(8, 1000),
+              help="Most header lines in a request (431 beyond).")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds a client has to send a request's head, from connecting or from its first byte (408).")
+@click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds a client has to send a request's body once its head is in (408).")
+@click.option("--keep-alive-timeout", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds an idle connection is kept open between requests.")
+def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, log_level, max_header_bytes,
+              max_headers, header_timeout, body_timeout, keep_alive_timeout) -> None:
     """Serve POST /token, GET /keys, /healthz and /metrics over HTTP."""
     require("issuer", "crumb issuer serve")
     from ..keys import KeyFileError
     from . import _native
     from .app import Settings, build_issuer
+    from .httplimits import HttpLimits
     from .policy import PolicyError
     from .server import serve
+
+    limits = HttpLimits(max_header_bytes, max_headers, header_timeout, body_timeout, keep_alive_timeout)
 
     if processes > 1 and not redis_url:
         raise click.UsageError("--processes > 1 needs --redis: without it each process would keep its own "
@@ -93,6 +107,8 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
         f"  policy       {policy_path if policy_path else 'none: every request is denied (pass --config FILE)'}",
         f"  store        {'redis ' + redis_url if redis_url else 'in memory (this process only)'}",
         "  endpoints    POST /token  GET /keys  GET /healthz  GET /metrics",
+        (f"  limits       head {max_header_bytes} B, {max_headers} headers, in {header_timeout:g} s; "
+         f"body {issuer.policy.max_request_bytes} B (policy), in {body_timeout:g} s; idle {keep_alive_timeout:g} s"),
     ]
     cpus = os.cpu_count() or 1
     if processes > 1 and 2 * processes > cpus:
@@ -115,7 +131,7 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
         click.echo("\n".join([head, *lines]), err=True)
 
     try:
-        serve(factory, host, port, processes, log_level, ready=ready)
+        serve(factory, host, port, processes, log_level, ready=ready, limits=limits)
     except OSError as e:
         _setup_error(f"cannot listen on {host}:{port}: {e.strerror or e}")
 

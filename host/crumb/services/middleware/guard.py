@@ -54,7 +54,8 @@ class Guard:
     def target(self, info: RequestInfo) -> tuple[str, str] | None:
         """What the request needs: (resource, operation), None if public; or raise ScopeDenied."""
         if not canonical_path(info.path):
-            raise ScopeDenied("the path has empty, '.' or '..' segments; send the canonical path")
+            raise ScopeDenied("the path is not in canonical form (empty, '.' or '..' segments, '%', a backslash "
+                              "or a control character); send the canonical path")
         decision = self.rule(info)
         if decision is PUBLIC:
             return None
