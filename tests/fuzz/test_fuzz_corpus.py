@@ -27,14 +27,6 @@ KNOWN_DEFECTS: dict[str, tuple[int, type[BaseException]]] = {
     "keyfetch/d1-node-x-is-null": (1, AttributeError),
     "keyfetch/d1-deeply-nested-array": (1, RecursionError),
     "keyfetch/d1-node-x-is-an-object-found-by-fuzzing": (1, AttributeError),
-    "request_json/d4-lone-surrogate-in-scope": (4, UnicodeEncodeError),
-    "request_json/d4-lone-surrogate-in-aif-resource": (4, UnicodeEncodeError),
-    "request_json/d4-lone-surrogate-in-long-aif-resource-found-by-fuzzing": (4, UnicodeEncodeError),
-    "request_json/d4-low-surrogate-in-aif-resource-found-by-fuzzing": (4, UnicodeEncodeError),
-    "request_json/d4-low-surrogate-in-text-batch-found-by-fuzzing": (4, UnicodeEncodeError),
-    "request_json/d4-low-surrogate-in-long-aif-resource-found-by-fuzzing": (4, UnicodeEncodeError),
-    "token_endpoint/d4-json-lone-surrogate-in-scope": (4, Finding),
-    "token_endpoint/d4-json-lone-surrogate-in-aif-resource": (4, Finding),
 }
 
 
