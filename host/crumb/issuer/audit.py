@@ -450,10 +450,20 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def records(path: Path, after: int = 0) -> Iterator[Record]:
+_ROWS = "SELECT seq, body, prev, hash FROM audit"
+
+
+def records(path: Path, after: int | None = None) -> Iterator[Record]:
+    """Every row of the table in seq order (those after seq ``after``, if given).
+
+    No row is filtered out by default: a row numbered 0 or below is not part
+    of any chain, and verify() must see it to say so, as `audit tail` shows it.
+    """
     conn = open_readonly(path)
     try:
-        for row in conn.execute("SELECT seq, body, prev, hash FROM audit WHERE seq > ? ORDER BY seq", (after,)):
+        rows = conn.execute(_ROWS + " ORDER BY seq") if after is None else \
+            conn.execute(_ROWS + " WHERE seq > ? ORDER BY seq", (after,))
+        for row in rows:
             yield Record(*row)
     finally:
         conn.close()
@@ -462,7 +472,7 @@ def records(path: Path, after: int = 0) -> Iterator[Record]:
 def last(path: Path, n: int) -> list[Record]:
     conn = open_readonly(path)
     try:
-        rows = conn.execute("SELECT seq, body, prev, hash FROM audit ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
+        rows = conn.execute(_ROWS + " ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
     finally:
         conn.close()
     return [Record(*row) for row in reversed(rows)]
@@ -470,20 +480,37 @@ def last(path: Path, n: int) -> list[Record]:
 
 class Verdict(NamedTuple):
     ok: bool
-    count: int
+    count: int             # records of the chain that hold, from the first one on
     head: bytes            # hash of the last good record
-    broken_at: int | None  # seq of the first broken record
+    broken_at: int | None  # seq of the first broken record (or of the row outside the chain)
     reason: str | None
+    rows: int = 0          # every row in the table: count when ok, more when not
 
 
 def verify(path: Path, head: bytes | None = None) -> Verdict:
-    """Walk the whole chain; stop at the first record that does not hold."""
-    prev, expect, count = GENESIS, 1, 0
+    """Walk the whole table; the first row that does not hold breaks the chain.
+
+    Every row is accounted for: a chain is records 1, 2, 3, ... each linking
+    to the one before, so a row numbered 0 or below, a gap, or a row after a
+    break is a failure, and the rows after the first problem are counted as
+    unverified rather than ignored. ``head``, a hash an earlier verify
+    printed, must be the hash of one of the chain's records (the chain may
+    have grown since): if it is not, records were cut off or rewritten.
+    """
+    prev, expect, count, rows = GENESIS, 1, 0, 0
+    found = head is None
+    broken: tuple[int, str] | None = None
     for rec in records(path):
+        rows += 1
+        if broken is not None:
+            continue  # counted, not verified: the chain is already broken before it
         problem = None
+        if rec.seq < 1:
+            broken = (rec.seq, f"a row numbered {rec.seq} is outside the chain (records are numbered from 1)")
+            continue
         if rec.seq != expect:
-            return Verdict(False, count, prev, expect,
-                           f"record {expect} is missing (the next record is {rec.seq})")
+            broken = (expect, f"record {expect} is missing (the next record is {rec.seq})")
+            continue
         body = rec.body if isinstance(rec.body, bytes) else str(rec.body).encode()
         if rec.prev != prev:
             problem = "does not link to the record before it (prev hash differs)"
@@ -495,13 +522,24 @@ def verify(path: Path, head: bytes | None = None) -> Verdict:
             except ValueError:
                 problem = "its body is not JSON"
         if problem:
-            return Verdict(False, count, prev, rec.seq, f"record {rec.seq} {problem}")
+            broken = (rec.seq, f"record {rec.seq} {problem}")
+            continue
         prev, expect, count = rec.hash, expect + 1, count + 1
-    if head is not None and head != prev:
+        if not found and prev == head:
+            found = True
+    if broken is not None:
+        at, reason = broken
+        after = rows - count - 1
+        if after:
+            reason += f"; {after} more row{'s' if after != 1 else ''} after it, unverified"
+        return Verdict(False, count, prev, at, reason, rows)
+    if not found:
+        assert head is not None
         return Verdict(False, count, prev, expect,
-                       f"the log ends at record {count} with head {prev.hex()}, not the expected head "
-                       f"{head.hex()}: records were cut off the end (or the head is from another log)")
-    return Verdict(True, count, prev, None, None)
+                       f"the expected head {head.hex()} is not the hash of any record of this chain, which ends "
+                       f"at record {count} with head {prev.hex()}: records were cut off the end or rewritten "
+                       "(or the head is from another log)", rows)
+    return Verdict(True, count, prev, None, None, rows)
 
 
 def _printable(text: object) -> str:

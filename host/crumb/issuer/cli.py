@@ -416,17 +416,21 @@ def audit_group() -> None:
                    "FILE=HEX names the chain when there are several (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def audit_verify(data_dir, heads, as_json) -> None:
-    """Check every chain end to end; name the first broken record (exit 1 if any)."""
+    """Check every chain end to end; name the first broken record (exit 1 if any).
+
+    Every row of every chain is accounted for, and every --head names a chain
+    that must exist: a chain file deleted since its head was noted is a failure.
+    """
     from . import audit
 
     data = DataDir(data_dir)
     paths = data.audit_logs()
-    if not paths:
+    if not paths and not heads:
         _setup_error(f"no audit log in {data.root}")
     expected: dict[str, bytes] = {}
     for head in heads:
         name, sep, hexed = head.rpartition("=")
-        name = name if sep else paths[0].name
+        name = name if sep else (paths[0].name if paths else data.audit.name)
         try:
             expected[name] = bytes.fromhex(hexed)
         except ValueError:
@@ -434,8 +438,14 @@ def audit_verify(data_dir, heads, as_json) -> None:
     chains = []
     for path in paths:
         v = audit.verify(path, expected.get(path.name))
-        chains.append({"file": path.name, "ok": v.ok, "records": v.count, "head": v.head.hex(),
+        chains.append({"file": path.name, "ok": v.ok, "records": v.count, "rows": v.rows, "head": v.head.hex(),
                        "broken_at": v.broken_at, "reason": v.reason})
+    present = {path.name for path in paths}
+    for name in sorted(set(expected) - present):  # a head was noted for a chain that is gone
+        chains.append({"file": name, "ok": False, "records": 0, "rows": 0, "head": audit.GENESIS.hex(),
+                       "broken_at": None, "missing": True,
+                       "reason": f"no chain {name} in {data.root}, but --head expects one with head "
+                                 f"{expected[name].hex()}: the chain file was deleted or moved"})
     ok = all(c["ok"] for c in chains)
     if as_json:
         click.echo(json.dumps({"ok": ok, "chains": chains}))
@@ -443,9 +453,12 @@ def audit_verify(data_dir, heads, as_json) -> None:
         for c in chains:
             if c["ok"]:
                 click.echo(f"{c['file']}: ok: {c['records']} records, chain intact; head {c['head']}")
+            elif c.get("missing"):
+                click.echo(f"{c['file']}: MISSING: {c['reason']}")
             else:
                 click.echo(f"{c['file']}: BROKEN at record {c['broken_at']}: {c['reason']}")
-                click.echo(f"{c['file']}: the {c['records']} records before it are intact (head {c['head']})")
+                click.echo(f"{c['file']}: the {c['records']} records before it are intact (head {c['head']}); "
+                           f"{c['rows']} rows in all")
     sys.exit(0 if ok else 1)
 
 
@@ -474,19 +487,21 @@ def audit_tail(data_dir, count, follow, as_json) -> None:
         except ValueError:
             return (0, item[1].seq)
 
-    seen = {p: 0 for p in paths}
+    # The rows verify reads (every row, whatever its number), newest first; then, with
+    # --follow, the rows numbered after the last one shown.
+    seen: dict = {}
     recent = []
     for path in paths:
         for rec in audit.last(path, count):
             recent.append((path, rec))
-            seen[path] = max(seen[path], rec.seq)
+            seen[path] = max(seen.get(path, rec.seq), rec.seq)
     for path, rec in sorted(recent, key=when)[-count:]:
         click.echo(show(path, rec))
     while follow:
         time.sleep(0.5)
         new = []
         for path in data.audit_logs():
-            for rec in audit.records(path, after=seen.get(path, 0)):
+            for rec in audit.records(path, after=seen.get(path)):
                 new.append((path, rec))
                 seen[path] = rec.seq
         for path, rec in sorted(new, key=when):
