@@ -22,6 +22,7 @@
 #      tools and libmbedtls-dev when missing.
 #   7. Chromium (Debian packages chromium, chromium-driver): the simulator's
 #      report is opened in a real headless browser by tests/sim.
+#   8. Root and mount(8): the disk-full test mounts a small tmpfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -165,4 +166,12 @@ out=$(chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-r
       'data:text/html,<p>crumb</p>' 2>/dev/null) || fail "chromium is installed but does not run headless"
 case "$out" in *crumb*) ;; *) fail "chromium ran but did not render a page: $out" ;; esac
 info "chromium ok: $(chromium --version 2>/dev/null | head -1)"
+# --- 8. mounting a small file system -------------------------------------------------
+# tests/issuer/test_disk_full.py fills the issuer's data directory to the last
+# byte on a tmpfs it mounts (and unmounts) itself: that needs root.
+if [ "$(id -u)" = 0 ] && command -v mount >/dev/null 2>&1 && command -v umount >/dev/null 2>&1; then
+    info "mount ok: the disk-full tests can mount their tmpfs"
+else
+    fail "tests/issuer/test_disk_full.py mounts a small tmpfs for the issuer's data directory: run the tests as root (with mount and umount, util-linux)"
+fi
 info "done"
