@@ -224,7 +224,7 @@ def test_verify_and_tail_see_the_same_rows(tmp_path):
     assert len(tail) == 4 and '"device":"dev-x"' in tail[0]
     out = crumb_cli("audit", "verify", "--data", str(tmp_path))
     assert out.returncode == 1 and "BROKEN at record 0" in out.stdout and "outside the chain" in out.stdout
-    assert "4 rows in all" in out.stdout
+    assert "4 rows in all, in 1 segment" in out.stdout
     js = crumb_cli("audit", "verify", "--json", "--data", str(tmp_path))
     import json
     chain = json.loads(js.stdout)["chains"][0]
@@ -252,7 +252,7 @@ def test_a_head_for_a_deleted_chain_is_a_failure(tmp_path):
     fill(data.audit, 4, 1)
     fill(tmp_path / "audit-1.db", 3, 1)
     out = crumb_cli("audit", "verify", "--data", str(tmp_path), check=True).stdout
-    head1 = out.split("audit-1.db: ok: 3 records, chain intact; head ")[1].split()[0]
+    head1 = out.split("audit-1.db: ok: 3 records in 1 segment, chain intact; head ")[1].split()[0]
     (tmp_path / "audit-1.db").unlink()
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"audit-1.db{suffix}").unlink(missing_ok=True)
@@ -260,7 +260,7 @@ def test_a_head_for_a_deleted_chain_is_a_failure(tmp_path):
     assert gone.returncode == 1 and "audit-1.db: MISSING" in gone.stdout and head1 in gone.stdout
     assert "audit.db: ok: 4 records" in gone.stdout
     # With no chain left at all, an expected head is still a failure (exit 1), not a usage error.
-    head0 = out.split("audit.db: ok: 4 records, chain intact; head ")[1].split()[0]
+    head0 = out.split("audit.db: ok: 4 records in 1 segment, chain intact; head ")[1].split()[0]
     for name in ("audit.db", "audit.db-wal", "audit.db-shm"):
         (tmp_path / name).unlink(missing_ok=True)
     none = crumb_cli("audit", "verify", "--head", head0, "--data", str(tmp_path))

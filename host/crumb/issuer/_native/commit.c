@@ -57,6 +57,7 @@ typedef struct job {
     long long group;    /* the transaction it was committed in: jobs of one group share it */
     int failed;
     char error[256];
+    char *rotate;       /* a rotation, not records: the path of the segment to switch to */
 } job;
 
 typedef struct {
@@ -67,6 +68,7 @@ typedef struct {
     sqlite3 *db;
     sqlite3_stmt *insert;
     int head_valid;
+    int full_sync;
     long long groups;   /* transactions attempted so far */
     long long head_seq;
     unsigned char head_hash[HASH_BYTES];
@@ -84,6 +86,7 @@ static void job_free(job *j) {
     PyMem_RawFree(j->msg_len);
     PyMem_RawFree(j->body_len);
     PyMem_RawFree(j->sigs);
+    PyMem_RawFree(j->rotate);
     PyMem_RawFree(j);
 }
 
@@ -101,6 +104,30 @@ static void writer_destroy(PyObject *capsule) {
 
 static writer *get_writer(PyObject *capsule) {
     return PyCapsule_GetPointer(capsule, "crumb.issuer._native._commit.writer");
+}
+
+/* Opens one segment for appending (WAL, the synchronous mode asked, the insert
+ * prepared): 0, or -1 with nothing left open and why in ``why``. Runs with or
+ * without the GIL (SQLite only). */
+static int open_segment(const char *path, int full_sync, sqlite3 **db, sqlite3_stmt **insert, char *why,
+                        size_t why_len) {
+    *db = NULL;
+    *insert = NULL;
+    const char *pragma = full_sync ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                   : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(*db, 30000) != SQLITE_OK ||
+        sqlite3_exec(*db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(*db, "INSERT INTO audit (seq, body, prev, hash) VALUES (?,?,?,?)", -1, insert,
+                           NULL) != SQLITE_OK) {
+        snprintf(why, why_len, "%s", *db ? sqlite3_errmsg(*db) : "out of memory");
+        if (*insert) sqlite3_finalize(*insert);
+        if (*db) sqlite3_close(*db);
+        *db = NULL;
+        *insert = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 /* writer_new(path, synchronous, efd, head_seq, head_hash) -> writer */
@@ -135,15 +162,10 @@ static PyObject *writer_new(PyObject *self, PyObject *args) {
         PyMem_RawFree(w);
         return NULL;
     }
-    char pragma[64];
-    snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;", sync);
-    if (sqlite3_open_v2(path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(w->db, 30000) != SQLITE_OK ||
-        sqlite3_exec(w->db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(w->db, "INSERT INTO audit (seq, body, prev, hash) VALUES (?,?,?,?)", -1, &w->insert,
-                           NULL) != SQLITE_OK) {
-        PyErr_Format(PyExc_OSError, "the audit log %s cannot be opened for writing: %s", path,
-                     w->db ? sqlite3_errmsg(w->db) : "out of memory");
+    w->full_sync = strcmp(sync, "FULL") == 0;
+    char why[200];
+    if (open_segment(path, w->full_sync, &w->db, &w->insert, why, sizeof why) != 0) {
+        PyErr_Format(PyExc_OSError, "the audit log %s cannot be opened for writing: %s", path, why);
         Py_DECREF(capsule);
         return NULL;
     }
@@ -307,6 +329,27 @@ invalid:
     pthread_mutex_unlock(&w->lock);
 }
 
+/* Runs without the GIL: the writer moves to the segment the job names (created,
+ * with its schema, by the owner) after every job queued before it. The chain's
+ * head carries over, so the new segment's first record links to this one's
+ * last. If the new segment cannot be opened the writer keeps the current one
+ * and the job fails, saying why. The closed segment is checkpointed into its
+ * main file (best effort: a reader may hold its WAL) and closed. */
+static void rotate_job(writer *w, job *j) {
+    sqlite3 *db;
+    sqlite3_stmt *insert;
+    char why[200];
+    if (open_segment(j->rotate, w->full_sync, &db, &insert, why, sizeof why) != 0) {
+        fail_job(w, j, why);
+        return;
+    }
+    sqlite3_finalize(w->insert);
+    sqlite3_exec(w->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    sqlite3_close(w->db);
+    w->db = db;
+    w->insert = insert;
+}
+
 /* writer_serve(writer): the writer thread's body; returns after writer_stop, once the queue is empty.
  * Each turn takes every job queued (up to GROUP_RECORDS records), so the number of
  * commits per second falls as the load rises instead of queueing one fsync per job. */
@@ -321,7 +364,9 @@ static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
         if (!w->todo) break;
         job *group = w->todo, *last = group;
         Py_ssize_t records = group->n_bodies;
-        while (last->next && records + last->next->n_bodies <= GROUP_RECORDS) {
+        /* A rotation is a group of its own: what came before it is committed first. */
+        while (!group->rotate && last->next && !last->next->rotate &&
+               records + last->next->n_bodies <= GROUP_RECORDS) {
             last = last->next;
             records += last->n_bodies;
         }
@@ -330,11 +375,16 @@ static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
         last->next = NULL;
         pthread_mutex_unlock(&w->lock);
         long long number = ++w->groups;  /* only this thread writes it */
-        for (job *j = group; j; j = j->next) {
-            j->group = number;
-            sign_job(w, j);
+        if (group->rotate) {
+            group->group = number;
+            rotate_job(w, group);
+        } else {
+            for (job *j = group; j; j = j->next) {
+                j->group = number;
+                sign_job(w, j);
+            }
+            commit_group(w, group);
         }
-        commit_group(w, group);
         pthread_mutex_lock(&w->lock);
         if (w->done_tail) w->done_tail->next = group;
         else w->done = group;
@@ -347,6 +397,37 @@ static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
     w->serving = 0;
     pthread_mutex_unlock(&w->lock);
     Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* writer_rotate(writer, job_id, path): queue a switch to the segment at path (see rotate_job). */
+static PyObject *writer_rotate(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    long long id;
+    const char *path;
+    if (!PyArg_ParseTuple(args, "OLs:writer_rotate", &capsule, &id, &path)) return NULL;
+    writer *w = get_writer(capsule);
+    if (!w) return NULL;
+    job *j = PyMem_RawCalloc(1, sizeof(job));
+    size_t len = strlen(path);
+    if (!j || !(j->rotate = PyMem_RawMalloc(len + 1))) {
+        job_free(j);
+        return PyErr_NoMemory();
+    }
+    memcpy(j->rotate, path, len + 1);
+    j->id = id;
+    pthread_mutex_lock(&w->lock);
+    if (w->stop) {
+        pthread_mutex_unlock(&w->lock);
+        job_free(j);
+        PyErr_SetString(PyExc_RuntimeError, "the audit writer is stopped");
+        return NULL;
+    }
+    if (w->todo_tail) w->todo_tail->next = j;
+    else w->todo = j;
+    w->todo_tail = j;
+    pthread_cond_signal(&w->ready);
+    pthread_mutex_unlock(&w->lock);
     Py_RETURN_NONE;
 }
 
@@ -464,6 +545,7 @@ static PyMethodDef methods[] = {
     {"writer_new", writer_new, METH_VARARGS, "A GIL-free audit writer on its own SQLite connection."},
     {"writer_submit", writer_submit, METH_VARARGS, "Queue a job: sign messages, append bodies."},
     {"writer_serve", writer_serve, METH_O, "Run the writer (blocks, without the GIL, until writer_stop)."},
+    {"writer_rotate", writer_rotate, METH_VARARGS, "Queue a switch to another segment (after what is queued)."},
     {"writer_stop", writer_stop, METH_O, "Ask the writer to finish its queue and return."},
     {"writer_collect", writer_collect, METH_O, "Finished jobs: [(id, first_seq, signatures, error, group)]."},
     {"writer_set_head", writer_set_head, METH_VARARGS, "Set the chain head after re-reading it."},
