@@ -152,6 +152,22 @@ def segment_number(chain: Path, path: Path) -> int | None:
     return int(rest) if len(rest) == SEGMENT_DIGITS and rest.isdigit() and int(rest) >= 2 else None
 
 
+def create_segment(path: Path) -> None:
+    """Make a new segment file with its table, appearing at ``path`` all at once (so no reader sees it half made).
+
+    Made under a temporary name, closed (SQLite removes the WAL on the last
+    close) and renamed into place; nothing else ever opens the temporary file.
+    commit.c's rotate_job does the same with the same SCHEMA.
+    """
+    if path.exists():
+        return  # a switch that failed after the rename: the file is whole
+    tmp = path.with_name(path.name + ".new")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        tmp.with_name(tmp.name + suffix).unlink(missing_ok=True)  # left by a crash
+    connect(tmp).close()
+    os.replace(tmp, path)
+
+
 def segments(chain: Path) -> list[tuple[int, Path]]:
     """The chain's segment files that exist, oldest first: [(k, path)]."""
     found = [(k, p) for p in chain.parent.glob(f"{chain.stem}.*db")
@@ -248,7 +264,9 @@ class AuditLog:
         self.segment, self.segment_path = live_segment(path)
         self.rotations = 0
         self.rotation_errors = 0
-        self.rotation_seconds: list[float] = []  # what each rotation cost the event loop (bench)
+        # Each rotation, from handing it to the writer until it switched (after the batches before it): bench.
+        self.rotation_seconds: list[float] = []
+        self._switching: tuple[int, Path, float] | None = None
         self.sync = sync.upper()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list = []
@@ -355,6 +373,8 @@ class AuditLog:
             if run is None:  # a rotation: the writer switched segments, or kept the old one
                 if error is not None:
                     self._rotation_failed(error)
+                else:
+                    self._rotated()
                 continue
             futures = [entry[1] for entry in run]
             if error is not None:
@@ -439,38 +459,45 @@ class AuditLog:
     def _rotate(self) -> None:
         """Start the next segment: everything handed over from now on goes there.
 
-        The new file and its schema are created here, so the writer only has
-        to open it; the writer switches between two batches, in queue order,
-        so no record is lost or written twice, and the chain's head carries
-        over. If the file cannot be made (disk full), the writer keeps the
-        current segment and rotation is tried again after another tenth of
-        a segment.
+        The writer is told to switch, in queue order: after the batches
+        handed over before, before those that come after, so no record is
+        lost or written twice, and the chain's head carries over into the
+        new segment. The writer thread creates the new file itself (a few
+        fsyncs), so the event loop never waits for it; commits pause while it
+        does, once per segment. If the file cannot be made (disk full), the
+        writer keeps the current segment and rotation is tried again after
+        another tenth of a segment.
         """
-        started = time.perf_counter()
-        k = max(self.segment, live_segment(self.path)[0]) + 1
-        path = segment_path(self.path, k)
-        try:
-            connect(path, self.sync).close()
-        except (sqlite3.Error, OSError) as e:
-            self._rotation_failed(f"{type(e).__name__}: {e}")
+        if self._switching is not None:
             return
+        k = self.segment + 1  # this process is the chain's only writer (datadir.claim_audit)
+        path = segment_path(self.path, k)
+        self._switching = (k, path, time.perf_counter())
         if self._writer is not None:
             job = self._next_job = self._next_job + 1
             try:
-                _native.writer_rotate(self._writer, job, str(path))
+                _native.writer_rotate(self._writer, job, str(path), SCHEMA)
             except RuntimeError as e:  # stopped meanwhile
                 self._rotation_failed(str(e))
                 return
             self._jobs[job] = None
         else:
             self._queue.put(_Rotate(path))
-        self.segment, self.segment_path = k, path
         self._in_segment = 0
         self._rotate_after = self.segment_records
+
+    def _rotated(self) -> None:
+        """The writer switched (on the loop)."""
+        if self._switching is None:
+            return
+        k, path, started = self._switching
+        self._switching = None
+        self.segment, self.segment_path = k, path
         self.rotations += 1
         self.rotation_seconds.append(time.perf_counter() - started)
 
     def _rotation_failed(self, error: str) -> None:
+        self._switching = None  # the same segment number is tried again
         self.rotation_errors += 1
         self._rotate_after = self._in_segment + max(1, self.segment_records // 10)
         log.error("audit log rotation failed, the current segment carries on: %s", error)
@@ -508,11 +535,12 @@ class AuditLog:
         conn.close()
 
     def _switch(self, conn: sqlite3.Connection, path: Path) -> sqlite3.Connection:
-        """The writer moves to the segment at ``path``; the chain's head (self._head) carries over."""
+        """The writer moves to the segment at ``path``, creating it; the chain's head (self._head) carries over."""
+        loop = self._loop
         try:
+            create_segment(path)
             new = connect(path, self.sync)
         except (sqlite3.Error, OSError) as e:
-            loop = self._loop
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(self._rotation_failed, f"{type(e).__name__}: {e}")
             return conn
@@ -521,6 +549,8 @@ class AuditLog:
         except sqlite3.Error:
             pass  # its WAL stays beside it: still a complete database, as SQLite reads it
         conn.close()
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._rotated)
         return new
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:

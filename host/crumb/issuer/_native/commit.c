@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -58,6 +59,7 @@ typedef struct job {
     int failed;
     char error[256];
     char *rotate;       /* a rotation, not records: the path of the segment to switch to */
+    char *schema;       /* ...and the SQL that creates its table (audit.SCHEMA: one definition) */
 } job;
 
 typedef struct {
@@ -87,6 +89,7 @@ static void job_free(job *j) {
     PyMem_RawFree(j->body_len);
     PyMem_RawFree(j->sigs);
     PyMem_RawFree(j->rotate);
+    PyMem_RawFree(j->schema);
     PyMem_RawFree(j);
 }
 
@@ -109,8 +112,8 @@ static writer *get_writer(PyObject *capsule) {
 /* Opens one segment for appending (WAL, the synchronous mode asked, the insert
  * prepared): 0, or -1 with nothing left open and why in ``why``. Runs with or
  * without the GIL (SQLite only). */
-static int open_segment(const char *path, int full_sync, sqlite3 **db, sqlite3_stmt **insert, char *why,
-                        size_t why_len) {
+static int open_segment(const char *path, int full_sync, const char *schema, sqlite3 **db, sqlite3_stmt **insert,
+                        char *why, size_t why_len) {
     *db = NULL;
     *insert = NULL;
     const char *pragma = full_sync ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
@@ -118,6 +121,7 @@ static int open_segment(const char *path, int full_sync, sqlite3 **db, sqlite3_s
     if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
         sqlite3_busy_timeout(*db, 30000) != SQLITE_OK ||
         sqlite3_exec(*db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
+        (schema && sqlite3_exec(*db, schema, NULL, NULL, NULL) != SQLITE_OK) ||
         sqlite3_prepare_v2(*db, "INSERT INTO audit (seq, body, prev, hash) VALUES (?,?,?,?)", -1, insert,
                            NULL) != SQLITE_OK) {
         snprintf(why, why_len, "%s", *db ? sqlite3_errmsg(*db) : "out of memory");
@@ -164,7 +168,7 @@ static PyObject *writer_new(PyObject *self, PyObject *args) {
     }
     w->full_sync = strcmp(sync, "FULL") == 0;
     char why[200];
-    if (open_segment(path, w->full_sync, &w->db, &w->insert, why, sizeof why) != 0) {
+    if (open_segment(path, w->full_sync, NULL, &w->db, &w->insert, why, sizeof why) != 0) {
         PyErr_Format(PyExc_OSError, "the audit log %s cannot be opened for writing: %s", path, why);
         Py_DECREF(capsule);
         return NULL;
@@ -329,8 +333,8 @@ invalid:
     pthread_mutex_unlock(&w->lock);
 }
 
-/* Runs without the GIL: the writer moves to the segment the job names (created,
- * with its schema, by the owner) after every job queued before it. The chain's
+/* Runs without the GIL: the writer moves to the segment the job names (creating
+ * it with the job's schema SQL) after every job queued before it. The chain's
  * head carries over, so the new segment's first record links to this one's
  * last. If the new segment cannot be opened the writer keeps the current one
  * and the job fails, saying why. The closed segment is checkpointed into its
@@ -339,7 +343,32 @@ static void rotate_job(writer *w, job *j) {
     sqlite3 *db;
     sqlite3_stmt *insert;
     char why[200];
-    if (open_segment(j->rotate, w->full_sync, &db, &insert, why, sizeof why) != 0) {
+    /* Made under a temporary name and renamed into place, as audit.create_segment does: no
+     * reader ever sees the segment without its table. A file already there is whole. */
+    if (access(j->rotate, F_OK) != 0) {
+        size_t len = strlen(j->rotate);
+        char *tmp = PyMem_RawMalloc(len + 16);
+        if (!tmp) { fail_job(w, j, "out of memory"); return; }
+        static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+        for (int i = 0; i < 4; i++) {
+            snprintf(tmp, len + 16, "%s.new%s", j->rotate, suffixes[i]);
+            unlink(tmp);  /* left by a crash */
+        }
+        snprintf(tmp, len + 16, "%s.new", j->rotate);
+        int made = open_segment(tmp, w->full_sync, j->schema, &db, &insert, why, sizeof why) == 0;
+        if (made) {
+            sqlite3_finalize(insert);
+            made = sqlite3_close(db) == SQLITE_OK;
+            if (!made) snprintf(why, sizeof why, "the new segment could not be closed");
+        }
+        if (made && rename(tmp, j->rotate) != 0) {
+            made = 0;
+            snprintf(why, sizeof why, "rename: %s", strerror(errno));
+        }
+        PyMem_RawFree(tmp);
+        if (!made) { fail_job(w, j, why); return; }
+    }
+    if (open_segment(j->rotate, w->full_sync, NULL, &db, &insert, why, sizeof why) != 0) {
         fail_job(w, j, why);
         return;
     }
@@ -400,21 +429,27 @@ static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
     Py_RETURN_NONE;
 }
 
-/* writer_rotate(writer, job_id, path): queue a switch to the segment at path (see rotate_job). */
+static char *copy_text(const char *text) {
+    size_t len = strlen(text);
+    char *out = PyMem_RawMalloc(len + 1);
+    if (out) memcpy(out, text, len + 1);
+    return out;
+}
+
+/* writer_rotate(writer, job_id, path, schema): queue a switch to the segment at path, created with
+ * the schema SQL if new (see rotate_job). */
 static PyObject *writer_rotate(PyObject *self, PyObject *args) {
     PyObject *capsule;
     long long id;
-    const char *path;
-    if (!PyArg_ParseTuple(args, "OLs:writer_rotate", &capsule, &id, &path)) return NULL;
+    const char *path, *schema;
+    if (!PyArg_ParseTuple(args, "OLss:writer_rotate", &capsule, &id, &path, &schema)) return NULL;
     writer *w = get_writer(capsule);
     if (!w) return NULL;
     job *j = PyMem_RawCalloc(1, sizeof(job));
-    size_t len = strlen(path);
-    if (!j || !(j->rotate = PyMem_RawMalloc(len + 1))) {
+    if (!j || !(j->rotate = copy_text(path)) || !(j->schema = copy_text(schema))) {
         job_free(j);
         return PyErr_NoMemory();
     }
-    memcpy(j->rotate, path, len + 1);
     j->id = id;
     pthread_mutex_lock(&w->lock);
     if (w->stop) {
