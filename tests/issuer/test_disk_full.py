@@ -7,6 +7,9 @@ byte: the issuer must refuse with store_unavailable (503, Retry-After) and
 never answer a token whose record is not committed; once space returns it
 issues again, and afterwards the log verifies and holds every token that was
 answered. Both audit writers: native (commit.c) and Python (CRUMB_NATIVE=0).
+
+Also: a segment file deleted under the writer makes its commits count as
+failed (they would land in a file nobody can read).
 """
 
 from __future__ import annotations
@@ -189,3 +192,28 @@ def test_a_full_disk_stops_issuance_and_no_token_goes_out_without_its_record(tmp
         # And the tokens the refused requests were minted with never left: one issued record per token answered.
         assert len(recorded) == len(answered)
         assert crumb_cli("audit", "verify", "--data", str(data)).returncode == 0
+
+
+@pytest.mark.parametrize("native", [pytest.param(True, marks=NATIVE_ONLY), False], ids=["native", "python"])
+def test_a_segment_deleted_under_the_writer_fails_its_commits(tmp_path, monkeypatch, native):
+    """SQLite commits into the open, unlinked file and says ok: the writer checks the file is still there."""
+    import asyncio
+
+    from crumb.issuer import _native
+    from crumb.issuer.audit import AuditLog, AuditUnavailable
+
+    monkeypatch.setattr(_native, "NATIVE", native)
+    path = tmp_path / "audit.db"
+
+    async def main() -> None:
+        log = AuditLog(path)
+        log.start()
+        assert await log.append({"n": 1}) == 1
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        with pytest.raises(AuditUnavailable, match="segment file is gone"):
+            await asyncio.wait_for(log.append({"n": 2}), 30)
+        assert not log.healthy
+        await log.stop()
+
+    asyncio.run(main())

@@ -138,6 +138,28 @@ def _head(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
 SEGMENT_DIGITS = 6
 
 
+READ_ONLY_WHY = ("the file system under the audit log turned read-only (or the segment file is gone): "
+                 "the commit cannot be trusted")
+
+
+def read_only(path: Path) -> bool:
+    """Whether the file system under ``path`` is read-only now, checked after each commit that succeeded.
+
+    A file system that turned read-only after an error (ext4, errors=remount-ro)
+    still takes writes into the page cache for a file already open and answers
+    fsync with success without writing anything, so SQLite's commit
+    "succeeds" and the record is gone at the next mount. The lie needs the
+    read-only flag set when fsync returns, so this check after the commit
+    catches it: the commit then counts as failed, and its tokens never leave.
+    A segment file that cannot be found (deleted under the writer) fails the
+    same way. commit.c's turned_read_only is the same check.
+    """
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return True  # the segment file is gone (deleted under the writer) or unreadable: not to be trusted either
+
+
 def segment_path(chain: Path, k: int) -> Path:
     """Where segment ``k`` (from 1) of ``chain`` (the chain's first file, e.g. DATA/audit.db) lives."""
     return chain if k == 1 else chain.with_name(f"{chain.stem}.{k:0{SEGMENT_DIGITS}d}.db")
@@ -577,6 +599,8 @@ class AuditLog:
             # so the writer takes the GIL a handful of times per batch, not once per row.
             n = len(batch)
             conn.execute(_insert_sql(n), params)
+            if read_only(self.segment_path):
+                raise sqlite3.OperationalError(READ_ONLY_WHY)
         except Exception as e:  # noqa: BLE001 -- disk full, locked too long, I/O error: nobody gets a token
             self._head = None
             self.failures += 1

@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -268,6 +269,22 @@ static void sign_job(writer *w, job *j) {
     sodium_memzero(j->sk, sizeof j->sk);
 }
 
+/* Whether the file system under the log is read-only now, after a commit that succeeded. A
+ * file system that turned read-only after an error (ext4, errors=remount-ro) still takes
+ * writes into the page cache for a file already open and answers fsync with success
+ * without writing anything: SQLite's commit then "succeeds" and the record is lost at the
+ * next mount (seen in tests/issuer/test_disk_full.py). The lie needs the read-only flag
+ * already set when fsync returns, so checking it after the commit catches it; the commit
+ * then counts as failed (the record may or may not be on disk: its tokens never leave). */
+#define READ_ONLY_WHY \
+    "the file system under the audit log turned read-only (or the segment file is gone): the commit cannot be trusted"
+static int turned_read_only(sqlite3 *db) {
+    const char *path = sqlite3_db_filename(db, "main");
+    struct statvfs st;
+    /* A segment file that cannot be found (deleted under the writer) is not to be trusted either. */
+    return !path || !*path || statvfs(path, &st) != 0 || (st.f_flag & ST_RDONLY);
+}
+
 static void fail_group(writer *w, job *group, const char *why) {
     for (job *j = group; j; j = j->next)
         if (!j->failed) fail_job(w, j, why);
@@ -316,6 +333,10 @@ static void commit_group(writer *w, job *group) {
         }
     }
     if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail_rollback;
+    if (turned_read_only(w->db)) {
+        fail_group(w, group, READ_ONLY_WHY);
+        goto invalid;
+    }
     pthread_mutex_lock(&w->lock);
     w->head_seq = seq;
     memcpy(w->head_hash, prev, HASH_BYTES);
