@@ -3,9 +3,15 @@
 Record n stores its body (canonical JSON), the hash of record n-1, and its
 own hash = SHA-256(hash of record n-1 || n as 8 bytes big-endian || body). A
 changed, removed, reordered or inserted record breaks the chain at that
-record, and `crumb audit verify` names it. Cutting records off the end
-leaves a valid shorter chain: keep the head hash `verify` prints somewhere
-else (or pass it back with --head) to catch that too.
+record, and `crumb audit verify` names it; every row is accounted for (a
+row numbered 0 or below, a repeat, a gap is a failure). Cutting records off
+the end leaves a valid shorter chain: keep the head hash `verify` prints
+somewhere else (and pass it back with --head) to catch that too.
+
+A chain is stored in segments (see "segments" below): the writer rotates
+into a new file every segment_records records, between two batches, and
+the chain's numbering and hashes carry on across files. archive.py exports
+closed segments and prunes archived ones.
 
 Commit strategy: group commit. Request handlers encode their record (on the
 event loop) and wait; everything appended during one turn of the event loop
