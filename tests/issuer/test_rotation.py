@@ -151,3 +151,15 @@ def test_the_issuer_rotates_under_load_and_every_answered_token_is_recorded_once
     assert len(answered) >= 3000 and sorted(answered) == sorted(recorded)  # none lost, none twice
     out = crumb_cli("audit", "verify", "--data", str(data))
     assert out.returncode == 0 and f"{v.count} records in {len(found)} segments" in out.stdout, out.stdout
+
+
+def test_bench_audit_prints_its_figures():
+    out = crumb_cli("bench", "audit", "--records", "400", "--segment-records", "100", "--rounds", "1", "--json",
+                    check=True)
+    import json
+
+    r = json.loads(out.stdout)
+    assert r["records"] == 400 and r["segments"] >= 4 and r["rotations_measured"] == r["segments"] - 1
+    for key in ("rotation_ms_median", "append_ratio_rotating_to_one", "verify_ratio_segments_to_one",
+                "archive_records_per_s_median"):
+        assert r[key] > 0, key
