@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/crumb bench replay
 	$(BIN)/crumb bench audit
 	$(BIN)/crumb bench issuer --processes 2
+	$(BIN)/crumb bench pg
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
