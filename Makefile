@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/crumb bench device
 	$(BIN)/crumb bench middleware
 	$(BIN)/crumb bench replay
+	$(BIN)/crumb bench audit
 	$(BIN)/crumb bench issuer --processes 2
 	$(BIN)/crumb bench pg
 

@@ -113,6 +113,10 @@ CLASSES: tuple[Class, ...] = (
           quick=(ISS + "test_audit.py::test_verify_names_a_changed_record",
                  ISS + "test_audit.py::test_verify_names_a_relinked_record"),
           both_paths=True),
+    Class("audit log: segments, archive and retention", "attack",
+          full=(ISS + "test_rotation.py", ISS + "test_archive.py"),
+          quick=(ISS + "test_rotation.py::test_a_record_repeated_in_a_later_segment_breaks_the_chain",
+                 ISS + "test_archive.py::test_a_forged_anchor_is_caught_against_the_archive")),
     # Both writers side by side in one process (and the native one's own cases, which CRUMB_NATIVE=0 skips).
     Class("audit log: native and Python writers", "attack",
           full=(ISS + "test_commit.py",),
@@ -131,6 +135,10 @@ CLASSES: tuple[Class, ...] = (
           full=(FLT + "test_issuer_killed.py", ISS + "test_redis.py::test_workers_do_not_outlive_a_killed_supervisor"),
           quick=(FLT + "test_issuer_killed.py::test_devices_retry_through_a_killed_issuer_and_the_audit_log_holds"
                        "[native]",)),
+    # Each test runs both writers itself (CRUMB_NATIVE in the issuer's environment), so one run covers both.
+    Class("fault: disk full while the audit log is written", "fault",
+          full=(ISS + "test_disk_full.py",),
+          quick=(ISS + "test_disk_full.py::test_a_full_disk_stops_issuance_and_no_token_goes_out_without_its_record",)),
     Class("fault: Redis stopped during verification", "fault",
           full=(FLT + "test_redis_outage.py", SVC + "test_replay_redis.py::test_unreachable_redis_fails_closed_then_recovers",
                 SVC + "test_replay_redis.py::test_a_stalled_redis_times_out",

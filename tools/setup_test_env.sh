@@ -26,6 +26,7 @@
 #      postgresql-plpython3-15): tests/pg starts private clusters (initdb into
 #      a temporary directory, as the unprivileged user postgres) and runs
 #      crumb's verifier inside them.
+#   9. Root and mount(8): the disk-full test mounts a small tmpfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -185,4 +186,12 @@ fi
 id -u postgres >/dev/null 2>&1 ||
     fail "there is no user 'postgres' to run the test clusters as (the Debian package postgresql-common creates it)"
 info "PostgreSQL ok: $("$pg_bin/postgres" --version) with PL/Python"
+# --- 9. mounting a small file system -------------------------------------------------
+# tests/issuer/test_disk_full.py fills the issuer's data directory to the last
+# byte on a tmpfs it mounts (and unmounts) itself: that needs root.
+if [ "$(id -u)" = 0 ] && command -v mount >/dev/null 2>&1 && command -v umount >/dev/null 2>&1; then
+    info "mount ok: the disk-full tests can mount their tmpfs"
+else
+    fail "tests/issuer/test_disk_full.py mounts a small tmpfs for the issuer's data directory: run the tests as root (with mount and umount, util-linux)"
+fi
 info "done"

@@ -542,7 +542,9 @@ def test_metrics_types_as_prometheus_reads_them(served):
         "crumb_issuer_refusals": "counter", "crumb_issuer_token_request_duration_seconds": "histogram",
         "crumb_issuer_policy_reloads": "counter", "crumb_issuer_policy_reload_errors": "counter",
         "crumb_issuer_audit_records": "counter", "crumb_issuer_audit_commits": "counter",
-        "crumb_issuer_audit_failures": "counter", "crumb_issuer_devices_enrolled": "gauge",
+        "crumb_issuer_audit_failures": "counter", "crumb_issuer_audit_rotations": "counter",
+        "crumb_issuer_audit_rotation_errors": "counter", "crumb_issuer_audit_segment": "gauge",
+        "crumb_issuer_devices_enrolled": "gauge",
         "crumb_issuer_devices_revoked": "gauge", "crumb_issuer_key_info": "gauge",
     }
     assert {name: f.type for name, f in families.items()} == expected
