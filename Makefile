@@ -43,7 +43,9 @@ bench: $(STAMP)
 	$(BIN)/crumb bench device
 	$(BIN)/crumb bench middleware
 	$(BIN)/crumb bench replay
+	$(BIN)/crumb bench audit
 	$(BIN)/crumb bench issuer --processes 2
+	$(BIN)/crumb bench pg
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

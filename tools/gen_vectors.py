@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Write shared/vectors/tokens.json and shared/wire.json from the reference implementation.
+"""Write shared/vectors/tokens.json, shared/vectors/cbor.json and shared/wire.json.
 
 Everything is deterministic (fixed seeds, clock and token ids; Ed25519
 signatures are deterministic), so running this again gives identical files;
 tests/host/test_vectors.py checks both that and every expected result.
 shared/wire.json is every constant of host/crumb/wire.py, in its sections
-(tests/host/test_wire.py, tests/device/test_device_wire.py).
+(tests/host/test_wire.py, tests/device/test_device_wire.py). shared/vectors/cbor.json
+is the CBOR_VECTORS table below, which both CBOR decoders must follow
+(tests/device/test_device_cbor_differential.py, tests/device/cases/vector_cases.py).
 
     .venv/bin/python tools/gen_vectors.py [--check]
 """
@@ -165,6 +167,83 @@ def vectors() -> list[dict]:
     return out
 
 
+# shared/vectors/cbor.json: the strict decoder's verdict on single CBOR items, written out by hand from
+# RFC 8949 and PROTOCOL.md §2 (not computed by either decoder), so that both decoders are held to it.
+# Each entry: (name, hex, ok, limits or None); ok means "decodes, and re-encodes to the same bytes".
+CBOR_VECTORS: list[tuple[str, str, bool, dict | None]] = [
+    ("false, true, null", "83 f4 f5 f6", True, None),
+    ("uint and nint extremes", "82 1bffffffffffffffff 3bffffffffffffffff", True, None),
+    ("int and text keys, bytewise order", "a3 01 00 20 00 6161 00", True, None),
+    ("empty strings and containers", "84 40 60 80 a0", True, None),
+    ("4-byte uint map value (a verifier fast path)", "a1 00 1a00010000", True, None),
+    # RFC 8949 §3.3: 0xf8 followed by a byte below 0x20 is not well-formed; crumb
+    # uses no simple value beyond false/true/null (§2), which have one-byte forms.
+    ("two-byte simple value 20 (false)", "f8 14", False, None),
+    ("two-byte simple value 21 (true)", "f8 15", False, None),
+    ("two-byte simple value 22 (null)", "f8 16", False, None),
+    ("two-byte simple value 21 inside a map", "a1 01 f8 15", False, None),
+    ("two-byte simple value 23 (undefined)", "f8 17", False, None),
+    ("two-byte simple value 0", "f8 00", False, None),
+    ("two-byte simple value 32 (well-formed, unassigned)", "f8 20", False, None),
+    ("simple value 255", "f8 ff", False, None),
+    ("undefined", "f7", False, None),
+    ("simple value 0", "e0", False, None),
+    ("half float", "f9 3c00", False, None),
+    ("single float", "fa 47c35000", False, None),
+    ("double float", "fb 3ff199999999999a", False, None),
+    # PROTOCOL.md §2: map keys are integers or text only.
+    ("byte-string map key", "a1 40 00", False, None),
+    ("byte-string map key after an int key", "a2 01 00 41 61 00", False, None),
+    ("array map key", "a1 80 00", False, None),
+    ("map map key", "a1 a0 00", False, None),
+    ("false map key", "a1 f4 00", False, None),
+    ("null map key", "a1 f6 00", False, None),
+    ("duplicate int key", "a2 01 00 01 00", False, None),
+    ("duplicate text key", "a2 6161 00 6161 00", False, None),
+    ("keys out of bytewise order", "a2 02 00 01 00", False, None),
+    ("length-first order is not bytewise order", "a2 20 00 1818 00", False, None),
+    ("non-preferred uint in 1 byte", "18 17", False, None),
+    ("non-preferred uint in 2 bytes", "19 00ff", False, None),
+    ("non-preferred uint in 4 bytes", "1a 0000ffff", False, None),
+    ("non-preferred uint in 8 bytes", "1b 00000000ffffffff", False, None),
+    ("non-preferred 4-byte uint as a map value", "a1 00 1a0000ffff", False, None),
+    ("non-preferred nint", "38 17", False, None),
+    ("non-preferred string length", "58 01 00", False, None),
+    ("non-preferred array length", "98 00", False, None),
+    ("non-preferred map length", "b8 00", False, None),
+    ("indefinite byte string", "5f 41 00 ff", False, None),
+    ("indefinite array", "9f ff", False, None),
+    ("indefinite map", "bf ff", False, None),
+    ("break on its own", "ff", False, None),
+    ("reserved additional information", "1c", False, None),
+    ("tag", "c0 60", False, None),
+    ("tag 24 (embedded CBOR)", "d8 18 41 00", False, None),
+    ("truncated array", "82 01", False, None),
+    ("truncated string", "42 01", False, None),
+    ("truncated head", "1a 0001", False, None),
+    ("truncated 4-byte uint as a map value", "a1 00 1a 0001", False, None),
+    ("empty input", "", False, None),
+    ("trailing byte", "00 00", False, None),
+    ("lone continuation byte in text", "61 80", False, None),
+    ("overlong UTF-8", "62 c0 80", False, None),
+    ("UTF-16 surrogate in UTF-8", "63 eda080", False, None),
+    ("code point above U+10FFFF", "64 f4908080", False, None),
+    ("invalid UTF-8 in an array (a verifier fast path)", "81 61 ff", False, None),
+    ("invalid UTF-8 as a map value (a verifier fast path)", "a1 00 61 ff", False, None),
+    ("largest code point", "64 f48fbfbf", True, None),
+    ("nesting at the depth limit", "81 81 80", True, {"max_depth": 3, "max_string": 255}),
+    ("nesting past the depth limit", "81 81 81 80", False, {"max_depth": 3, "max_string": 255}),
+    ("string at the length limit", "43 010203", True, {"max_depth": 6, "max_string": 3}),
+    ("string past the length limit", "44 01020304", False, {"max_depth": 6, "max_string": 3}),
+    ("text past the length limit", "64 61626364", False, {"max_depth": 6, "max_string": 3}),
+]
+
+
+def cbor_vectors() -> list[dict]:
+    return [{"name": name, "cbor": hexstr.replace(" ", ""), "ok": ok, "limits": limits}
+            for name, hexstr, ok, limits in CBOR_VECTORS]
+
+
 # shared/wire.json: every constant of crumb.wire, grouped by the module's "# [section] about" comments.
 _SECTION = re.compile(r"# \[([a-z_]+)\] (.+)")
 WIRE_ABOUT = ("crumb's wire constants: every number, name and size crumb puts on the wire. Generated from "
@@ -235,8 +314,18 @@ def render() -> dict[Path, str]:
         "vectors": vectors(),
     }
     constants = {"about": WIRE_ABOUT, "sections": wire_sections()}
+    cbor_doc = {
+        "format": 1,
+        "about": "crumb's strict CBOR decoding (PROTOCOL.md §2) on single items: `cbor` (hex) must decode "
+                 "(and re-encode to the same bytes) if `ok`, else be refused as malformed, by the host and the "
+                 "device decoder alike. `limits`: the nesting depth and string length bounds to decode with "
+                 "(null: depth 16, strings 4096 bytes). Generated by tools/gen_vectors.py from its hand-written "
+                 "table; every finding of the host/device differential test is one of them.",
+        "vectors": cbor_vectors(),
+    }
     return {
         ROOT / "shared" / "vectors" / "tokens.json": json.dumps(doc, indent=1) + "\n",
+        ROOT / "shared" / "vectors" / "cbor.json": json.dumps(cbor_doc, indent=1) + "\n",
         ROOT / "shared" / "wire.json": json.dumps(constants, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
     }
 

@@ -22,6 +22,11 @@
 #      tools and libmbedtls-dev when missing.
 #   7. Chromium (Debian packages chromium, chromium-driver): the simulator's
 #      report is opened in a real headless browser by tests/sim.
+#   8. PostgreSQL with PL/Python (Debian packages postgresql-15,
+#      postgresql-plpython3-15): tests/pg starts private clusters (initdb into
+#      a temporary directory, as the unprivileged user postgres) and runs
+#      crumb's verifier inside them.
+#   9. Root and mount(8): the disk-full test mounts a small tmpfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -165,4 +170,28 @@ out=$(chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-r
       'data:text/html,<p>crumb</p>' 2>/dev/null) || fail "chromium is installed but does not run headless"
 case "$out" in *crumb*) ;; *) fail "chromium ran but did not render a page: $out" ;; esac
 info "chromium ok: $(chromium --version 2>/dev/null | head -1)"
+# --- 8. PostgreSQL and PL/Python --------------------------------------------------------
+# Only the programs: the tests never use a system cluster (crumb.tooling.pgserver
+# runs initdb and pg_ctl itself). The server runs as an unprivileged user
+# (initdb and postgres refuse root): the Debian package creates the user postgres.
+PG_MAJOR=15
+pg_bin=/usr/lib/postgresql/$PG_MAJOR/bin
+pg_ext=/usr/share/postgresql/$PG_MAJOR/extension
+if ! [ -x "$pg_bin/initdb" ] || ! [ -x "$pg_bin/pg_ctl" ] || ! [ -f "$pg_ext/plpython3u.control" ]; then
+    info "installing PostgreSQL $PG_MAJOR and PL/Python (Debian packages postgresql-$PG_MAJOR, postgresql-plpython3-$PG_MAJOR)"
+    apt_install "postgresql-$PG_MAJOR" "postgresql-plpython3-$PG_MAJOR" ||
+        fail "PostgreSQL $PG_MAJOR with PL/Python is required by tests/pg and could not be installed (need root + apt-get, or install the Debian packages postgresql-$PG_MAJOR and postgresql-plpython3-$PG_MAJOR yourself)"
+fi
+[ -f "$pg_ext/plpython3u.control" ] || fail "PL/Python ($pg_ext/plpython3u.control) is missing after the install"
+id -u postgres >/dev/null 2>&1 ||
+    fail "there is no user 'postgres' to run the test clusters as (the Debian package postgresql-common creates it)"
+info "PostgreSQL ok: $("$pg_bin/postgres" --version) with PL/Python"
+# --- 9. mounting a small file system -------------------------------------------------
+# tests/issuer/test_disk_full.py fills the issuer's data directory to the last
+# byte on a tmpfs it mounts (and unmounts) itself: that needs root.
+if [ "$(id -u)" = 0 ] && command -v mount >/dev/null 2>&1 && command -v umount >/dev/null 2>&1; then
+    info "mount ok: the disk-full tests can mount their tmpfs"
+else
+    fail "tests/issuer/test_disk_full.py mounts a small tmpfs for the issuer's data directory: run the tests as root (with mount and umount, util-linux)"
+fi
 info "done"

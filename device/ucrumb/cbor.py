@@ -8,9 +8,12 @@
 # CBORError (a ValueError) for anything else: trailing bytes, truncation,
 # indefinite lengths, non-shortest heads, tags, floats, simple values other
 # than false/true/null, invalid UTF-8, duplicate or unsorted map keys, keys
-# that are not int/bytes/text, and input beyond the depth/item/length bounds.
+# that are not int/text (PROTOCOL.md §2; dumps() refuses to write them too),
+# and input beyond the depth/item/length bounds.
 # Declared lengths are checked against the bounds and the remaining input
-# before anything is allocated for them.
+# before anything is allocated for them. max_items bounds the items of the
+# whole input, not of each container as the host's decoder does: it caps the
+# heap one issuer answer can take on a small device.
 
 
 class CBORError(ValueError):
@@ -59,7 +62,7 @@ def _enc(v, out):
         _head(out, 5, len(v))
         kv = []
         for k, x in v.items():
-            if not isinstance(k, (int, str, bytes)) or isinstance(k, bool):
+            if not isinstance(k, (int, str)) or isinstance(k, bool):
                 raise CBORError("key type")
             kv.append((dumps(k), x))
         kv.sort(key=lambda e: e[0])
@@ -195,7 +198,7 @@ class _Dec:
         for _ in range(n):
             p = self.p
             k = self.item(d)
-            if not isinstance(k, (int, str, bytes)) or isinstance(k, bool):
+            if not isinstance(k, (int, str)) or isinstance(k, bool):
                 raise CBORError("key type")
             kb = self.b[p : self.p]
             if kb <= last:

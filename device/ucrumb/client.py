@@ -6,7 +6,10 @@
 # Clock: no RTC needed. Every issuer response carries the issuer's time; the
 # device time is that plus the ticks since. Before the first response the
 # device sends time 0, the issuer refuses with stale_time and its time, and
-# the client retries once, synced.
+# the client retries once, synced. An answer whose time is outside
+# _TIME_MIN.._TIME_MAX is refused whole (bad_time) and its time not adopted:
+# answers are not authenticated, and one absurd time would otherwise be sent
+# back in every request (PROTOCOL.md §11.4).
 #
 # Cache: at most max_entries scopes, each a few tokens; a token expires by
 # ticks (expires_in minus a safety margin, so no wall clock is involved), its
@@ -53,6 +56,13 @@ _RETRY_AFTER = const(-65541)
 _NONCE_BYTES = const(6)
 _MAC_BYTES = const(16)
 _TIME_BYTES = const(4)
+# The issuer times the device adopts: 2026-01-01 (no crumb release predates it)
+# to 2100-01-01 (00:00 UTC), which leaves the 4-byte request time (to 2106) room.
+_TIME_MIN = const(1767225600)
+_TIME_MAX = const(4102444800)
+# The longest token life it takes (s): the issuer policy's bound, far inside
+# the ticks' half period (2**29 ms, 6.2 days) that deadlines are kept in.
+_MAX_LIFE = const(86400)
 
 # A cache entry: [_USED: last used (ticks), _AHEAD: fetch ahead from (ticks)
 # or None, then the tokens from _FIRST on, oldest first]; a token:
@@ -388,15 +398,10 @@ class Client:
                 raise IssuerUnavailable(msg, code)
             raise Denied(msg, code)
         try:
-            items = resp[_TOKENS] if _TOKENS in resp else ((resp[_TOKEN], resp[_EXPIRES_IN], resp.get(_USES, 1)),)
-            if len(items) != len(scopes) * count:
-                raise ValueError
-            for tok, life, uses in items:
-                if type(tok) is not bytes or type(life) is not int or type(uses) is not int or life < 1 or uses < 1:
-                    raise ValueError
-        except (KeyError, TypeError, ValueError):
+            items = tokens(resp, len(scopes) * count)
+        except IssuerUnavailable as e:
             self._failed(None)
-            raise IssuerUnavailable("the issuer's answer is not a token response")
+            raise e
         self._backoff.ok()
         keep = max(len(items), 2 * self.batch)
         for i in range(len(items)):
@@ -413,20 +418,16 @@ class Client:
             self._failed(None)
             raise IssuerUnavailable("issuer unreachable: %s" % e)
         try:
-            resp = cbor.loads(data, 4)
-        except Exception:  # ValueError for anything malformed; nothing else may escape token()
-            resp = None
-        if type(resp) is dict:
-            t = resp.get(_TIME)
-            if type(t) is int and t > 0:
-                self._t0 = t
-                self._at = ticks_ms()
-            code = resp.get(_ERR_CODE)
-            if (status == 200 and code is None) or (status >= 400 and type(code) is str):
-                return resp
-        ra = hdrs.get("retry-after", "")
-        self._failed(int(ra) if 0 < len(ra) < 10 and not ra.strip("0123456789") else None)
-        raise IssuerUnavailable("the issuer answered HTTP %d without a crumb response" % status)
+            resp = answer(status, data)
+        except IssuerUnavailable as e:
+            ra = hdrs.get("retry-after", "")
+            self._failed(int(ra) if 0 < len(ra) < 10 and not ra.strip("0123456789") else None)
+            raise e
+        t = resp.get(_TIME)
+        if t is not None:  # answer() let only a time in range through
+            self._t0 = t
+            self._at = ticks_ms()
+        return resp
 
     def _post(self, body, max_body):
         # The transport: (status, headers, body) or OSError.
@@ -484,6 +485,52 @@ class Client:
             if victim is None or ticks_diff(e[_USED], self._cache[victim][_USED]) < 0:
                 victim = k
         del self._cache[victim]
+
+
+def answer(status, data):
+    """The issuer's answer to ``POST /token`` (HTTP status, body bytes) as a
+    map: a token response (200) or a crumb refusal (an error status, its
+    code a str). Pure: also a fuzzing entry point.
+
+    Raises:
+        IssuerUnavailable: anything else; ``.code`` ``bad_time`` when the
+            answer carries a time (key -65537) that is not an int between
+            _TIME_MIN and _TIME_MAX (that answer is refused whole).
+    """
+    try:
+        resp = cbor.loads(data, 4)
+    except Exception:  # ValueError for anything malformed; nothing else may escape token()
+        resp = None
+    if type(resp) is dict:
+        if _TIME in resp:
+            t = resp[_TIME]
+            if type(t) is not int or t < _TIME_MIN or t > _TIME_MAX:
+                raise IssuerUnavailable("the issuer's time is out of range: not adopted", "bad_time")
+        code = resp.get(_ERR_CODE)
+        if (status == 200 and code is None) or (status >= 400 and type(code) is str):
+            return resp
+    raise IssuerUnavailable("the issuer answered HTTP %d without a crumb response" % status)
+
+
+def tokens(resp, n):
+    """The ``n`` tokens of a token response map (from answer()), each
+    ``(token bytes, expires_in 1.._MAX_LIFE s, uses >= 1)``. Pure: also a
+    fuzzing entry point.
+
+    Raises:
+        IssuerUnavailable: the map is not a token response for ``n`` tokens.
+    """
+    try:
+        items = resp[_TOKENS] if _TOKENS in resp else ((resp[_TOKEN], resp[_EXPIRES_IN], resp.get(_USES, 1)),)
+        if len(items) != n:
+            raise ValueError
+        for tok, life, uses in items:
+            if type(tok) is not bytes or type(life) is not int or type(uses) is not int or life < 1 \
+                    or life > _MAX_LIFE or uses < 1:
+                raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise IssuerUnavailable("the issuer's answer is not a token response")
+    return items
 
 
 def _scope(scopes):

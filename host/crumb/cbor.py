@@ -49,7 +49,11 @@ def _item(data: bytes, i: int, n: int, depth: int, max_items: int, max_string: i
             raise Malformed(f"truncated at offset {i}")
         arg = data[i]
         i += 1
-        if arg < 24 and mt != 7:
+        if mt == 7:
+            # RFC 8949 §3.3: 0xf8 with a value below 32 is not well-formed, and
+            # crumb uses no simple value above 31 (false/true/null have one byte).
+            raise Malformed(f"two-byte simple value at offset {i - 2}")
+        if arg < 24:
             raise Malformed(f"non-preferred encoding at offset {i - 2}")
     elif ai < 28:
         width = 1 << (ai - 24)
@@ -176,8 +180,9 @@ def _item(data: bytes, i: int, n: int, depth: int, max_items: int, max_string: i
 def head(data: bytes, i: int) -> tuple[int, int, int]:
     """Read one strict head at ``i``: (major type, argument, next offset).
 
-    Major type 7 and indefinite/reserved forms are refused; callers that
-    expect a container or string check the length against what remains.
+    Indefinite/reserved forms and non-preferred arguments are refused; callers
+    check the major type (7 included: it is returned, not refused) and, for a
+    container or string, the length against what remains.
     """
     n = len(data)
     if i >= n:

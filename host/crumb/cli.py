@@ -240,12 +240,14 @@ main.add_command(keys_group)
 main.add_command(device_group)
 main.add_command(audit_group)
 
+from .tooling.bench import audit as _bench_audit
 from .tooling.bench import device as _bench_device
 from .tooling.bench import issuer as _bench_issuer
 from .tooling.bench import middleware as _bench_middleware
+from .tooling.bench import pg as _bench_pg
 from .tooling.bench import replay as _bench_replay
 
-for _bench in (_bench_issuer, _bench_replay, _bench_middleware, _bench_device):
+for _bench in (_bench_issuer, _bench_replay, _bench_middleware, _bench_device, _bench_pg, _bench_audit):
     bench.add_command(_bench.command)
 
 from .tooling.sim.cli import command as _sim_command
@@ -255,6 +257,10 @@ main.add_command(_sim_command)
 from .tooling.firmware.cli import firmware_group
 
 main.add_command(firmware_group)
+
+from .services.pg.cli import pg_group
+
+main.add_command(pg_group)
 
 
 @main.command("demo")

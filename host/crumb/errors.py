@@ -79,3 +79,8 @@ BY_CODE: dict[str, type[CrumbError]] = {
         InvalidKey, KeysUnavailable, InternalError,
     )
 }
+
+# Not a verdict on a token, so not in BY_CODE (the token checks, in wire.py's
+# order): the request or statement came without one. The HTTP middleware
+# answers it 401; inside PostgreSQL it is crumb.token not set.
+MissingToken = _kind("missing_token", "No token was presented.")

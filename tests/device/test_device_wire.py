@@ -39,6 +39,8 @@ WIRE_NAMES = {
     "client._NONCE_BYTES": "NONCE_MIN",  # the shortest nonce the issuer takes: the 68-byte request of §11.2
     "client._MAC_BYTES": "MAC_BYTES",
     "client._TIME_BYTES": "BLOCK_TIME_BYTES",
+    "client._TIME_MIN": "DEVICE_TIME_MIN",
+    "client._TIME_MAX": "DEVICE_TIME_MAX",
 }
 # module.const -> why it is not on the wire.
 DEVICE_ONLY = {
@@ -48,6 +50,7 @@ DEVICE_ONLY = {
     "client._BYTES": "cached token layout: index of the token bytes",
     "client._LEFT": "cached token layout: index of the uses left",
     "client._UNTIL": "cached token layout: index of the deadline",
+    "client._MAX_LIFE": "the longest expires_in taken: the issuer policy's MAX_TTL (checked below)",
 }
 
 
@@ -117,3 +120,33 @@ def test_content_type_and_refusal_codes_are_the_wire_ones():
                 if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "code"
                 for c in node.comparators if isinstance(c, ast.Constant) and isinstance(c.value, str)}
     assert compared and compared <= set(WIRE["REFUSALS"]), compared
+
+
+def test_longest_token_life_is_the_policy_bound():
+    from crumb.issuer.policy import MAX_TTL
+
+    assert CONSTS["client._MAX_LIFE"] == MAX_TTL
+
+
+def _client_codes() -> set[str]:
+    """Every code ucrumb.client can give an error: the classes' ``code = "..."`` and the
+    literal second argument of each error raised with one."""
+    tree = ast.parse((DEVICE / "client.py").read_text(encoding="utf-8"))
+    codes = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.Assign) and [t.id for t in item.targets if isinstance(t, ast.Name)] == ["code"]:
+                    codes.add(ast.literal_eval(item.value))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.endswith(
+                ("Unavailable", "Denied", "Unsynced", "Error")) and len(node.args) == 2 \
+                and isinstance(node.args[1], ast.Constant):
+            codes.add(node.args[1].value)
+    return codes
+
+
+def test_client_codes_are_the_wire_ones():
+    codes = _client_codes()
+    assert {"issuer_unavailable", "denied", "stale_time", "bad_time"} <= codes  # the scan finds them
+    assert codes <= set(WIRE["DEVICE_ERRORS"]) | set(WIRE["REFUSALS"]), codes - set(WIRE["DEVICE_ERRORS"])
+    assert not set(WIRE["DEVICE_ERRORS"]) & set(WIRE["REFUSALS"])  # one meaning per code

@@ -36,7 +36,8 @@ def test_rfc8949_examples(value, hexed):
     ("5f4100ff", "indefinite"), ("9fff", "indefinite"), ("bfff", "indefinite"), ("7f6161ff", "indefinite"),
     ("a201020103", "duplicate"), ("a203040102", "out of order"), ("a2616202616101", "out of order"),
     ("c11a514b67b0", "tag"), ("d8184100", "tag"), ("f93c00", "floating"), ("fb3ff0000000000000", "floating"),
-    ("f7", "simple"), ("f820", "simple"), ("ff", "reserved|indefinite"), ("1c", "reserved"),
+    ("f7", "simple"), ("f820", "simple"), ("f814", "simple"), ("f815", "simple"), ("f816", "simple"),
+    ("ff", "reserved|indefinite"), ("1c", "reserved"),
     ("62c328", "UTF-8"), ("a1f400", "key"), ("a14100f6", "key"), ("a1800102", "key|container"),
 ])
 def test_strict_rejections(hexed, why):

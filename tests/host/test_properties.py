@@ -1,12 +1,15 @@
 """Round trips: what is minted verifies with exactly the claims asked for."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crumb import Verifier, caveat, mint
+from crumb.errors import ScopeDenied
 from crumb.inspect import inspect
 from crumb.keys import SigningKey
 from crumb.replay import MemoryReplayStore
+from crumb.scope import noncanonical
 from crumb.token import split
 
 from .conftest import NOW
@@ -25,6 +28,11 @@ def test_round_trip(sub, resource, operations, ttl, uses, aud, cti, threshold):
                  caveats=[caveat("ge", "level", threshold)], now=NOW)
     assert split(token).to_bytes() == token
     v = Verifier([ISSUER.public], clock=lambda: NOW, audience=aud, replay=MemoryReplayStore(fence=False))
+    if noncanonical(resource) is not None:  # "/a/", "..", "a%b": no token grants them (PROTOCOL.md §4.2)
+        for op in operations:
+            with pytest.raises(ScopeDenied, match="canonical"):
+                v.verify(token, resource, op, facts={"level": threshold}, consume=False)
+        return
     for op in operations:
         claims = v.verify(token, resource, op, facts={"level": threshold}, consume=False).claims
         assert (claims.sub, claims.uses, claims.cti, claims.aud) == (sub, uses, cti, aud)

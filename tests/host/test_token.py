@@ -121,6 +121,43 @@ def test_scope(issuer, make_verifier):
             v.verify(token, res, op)
 
 
+def test_only_canonical_resources_are_granted(issuer, make_verifier):
+    """PROTOCOL.md §4.2: a pattern matches by prefix, so "/sensors/*" would match "/sensors/../valves/1", which a
+    service that normalises paths reads as "/valves/1". A request for a resource outside the canonical form is
+    scope_denied, whatever the token; the check is crumb.scope.noncanonical, the issuer's and the middleware's."""
+    from crumb.scope import check_canonical, noncanonical
+
+    token = mint(issuer, scope=[("/sensors/*", "read"), ("*", "list")], now=NOW, uses=100)
+    v = make_verifier()
+    for res in ("/sensors/t", "/sensors/.t", "/sensors/..t", "/sensors/t.", "/sensors/a.b/c", "/sensors/t;v=1",
+                "/sensors/;../x", "/sensors/...;/x"):
+        assert noncanonical(res) is None
+        v.verify(token, res, "read")
+    for res in ("/sensors/../valves/1", "/sensors/./t", "/sensors/.", "/sensors/..", "/sensors//t", "/sensors/t/",
+                "/sensors/%2e%2e/v", "/sensors/..\\v", "/sensors/.\t./v", "/sensors/t\n", "/sensors/t\x7f",
+                "/sensors/..;/valves/1", "/sensors/..;x/v", "/sensors/.;"):
+        assert noncanonical(res), res
+        with pytest.raises(ScopeDenied, match="canonical form"):
+            v.verify(token, res, "read")
+        with pytest.raises(Malformed, match="canonical form"):
+            check_canonical(res)
+    # the same form for names that are not paths (an MQTT topic), and "/" is canonical
+    for res in ("/", "sensors/t1", "a.b", "*"):
+        assert noncanonical(res) is None, res
+    for res in ("sensors//t1", "sensors/t1/", "./a", "..", "a\\b"):
+        assert noncanonical(res), res
+        with pytest.raises(ScopeDenied):
+            v.verify(token, res, "list")
+    # lone surrogates are not text a token can carry: malformed, never a UnicodeEncodeError
+    for bad in ("/\ud800", "/" + "\udfff" * 100):
+        with pytest.raises(Malformed):
+            check_canonical(bad)
+        with pytest.raises(Malformed):
+            mint(issuer, scope=[(bad, "read")], now=NOW)
+        with pytest.raises(Malformed):
+            mint(issuer, scope=[("/a", bad)], now=NOW)
+
+
 def test_rest_bitmask_scope(issuer, make_verifier):
     token = mint(issuer, scope=[(RES, 1 | 4)], now=NOW, uses=5)  # GET | PUT
     v = make_verifier()

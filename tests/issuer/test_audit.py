@@ -180,3 +180,88 @@ def test_a_second_writer_cannot_fork_the_chain(tmp_path):
     asyncio.run(main())
     v = audit.verify(path)
     assert v.ok and v.count == 6
+
+
+# -- every row accounted for (issue 16, defect 7) and every expected head's chain present (defect 8) --------
+
+
+def forge(path, seq: int, body: bytes = b'{"event":"issued","device":"dev-x","t":0}') -> None:
+    """A row an attacker with write access adds: hashed as if it belonged (it links to nothing)."""
+    tamper(path, "INSERT INTO audit (seq, body, prev, hash) VALUES (?, ?, ?, ?)", seq, body, audit.GENESIS,
+           audit.record_hash(audit.GENESIS, seq & (2**64 - 1), body))
+
+
+@pytest.mark.parametrize("seq", [0, -1, -(2**63)])
+def test_a_row_numbered_below_one_breaks_the_chain(tmp_path, seq):
+    fill(tmp_path / "a.db", 10, 1)
+    forge(tmp_path / "a.db", seq)
+    v = audit.verify(tmp_path / "a.db")
+    assert not v.ok and v.broken_at == seq and "outside the chain" in v.reason
+    assert v.rows == 11 and "10 more rows after it, unverified" in v.reason
+
+
+def test_rows_beyond_the_end_of_the_chain_break_it(tmp_path):
+    fill(tmp_path / "a.db", 10, 1)
+    forge(tmp_path / "a.db", 15)  # after a gap
+    v = audit.verify(tmp_path / "a.db")
+    assert not v.ok and v.broken_at == 11 and "record 11 is missing (the next record is 15)" in v.reason
+    assert v.count == 10 and v.rows == 11
+
+
+def test_a_row_right_after_the_head_that_does_not_link_breaks_it(tmp_path):
+    fill(tmp_path / "a.db", 10, 1)
+    forge(tmp_path / "a.db", 11)
+    v = audit.verify(tmp_path / "a.db")
+    assert not v.ok and v.broken_at == 11 and "does not link" in v.reason and v.rows == 11
+
+
+def test_verify_and_tail_see_the_same_rows(tmp_path):
+    """A forged row numbered 0 shows in `audit tail`: `audit verify` must fail on it, not say "chain intact"."""
+    data = DataDir(tmp_path).create()
+    fill(data.audit, 3, 1)
+    forge(data.audit, 0)
+    tail = crumb_cli("audit", "tail", "-n", "10", "--json", "--data", str(tmp_path), check=True).stdout.rstrip("\n").split("\n")
+    assert len(tail) == 4 and '"device":"dev-x"' in tail[0]
+    out = crumb_cli("audit", "verify", "--data", str(tmp_path))
+    assert out.returncode == 1 and "BROKEN at record 0" in out.stdout and "outside the chain" in out.stdout
+    assert "4 rows in all, in 1 segment" in out.stdout
+    js = crumb_cli("audit", "verify", "--json", "--data", str(tmp_path))
+    import json
+    chain = json.loads(js.stdout)["chains"][0]
+    assert js.returncode == 1 and (chain["ok"], chain["rows"], chain["records"]) == (False, 4, 0)
+
+
+def test_an_earlier_head_still_verifies_after_the_log_grew(tmp_path):
+    fill(tmp_path / "a.db", 5, 1)
+    head = audit.verify(tmp_path / "a.db").head
+    conn = audit.connect(tmp_path / "a.db")
+    prev = head
+    for seq in (6, 7):
+        body = b'{"n":%d}' % seq
+        digest = audit.record_hash(prev, seq, body)
+        conn.execute("INSERT INTO audit VALUES (?, ?, ?, ?)", (seq, body, prev, digest))
+        prev = digest
+    conn.close()
+    v = audit.verify(tmp_path / "a.db", head)
+    assert v.ok and v.count == 7 and v.head == prev
+    assert not audit.verify(tmp_path / "a.db", bytes(32)).ok
+
+
+def test_a_head_for_a_deleted_chain_is_a_failure(tmp_path):
+    data = DataDir(tmp_path).create()
+    fill(data.audit, 4, 1)
+    fill(tmp_path / "audit-1.db", 3, 1)
+    out = crumb_cli("audit", "verify", "--data", str(tmp_path), check=True).stdout
+    head1 = out.split("audit-1.db: ok: 3 records in 1 segment, chain intact; head ")[1].split()[0]
+    (tmp_path / "audit-1.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"audit-1.db{suffix}").unlink(missing_ok=True)
+    gone = crumb_cli("audit", "verify", "--head", f"audit-1.db={head1}", "--data", str(tmp_path))
+    assert gone.returncode == 1 and "audit-1.db: MISSING" in gone.stdout and head1 in gone.stdout
+    assert "audit.db: ok: 4 records" in gone.stdout
+    # With no chain left at all, an expected head is still a failure (exit 1), not a usage error.
+    head0 = out.split("audit.db: ok: 4 records in 1 segment, chain intact; head ")[1].split()[0]
+    for name in ("audit.db", "audit.db-wal", "audit.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    none = crumb_cli("audit", "verify", "--head", head0, "--data", str(tmp_path))
+    assert none.returncode == 1 and "audit.db: MISSING" in none.stdout

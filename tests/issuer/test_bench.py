@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 
-from crumb.tooling.bench.issuer import drive, render
+from crumb.tooling.bench.issuer import SAMPLES, drive, render
 
 from .conftest import crumb_cli
 
@@ -47,6 +47,32 @@ def test_bench_issuer_json():
     assert set(result["client_cpu_per_answer_us"]) == {"bare", "issuer", "multi"}
     for figures in (result["cpu_per_answer_us"], result["loop_busy"], result["client_cpu_per_answer_us"]):
         assert all(isinstance(v, NUMBER) and v >= 0 for v in figures.values()), figures
+
+
+def test_sampled_tokens_are_verified_as_they_arrive():
+    """Issue 16, defect 14: the bench verified its sampled tokens only after every round, by when they had
+    expired (`--rounds 4 --duration 15` ended in a traceback, crumb.errors.Expired). With tokens that live
+    2 s, two rounds take longer than that, so checking after the rounds fails; checking each sample as it
+    arrives does not. (The bench's verifier allows no clock leeway: its issuer is on this host.)"""
+    r = crumb_cli("bench", "issuer", "--json", "--rounds", "2", "--duration", "1", "--connections", "4",
+                  "--ttl", "2")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    result = json.loads(r.stdout)
+    assert result["token_ttl_s"] == 2
+    assert result["verification_failures"] == {} and result["errors"] == 0 and result["refused"] == 0, result
+    assert result["verified_tokens"] == 2 * SAMPLES, result  # each round's first answers, in its one client process
+    assert isinstance(result["response_bytes"], int) and result["tokens_per_s"] > 0
+
+
+def test_a_bench_that_cannot_run_says_why_in_one_line(tmp_path):
+    # An issuer URL where nothing answers: an error line and exit 2, not a traceback.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, never listening: connections to it are refused
+        port = s.getsockname()[1]
+        r = crumb_cli("bench", "issuer", "--url", f"http://127.0.0.1:{port}", "--data", str(tmp_path / "data"),
+                      "--rounds", "1", "--duration", "0.5", "--connections", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: crumb bench issuer: RuntimeError: cannot read the issuer's keys"), r.stderr
 
 
 def _serve_once(answer: bytes | None) -> tuple[int, threading.Thread]:

@@ -80,7 +80,12 @@ def device_requests(draw) -> bytes:
     wild = draw(st.sampled_from(["none", "none", "resource", "op", "device", "nonce", "count", "time", "extra",
                                  "batch", "aif", "form"]))
     resource = _text_bytes(draw(odd_text(0, 40))) if wild == "resource" else \
-        draw(st.sampled_from([b"/sensors/t", b"/a/*", b"/" + b"x" * 30, b"/a*b", "/é/ü".encode(), b"/" + b"y" * 240]))
+        draw(st.sampled_from([b"/sensors/t", b"/a/*", b"/" + b"x" * 30, b"/a*b", "/é/ü".encode(), b"/" + b"y" * 240])
+             if draw(st.integers(0, 3)) else st.sampled_from([
+                 # a text scope of at most 255 bytes whose AIF may not fit a token's 255 (§4.1)
+                 b"/" + b"y" * 245, b"/" + b"y" * 248, "/é".encode() * 80,
+                 # not in canonical form (§4.2)
+                 b"/sensors/../v", b"/a//b", b"/a/", b"/a%2e", b"/a\\b", b"/a\tb"]))
     op = _text_bytes(draw(odd_text(0, 30))) if wild == "op" else \
         draw(st.sampled_from([b"read", b"w", b"r,w", b"GET", b"x" * 200]))
     device = _text_bytes(draw(st.one_of(odd_text(0, 70), st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,70}",
@@ -158,6 +163,12 @@ def test_request_fast_path_is_the_general_parser_on_every_request_and_every_pref
     for perm in ("r", "x" * 200, 'q"\\\n\x00é€😀'):
         assert _same_request(protocol.build_request("dev-0001", KEY, [("/a/*", perm)], nonce=bytes(6),
                                                     now=0xFFFFFFFF))
+    # At the edge of a token's scope claim (255 bytes of AIF): the fast path answers what fits,
+    # and steps aside for what does not, which the general parser refuses.
+    edge = "/" + "y" * 248
+    assert _same_request(protocol.build_request("dev-0001", KEY, [(edge, "w")], nonce=bytes(6)))
+    too_big = protocol.build_request("dev-0001", KEY, [(edge, "read")], nonce=bytes(6))
+    assert _fast_parse(too_big) is None and _general_parse(too_big) == ("refused", "Refusal")
     # and what it leaves to the general parser, the general parser takes
     for body in (protocol.build_request("dev-0001", KEY, [("/a/*", 5)], nonce=bytes(6)),
                  protocol.build_request("dev-0001", KEY, [("/a", "r")], nonce=bytes(16)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -29,6 +30,7 @@ from crumb.issuer.protocol import (
     parse_cbor_request,
     parse_response,
 )
+from crumb.keys import b64u
 from crumb.replay import MemoryReplayStore
 from crumb.services.keyset import parse_json
 from crumb.token import attenuate, attest
@@ -227,6 +229,28 @@ def test_request_pattern_inside_a_rule_pattern_is_allowed(served):
     assert verifier_for(served).verify(r.tokens[0][0], "/sensors/room1/t", "read")
 
 
+def test_only_canonical_resources_are_granted(served):
+    """Issue 16, defect 12: a /sensors/* rule minted a token for /sensors/../valves/1, which a service that
+    normalises paths reads as /valves/1. Resources outside the canonical form (PROTOCOL.md §4.2) are
+    malformed, in every form a request can carry them, before the MAC is even checked."""
+    c = served.client("dev-canon")
+    json_type = {"content-type": "application/json"}
+    for resource in ("/sensors/../valves/1", "/sensors/./t", "/sensors//t", "/sensors/t/", "/sensors/%2e%2e/v",
+                     "/sensors/..%2fvalves", "/sensors/..\\valves", "/sensors/.\t./v", "/sensors/t\x00",
+                     "/sensors/../*", "/sensors/..;/valves/1"):
+        for body, headers in ((build_request("dev-canon", c.creds.key, [(resource, "read")]), CBOR),
+                              (build_request("dev-canon", c.creds.key, [(resource, "read")], aif=True), CBOR),
+                              (build_request("dev-canon", b"\x00" * 32, [(resource, "read")]), CBOR),  # no MAC
+                              (json.dumps({"client_id": "dev-canon", "scope": [[resource, "read"]],
+                                           "nonce": "AAAAAAAA", "time": int(time.time()),
+                                           "mac": b64u(bytes(16))}).encode(), json_type)):
+            message = refusal(post(served, body, headers), "malformed").message
+            assert "canonical form" in message, message
+    # the canonical neighbours are granted, patterns included
+    for resource in ("/sensors/t", "/sensors/.hidden", "/sensors/..t", "/sensors/room1/*"):
+        assert c.request([(resource, "read")]).ok, resource
+
+
 def test_batch_over_the_limit(served):
     c = served.client("dev-big")
     r = post(served, build_request("dev-big", c.creds.key, [("/sensors/t", "read")], count=7))
@@ -393,6 +417,48 @@ def test_fuzzed_requests_never_500(served):
     assert "malformed" in seen and "bad_mac" in seen
 
 
+def test_odd_values_are_typed_refusals_never_500(served):
+    """Issue 16, defect 4: values a parser accepts but UTF-8 or a token cannot hold. Before the fix each of
+    these reached the catch-all (500 internal_error); tests/issuer/test_typed_refusals.py fuzzes for more."""
+    c = served.client("dev-odd")
+    key = c.creds.key
+    json_type = {"content-type": "application/json"}
+    good = json.loads(build_json_request("dev-odd", key, [("/sensors/t", "read")]))
+    for change in ({"client_id": "\ud800"}, {"audience": "\ud800"}, {"audience": ""},
+                   {"scope": "/sensors/\ud800|read"}, {"scope": "/sensors/t|\udfff"},
+                   {"scope": [["/sensors/\ud800", "read"]]}, {"scope": [["/sensors/t", ["read", "\ud800"]]]},
+                   {"scope": [["/sensors/" + "\ud800" * 100, "read"]]},  # long enough to be measured in bytes
+                   {"scope": [["/sensors/t", 2**64 + 1]]}, {"scope": [["/sensors/t", 2**70]]},
+                   {"scope": [["/sensors/t", -1]]}):
+        refusal(post(served, json.dumps({**good, **change}).encode(), json_type), "malformed")
+    # The same in CBOR (application/ace+cbor), with the MAC right: a surrogate's UTF-8 form (ED A0 80, which
+    # no UTF-8 decoder accepts) in audience and in a text and an AIF resource, and a full 64-bit bitmask.
+    surrogate = b"\xed\xa0\x80"
+    for aif in (False, True):
+        body = build_request("dev-odd", key, [("/sensors/abc", "read")], audience="abc", aif=aif)
+        for old, new in ((b"\x63abc", b"\x63" + surrogate), (b"/sensors/abc", b"/sensors/" + surrogate)):
+            assert body.count(old) == 1
+            odd = body.replace(old, new)
+            refusal(post(served, odd[:-MAC_BYTES] + mac_of(key, odd[:-MAC_BYTES])), "malformed")
+    refusal(post(served, build_request("dev-odd", key, [("/sensors/t", 2**64 - 1)])), "malformed")
+    # A resource and an operation of up to 255 bytes each, but not together in a token's scope claim
+    # (a byte string of at most 255 bytes): refused before minting, with the MAC right, in both formats.
+    long = [("/sensors/" + "y" * 200, "x" * 200)]
+    refusal(post(served, build_request("dev-odd", key, long)), "malformed")
+    nonce, now = os.urandom(8), int(time.time())
+    mac = build_request("dev-odd", key, long, nonce=nonce, now=now)[-MAC_BYTES:]  # over the same CBOR (§11.7)
+    doc = {"client_id": "dev-odd", "scope": f"{long[0][0]}|{long[0][1]}", "nonce": b64u(nonce), "time": now,
+           "mac": b64u(mac)}
+    refusal(post(served, json.dumps(doc).encode(), json_type), "malformed")
+    refusal(post(served, build_request("dev-odd", key, long, aif=True)), "malformed")
+    # More than 8 operations in one permission (§11.1; the text form cannot say more), in AIF and in JSON
+    nine = [("/sensors/t", [f"o{i}" for i in range(9)])]
+    message = refusal(post(served, build_request("dev-odd", key, nine, aif=True)), "malformed").message
+    assert "at most 8 operations" in message, message
+    doc = {**good, "scope": [[r, p] for r, p in nine]}  # refused before the MAC is checked
+    refusal(post(served, json.dumps(doc).encode(), json_type), "malformed")
+
+
 # -- the other endpoints ------------------------------------------------------------------
 
 
@@ -476,7 +542,9 @@ def test_metrics_types_as_prometheus_reads_them(served):
         "crumb_issuer_refusals": "counter", "crumb_issuer_token_request_duration_seconds": "histogram",
         "crumb_issuer_policy_reloads": "counter", "crumb_issuer_policy_reload_errors": "counter",
         "crumb_issuer_audit_records": "counter", "crumb_issuer_audit_commits": "counter",
-        "crumb_issuer_audit_failures": "counter", "crumb_issuer_devices_enrolled": "gauge",
+        "crumb_issuer_audit_failures": "counter", "crumb_issuer_audit_rotations": "counter",
+        "crumb_issuer_audit_rotation_errors": "counter", "crumb_issuer_audit_segment": "gauge",
+        "crumb_issuer_devices_enrolled": "gauge",
         "crumb_issuer_devices_revoked": "gauge", "crumb_issuer_key_info": "gauge",
     }
     assert {name: f.type for name, f in families.items()} == expected

@@ -156,3 +156,28 @@ def test_policy_check_command(tmp_path):
     r = crumb_cli("policy", "check", str(bad))
     assert r.returncode == 1 and f"{bad}:2: defaults.ttl: must be an integer from 1 to 86400" in r.stderr
     assert "1 problem" in r.stderr
+
+
+def test_rules_name_canonical_resources_only(tmp_path):
+    """Issue 16, defect 12: a rule is for resources in canonical form (PROTOCOL.md §4.2); `policy check` says which."""
+    text = """\
+[groups.g]
+[[groups.g.allow]]
+resource = "/sensors/../valves/*"
+operations = ["read"]
+[[groups.g.allow]]
+resources = ["/ok/*", "/a//b", "/c/", "/d%2e", "/e\\\\f", "/g\\u0000"]
+operations = ["read"]
+[[groups.g.allow]]
+resources = ["/", "/sensors/*", "sensors/t1", "/a/.hidden", "*"]
+operations = ["read"]
+"""
+    found = problems(text)
+    assert [(line, path) for line, path, _ in found] == [(3, "groups.g.allow[0].resource")] + \
+        [(6, "groups.g.allow[1].resources")] * 5, found
+    reasons = " ".join(message for _, _, message in found)
+    for why in ("'.' or '..' segment", "empty segment", "percent-encoding", "backslash", "control character"):
+        assert why in reasons, (why, reasons)
+    (tmp_path / "p.toml").write_text(text)
+    r = crumb_cli("policy", "check", str(tmp_path / "p.toml"))
+    assert r.returncode == 1 and "not in canonical form" in r.stderr and "6 problems" in r.stderr

@@ -38,8 +38,11 @@ def test_no_rule_is_a_refusal_never_a_fall_through():
 
 def test_canonical_paths_only():
     assert canonical_path("/") and canonical_path("/a/b")
-    for bad in ("", "a", "//", "/a//b", "/a/./b", "/a/../b", "/a/", "/.."):
+    for bad in ("", "a", "//", "/a//b", "/a/./b", "/a/../b", "/a/", "/..",
+                # what a service further on may still decode or normalise (PROTOCOL.md §4.2)
+                "/a%2e%2e/b", "/a/..\\b", "/a/.\t./b", "/a\x00", "/a/..;/b", "/a/.;x"):
         assert not canonical_path(bad), bad
+    assert canonical_path("/a/.b/..c") and canonical_path("/sensors/t1*")
 
 
 @pytest.mark.parametrize("args, kw, match", [

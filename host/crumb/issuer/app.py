@@ -62,6 +62,7 @@ class Settings:
     redis_url: str | None = None
     audit_sync: str = "FULL"
     redis_timeout: float = 1.0
+    audit_segment_records: int = 1_000_000  # rotate the audit log into a new segment after this many; 0: never
 
     def resolved_policy_path(self) -> Path | None:
         if self.policy_path is not None:
@@ -78,7 +79,7 @@ def build_issuer(settings: Settings) -> Issuer:
     policy = load_policy(policy_path) if policy_path is not None else Policy()
     gate = RedisGate(settings.redis_url, settings.redis_timeout) if settings.redis_url else MemoryGate()
     audit_path, audit_lock = data.claim_audit()
-    audit = AuditLog(audit_path, settings.audit_sync)
+    audit = AuditLog(audit_path, settings.audit_sync, settings.audit_segment_records)
     audit.lock_fd = audit_lock  # held (open) for the life of the process
     return Issuer(master=master, keyring=keyring, registry=Registry(data.registry), audit=audit,
                   policy=policy, policy_path=policy_path, gate=gate)
@@ -270,6 +271,12 @@ class MetricsEndpoint:
                                                  [({}, issuer.audit.commits)]),
             "crumb_issuer_audit_failures_total": ("counter", "Audit commits that failed.",
                                                   [({}, issuer.audit.failures)]),
+            "crumb_issuer_audit_rotations_total": ("counter", "Audit log segments started by this process.",
+                                                   [({}, issuer.audit.rotations)]),
+            "crumb_issuer_audit_rotation_errors_total": ("counter", "Rotations that failed (the segment went on).",
+                                                         [({}, issuer.audit.rotation_errors)]),
+            "crumb_issuer_audit_segment": ("gauge", "The audit segment this process appends to.",
+                                           [({}, issuer.audit.segment)]),
             "crumb_issuer_devices_enrolled": ("gauge", "Enrolled devices (registry).",
                                               [({}, len(issuer.registry.known))]),
             "crumb_issuer_devices_revoked": ("gauge", "Revoked devices (registry).",

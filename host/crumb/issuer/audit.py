@@ -3,9 +3,15 @@
 Record n stores its body (canonical JSON), the hash of record n-1, and its
 own hash = SHA-256(hash of record n-1 || n as 8 bytes big-endian || body). A
 changed, removed, reordered or inserted record breaks the chain at that
-record, and `crumb audit verify` names it. Cutting records off the end
-leaves a valid shorter chain: keep the head hash `verify` prints somewhere
-else (or pass it back with --head) to catch that too.
+record, and `crumb audit verify` names it; every row is accounted for (a
+row numbered 0 or below, a repeat, a gap is a failure). Cutting records off
+the end leaves a valid shorter chain: keep the head hash `verify` prints
+somewhere else (and pass it back with --head) to catch that too.
+
+A chain is stored in segments (see "segments" below): the writer rotates
+into a new file every segment_records records, between two batches, and
+the chain's numbering and hashes carry on across files. archive.py exports
+closed segments and prunes archived ones.
 
 Commit strategy: group commit. Request handlers encode their record (on the
 event loop) and wait; everything appended during one turn of the event loop
@@ -35,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -47,6 +54,8 @@ from typing import NamedTuple
 
 from ..keys import SigningKey
 from . import _native
+
+log = logging.getLogger("crumb.issuer.audit")
 
 GENESIS = bytes(32)
 HANDOFF_AT = 16
@@ -116,18 +125,131 @@ def connect(path: Path, sync: str = "FULL") -> sqlite3.Connection:
     return conn
 
 
-def _head(conn: sqlite3.Connection) -> tuple[int, bytes]:
-    """(seq, hash) of the chain's last record, or (0, GENESIS) for an empty log."""
+def _head(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
+    """(seq, hash) of the last record of one segment, or None for an empty one."""
     row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    return (row[0], row[1]) if row else (0, GENESIS)
+    return (row[0], row[1]) if row else None
 
 
-def _read_head(path: Path) -> tuple[int, bytes]:
-    conn = sqlite3.connect(path, timeout=30.0)
+# -- segments ---------------------------------------------------------------------------
+#
+# A chain (audit.db, audit-1.db, ...: one per writer) is stored in segments: the
+# first in the chain's own file, segment k >= 2 in audit.00000k.db beside it. The
+# writer appends to the newest; rotation starts the next one, whose first record
+# links to the last record of the one before (seq and hash carry on), so the
+# segments read in order are one chain. A segment is never renamed: a reader's
+# open connection and SQLite's -wal and -shm files always belong to the file
+# they were opened with.
+
+SEGMENT_DIGITS = 6
+
+
+READ_ONLY_WHY = ("the file system under the audit log turned read-only (or the segment file is gone): "
+                 "the commit cannot be trusted")
+
+
+def read_only(path: Path) -> bool:
+    """Whether the file system under ``path`` is read-only now, checked after each commit that succeeded.
+
+    A file system that turned read-only after an error (ext4, errors=remount-ro)
+    still takes writes into the page cache for a file already open and answers
+    fsync with success without writing anything, so SQLite's commit
+    "succeeds" and the record is gone at the next mount. The lie needs the
+    read-only flag set when fsync returns, so this check after the commit
+    catches it: the commit then counts as failed, and its tokens never leave.
+    A segment file that cannot be found (deleted under the writer) fails the
+    same way. commit.c's turned_read_only is the same check.
+    """
     try:
-        return _head(conn)
-    finally:
-        conn.close()
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return True  # the segment file is gone (deleted under the writer) or unreadable: not to be trusted either
+
+
+def segment_path(chain: Path, k: int) -> Path:
+    """Where segment ``k`` (from 1) of ``chain`` (the chain's first file, e.g. DATA/audit.db) lives."""
+    return chain if k == 1 else chain.with_name(f"{chain.stem}.{k:0{SEGMENT_DIGITS}d}.db")
+
+
+def segment_number(chain: Path, path: Path) -> int | None:
+    """k if ``path`` is segment k of ``chain``, else None."""
+    if path.name == chain.name:
+        return 1
+    rest = path.name[len(chain.stem) + 1:-3] if path.name.startswith(chain.stem + ".") and \
+        path.name.endswith(".db") else ""
+    return int(rest) if len(rest) == SEGMENT_DIGITS and rest.isdigit() and int(rest) >= 2 else None
+
+
+def create_segment(path: Path) -> None:
+    """Make a new segment file with its table, appearing at ``path`` all at once (so no reader sees it half made).
+
+    Made under a temporary name, closed (SQLite removes the WAL on the last
+    close) and renamed into place; nothing else ever opens the temporary file.
+    commit.c's rotate_job does the same with the same SCHEMA.
+    """
+    if path.exists():
+        return  # a switch that failed after the rename: the file is whole
+    tmp = path.with_name(path.name + ".new")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        tmp.with_name(tmp.name + suffix).unlink(missing_ok=True)  # left by a crash
+    connect(tmp).close()
+    os.replace(tmp, path)
+
+
+def segments(chain: Path) -> list[tuple[int, Path]]:
+    """The chain's segment files that exist, oldest first: [(k, path)]."""
+    found = [(k, p) for p in chain.parent.glob(f"{chain.stem}.*db")
+             if (k := segment_number(chain, p)) is not None and p.is_file()]
+    return sorted(found)
+
+
+def live_segment(chain: Path) -> tuple[int, Path]:
+    """(k, path) of the segment the chain's writer appends to: the newest (the chain's own file if none)."""
+    found = segments(chain)
+    return found[-1] if found else (1, chain)
+
+
+def chain_head(chain: Path) -> tuple[int, bytes]:
+    """(seq, hash) of the chain's last record over all its segments, or (0, GENESIS) for an empty chain.
+
+    With the segments before an anchor pruned (archive.py), an empty chain
+    continues from the anchor.
+    """
+    for _, path in reversed(segments(chain)):
+        conn = sqlite3.connect(path, timeout=30.0)
+        try:
+            head = _head(conn)
+        finally:
+            conn.close()
+        if head is not None:
+            return head
+    anchor = read_anchor(chain)
+    return (anchor[1], anchor[2]) if anchor is not None else (0, GENESIS)
+
+
+def anchor_path(chain: Path) -> Path:
+    return chain.with_name(f"{chain.stem}.anchor.json")
+
+
+def read_anchor(chain: Path) -> tuple[int, int, bytes] | None:
+    """(first segment kept, seq, hash) of the record the chain's kept segments follow, if any were pruned.
+
+    Written by `crumb audit prune` before it deletes a segment (archive.py).
+    A malformed anchor is an error, never "no anchor": verify reports it.
+    """
+    path = anchor_path(chain)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        doc = json.loads(text)
+        k, seq, digest = doc["segment"], doc["seq"], bytes.fromhex(doc["hash"])
+        if type(k) is not int or type(seq) is not int or k < 2 or seq < 1 or len(digest) != 32:
+            raise ValueError("segment >= 2, seq >= 1 and a 32-byte hash")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path.name} is not a valid anchor ({e})") from None
+    return k, seq, digest
 
 
 class AuditUnavailable(Exception):
@@ -142,11 +264,11 @@ def append_now(path: Path, record: dict) -> int:
     it is the chain's only writer, as the issuer's processes are of theirs.
     """
     body = canonical(record).encode("utf-8")
-    conn = connect(path)
+    conn = connect(live_segment(path)[1])
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            seq, prev = _head(conn)
+            seq, prev = chain_head(path)
             seq += 1
             conn.execute(_insert_sql(1), (seq, body, prev, record_hash(prev, seq, body)))
         return seq
@@ -157,10 +279,22 @@ def append_now(path: Path, record: dict) -> int:
 class AuditLog:
     """The issuer's writer: ``await log.append(record)`` returns once the record is committed."""
 
-    def __init__(self, path: Path, sync: str = "FULL") -> None:
+    def __init__(self, path: Path, sync: str = "FULL", segment_records: int = 0) -> None:
         if sync.upper() not in ("FULL", "NORMAL"):
             raise ValueError("audit sync is FULL (durable at commit) or NORMAL (durable at checkpoint)")
-        self.path = path
+        if segment_records < 0:
+            raise ValueError("segment_records is 0 (never rotate) or more")
+        self.path = path  # the chain: its first segment's file names it
+        # Rotation: after segment_records records are handed to the writer, the next ones
+        # go to a new segment (0: never). Counted as handed over, so a segment holds at
+        # least that many records and at most one batch more (fewer if commits failed).
+        self.segment_records = segment_records
+        self.segment, self.segment_path = live_segment(path)
+        self.rotations = 0
+        self.rotation_errors = 0
+        # Each rotation, from handing it to the writer until it switched (after the batches before it): bench.
+        self.rotation_seconds: list[float] = []
+        self._switching: tuple[int, Path, float] | None = None
         self.sync = sync.upper()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list = []
@@ -176,7 +310,13 @@ class AuditLog:
         self._stopping = False
         self._efd = -1
         self._signs = False
-        connect(path, self.sync).close()  # create the schema now: fail at start, not per request
+        conn = connect(self.segment_path, self.sync)  # create the schema now: fail at start, not per request
+        try:
+            row = conn.execute("SELECT min(seq), max(seq) FROM audit").fetchone()
+        finally:
+            conn.close()
+        self._in_segment = 0 if row[0] is None else max(0, row[1] - row[0] + 1)
+        self._rotate_after = segment_records
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -211,7 +351,7 @@ class AuditLog:
     def _start_native(self) -> None:
         assert self._loop is not None
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._writer = _native.writer_new(str(self.path), self.sync, self._efd, 0, GENESIS)
+        self._writer = _native.writer_new(str(self.segment_path), self.sync, self._efd, 0, GENESIS)
         self._head_known = False  # read at the first append, as the Python writer does
         self._jobs: dict[int, list] = {}
         self._next_job = 0
@@ -225,7 +365,7 @@ class AuditLog:
         """Runs of entries under one key (or none) become one job each, in order."""
         if not self._head_known:
             try:
-                _native.writer_set_head(self._writer, *_read_head(self.path))
+                _native.writer_set_head(self._writer, *chain_head(self.path))
             except sqlite3.Error as e:  # refuse this batch; the next one tries again
                 self.last_error = f"{type(e).__name__}: {e}"
                 _wake([entry[1] for entry in batch], None, AuditUnavailable(f"the audit log cannot be read ({e})"))
@@ -258,6 +398,12 @@ class AuditLog:
         failed = False
         for job, first, sigs, error, group in _native.writer_collect(self._writer):
             run = self._jobs.pop(job)
+            if run is None:  # a rotation: the writer switched segments, or kept the old one
+                if error is not None:
+                    self._rotation_failed(error)
+                else:
+                    self._rotated()
+                continue
             futures = [entry[1] for entry in run]
             if error is not None:
                 failed = True
@@ -328,22 +474,76 @@ class AuditLog:
     def _handoff(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
+            if self.segment_records and self._in_segment >= self._rotate_after:
+                self._rotate()  # before the batch that would go past it: no segment is left empty
             if self._writer is not None:
                 self._submit(batch)
             else:
                 self._queue.put(batch)
+            self._in_segment += len(batch)
+
+    # -- rotation ----------------------------------------------------------------------
+
+    def _rotate(self) -> None:
+        """Start the next segment: everything handed over from now on goes there.
+
+        The writer is told to switch, in queue order: after the batches
+        handed over before, before those that come after, so no record is
+        lost or written twice, and the chain's head carries over into the
+        new segment. The writer thread creates the new file itself (a few
+        fsyncs), so the event loop never waits for it; commits pause while it
+        does, once per segment. If the file cannot be made (disk full), the
+        writer keeps the current segment and rotation is tried again after
+        another tenth of a segment.
+        """
+        if self._switching is not None:
+            return
+        k = self.segment + 1  # this process is the chain's only writer (datadir.claim_audit)
+        path = segment_path(self.path, k)
+        self._switching = (k, path, time.perf_counter())
+        if self._writer is not None:
+            job = self._next_job = self._next_job + 1
+            try:
+                _native.writer_rotate(self._writer, job, str(path), SCHEMA)
+            except RuntimeError as e:  # stopped meanwhile
+                self._rotation_failed(str(e))
+                return
+            self._jobs[job] = None
+        else:
+            self._queue.put(_Rotate(path))
+        self._in_segment = 0
+        self._rotate_after = self.segment_records
+
+    def _rotated(self) -> None:
+        """The writer switched (on the loop)."""
+        if self._switching is None:
+            return
+        k, path, started = self._switching
+        self._switching = None
+        self.segment, self.segment_path = k, path
+        self.rotations += 1
+        self.rotation_seconds.append(time.perf_counter() - started)
+
+    def _rotation_failed(self, error: str) -> None:
+        self._switching = None  # the same segment number is tried again
+        self.rotation_errors += 1
+        self._rotate_after = self._in_segment + max(1, self.segment_records // 10)
+        log.error("audit log rotation failed, the current segment carries on: %s", error)
 
     # -- the writer thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        conn = connect(self.path, self.sync)
+        conn = connect(self.segment_path, self.sync)
         get, get_nowait = self._queue.get, self._queue.get_nowait
         stopping = False
         while not stopping:
             item = get()
             if item is None:
                 break
-            batch = item
+            if isinstance(item, _Rotate):
+                conn = self._switch(conn, item.path)
+                continue
+            batch, rotate = item, None
             while len(batch) < MAX_INSERT_ROWS:  # and whatever queued up during the last commit
                 try:
                     item = get_nowait()
@@ -352,10 +552,34 @@ class AuditLog:
                 if item is None:
                     stopping = True
                     break
+                if isinstance(item, _Rotate):  # what came before it goes to the current segment
+                    rotate = item
+                    break
                 batch.extend(item)
             for i in range(0, len(batch), MAX_INSERT_ROWS):
                 self._commit(conn, batch[i:i + MAX_INSERT_ROWS])
+            if rotate is not None:
+                conn = self._switch(conn, rotate.path)
         conn.close()
+
+    def _switch(self, conn: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+        """The writer moves to the segment at ``path``, creating it; the chain's head (self._head) carries over."""
+        loop = self._loop
+        try:
+            create_segment(path)
+            new = connect(path, self.sync)
+        except (sqlite3.Error, OSError) as e:
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._rotation_failed, f"{type(e).__name__}: {e}")
+            return conn
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the closed segment in one file, if no reader holds it
+        except sqlite3.Error:
+            pass  # its WAL stays beside it: still a complete database, as SQLite reads it
+        conn.close()
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._rotated)
+        return new
 
     def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
         """Sign (if asked), chain and insert ``batch``: entries (body, future, key or None, messages or sigs)."""
@@ -365,7 +589,7 @@ class AuditLog:
             # then kept here. Were another writer to append anyway, the seq primary key
             # makes this insert fail rather than fork the chain, and the head is re-read.
             if self._head is None:
-                self._head = _head(conn)
+                self._head = chain_head(self.path)
             last, prev = self._head
             first = last + 1
             params: list = []
@@ -381,6 +605,8 @@ class AuditLog:
             # so the writer takes the GIL a handful of times per batch, not once per row.
             n = len(batch)
             conn.execute(_insert_sql(n), params)
+            if read_only(self.segment_path):
+                raise sqlite3.OperationalError(READ_ONLY_WHY)
         except Exception as e:  # noqa: BLE001 -- disk full, locked too long, I/O error: nobody gets a token
             self._head = None
             self.failures += 1
@@ -403,6 +629,11 @@ class AuditLog:
             loop.call_soon_threadsafe(_wake, futures, seqs, error)
         except RuntimeError:  # the loop closed between the check and the call
             pass
+
+
+class _Rotate(NamedTuple):
+    """In the Python writer's queue: switch to the segment at path after what was queued before."""
+    path: Path
 
 
 _INSERTS: dict[int, str] = {}
@@ -450,58 +681,173 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def records(path: Path, after: int = 0) -> Iterator[Record]:
+_ROWS = "SELECT seq, body, prev, hash FROM audit"
+
+
+def _segment_records(path: Path, after: int | None = None) -> Iterator[Record]:
     conn = open_readonly(path)
     try:
-        for row in conn.execute("SELECT seq, body, prev, hash FROM audit WHERE seq > ? ORDER BY seq", (after,)):
+        rows = conn.execute(_ROWS + " ORDER BY seq") if after is None else \
+            conn.execute(_ROWS + " WHERE seq > ? ORDER BY seq", (after,))
+        for row in rows:
             yield Record(*row)
     finally:
         conn.close()
 
 
+def records(path: Path, after: int | None = None) -> Iterator[Record]:
+    """Every row of the chain's segments, segment by segment in seq order (those after seq ``after``, if given).
+
+    No row is filtered out by default: a row numbered 0 or below is not part
+    of any chain, and verify() must see it to say so, as `audit tail` shows it.
+    """
+    found = segments(path)
+    if not found:
+        raise FileNotFoundError(f"no audit log at {path}")
+    for _, segment in found:
+        yield from _segment_records(segment, after)
+
+
 def last(path: Path, n: int) -> list[Record]:
-    conn = open_readonly(path)
-    try:
-        rows = conn.execute("SELECT seq, body, prev, hash FROM audit ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
-    finally:
-        conn.close()
-    return [Record(*row) for row in reversed(rows)]
+    """The chain's last ``n`` rows (by segment, then seq), oldest first."""
+    out: list[Record] = []
+    found = segments(path)
+    if not found:
+        raise FileNotFoundError(f"no audit log at {path}")
+    for _, segment in reversed(found):
+        conn = open_readonly(segment)
+        try:
+            rows = conn.execute(_ROWS + " ORDER BY seq DESC LIMIT ?", (n - len(out),)).fetchall()
+        finally:
+            conn.close()
+        out += [Record(*row) for row in rows]
+        if len(out) >= n:
+            break
+    return list(reversed(out))
 
 
 class Verdict(NamedTuple):
     ok: bool
-    count: int
+    count: int             # records of the chain that hold, from the first one on
     head: bytes            # hash of the last good record
-    broken_at: int | None  # seq of the first broken record
+    broken_at: int | None  # seq of the first broken record (or of the row outside the chain)
     reason: str | None
+    rows: int = 0          # every row in the segments: count when ok, more when not
+    segments: int = 0      # segment files read
+    first: int = 1         # seq the chain starts at here (after an anchor, when older segments were pruned)
 
 
-def verify(path: Path, head: bytes | None = None) -> Verdict:
-    """Walk the whole chain; stop at the first record that does not hold."""
-    prev, expect, count = GENESIS, 1, 0
-    for rec in records(path):
-        problem = None
-        if rec.seq != expect:
-            return Verdict(False, count, prev, expect,
-                           f"record {expect} is missing (the next record is {rec.seq})")
-        body = rec.body if isinstance(rec.body, bytes) else str(rec.body).encode()
-        if rec.prev != prev:
-            problem = "does not link to the record before it (prev hash differs)"
-        elif record_hash(prev, rec.seq, body) != rec.hash:
-            problem = "its content was changed (hash mismatch)"
-        else:
-            try:
-                json.loads(body)
-            except ValueError:
-                problem = "its body is not JSON"
-        if problem:
-            return Verdict(False, count, prev, rec.seq, f"record {rec.seq} {problem}")
-        prev, expect, count = rec.hash, expect + 1, count + 1
-    if head is not None and head != prev:
+def _start(path: Path, found: list[tuple[int, Path]]) -> tuple[int, bytes, int | None, str | None]:
+    """(first seq, the hash it links to, the segment an anchor is checked at, problem) for the segments found."""
+    k0 = found[0][0]
+    try:
+        anchor = read_anchor(path)
+    except ValueError as e:
+        return 1, GENESIS, None, str(e)
+    if k0 == 1:  # the whole chain is here: it starts at the genesis; an anchor, if any, is a point on it
+        return 1, GENESIS, anchor[0] if anchor else None, None
+    if anchor is None:
+        return 1, GENESIS, None, (f"segments 1 to {k0 - 1} of {path.name} are not here and no anchor "
+                                  f"({anchor_path(path).name}) says where the chain continues")
+    k, seq, digest = anchor
+    if k > k0:
+        # Pruning stopped half-way: read on from the oldest segment left, and check the anchor on the way.
+        return 0, GENESIS, k, None
+    if k < k0:
+        return 1, GENESIS, None, (f"the anchor says the chain continues in segment {k}, but the oldest segment "
+                                  f"here is {k0}: segments {k} to {k0 - 1} are missing")
+    return seq + 1, digest, None, None
+
+
+def verify(path: Path, head: bytes | None = None, archive: Path | None = None) -> Verdict:
+    """Walk the whole chain, segment by segment; the first row that does not hold breaks it.
+
+    Every row is accounted for: a chain is records 1, 2, 3, ... each linking
+    to the one before, across segments, so a row numbered 0 or below, a gap,
+    a record number seen twice, or a row after a break is a failure, and the
+    rows after the first problem are counted as unverified rather than
+    ignored. With older segments pruned the chain starts from its anchor
+    (``<chain>.anchor.json``); with ``archive`` (a directory `crumb audit
+    archive` wrote) the archived segments come first, so the chain is checked
+    from its first record. ``head``, a hash an earlier verify printed, must be
+    the hash of one of the records read (the chain may have grown since).
+    """
+    found = segments(path)
+    if archive is not None:
+        archived = archive / path.name
+        k0 = found[0][0] if found else 1 << 62
+        found = [(k, p) for k, p in segments(archived) if k < k0] + found
+        if found and found[0][0] > 1:
+            path = archived if segments(archived) else path  # whose anchor says where the chain starts
+    if not found:
+        raise FileNotFoundError(f"no audit log at {path}")
+    expect, prev, check_at, problem = _start(path, found)
+    first = expect
+    if problem is not None:
+        return Verdict(False, 0, prev, None, problem, 0, 0, first)
+    count, rows = 0, 0
+    found_head = head is None
+    broken: tuple[int, str] | None = None
+    k_before = found[0][0] - 1
+    for k, segment in found:
+        if broken is None and k != k_before + 1:
+            broken = (expect, f"segment {k_before + 1} of {path.name} is missing (the next one is {k})")
+        k_before = k
+        if broken is None and k == check_at:
+            anchor = read_anchor(path)
+            assert anchor is not None
+            if expect == 0:  # nothing before it: the anchor starts the chain
+                expect, prev, first = anchor[1] + 1, anchor[2], anchor[1] + 1
+            elif (expect - 1, prev) != (anchor[1], anchor[2]):
+                broken = (expect, (f"segment {k} does not follow the anchor: the chain before it ends at record "
+                                   f"{expect - 1} with head {prev.hex()}, the anchor says record {anchor[1]} with "
+                                   f"head {anchor[2].hex()}"))
+        for rec in _segment_records(segment):
+            rows += 1
+            if broken is not None:
+                continue  # counted, not verified: the chain is already broken before it
+            if expect == 0:  # the oldest segment left by a pruning that stopped half-way: it starts the chain here
+                expect, prev, first = rec.seq, rec.prev, rec.seq
+            problem = None
+            if rec.seq < 1:
+                broken = (rec.seq, f"a row numbered {rec.seq} is outside the chain (records are numbered from 1)")
+                continue
+            if rec.seq < expect:
+                broken = (rec.seq, f"record {rec.seq} appears a second time (in {segment.name})")
+                continue
+            if rec.seq != expect:
+                broken = (expect, f"record {expect} is missing (the next record is {rec.seq})")
+                continue
+            body = rec.body if isinstance(rec.body, bytes) else str(rec.body).encode()
+            if rec.prev != prev:
+                problem = "does not link to the record before it (prev hash differs)"
+            elif record_hash(prev, rec.seq, body) != rec.hash:
+                problem = "its content was changed (hash mismatch)"
+            else:
+                try:
+                    json.loads(body)
+                except ValueError:
+                    problem = "its body is not JSON"
+            if problem:
+                broken = (rec.seq, f"record {rec.seq} {problem}")
+                continue
+            prev, expect, count = rec.hash, expect + 1, count + 1
+            if not found_head and prev == head:
+                found_head = True
+    if broken is not None:
+        at, reason = broken
+        after = rows - count - 1
+        if after > 0:
+            reason += f"; {after} more row{'s' if after != 1 else ''} after it, unverified"
+        return Verdict(False, count, prev, at, reason, rows, len(found), first)
+    if not found_head:
+        assert head is not None
         return Verdict(False, count, prev, expect,
-                       f"the log ends at record {count} with head {prev.hex()}, not the expected head "
-                       f"{head.hex()}: records were cut off the end (or the head is from another log)")
-    return Verdict(True, count, prev, None, None)
+                       f"the expected head {head.hex()} is not the hash of any record read here (records "
+                       f"{first} to {expect - 1}, head {prev.hex()}): records were cut off the end or rewritten, "
+                       "the head is from another log, or it is in an archived segment (pass --archive)",
+                       rows, len(found), first)
+    return Verdict(True, count, prev, None, None, rows, len(found), first)
 
 
 def _printable(text: object) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -57,21 +58,39 @@ def issuer_group() -> None:
               help="Issuer processes sharing the port (needs --redis when more than 1).")
 @click.option("--audit-sync", type=click.Choice(["full", "normal"]), default="full", show_default=True,
               help="SQLite synchronous mode of the audit log: full = durable at each group commit.")
+@click.option("--audit-segment-records", type=click.IntRange(0, None), default=1_000_000, show_default=True,
+              help="Rotate the audit log into a new segment after this many records (0: never); "
+                   "see `crumb audit archive` and `crumb audit prune`.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="warning", show_default=True)
-def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, log_level) -> None:
+@click.option("--max-header-bytes", default=8192, show_default=True, type=click.IntRange(1024, 1 << 20),
+              help="Most bytes in a request's request line and headers (431 beyond).")
+@click.option("--max-headers", default=64, show_default=True, type=click.IntRange(8, 1000),
+              help="Most header lines in a request (431 beyond).")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds a client has to send a request's head, from connecting or from its first byte (408).")
+@click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds a client has to send a request's body once its head is in (408).")
+@click.option("--keep-alive-timeout", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds an idle connection is kept open between requests.")
+def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, audit_segment_records, log_level,
+              max_header_bytes, max_headers, header_timeout, body_timeout, keep_alive_timeout) -> None:
     """Serve POST /token, GET /keys, /healthz and /metrics over HTTP."""
     require("issuer", "crumb issuer serve")
     from ..keys import KeyFileError
     from . import _native
     from .app import Settings, build_issuer
+    from .httplimits import HttpLimits
     from .policy import PolicyError
     from .server import serve
+
+    limits = HttpLimits(max_header_bytes, max_headers, header_timeout, body_timeout, keep_alive_timeout)
 
     if processes > 1 and not redis_url:
         raise click.UsageError("--processes > 1 needs --redis: without it each process would keep its own "
                                "nonces and rate limits, and a replay could pass through another process")
-    settings = Settings(DataDir(data_dir), Path(config) if config else None, redis_url, audit_sync.upper())
+    settings = Settings(DataDir(data_dir), Path(config) if config else None, redis_url, audit_sync.upper(),
+                        audit_segment_records=audit_segment_records)
     try:
         issuer = build_issuer(settings)  # in this process too: fail early, and say where things are
     except PolicyError as e:
@@ -88,11 +107,14 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
         f"  root key     kid {key.kid.hex() if key else '?'}  ({data.keys})",
         (f"  registry     {data.registry}  ({len(issuer.registry.known)} enrolled, "
         f"{len(issuer.registry.revoked)} revoked)"),
-        f"  audit log    {data.audit}  (synchronous={audit_sync})",
+        (f"  audit log    {issuer.audit.segment_path}  (synchronous={audit_sync}, segment {issuer.audit.segment}, "
+         f"{f'rotating every {audit_segment_records:,} records' if audit_segment_records else 'no rotation'})"),
         f"  audit writer {_native.describe()}",
         f"  policy       {policy_path if policy_path else 'none: every request is denied (pass --config FILE)'}",
         f"  store        {'redis ' + redis_url if redis_url else 'in memory (this process only)'}",
         "  endpoints    POST /token  GET /keys  GET /healthz  GET /metrics",
+        (f"  limits       head {max_header_bytes} B, {max_headers} headers, in {header_timeout:g} s; "
+         f"body {issuer.policy.max_request_bytes} B (policy), in {body_timeout:g} s; idle {keep_alive_timeout:g} s"),
     ]
     cpus = os.cpu_count() or 1
     if processes > 1 and 2 * processes > cpus:
@@ -115,7 +137,7 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, lo
         click.echo("\n".join([head, *lines]), err=True)
 
     try:
-        serve(factory, host, port, processes, log_level, ready=ready)
+        serve(factory, host, port, processes, log_level, ready=ready, limits=limits)
     except OSError as e:
         _setup_error(f"cannot listen on {host}:{port}: {e.strerror or e}")
 
@@ -412,41 +434,146 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @_data_option
 @click.option("--head", "heads", multiple=True, metavar="[FILE=]HEX",
-              help="Expected head hash from an earlier verify (detects records cut off the end); "
-                   "FILE=HEX names the chain when there are several (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def audit_verify(data_dir, heads, as_json) -> None:
-    """Check every chain end to end; name the first broken record (exit 1 if any)."""
+              help="A head hash an earlier verify printed: it must still be the hash of one of the chain's records "
+                   "(detects records cut off the end). FILE=HEX names the chain when there are several "
+                   "(repeatable); a chain named so must exist.")
+@click.option("--archive", "archive_dir", type=click.Path(file_okay=False, exists=True),
+              help="A directory `crumb audit archive` wrote: its segments come first, so each chain is checked "
+                   "from its first record across archive and data directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the time taken and records/s).")
+def audit_verify(data_dir, heads, archive_dir, as_json) -> None:
+    """Check every chain end to end, across its segments; name the first broken record (exit 1 if any).
+
+    Every row of every segment is accounted for, and every --head names a
+    chain that must exist: a chain file deleted since its head was noted is a
+    failure. DATA may be an archive directory: it verifies on its own.
+    """
     from . import audit
 
     data = DataDir(data_dir)
+    archive = Path(archive_dir) if archive_dir else None
     paths = data.audit_logs()
-    if not paths:
+    if archive is not None:
+        from .datadir import audit_chains
+
+        paths = sorted(set(paths) | {data.root / p.name for p in audit_chains(archive)},
+                       key=lambda p: (p.name != "audit.db", len(p.name), p.name))
+    if not paths and not heads:
         _setup_error(f"no audit log in {data.root}")
     expected: dict[str, bytes] = {}
     for head in heads:
         name, sep, hexed = head.rpartition("=")
-        name = name if sep else paths[0].name
+        name = name if sep else (paths[0].name if paths else data.audit.name)
         try:
             expected[name] = bytes.fromhex(hexed)
         except ValueError:
             raise click.UsageError(f"--head {head!r}: the head is a hex SHA-256") from None
     chains = []
+    started = time.perf_counter()
     for path in paths:
-        v = audit.verify(path, expected.get(path.name))
-        chains.append({"file": path.name, "ok": v.ok, "records": v.count, "head": v.head.hex(),
-                       "broken_at": v.broken_at, "reason": v.reason})
+        t0 = time.perf_counter()
+        try:
+            v = audit.verify(path, expected.get(path.name), archive)
+        except (OSError, sqlite3.Error) as e:  # a segment that is not an SQLite database, or unreadable
+            v = audit.Verdict(False, 0, audit.GENESIS, None, f"cannot read the chain: {e}")
+        chains.append({"file": path.name, "ok": v.ok, "records": v.count, "rows": v.rows, "segments": v.segments,
+                       "first": v.first, "head": v.head.hex(), "broken_at": v.broken_at, "reason": v.reason,
+                       "seconds": round(time.perf_counter() - t0, 6)})
+    present = {path.name for path in paths}
+    for name in sorted(set(expected) - present):  # a head was noted for a chain that is gone
+        chains.append({"file": name, "ok": False, "records": 0, "rows": 0, "segments": 0, "first": 1,
+                       "head": audit.GENESIS.hex(), "broken_at": None, "missing": True,
+                       "reason": f"no chain {name} in {data.root}, but --head expects one with head "
+                                 f"{expected[name].hex()}: the chain file was deleted or moved"})
     ok = all(c["ok"] for c in chains)
+    seconds = time.perf_counter() - started
     if as_json:
-        click.echo(json.dumps({"ok": ok, "chains": chains}))
+        rows = sum(c["rows"] for c in chains)
+        click.echo(json.dumps({"ok": ok, "chains": chains, "seconds": round(seconds, 6),
+                               "records_per_s": round(rows / seconds) if seconds > 0 else None}))
     else:
         for c in chains:
+            segs = f"{c['segments']} segment{'s' if c['segments'] != 1 else ''}"
+            since = f" (records {c['first']} on, after the anchor)" if c["first"] > 1 else ""
             if c["ok"]:
-                click.echo(f"{c['file']}: ok: {c['records']} records, chain intact; head {c['head']}")
+                click.echo(f"{c['file']}: ok: {c['records']} records in {segs}{since}, chain intact; head {c['head']}")
+            elif c.get("missing"):
+                click.echo(f"{c['file']}: MISSING: {c['reason']}")
             else:
                 click.echo(f"{c['file']}: BROKEN at record {c['broken_at']}: {c['reason']}")
-                click.echo(f"{c['file']}: the {c['records']} records before it are intact (head {c['head']})")
+                click.echo(f"{c['file']}: the {c['records']} records before it are intact (head {c['head']}); "
+                           f"{c['rows']} rows in all, in {segs}")
     sys.exit(0 if ok else 1)
+
+
+@audit_group.command("archive")
+@_data_option
+@click.option("--to", "dest", required=True, type=click.Path(file_okay=False),
+              help="The archive directory (created if missing); segments already there are checked, not copied.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def audit_archive(data_dir, dest, as_json) -> None:
+    """Copy every closed segment of every chain to an archive directory, then verify the archive on its own.
+
+    Exit 1 if the archive does not verify or disagrees with the data directory.
+    """
+    from .archive import ArchiveError, archive
+
+    data = DataDir(data_dir)
+    paths = data.audit_logs()
+    if not paths:
+        _setup_error(f"no audit log in {data.root}")
+    try:
+        results = [archive(path, Path(dest)) for path in paths]
+    except ArchiveError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    ok = all(r["ok"] or not r["segments"] for r in results)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "chains": results}))
+    else:
+        for r in results:
+            if not r["segments"]:
+                click.echo(f"{r['chain']}: no closed segment yet (nothing archived)")
+            elif r["ok"]:
+                click.echo(f"{r['chain']}: archived {len(r['copied'])} new segment(s); the archive holds "
+                           f"{r['segments']} segment(s), {r['records']} records, verified; head {r['head']}")
+            else:
+                click.echo(f"{r['chain']}: ARCHIVE BROKEN: {r['reason']}")
+    sys.exit(0 if ok else 1)
+
+
+@audit_group.command("prune")
+@_data_option
+@click.option("--archive", "archive_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The archive directory: only segments it holds, identical, are deleted.")
+@click.option("--keep", default=2, show_default=True, type=click.IntRange(1, None),
+              help="Segments to keep in the data directory, the one being written included.")
+@click.option("--keep-days", default=0.0, show_default=True, type=click.FloatRange(0, None),
+              help="Keep every segment whose last record is younger than this many days.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def audit_prune(data_dir, archive_dir, keep, keep_days, as_json) -> None:
+    """Delete the oldest archived segments beyond the retention, leaving an anchor the rest verifies from."""
+    from .archive import ArchiveError, prune
+
+    data = DataDir(data_dir)
+    paths = data.audit_logs()
+    if not paths:
+        _setup_error(f"no audit log in {data.root}")
+    try:
+        results = [prune(path, Path(archive_dir), keep=keep, keep_days=keep_days) for path in paths]
+    except ArchiveError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"chains": results}))
+    else:
+        for r in results:
+            if r["deleted"]:
+                a = r["anchor"]
+                click.echo(f"{r['chain']}: deleted {', '.join(r['deleted'])}; the chain here continues from "
+                           f"record {a['seq']} (head {a['hash']}), as the archive ends")
+            else:
+                click.echo(f"{r['chain']}: nothing to delete")
 
 
 @audit_group.command("tail")
@@ -474,19 +601,21 @@ def audit_tail(data_dir, count, follow, as_json) -> None:
         except ValueError:
             return (0, item[1].seq)
 
-    seen = {p: 0 for p in paths}
+    # The rows verify reads (every row, whatever its number), newest first; then, with
+    # --follow, the rows numbered after the last one shown.
+    seen: dict = {}
     recent = []
     for path in paths:
         for rec in audit.last(path, count):
             recent.append((path, rec))
-            seen[path] = max(seen[path], rec.seq)
+            seen[path] = max(seen.get(path, rec.seq), rec.seq)
     for path, rec in sorted(recent, key=when)[-count:]:
         click.echo(show(path, rec))
     while follow:
         time.sleep(0.5)
         new = []
         for path in data.audit_logs():
-            for rec in audit.records(path, after=seen.get(path, 0)):
+            for rec in audit.records(path, after=seen.get(path)):
                 new.append((path, rec))
                 seen[path] = rec.seq
         for path, rec in sorted(new, key=when):

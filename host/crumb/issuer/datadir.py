@@ -4,7 +4,8 @@
     DATA/keys/             root signing keys and keyring.json (see keystore.py)
     DATA/registry.db       enrolled and revoked devices (SQLite, WAL)
     DATA/audit.db          the hash-chained audit log (SQLite, WAL); with several
-    DATA/audit-N.db        issuer processes, one chain per process (see claim_audit)
+    DATA/audit-N.db        issuer processes, one chain per process (see claim_audit);
+    DATA/audit.00000k.db   segment k of a chain after rotation (audit.py)
     DATA/policy.toml       used when `serve` is given no --config (optional)
 """
 
@@ -16,6 +17,20 @@ from pathlib import Path
 
 DEFAULT_DATA = "crumb-data"
 ENV_DATA = "CRUMB_DATA"
+
+
+def audit_chains(root: Path) -> list[Path]:
+    """The audit chains with a segment file in ``root`` (a data directory or an archive), audit.db first."""
+    chains: set[int] = set()
+    for p in root.glob("audit*.db"):
+        stem, _, segment = p.name[:-3].partition(".")
+        if segment and not (len(segment) == 6 and segment.isdigit()):
+            continue
+        if stem == "audit":
+            chains.add(0)
+        elif stem.startswith("audit-") and stem[6:].isdigit() and str(int(stem[6:])) == stem[6:]:
+            chains.add(int(stem[6:]))
+    return [root / ("audit.db" if n == 0 else f"audit-{n}.db") for n in sorted(chains)]
 
 
 class DataDir:
@@ -39,10 +54,12 @@ class DataDir:
         return self.root / "audit.db"
 
     def audit_logs(self) -> list[Path]:
-        """Every audit chain in the directory: audit.db first, then audit-1.db, audit-2.db, ..."""
-        extra = sorted(self.root.glob("audit-*.db"), key=lambda p: int(p.stem.split("-")[1])
-                       if p.stem.split("-")[1].isdigit() else 1 << 30)
-        return ([self.audit] if self.audit.exists() else []) + [p for p in extra if p.stem.split("-")[1].isdigit()]
+        """Every audit chain in the directory, named by its first segment's file (audit.db, audit-1.db, ...).
+
+        A chain is listed when any of its segments is here, even once its first
+        segments were archived and pruned (audit.000007.db names chain audit.db).
+        """
+        return audit_chains(self.root)
 
     def claim_audit(self) -> tuple[Path, int]:
         """The audit chain this process appends to, and the open lock fd that claims it.

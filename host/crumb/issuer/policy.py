@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import CrumbError
 from ..keys import KeyFileError, PublicKey, load_public_key, unb64u
-from ..scope import check_operation, check_resource
+from ..scope import check_canonical, check_operation
 from ..wire import MAX_BATCH, MAX_STRING, MAX_USES
 from .protocol import check_device_id, method_names
 from .tomllines import Locator, dotted
@@ -388,7 +388,7 @@ class _Checker:
             good = True
             for res in resources:
                 try:
-                    check_resource(res)
+                    check_canonical(res)  # a rule names what the issuer may grant: canonical resources only
                 except CrumbError as e:
                     self.bad(rpath + (key,), e.message)
                     good = False

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from .. import cbor
 from ..errors import CrumbError, Malformed
 from ..keys import b64u, unb64u
-from ..scope import check_permission, check_resource
+from ..scope import check_canonical, check_permission
 from ..wire import (  # the request's keys and sizes are re-exported here: protocol.REQ_SCOPE etc.
     ACE_NAMES,
     BLOCK_COUNT_BYTES,
@@ -248,13 +248,35 @@ def parse_aif_scope(data: bytes) -> list:
 
 
 def _checked_scope(scopes: list) -> list:
+    # Canonical resources only (PROTOCOL.md §4.2): "/sensors/../valves/1" is not something
+    # a rule for /sensors/* may grant, whatever its prefix says.
     try:
         for resource, perm in scopes:
-            check_resource(resource)
+            check_canonical(resource)
             check_permission(perm)
+            if type(perm) is list and len(perm) > MAX_PERMISSION_OPS:  # the text form's bound, in every form
+                raise Malformed(f"a permission holds at most {MAX_PERMISSION_OPS} operations")
+            if not _fits_a_token(resource, perm):
+                raise Malformed(f"the scope entry for {resource!r} takes more than the {MAX_STRING} bytes "
+                                "of a token's scope claim")
     except CrumbError as e:
         raise _malformed(e.message) from None
     return scopes
+
+
+# Heads of one AIF entry at most: the scope's array and the entry's (1 byte each), the
+# resource's (2), and a permission's: an array of MAX_PERMISSION_OPS operations (1 + 2 each).
+_AIF_HEADS = 2 + 2 + 1 + 2 * MAX_PERMISSION_OPS
+
+
+def _fits_a_token(resource: str, perm: Permission) -> bool:
+    """Whether a token's scope claim, a byte string of at most MAX_STRING bytes (§4.1), holds
+    the AIF of this one entry (each token the issuer mints has one). Checked here, before
+    minting: a resource and an operation of up to 255 bytes each do not fit together."""
+    chars = len(resource) + (len(perm) if type(perm) is str else sum(map(len, perm)) if type(perm) is list else 0)
+    if 4 * chars + _AIF_HEADS <= MAX_STRING:  # UTF-8 takes at most 4 bytes a character: no encoding needed
+        return True
+    return len(aif_scope([(resource, perm)])) <= MAX_STRING
 
 
 def text_scope(scopes: list) -> str | None:
@@ -373,9 +395,11 @@ def _parse_common(data: bytes) -> TokenRequest | None:
             or data[b + BLOCK_TIME_BYTES] != 1 or not _DEVICE_ID.match(client_id)):
         return None
     try:
-        check_resource(resource)
+        check_canonical(resource)
         check_permission(op)
     except CrumbError:
+        return None
+    if 4 * len(scope) + _AIF_HEADS > MAX_STRING and not _fits_a_token(resource, op):
         return None
     return TokenRequest(client_id, [(resource, op)], data[b + BLOCK_TIME_BYTES + 1:n - MAC_BYTES],
                         int.from_bytes(data[b:b + BLOCK_TIME_BYTES], "big"), 1, None, data[n - MAC_BYTES:],
@@ -458,6 +482,9 @@ def _finish(fields: dict, mac_input: bytes) -> TokenRequest:
 # MAC is over the canonical CBOR of the same request (build_request's bytes).
 def _json_scope(value: object) -> list:
     if isinstance(value, str):
+        # Checked before anything encodes it: JSON's "\ud800" is a str that UTF-8 cannot hold.
+        if not _encodable(value):
+            raise _malformed("scope is not valid Unicode text (a lone surrogate)")
         if len(value.encode()) > MAX_TEXT_SCOPE:
             raise _malformed("scope is too long")
         return parse_text_scope(value)

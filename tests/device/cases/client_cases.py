@@ -207,6 +207,78 @@ def test_refusal_without_time_cannot_sync(t):
     assert c.now() == 0
 
 
+# The device adopts an issuer time only inside its sane range (PROTOCOL.md
+# §11.5, docs/device.md "Clock"): 2026-01-01 to 2100-01-01, 00:00 UTC. One
+# spoofed answer outside it must neither be adopted nor stop the next sync.
+TIME_MIN, TIME_MAX = 1767225600, 4102444800
+ABSURD_TIMES = (2**64 - 1, 2**32, TIME_MAX + 1, TIME_MIN - 1, 0, -1, -(2**64), None, True, b"\x00", "1800000000",
+                [T0], {})
+
+
+def spoofed(time, code=None):
+    # An answer whose only fault is its time: one token (batch=1), or a refusal.
+    if code:
+        return 400, {}, cbor.dumps({30: 1, 31: "spoofed", TIME: time, CODE: code})
+    return 200, {}, cbor.dumps({1: b"spoofed", 2: 60, 34: 1, TIME: time})
+
+
+@ticking()
+def test_absurd_issuer_time_is_refused_and_the_next_answer_syncs(t):
+    for bad in ABSURD_TIMES:
+        for code in (None, "stale_time", "rate_limited"):
+            c = Client(Issuer(), batch=1)  # never synced: the spoofed answer would be its first time
+            c.issuer.script = [spoofed(bad, code)]
+            e = raises(C.IssuerUnavailable, c.token, RES, OP)
+            assert e.code == "bad_time" and "time" in str(e), (bad, code, e.code, str(e))
+            assert c.now() == 0 and c.cached(RES, OP) == 0  # not adopted, nothing cached
+            assert c.retry_in() > 0  # a failure like garbage: the client backs off
+            t.advance(c.retry_in())
+            assert c.token(RES, OP) == b"tok-1"  # the real issuer: stale_time with its time, then the token
+            assert c.now() == T0 and c.issuer.requests[-1]["time"] == T0, (bad, code)
+
+
+@ticking()
+def test_absurd_issuer_time_leaves_a_synced_clock_alone(t):
+    for bad in ABSURD_TIMES:
+        c = synced(batch=1)
+        c.issuer.script = [spoofed(bad)]
+        assert raises(C.IssuerUnavailable, c.token, RES, OP).code == "bad_time"
+        assert c.now() == T0
+        t.advance(c.retry_in())
+        assert c.token(RES, OP)
+        assert c.round_trips == 2 and c.issuer.requests[-1]["time"] == T0  # in sync: no stale_time
+
+
+@ticking()
+def test_range_ends_are_adopted_and_a_far_time_costs_one_retry(t):
+    # Inside the range a spoofed time cannot be told from a real one: it is
+    # adopted, the next request carries it, and the real issuer's stale_time
+    # refusal (with its own time) resyncs the client within that same call.
+    for edge in (TIME_MIN, TIME_MAX):
+        c = synced(batch=1)
+        c.issuer.script = [spoofed(edge)]
+        assert c.token(RES, OP) == b"spoofed"
+        assert c.now() == edge
+        c.round_trips = 0
+        assert c.token(RES, OP)
+        assert c.round_trips == 2 and c.now() == T0
+        assert [r["time"] for r in c.issuer.requests[-2:]] == [edge, T0]
+
+
+@ticking()
+def test_absurd_token_life_is_not_a_token_response(t):
+    # expires_in is bounded too (1 s to 1 day, the issuer policy's bound): a
+    # longer life would overflow MicroPython's ticks arithmetic.
+    for life in (2**64 - 1, 2**31, 86401, 0, -1):
+        c = synced(batch=1)
+        c.issuer.script = [(200, {}, cbor.dumps({1: b"tok", 2: life, 34: 1, TIME: T0}))]
+        e = raises(C.IssuerUnavailable, c.token, RES, OP)
+        assert e.code == "issuer_unavailable" and "not a token response" in str(e), (life, str(e))
+    c = synced(batch=1)
+    c.issuer.script = [(200, {}, cbor.dumps({1: b"day", 2: 86400, 34: 1, TIME: T0}))]
+    assert c.token(RES, OP) == b"day"
+
+
 @ticking(start=0x3FFFFFFF - 20000)
 def test_ticks_wrap_around(t):
     # ticks_ms() wraps (every 2**30 ms on MicroPython): clock and expiry follow.

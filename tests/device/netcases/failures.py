@@ -137,6 +137,22 @@ def test_slow_but_in_time():
     assert ticks_diff(ticks_ms(), t) >= 250
 
 
+def test_spoofed_issuer_time_is_refused_and_the_device_resyncs():
+    # One answer with time 2**64 - 1 (a network attacker's): refused, not
+    # adopted; the next answer syncs the clock and token() works again.
+    from binascii import hexlify
+
+    c = C.Client(BASE + "/spoofed_time", "dev-" + hexlify(C.urandom(6)).decode(), KEY, timeout=10, batch=1,
+                 backoff=0.001)
+    e = raises(C.IssuerUnavailable, c.token, RES, OP)
+    assert e.code == "bad_time" and c.now() == 0, (e.code, str(e), c.now())
+    t = ticks_ms()
+    while c.retry_in() and ticks_diff(ticks_ms(), t) < 10000:  # the backoff: at most 1 ms
+        pass
+    assert c.token(RES, OP) == b"chunked-token-0"
+    assert c.round_trips == 2 and 1800000000 <= c.now() < 1800000000 + 60
+
+
 def test_request_to_a_service_that_fails():
     # Client.request(): the token is fine, the call's own failure is an HTTPError (an OSError).
     from ucrumb.http import HTTPError

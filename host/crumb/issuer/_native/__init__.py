@@ -79,6 +79,7 @@ def describe() -> str:
 #   writer_submit(writer, job id, secret key or None, messages, bodies)
 #   writer_serve(writer): blocks, without the GIL, until writer_stop and an empty queue
 #   writer_collect(writer) -> [(job id, first seq, signatures, error or None, group)]
+#   writer_rotate(writer, job id, path, schema SQL): switch to that segment (creating it) after what is queued
 #   writer_stop(writer), writer_set_head(writer, seq, hash)
 if _ext is not None:
     writer_new = _ext.writer_new
@@ -86,4 +87,5 @@ if _ext is not None:
     writer_serve = _ext.writer_serve
     writer_collect = _ext.writer_collect
     writer_stop = _ext.writer_stop
+    writer_rotate = _ext.writer_rotate
     writer_set_head = _ext.writer_set_head

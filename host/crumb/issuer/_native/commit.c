@@ -31,7 +31,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -57,6 +59,8 @@ typedef struct job {
     long long group;    /* the transaction it was committed in: jobs of one group share it */
     int failed;
     char error[256];
+    char *rotate;       /* a rotation, not records: the path of the segment to switch to */
+    char *schema;       /* ...and the SQL that creates its table (audit.SCHEMA: one definition) */
 } job;
 
 typedef struct {
@@ -67,6 +71,7 @@ typedef struct {
     sqlite3 *db;
     sqlite3_stmt *insert;
     int head_valid;
+    int full_sync;
     long long groups;   /* transactions attempted so far */
     long long head_seq;
     unsigned char head_hash[HASH_BYTES];
@@ -84,6 +89,8 @@ static void job_free(job *j) {
     PyMem_RawFree(j->msg_len);
     PyMem_RawFree(j->body_len);
     PyMem_RawFree(j->sigs);
+    PyMem_RawFree(j->rotate);
+    PyMem_RawFree(j->schema);
     PyMem_RawFree(j);
 }
 
@@ -101,6 +108,31 @@ static void writer_destroy(PyObject *capsule) {
 
 static writer *get_writer(PyObject *capsule) {
     return PyCapsule_GetPointer(capsule, "crumb.issuer._native._commit.writer");
+}
+
+/* Opens one segment for appending (WAL, the synchronous mode asked, the insert
+ * prepared): 0, or -1 with nothing left open and why in ``why``. Runs with or
+ * without the GIL (SQLite only). */
+static int open_segment(const char *path, int full_sync, const char *schema, sqlite3 **db, sqlite3_stmt **insert,
+                        char *why, size_t why_len) {
+    *db = NULL;
+    *insert = NULL;
+    const char *pragma = full_sync ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                   : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(*db, 30000) != SQLITE_OK ||
+        sqlite3_exec(*db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
+        (schema && sqlite3_exec(*db, schema, NULL, NULL, NULL) != SQLITE_OK) ||
+        sqlite3_prepare_v2(*db, "INSERT INTO audit (seq, body, prev, hash) VALUES (?,?,?,?)", -1, insert,
+                           NULL) != SQLITE_OK) {
+        snprintf(why, why_len, "%s", *db ? sqlite3_errmsg(*db) : "out of memory");
+        if (*insert) sqlite3_finalize(*insert);
+        if (*db) sqlite3_close(*db);
+        *db = NULL;
+        *insert = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 /* writer_new(path, synchronous, efd, head_seq, head_hash) -> writer */
@@ -135,15 +167,10 @@ static PyObject *writer_new(PyObject *self, PyObject *args) {
         PyMem_RawFree(w);
         return NULL;
     }
-    char pragma[64];
-    snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;", sync);
-    if (sqlite3_open_v2(path, &w->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(w->db, 30000) != SQLITE_OK ||
-        sqlite3_exec(w->db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(w->db, "INSERT INTO audit (seq, body, prev, hash) VALUES (?,?,?,?)", -1, &w->insert,
-                           NULL) != SQLITE_OK) {
-        PyErr_Format(PyExc_OSError, "the audit log %s cannot be opened for writing: %s", path,
-                     w->db ? sqlite3_errmsg(w->db) : "out of memory");
+    w->full_sync = strcmp(sync, "FULL") == 0;
+    char why[200];
+    if (open_segment(path, w->full_sync, NULL, &w->db, &w->insert, why, sizeof why) != 0) {
+        PyErr_Format(PyExc_OSError, "the audit log %s cannot be opened for writing: %s", path, why);
         Py_DECREF(capsule);
         return NULL;
     }
@@ -242,6 +269,22 @@ static void sign_job(writer *w, job *j) {
     sodium_memzero(j->sk, sizeof j->sk);
 }
 
+/* Whether the file system under the log is read-only now, after a commit that succeeded. A
+ * file system that turned read-only after an error (ext4, errors=remount-ro) still takes
+ * writes into the page cache for a file already open and answers fsync with success
+ * without writing anything: SQLite's commit then "succeeds" and the record is lost at the
+ * next mount (seen in tests/issuer/test_disk_full.py). The lie needs the read-only flag
+ * already set when fsync returns, so checking it after the commit catches it; the commit
+ * then counts as failed (the record may or may not be on disk: its tokens never leave). */
+#define READ_ONLY_WHY \
+    "the file system under the audit log turned read-only (or the segment file is gone): the commit cannot be trusted"
+static int turned_read_only(sqlite3 *db) {
+    const char *path = sqlite3_db_filename(db, "main");
+    struct statvfs st;
+    /* A segment file that cannot be found (deleted under the writer) is not to be trusted either. */
+    return !path || !*path || statvfs(path, &st) != 0 || (st.f_flag & ST_RDONLY);
+}
+
 static void fail_group(writer *w, job *group, const char *why) {
     for (job *j = group; j; j = j->next)
         if (!j->failed) fail_job(w, j, why);
@@ -290,6 +333,10 @@ static void commit_group(writer *w, job *group) {
         }
     }
     if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail_rollback;
+    if (turned_read_only(w->db)) {
+        fail_group(w, group, READ_ONLY_WHY);
+        goto invalid;
+    }
     pthread_mutex_lock(&w->lock);
     w->head_seq = seq;
     memcpy(w->head_hash, prev, HASH_BYTES);
@@ -307,6 +354,52 @@ invalid:
     pthread_mutex_unlock(&w->lock);
 }
 
+/* Runs without the GIL: the writer moves to the segment the job names (creating
+ * it with the job's schema SQL) after every job queued before it. The chain's
+ * head carries over, so the new segment's first record links to this one's
+ * last. If the new segment cannot be opened the writer keeps the current one
+ * and the job fails, saying why. The closed segment is checkpointed into its
+ * main file (best effort: a reader may hold its WAL) and closed. */
+static void rotate_job(writer *w, job *j) {
+    sqlite3 *db;
+    sqlite3_stmt *insert;
+    char why[200];
+    /* Made under a temporary name and renamed into place, as audit.create_segment does: no
+     * reader ever sees the segment without its table. A file already there is whole. */
+    if (access(j->rotate, F_OK) != 0) {
+        size_t len = strlen(j->rotate);
+        char *tmp = PyMem_RawMalloc(len + 16);
+        if (!tmp) { fail_job(w, j, "out of memory"); return; }
+        static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+        for (int i = 0; i < 4; i++) {
+            snprintf(tmp, len + 16, "%s.new%s", j->rotate, suffixes[i]);
+            unlink(tmp);  /* left by a crash */
+        }
+        snprintf(tmp, len + 16, "%s.new", j->rotate);
+        int made = open_segment(tmp, w->full_sync, j->schema, &db, &insert, why, sizeof why) == 0;
+        if (made) {
+            sqlite3_finalize(insert);
+            made = sqlite3_close(db) == SQLITE_OK;
+            if (!made) snprintf(why, sizeof why, "the new segment could not be closed");
+        }
+        if (made && rename(tmp, j->rotate) != 0) {
+            made = 0;
+            snprintf(why, sizeof why, "rename: %s", strerror(errno));
+        }
+        PyMem_RawFree(tmp);
+        if (!made) { fail_job(w, j, why); return; }
+    }
+    if (open_segment(j->rotate, w->full_sync, NULL, &db, &insert, why, sizeof why) != 0) {
+        fail_job(w, j, why);
+        return;
+    }
+    sqlite3_finalize(w->insert);
+    sqlite3_exec(w->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    sqlite3_close(w->db);
+    w->db = db;
+    w->insert = insert;
+}
+
 /* writer_serve(writer): the writer thread's body; returns after writer_stop, once the queue is empty.
  * Each turn takes every job queued (up to GROUP_RECORDS records), so the number of
  * commits per second falls as the load rises instead of queueing one fsync per job. */
@@ -321,7 +414,9 @@ static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
         if (!w->todo) break;
         job *group = w->todo, *last = group;
         Py_ssize_t records = group->n_bodies;
-        while (last->next && records + last->next->n_bodies <= GROUP_RECORDS) {
+        /* A rotation is a group of its own: what came before it is committed first. */
+        while (!group->rotate && last->next && !last->next->rotate &&
+               records + last->next->n_bodies <= GROUP_RECORDS) {
             last = last->next;
             records += last->n_bodies;
         }
@@ -330,11 +425,16 @@ static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
         last->next = NULL;
         pthread_mutex_unlock(&w->lock);
         long long number = ++w->groups;  /* only this thread writes it */
-        for (job *j = group; j; j = j->next) {
-            j->group = number;
-            sign_job(w, j);
+        if (group->rotate) {
+            group->group = number;
+            rotate_job(w, group);
+        } else {
+            for (job *j = group; j; j = j->next) {
+                j->group = number;
+                sign_job(w, j);
+            }
+            commit_group(w, group);
         }
-        commit_group(w, group);
         pthread_mutex_lock(&w->lock);
         if (w->done_tail) w->done_tail->next = group;
         else w->done = group;
@@ -347,6 +447,43 @@ static PyObject *writer_serve(PyObject *self, PyObject *capsule) {
     w->serving = 0;
     pthread_mutex_unlock(&w->lock);
     Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static char *copy_text(const char *text) {
+    size_t len = strlen(text);
+    char *out = PyMem_RawMalloc(len + 1);
+    if (out) memcpy(out, text, len + 1);
+    return out;
+}
+
+/* writer_rotate(writer, job_id, path, schema): queue a switch to the segment at path, created with
+ * the schema SQL if new (see rotate_job). */
+static PyObject *writer_rotate(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    long long id;
+    const char *path, *schema;
+    if (!PyArg_ParseTuple(args, "OLss:writer_rotate", &capsule, &id, &path, &schema)) return NULL;
+    writer *w = get_writer(capsule);
+    if (!w) return NULL;
+    job *j = PyMem_RawCalloc(1, sizeof(job));
+    if (!j || !(j->rotate = copy_text(path)) || !(j->schema = copy_text(schema))) {
+        job_free(j);
+        return PyErr_NoMemory();
+    }
+    j->id = id;
+    pthread_mutex_lock(&w->lock);
+    if (w->stop) {
+        pthread_mutex_unlock(&w->lock);
+        job_free(j);
+        PyErr_SetString(PyExc_RuntimeError, "the audit writer is stopped");
+        return NULL;
+    }
+    if (w->todo_tail) w->todo_tail->next = j;
+    else w->todo = j;
+    w->todo_tail = j;
+    pthread_cond_signal(&w->ready);
+    pthread_mutex_unlock(&w->lock);
     Py_RETURN_NONE;
 }
 
@@ -464,6 +601,7 @@ static PyMethodDef methods[] = {
     {"writer_new", writer_new, METH_VARARGS, "A GIL-free audit writer on its own SQLite connection."},
     {"writer_submit", writer_submit, METH_VARARGS, "Queue a job: sign messages, append bodies."},
     {"writer_serve", writer_serve, METH_O, "Run the writer (blocks, without the GIL, until writer_stop)."},
+    {"writer_rotate", writer_rotate, METH_VARARGS, "Queue a switch to another segment (after what is queued)."},
     {"writer_stop", writer_stop, METH_O, "Ask the writer to finish its queue and return."},
     {"writer_collect", writer_collect, METH_O, "Finished jobs: [(id, first_seq, signatures, error, group)]."},
     {"writer_set_head", writer_set_head, METH_VARARGS, "Set the chain head after re-reading it."},

@@ -5,22 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ...errors import CrumbError, Malformed, ScopeDenied, TooLarge
+from ...errors import Malformed, MissingToken, ScopeDenied, TooLarge
 from ...keys import SigningKey
 from ...token import to_bytes
 from ...verify import Verifier
 from ...wire import MAX_TOKEN_BYTES
 from ..grant import Grant
-from .problems import MISSING_TOKEN
 from .rules import PUBLIC, RequestInfo, Rule, canonical_path, path_as_resource
 
 Facts = Callable[[RequestInfo], Mapping[str, Any] | None]
-
-
-class MissingToken(CrumbError):
-    """The request carries no bearer token (an HTTP-level code, not a token check)."""
-
-    code = MISSING_TOKEN
 
 
 def bearer_token(values: Sequence[str], max_bytes: int = MAX_TOKEN_BYTES) -> bytes:
@@ -61,7 +54,8 @@ class Guard:
     def target(self, info: RequestInfo) -> tuple[str, str] | None:
         """What the request needs: (resource, operation), None if public; or raise ScopeDenied."""
         if not canonical_path(info.path):
-            raise ScopeDenied("the path has empty, '.' or '..' segments; send the canonical path")
+            raise ScopeDenied("the path is not in canonical form (empty, '.' or '..' segments, '%', a backslash "
+                              "or a control character); send the canonical path")
         decision = self.rule(info)
         if decision is PUBLIC:
             return None

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 
-MISSING_TOKEN = "missing_token"
+from ...errors import MissingToken
+
+MISSING_TOKEN = MissingToken.code
 
 FORBIDDEN = frozenset({"scope_denied", "caveat_failed", "chain_incomplete", "chain_invalid"})
 UNAVAILABLE = frozenset({"store_unavailable"})

@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from ...scope import noncanonical
+
 
 class _Public:
     __slots__ = ()
@@ -79,19 +81,14 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}")
 
 
 def canonical_path(path: str) -> bool:
-    """True for an absolute path without empty, '.' or '..' segments.
+    """True for an absolute path in the canonical form of a resource (crumb.scope.noncanonical):
+    no empty, '.' or '..' segment, no '%', backslash or control character.
 
-    Such segments let one path name what an application (or a proxy in front
-    of it) may treat as another resource; they are refused, never normalised.
+    Such a path can name what an application (or a proxy in front of it) treats
+    as another resource; it is refused, never normalised. The issuer grants
+    only canonical resources and verifiers refuse the rest, so all three agree.
     """
-    if not path.startswith("/"):
-        return False
-    if path == "/":
-        return True
-    for segment in path[1:].split("/"):
-        if segment in ("", ".", ".."):
-            return False
-    return True
+    return path.startswith("/") and noncanonical(path) is None
 
 
 def _compile(template: str) -> tuple[re.Pattern, list[str]]:

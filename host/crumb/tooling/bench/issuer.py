@@ -12,8 +12,10 @@ Three phases, each against a server started here on a free loopback port
 Clients are real devices as far as the issuer can tell: each connection is
 an enrolled device that sends a fresh nonce, its current time and a MAC
 with its derived key on every request. Only 200 responses count as tokens;
-a sample of them is verified with the issuer's published key at the end.
-Figures are for this run on this machine: quote medians of several runs.
+the first few of each round are verified with the issuer's published keys
+as they arrive (a token checked minutes later, after the rounds, may have
+expired by then). Figures are for this run on this machine: quote medians
+of several runs.
 """
 
 from __future__ import annotations
@@ -56,13 +58,19 @@ BENCH_GROUP = "bench"
 BENCH_RESOURCE = "/bench/sensor01"
 BENCH_OP = "read"
 WARMUP_S = 1.0
+SAMPLES = 8  # responses verified (or their refusal codes counted) per load-generator process and round
+TTL = 60     # the tokens' lifetime in the bench's policy, seconds
 
-BENCH_POLICY = f"""
+
+def bench_policy(ttl: int = TTL) -> str:
+    """The policy the bench serves: one group that may read /bench/*, at a rate no bench reaches."""
+    return f"""
 # Written by `crumb bench issuer`: one group that may read /bench/*.
 [issuer]
 name = "crumb-bench"
 
 [defaults]
+ttl = {ttl}
 batch = 1
 rate = 1000000
 burst = 1000000
@@ -72,6 +80,9 @@ burst = 1000000
 resource = "/bench/*"
 operations = ["{BENCH_OP}"]
 """
+
+
+BENCH_POLICY = bench_policy()
 
 # The bare endpoint's answer: a CBOR map the size of a single-token response.
 BARE_BODY = cbor.dumps({RESP_ACCESS_TOKEN: bytes(140), RESP_EXPIRES_IN: 60, RESP_TOKEN_TYPE: TOKEN_TYPE_BEARER,
@@ -198,6 +209,63 @@ class RequestMaker:
         return head + body
 
 
+class Samples:
+    """The first SAMPLES answers of a process's round, checked as they arrive.
+
+    A token is verified at once with the issuer's published keys (``keys``;
+    None for the bare endpoint, whose answers are not tokens): checked later,
+    after rounds of several seconds each, it could have expired, and a bench
+    that then ends in a traceback measures nothing. The verifier allows no
+    clock leeway: the issuer runs on this host, on this clock. A refusal's
+    code is counted. Nothing here raises: what fails is counted by its code.
+    """
+
+    def __init__(self, keys: list[bytes] | None) -> None:
+        self.verifier = None
+        if keys is not None:
+            from ...keys import PublicKey
+            from ...replay import MemoryReplayStore
+            from ...verify import Verifier
+
+            self.verifier = Verifier([PublicKey(k) for k in keys], replay=MemoryReplayStore(fence=False), leeway=0)
+        self.taken = 0
+        self.verified = 0
+        self.failures: dict[str, int] = {}  # token verification failures, by code
+        self.codes: dict[str, int] = {}     # refusal codes
+        self.example: bytes | None = None   # one token answer's body, for its size
+
+    def take(self, status: int, body: bytes) -> None:
+        if self.taken >= SAMPLES:
+            return
+        self.taken += 1
+        if status == 200 and self.example is None:
+            self.example = body
+        if self.verifier is None:
+            return
+        from ...errors import CrumbError
+        from ...issuer.protocol import parse_response
+
+        try:
+            resp = parse_response(body)
+            if not resp.ok:
+                _count(self.codes, str(resp.code))
+                return
+            for token, _, _ in resp.tokens:
+                self.verifier.verify(token, BENCH_RESOURCE, BENCH_OP, consume=False)
+                self.verified += 1
+        except CrumbError as e:
+            _count(self.failures, e.code)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):  # not an answer crumb writes
+            _count(self.failures, "garbled_answer")
+
+    def result(self) -> dict:
+        return {"verified": self.verified, "failures": self.failures, "codes": self.codes, "example": self.example}
+
+
+def _count(tally: dict, key: str, n: int = 1) -> None:
+    tally[key] = tally.get(key, 0) + n
+
+
 class _Client(asyncio.Protocol):
     """One keep-alive connection (one device): a request in flight, the next written when its answer is in.
 
@@ -207,7 +275,7 @@ class _Client(asyncio.Protocol):
     """
 
     def __init__(self, maker: RequestMaker, start: float, end: float, lat: array.array, tally: dict,
-                 samples: list, done: asyncio.Future) -> None:
+                 samples: Samples, done: asyncio.Future) -> None:
         self.maker, self.start, self.end = maker, start, end
         self.lat, self.tally, self.samples, self.done = lat, tally, samples, done
         self.buf = b""
@@ -266,12 +334,10 @@ class _Client(asyncio.Protocol):
             if status == 200:
                 tally["ok"] += 1
                 self.lat.append(time.perf_counter() - self.t0)
-                if len(self.samples) < 8:
-                    self.samples.append(buf[body_at:])
+                self.samples.take(status, buf[body_at:])
             elif status < 500:
                 tally["refused"] += 1
-                if len(self.samples) < 8:
-                    self.samples.append(buf[body_at:])
+                self.samples.take(status, buf[body_at:])
             else:
                 tally["errors"] += 1
         if b"connection: close" in head:
@@ -288,12 +354,11 @@ class _Client(asyncio.Protocol):
 
 def _error(tally: dict, kind: str) -> None:
     tally["errors"] += 1
-    kinds = tally.setdefault("error_kinds", {})
-    kinds[kind] = kinds.get(kind, 0) + 1
+    _count(tally.setdefault("error_kinds", {}), kind)
 
 
 async def _connection(port: int, maker: RequestMaker, start: float, end: float, lat: array.array,
-                      tally: dict, samples: list) -> None:
+                      tally: dict, samples: Samples) -> None:
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     try:
@@ -304,7 +369,8 @@ async def _connection(port: int, maker: RequestMaker, start: float, end: float, 
     await done
 
 
-def _client_process(port: int, devices: list, go, warmup: float, duration: float, out) -> None:
+def _client_process(port: int, devices: list, go, warmup: float, duration: float, out,
+                    keys: list[bytes] | None = None) -> None:
     try:
         import uvloop
         runner = uvloop.run
@@ -322,7 +388,7 @@ def _client_process(port: int, devices: list, go, warmup: float, duration: float
         end = start_wall + warmup + duration + offset
         lat = array.array("d")
         tally = {"ok": 0, "refused": 0, "errors": 0}
-        samples: list = []
+        samples = Samples(keys)
         makers = [RequestMaker(d, bytes.fromhex(k), port) for d, k in devices]
         delay = start_wall - time.time()
         if delay > 0:
@@ -337,7 +403,7 @@ def _client_process(port: int, devices: list, go, warmup: float, duration: float
             cpu.append(time.process_time())
 
         await asyncio.gather(measure_cpu(), *(_connection(port, m, start, end, lat, tally, samples) for m in makers))
-        out.put({"tally": tally, "lat": lat.tobytes(), "samples": samples, "cpu_s": cpu[1] - cpu[0]})
+        out.put({"tally": tally, "lat": lat.tobytes(), "samples": samples.result(), "cpu_s": cpu[1] - cpu[0]})
 
     runner(main())
 
@@ -392,16 +458,17 @@ def _cpu_split(before: dict, after: dict, pids: list[int], seconds: float, reque
 
 
 def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: int,
-          warmup: float = WARMUP_S, server_pid: int | None = None) -> dict:
+          warmup: float = WARMUP_S, server_pid: int | None = None, keys: list[bytes] | None = None) -> dict:
     """Run the load against 127.0.0.1:port; one connection per device, spread over ``clients`` processes.
 
     With ``server_pid``, also the server's CPU per request over the measured
-    window (from /proc, sampled at its start and end).
+    window (from /proc, sampled at its start and end). With ``keys`` (the
+    issuer's public keys), sampled tokens are verified as they arrive.
     """
     ctx = multiprocessing.get_context("spawn")
     out, go = ctx.Queue(), ctx.Queue()
     share = [devices[i::clients] for i in range(clients)]
-    procs = [ctx.Process(target=_client_process, args=(port, s, go, warmup, duration, out)) for s in share]
+    procs = [ctx.Process(target=_client_process, args=(port, s, go, warmup, duration, out, keys)) for s in share]
     for p in procs:
         p.start()
     for _ in procs:
@@ -433,14 +500,13 @@ def drive(port: int, devices: list[tuple[str, str]], duration: float, clients: i
     lat = array.array("d")
     tally = {"ok": 0, "refused": 0, "errors": 0}
     kinds: dict = {}
-    samples: list = []
+    samples = _merge_samples(r["samples"] for r in results)
     for r in results:
         lat.frombytes(r["lat"])
         for k in tally:
             tally[k] += r["tally"][k]
         for k, v in r["tally"].get("error_kinds", {}).items():
-            kinds[k] = kinds.get(k, 0) + v
-        samples.extend(r["samples"])
+            _count(kinds, k, v)
     result = {"per_s": round(tally["ok"] / duration, 1), "lat": lat, "ok": tally["ok"], "refused": tally["refused"],
               "errors": tally["errors"], "error_kinds": kinds, "samples": samples}
     answers = tally["ok"] + tally["refused"]
@@ -479,27 +545,31 @@ def serve_bare() -> tuple[subprocess.Popen, int]:
     return spawn_server([sys.executable, "-m", "crumb.tooling.bench.issuer", "bare"])
 
 
-def _verify_samples(samples: list[bytes], port: int) -> tuple[int, dict]:
-    """Verify the sampled tokens with the key the issuer publishes; tally refusal codes."""
+def _merge_samples(parts) -> dict:
+    """Samples.result() of several processes (or rounds) as one."""
+    merged: dict = {"verified": 0, "failures": {}, "codes": {}, "example": None}
+    for part in parts:
+        merged["verified"] += part["verified"]
+        for key in ("failures", "codes"):
+            for code, n in part[key].items():
+                _count(merged[key], code, n)
+        if merged["example"] is None:
+            merged["example"] = part["example"]
+    return merged
+
+
+def issuer_keys(port: int) -> list[bytes]:
+    """The raw public keys the issuer at 127.0.0.1:port publishes (GET /keys), for verifying its tokens."""
     import httpx
 
-    from ...issuer.protocol import parse_response
-    from ...keys import PublicKey, unb64u
-    from ...replay import MemoryReplayStore
-    from ...verify import Verifier
+    from ...keys import unb64u
 
-    keys = [PublicKey(unb64u(k["x"])) for k in httpx.get(f"http://127.0.0.1:{port}/keys").json()["keys"]]
-    verifier = Verifier(keys, replay=MemoryReplayStore(fence=False))
-    verified, codes = 0, {}
-    for body in samples:
-        resp = parse_response(body)
-        if not resp.ok:
-            codes[resp.code] = codes.get(resp.code, 0) + 1
-            continue
-        for token, _, _ in resp.tokens:
-            verifier.verify(token, BENCH_RESOURCE, BENCH_OP)  # raises if the issuer sent garbage
-            verified += 1
-    return verified, codes
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/keys", timeout=30)
+        r.raise_for_status()
+        return [unb64u(k["x"]) for k in r.json()["keys"]]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+        raise RuntimeError(f"cannot read the issuer's keys from http://127.0.0.1:{port}/keys: {e}") from None
 
 
 def _merge(runs: list[dict]) -> dict:
@@ -519,12 +589,12 @@ def _merge(runs: list[dict]) -> dict:
     return {"per_s": round(statistics.median(r["per_s"] for r in runs), 1), "cpu": merged_cpu,
             "rounds_per_s": [r["per_s"] for r in runs], "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "refused": sum(r["refused"] for r in runs), "errors": sum(r["errors"] for r in runs),
-            "error_kinds": kinds, "samples": [x for r in runs for x in r["samples"]]}
+            "error_kinds": kinds, "samples": _merge_samples(r["samples"] for r in runs)}
 
 
 def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = None, duration: float = 3.0,
         rounds: int = 3, connections: int = 64, clients: int = 1, data_dir: str | None = None,
-        progress: Callable[[str], None] | None = None) -> dict:
+        progress: Callable[[str], None] | None = None, ttl: int = TTL) -> dict:
     """Measure every target in ``rounds`` rounds, back to back within each round.
 
     All servers start first and idle while another is measured; each round
@@ -532,8 +602,6 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
     issuer in turn. On a shared 2-core machine noise comes and goes: the
     ratio to bare is taken within each round, and the medians are reported.
     """
-    from ...issuer.protocol import parse_response
-
     say = progress or (lambda m: None)
     tmp = Path(tempfile.mkdtemp(prefix="crumb-bench-"))
     from ..localissuer import LocalIssuer
@@ -545,7 +613,7 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
     try:
         data = Path(data_dir) if (url and data_dir) else tmp / "data"
         policy = tmp / "policy.toml"
-        policy.write_text(BENCH_POLICY)
+        policy.write_text(bench_policy(ttl))
         devices = _enroll(data, connections)
         maker = RequestMaker(devices[0][0], bytes.fromhex(devices[0][1]), 0)
         request_bytes = len(maker.body(int(time.time())))
@@ -574,12 +642,14 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
                 targets["multi"] = issuers[-1].port
                 pids["multi"] = issuers[-1].proc.pid  # the supervisor: its children serve
 
+        keys = {name: issuer_keys(port) for name, port in targets.items() if name != "bare"}
         measured: dict[str, list[dict]] = {name: [] for name in targets}
         for k in range(rounds):
             for name, port in targets.items():
                 say(f"round {k + 1}/{rounds}: {name} ({connections} connections, {clients} client process(es), "
                     f"{duration}s)")
-                measured[name].append(drive(port, devices, duration, clients, server_pid=pids.get(name)))
+                measured[name].append(drive(port, devices, duration, clients, server_pid=pids.get(name),
+                                            keys=keys.get(name)))
 
         def ratios(name: str, to: str) -> list[float]:
             # within each round: adjacent in time, so sharing its noise
@@ -590,13 +660,9 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
             return round(statistics.median(pairs), 3) if pairs else None
 
         merged = {name: _merge(runs) for name, runs in measured.items()}
-        for name, run in merged.items():
-            if name != "bare":
-                verified, codes = _verify_samples(run["samples"], targets[name])
-                run.update(verified=verified, refusal_codes=codes)
         main_name = "multi" if "multi" in merged else "issuer"
         main_run, bare, one = merged[main_name], merged["bare"], merged["issuer"]
-        token_sample = next((x for x in main_run["samples"] if parse_response(x).ok), None)
+        token_sample = main_run["samples"]["example"]
         result = {
             "tokens_per_s": main_run["per_s"],
             "p50_ms": main_run["p50_ms"],
@@ -609,9 +675,12 @@ def run(*, url: str | None = None, processes: int = 1, redis_url: str | None = N
             "rounds_ratio_to_bare": ratios(main_name, "bare"),
             "refused": main_run["refused"],
             "errors": main_run["errors"] + bare["errors"],
-            "refusal_codes": main_run.get("refusal_codes", {}),
+            "refusal_codes": main_run["samples"]["codes"],
             "error_kinds": {**bare["error_kinds"], **main_run["error_kinds"]},
-            "verified_tokens": main_run.get("verified", 0),
+            "verified_tokens": main_run["samples"]["verified"],
+            # Sampled tokens that did not verify, by code: none, or the issuer sent something wrong.
+            "verification_failures": main_run["samples"]["failures"],
+            "token_ttl_s": None if url else ttl,
             "processes": processes,
             "store": "redis" if main_name == "multi" else "memory",
             "rounds": rounds,
@@ -704,6 +773,9 @@ def render(r: dict) -> str:
                      + "  ".join(f"{k} {v:.0f} µs" for k, v in r["client_cpu_per_answer_us"].items()))
     lines.append(f"refused {r['refused']}  errors {r['errors']}  verified sample tokens {r['verified_tokens']}  "
                  f"request {r['request_bytes']} B  response {r['response_bytes']} B")
+    if r.get("verification_failures"):
+        lines.append("SAMPLED TOKENS THAT DID NOT VERIFY: "
+                     + ", ".join(f"{code} {n}" for code, n in sorted(r["verification_failures"].items())))
     lines.append(f"{r['connections']} connections (one device each), {r['client_processes']} client process(es), "
                  f"{r['rounds']} rounds of {r['duration_s']}s per target, {r['cpus']} CPUs; medians of rounds")
     return "\n".join(lines)
@@ -750,13 +822,21 @@ def _command():
                   help="Load-generator processes.")
     @click.option("--data", "data_dir", envvar=ENV_DATA, default=DEFAULT_DATA, show_default=True,
                   type=click.Path(file_okay=False), help=f"With --url: that issuer's data directory (or ${ENV_DATA}).")
-    def issuer(as_json, url, processes, redis_url, duration, rounds, connections, clients, data_dir) -> None:
+    @click.option("--ttl", default=TTL, show_default=True, type=click.IntRange(1, 86400),
+                  help="Lifetime of the tokens the bench's issuers mint, seconds (not with --url).")
+    def issuer(as_json, url, processes, redis_url, duration, rounds, connections, clients, data_dir, ttl) -> None:
         """Tokens/s and latency of the issuer against a bare ASGI endpoint served the same way."""
         require("tools", "crumb bench issuer")
-        result = run(url=url, processes=processes, redis_url=redis_url, duration=duration, rounds=rounds,
-                     connections=connections, clients=clients, data_dir=data_dir if url else None,
-                     progress=None if as_json else (lambda m: click.echo(m, err=True)))
+        try:
+            result = run(url=url, processes=processes, redis_url=redis_url, duration=duration, rounds=rounds,
+                         connections=connections, clients=clients, data_dir=data_dir if url else None,
+                         progress=None if as_json else (lambda m: click.echo(m, err=True)), ttl=ttl)
+        except Exception as e:  # noqa: BLE001 -- a bench ends with what went wrong, in one line, never a traceback
+            click.echo(f"error: crumb bench issuer: {type(e).__name__}: {e}", err=True)
+            sys.exit(2)
         click.echo(json.dumps(result, indent=1) if as_json else render(result))
+        if result["verification_failures"]:
+            sys.exit(1)  # the issuer answered 200 with something that is not a valid token
 
     return issuer
 

@@ -1,0 +1,229 @@
+"""What runs inside PostgreSQL: crumb's own ``Verifier``, its keys and spent uses in tables.
+
+``crumb._boot()`` (schema.sql) imports this module into a PL/Python session
+and keeps one ``Backend`` in ``GD``; the SQL functions call its methods:
+
+    crumb.verify(token, resource, operation)   -> Backend.verify
+    crumb.allows(resource, operation[, through]) -> Backend.allows (token: crumb.token)
+    crumb.claims()                             -> Backend.claims (token: crumb.token)
+
+Nothing here re-implements a check: ``Verifier.check_token`` /
+``check_request`` / ``spend`` are the steps of ``Verifier.verify``. What is
+PostgreSQL's own: where keys come from (``TableKeys``: crumb.keys), where uses
+are spent (``SpentTable``: crumb.spent, in the caller's transaction), and the
+per-transaction cache that lets a policy call ``allows()`` for every row
+while the token is verified once.
+
+Every refusal is an error with SQLSTATE 42501 (insufficient_privilege), the
+stable code as DETAIL and ``crumb: CODE: message`` as the message; nothing
+that goes wrong here ever turns into an allow. This module needs only the
+token core (cbor2, PyNaCl): no psycopg, no httpx.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any, NoReturn
+
+from ...errors import ChainIncomplete, CrumbError, MissingToken, ScopeDenied, StoreUnavailable, TooLarge
+from ...keys import PublicKey
+from ...verify import Verified, Verifier
+from ...wire import MAX_TOKEN_BYTES
+
+DENIED = "42501"  # insufficient_privilege
+# Codes that depend on the row (its resource or operation), not on the token:
+# allows() answers false for them, so a SELECT policy filters rows instead of
+# failing the statement. Every other code fails the statement.
+ROW_CODES = frozenset({"scope_denied", "caveat_failed"})
+MAX_TEXT = (MAX_TOKEN_BYTES * 4 + 2) // 3  # base64url length of the largest token: refused before decoding
+MAX_PAIRS = 1024  # (resource, operation) answers kept per token and transaction
+
+
+def trusted_keys(plpy: Any) -> tuple[list[PublicKey], list[PublicKey]]:
+    """(issuer keys, node keys) with status trusted in crumb.keys."""
+    issuer: list[PublicKey] = []
+    nodes: list[PublicKey] = []
+    for row in plpy.execute("SELECT role, public_key FROM crumb.keys WHERE status = 'trusted'"):
+        (issuer if row["role"] == "issuer" else nodes).append(PublicKey(bytes(row["public_key"])))
+    return issuer, nodes
+
+
+class SpentTable:
+    """A ``ReplayStore`` over crumb.spent, written in the caller's transaction.
+
+    One statement takes a use: the insert of a first use, or the increment of
+    a row with uses left. The primary key (cti, hop) serialises transactions
+    spending the same token: the second waits for the first to end, then finds
+    the use spent (it committed) or free (it rolled back). Under REPEATABLE READ
+    or SERIALIZABLE the second fails with a serialization error instead, which
+    is a refusal too (SQLSTATE kept, so the caller may retry).
+    """
+
+    def __init__(self, plpy: Any) -> None:
+        self._plpy = plpy
+        self._take = plpy.prepare(
+            "INSERT INTO crumb.spent AS s (cti, hop, used, exp, tx) "
+            "VALUES ($1, $2, 1, $3, pg_current_xact_id()) "
+            "ON CONFLICT (cti, hop) DO UPDATE SET used = s.used + 1, exp = excluded.exp, tx = excluded.tx "
+            "WHERE s.used < $4 RETURNING 1", ["bytea", "text", "int8", "int4"])
+
+    def consume(self, cti: bytes, hop: str, uses: int, iat: int, exp: int) -> bool:
+        try:
+            rows = self._plpy.execute(self._take, [cti, hop, exp, uses])
+        except self._plpy.SPIError as e:  # a read-only transaction, a lock timeout, a serialization failure
+            raise _store_error(e, "cannot record the use in crumb.spent") from None
+        return bool(rows.nrows())
+
+
+def _store_error(e: Any, what: str) -> CrumbError:
+    err = StoreUnavailable(f"{what}: {e}")
+    err.sqlstate = getattr(e, "sqlstate", None) or DENIED  # type: ignore[attr-defined]
+    return err
+
+
+class _Entry:
+    """One token in the current transaction: checked once, spent at most once."""
+
+    __slots__ = ("answers", "spent", "verified")
+
+    def __init__(self, verified: Verified) -> None:
+        self.verified = verified
+        self.spent = False
+        self.answers: dict[tuple[str, str], bool] = {}
+
+
+class Backend:
+    """One per session: the verifier, the settings (read once), the transaction cache."""
+
+    def __init__(self, plpy: Any) -> None:
+        self._plpy = plpy
+        settings = {r["name"]: r["value"] for r in plpy.execute("SELECT name, value FROM crumb.settings")}
+        self.hop: str | None = settings.get("hop") or None
+        self._spent = SpentTable(plpy)
+        self._audience = settings.get("audience") or None
+        self._leeway = int(settings.get("leeway") or 30)
+        self._keys_version: object = self  # no keys loaded yet: differs from any version read
+        self._tx: str | None = None
+        self._cache: dict[str, _Entry] = {}
+        self.verifier = self._new_verifier()
+        # One statement per call says where we are: the current transaction; whether this
+        # transaction's use of a token is still recorded (a ROLLBACK TO SAVEPOINT takes the
+        # row back, and then the token must be spent again before anything more is
+        # allowed); and the version of crumb.keys.
+        self._where = plpy.prepare(
+            "SELECT pg_current_xact_id()::text AS tx, EXISTS (SELECT 1 FROM crumb.spent "
+            "WHERE cti = $1 AND hop = $2 AND tx = pg_current_xact_id()) AS mine, "
+            "(SELECT value FROM crumb.settings WHERE name = 'keys_version') AS keys", ["bytea", "text"])
+
+    def _new_verifier(self) -> Verifier:
+        issuer, nodes = trusted_keys(self._plpy)
+        # Keys given to the Verifier (not resolved per token): it caches each issuer
+        # key's signing prefix by protected header, the fast path of a service.
+        return Verifier(issuer, node_keys=nodes, replay=self._spent, hop=self.hop, audience=self._audience,
+                        leeway=self._leeway)
+
+    # -- the SQL functions
+
+    def verify(self, token: str | None, resource: str | None, operation: str | None) -> str:
+        """crumb.verify(): the claims as JSON text (PL/Python converts it to jsonb)."""
+        try:
+            self._refresh(b"")  # the keys, as for allows(); nothing is cached for verify()
+            verified = self.verifier.verify(self._bounded(token), _text(resource), _text(operation))
+        except Exception as e:  # noqa: BLE001 -- every failure is a refusal, never an allow
+            self._deny(e)
+        return json.dumps(verified.to_json())
+
+    def allows(self, token: str | None, resource: str | None, operation: str | None,
+               through: list | None) -> bool:
+        """crumb.allows(): the token verified once per transaction, each (resource, operation) checked."""
+        try:
+            entry = self._entry(token)
+            if through is not None and entry.verified.attested[:len(through)] != list(through):
+                raise ChainIncomplete(
+                    f"the token did not pass through {', '.join(map(str, through))} "
+                    f"(attested by: {', '.join(entry.verified.attested) or 'none'})")
+            key = (_text(resource), _text(operation))
+            ok = entry.answers.get(key)
+            if ok is None:
+                try:
+                    self.verifier.check_request(entry.verified, *key)
+                    ok = True
+                except CrumbError as e:
+                    if e.code not in ROW_CODES:
+                        raise
+                    ok = False
+                if len(entry.answers) >= MAX_PAIRS:
+                    entry.answers.clear()
+                entry.answers[key] = ok
+            if ok and not entry.spent:
+                self.verifier.spend(entry.verified)
+                entry.spent = True
+            return ok
+        except Exception as e:  # noqa: BLE001 -- every failure is a refusal, never an allow
+            self._deny(e)
+
+    def claims(self, token: str | None) -> str:
+        """crumb.claims(): the claims of the transaction's token as JSON text, spending nothing."""
+        try:
+            return json.dumps(self._entry(token).verified.to_json())
+        except Exception as e:  # noqa: BLE001 -- every failure is a refusal
+            self._deny(e)
+
+    # -- helpers
+
+    def _refresh(self, cti: bytes) -> bool:
+        """Where we are: a new transaction empties the cache; new keys replace the verifier.
+        Returns whether this transaction's use of ``cti`` is recorded."""
+        try:
+            row = self._plpy.execute(self._where, [cti, self.hop or ""])[0]
+        except self._plpy.SPIError as e:
+            raise _store_error(e, "cannot read the transaction") from None
+        if row["keys"] != self._keys_version:
+            # Tokens already checked in this transaction stay checked (once per transaction);
+            # the next check uses the new keys.
+            self.verifier = self._new_verifier()
+            self._keys_version = row["keys"]
+        if row["tx"] != self._tx:  # a new transaction: nothing checked so far counts
+            self._tx = row["tx"]
+            self._cache.clear()
+        return bool(row["mine"])
+
+    def _entry(self, token: str | None) -> _Entry:
+        token = self._bounded(token)
+        entry = self._cache.get(token)
+        mine = self._refresh(entry.verified.claims.cti if entry is not None else b"")
+        entry = self._cache.get(token)  # gone if the transaction changed
+        if entry is not None and entry.spent and not mine:
+            entry = None  # its use was rolled back (to a savepoint): check and spend again
+        if entry is None:
+            entry = self._cache[token] = _Entry(self.verifier.check_token(token))
+        return entry
+
+    @staticmethod
+    def _bounded(token: str | None) -> str:
+        if not token:
+            raise MissingToken("crumb.token is not set: SET LOCAL crumb.token = '<token>' in this transaction")
+        if len(token) > MAX_TEXT:
+            raise TooLarge(f"the token is larger than {MAX_TOKEN_BYTES} bytes")
+        return token
+
+    def _deny(self, e: Exception) -> NoReturn:
+        if isinstance(e, self._plpy.SPIError) and not isinstance(e, CrumbError):
+            # A statement this module ran failed for a reason of its own (canceled, out of memory):
+            # refuse with that SQLSTATE, so the caller sees what happened.
+            e = _store_error(e, "the database could not answer")
+        if isinstance(e, CrumbError):
+            code, message = e.code, e.message
+        else:  # a bug must still be a refusal: the client gets the code, the server log the traceback
+            code, message = "malformed", f"unexpected {type(e).__name__} while verifying (please report)"
+            self._plpy.log("crumb: " + "".join(traceback.format_exception(e)))
+        self._plpy.error(f"crumb: {code}: {message}", detail=code,
+                         sqlstate=getattr(e, "sqlstate", None) or DENIED)
+        raise AssertionError("plpy.error() returned")  # it raises; this line only tells the type checker
+
+
+def _text(value: str | None) -> str:
+    if value is None:  # e.g. a row whose resource column is NULL: covered by no token
+        raise ScopeDenied("no token grants a NULL resource or operation")
+    return value
