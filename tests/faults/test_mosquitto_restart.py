@@ -19,6 +19,7 @@ import time
 import paho.mqtt.client as mqtt
 
 from crumb import SigningKey, Verifier, mint
+from crumb.replay import MemoryReplayStore
 from crumb.services.envelope import pack
 from crumb.services.mqtt import MqttConsumer
 from crumb.tooling.localservices import MosquittoServer
@@ -36,7 +37,9 @@ def test_the_consumer_reconnects_after_a_broker_restart_and_delivers_only_verifi
     issuer, attacker = SigningKey.generate(), SigningKey.generate()
     delivered: list[tuple[bytes, str]] = []
     with MosquittoServer() as broker:
-        consumer = MqttConsumer(Verifier([issuer.public]), lambda t, p, g: delivered.append((p, g.sub)),
+        # A consumer started for this test: no earlier life to fence off (its tokens come right after it starts).
+        verifier = Verifier([issuer.public], replay=MemoryReplayStore(fence=False))
+        consumer = MqttConsumer(verifier, lambda t, p, g: delivered.append((p, g.sub)),
                                 "sensors/+/readings", host=broker.host, port=broker.port, keepalive=5)
         pub = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="fault-publisher",
                           protocol=mqtt.MQTTv311)

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from ...errors import ChainIncomplete, CrumbError, MissingToken, ScopeDenied, StoreUnavailable, TooLarge
 from ...keys import PublicKey
+from ...replay import DEFAULT_LEEWAY
 from ...verify import Verified, Verifier
 from ...wire import MAX_TOKEN_BYTES
 
@@ -60,8 +61,11 @@ class SpentTable:
     is a refusal too (SQLSTATE kept, so the caller may retry).
     """
 
-    def __init__(self, plpy: Any) -> None:
+    def __init__(self, plpy: Any, leeway: int) -> None:
         self._plpy = plpy
+        #: Rows outlive their token's exp by at least this (crumb.purge_spent keeps at least the
+        #: configured leeway), and the table is PostgreSQL's, durable: it has no restart fence.
+        self.leeway = leeway
         self._take = plpy.prepare(
             "INSERT INTO crumb.spent AS s (cti, hop, used, exp, tx) "
             "VALUES ($1, $2, 1, $3, pg_current_xact_id()) "
@@ -100,9 +104,9 @@ class Backend:
         self._plpy = plpy
         settings = {r["name"]: r["value"] for r in plpy.execute("SELECT name, value FROM crumb.settings")}
         self.hop: str | None = settings.get("hop") or None
-        self._spent = SpentTable(plpy)
         self._audience = settings.get("audience") or None
-        self._leeway = int(settings.get("leeway") or 30)
+        self._leeway = int(settings.get("leeway") or DEFAULT_LEEWAY)
+        self._spent = SpentTable(plpy, self._leeway)
         self._keys_version: object = self  # no keys loaded yet: differs from any version read
         self._tx: str | None = None
         self._cache: dict[str, _Entry] = {}

@@ -8,6 +8,7 @@ import sys
 import click
 
 from ...extras import require
+from ...replay import DEFAULT_LEEWAY
 
 
 def _fail(message: str) -> None:
@@ -29,7 +30,7 @@ _DSN = click.option("--dsn", required=True, envvar="CRUMB_PG_DSN", show_envvar=T
 @_DSN
 @click.option("--hop", default="", help="This database's hop name in declared chains (default: the destination).")
 @click.option("--audience", default="", help="This database's audience name (tokens with aud must name it).")
-@click.option("--leeway", default=30, show_default=True, type=click.IntRange(0, 3600),
+@click.option("--leeway", default=DEFAULT_LEEWAY, show_default=True, type=click.IntRange(0, 3600),
               help="Seconds of clock difference allowed on exp, nbf and iat.")
 @click.option("--python-path", "path", multiple=True, metavar="DIR",
               help="Directories the server's Python imports crumb from (repeatable; default: where this "

@@ -22,6 +22,8 @@ from typing import Any
 
 import psycopg
 
+from ...replay import DEFAULT_LEEWAY
+
 # What the backend imports: crumb and what the token core needs at run time
 # (ucrumb: crumb's version; _cffi_backend: PyNaCl's bindings).
 BACKEND_MODULES = ("crumb", "ucrumb", "cbor2", "nacl", "_cffi_backend")
@@ -70,7 +72,7 @@ $$;
 """
 
 
-def install(dsn: str, *, hop: str | None = None, audience: str | None = None, leeway: int = 30,
+def install(dsn: str, *, hop: str | None = None, audience: str | None = None, leeway: int = DEFAULT_LEEWAY,
             path: list[str] | None = None) -> dict[str, Any]:
     """Create or update the crumb schema; returns what was recorded and what the backend loaded.
 

@@ -137,13 +137,16 @@ return GD["crumb.backend"].claims(plpy.execute(
 $$;
 
 -- Spent uses of tokens expired more than `leeway` seconds ago can go: an
--- expired token is refused before its uses are looked at. Returns the count.
+-- expired token is refused before its uses are looked at. Never less than the
+-- verifier's own leeway (crumb.settings), which accepts a token that long past
+-- exp: a use forgotten sooner could be spent again. Returns the count.
 CREATE OR REPLACE FUNCTION crumb.purge_spent(leeway integer DEFAULT 300) RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 WITH gone AS (
     DELETE FROM crumb.spent
-    WHERE exp < extract(epoch FROM clock_timestamp())::bigint - leeway
+    WHERE exp < extract(epoch FROM clock_timestamp())::bigint - GREATEST(leeway, COALESCE(
+        (SELECT NULLIF(value, '')::integer FROM crumb.settings WHERE name = 'leeway'), 0))
     RETURNING 1
 )
 SELECT count(*) FROM gone
