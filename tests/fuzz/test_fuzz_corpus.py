@@ -17,17 +17,9 @@ from crumb.tooling.fuzz import TARGETS, Finding, run_guarded
 
 CORPUS = Path(__file__).parent / "corpus"
 
-# corpus file -> (issue 16 defect, the exception it raises today)
-KNOWN_DEFECTS: dict[str, tuple[int, type[BaseException]]] = {
-    "keyset/d1-jwk-x-is-a-number": (1, AttributeError),
-    "keyset/d1-node-x-is-null": (1, AttributeError),
-    "keyset/d1-deeply-nested-array": (1, RecursionError),
-    "keyset/d1-node-x-is-an-object-found-by-fuzzing": (1, AttributeError),
-    "keyfetch/d1-jwk-x-is-a-number": (1, AttributeError),
-    "keyfetch/d1-node-x-is-null": (1, AttributeError),
-    "keyfetch/d1-deeply-nested-array": (1, RecursionError),
-    "keyfetch/d1-node-x-is-an-object-found-by-fuzzing": (1, AttributeError),
-}
+# corpus file -> (issue 16 defect, the exception it raises today). Defect 1's cases (keyset/d1-*,
+# keyfetch/d1-*) are plain regressions now that every key parser raises only typed errors.
+KNOWN_DEFECTS: dict[str, tuple[int, type[BaseException]]] = {}
 
 
 def _cases() -> list:

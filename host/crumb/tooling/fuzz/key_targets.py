@@ -83,7 +83,7 @@ def _keyfetch_setup() -> Callable[[bytes], None]:
         responder.response = _http_200(data)
         try:
             keys.fetch()
-        except KeyFetchError:
+        except (KeyFetchError, KeySetError):  # fetch()'s contract: unavailable, or not a usable key set
             pass
         clock = lambda: fx.NOW
         verifier = Verifier([], resolver=keys, clock=clock, replay=MemoryReplayStore(16, fence=False, clock=clock))
