@@ -68,6 +68,10 @@ class KeysUnavailable(CrumbError):
 # of the same name (wire.REFUSALS) means the same.
 InternalError = _kind("internal_error", "Checking the request failed unexpectedly; it is refused (a bug).")
 
+# Not a verdict on a token either: the request or statement came without one. The HTTP
+# middleware answers it 401; inside PostgreSQL it is crumb.token not set.
+MissingToken = _kind("missing_token", "No token was presented.")
+
 #: The one table of codes: every CrumbError's code, one class each. The token verdicts
 #: come first, in wire.ERROR_CODES order (PROTOCOL.md §8); then the services' own codes.
 BY_CODE: dict[str, type[CrumbError]] = {
@@ -76,11 +80,6 @@ BY_CODE: dict[str, type[CrumbError]] = {
         Malformed, UnsupportedVersion, UnknownKey, BadSignature, Expired, NotYetValid,
         ScopeDenied, CaveatFailed, UnknownCaveat, Replayed, ChainIncomplete, ChainInvalid,
         Revoked, TooLarge, StoreUnavailable,
-        InvalidKey, KeysUnavailable, InternalError,
+        InvalidKey, KeysUnavailable, InternalError, MissingToken,
     )
 }
-
-# Not a verdict on a token, so not in BY_CODE (the token checks, in wire.py's
-# order): the request or statement came without one. The HTTP middleware
-# answers it 401; inside PostgreSQL it is crumb.token not set.
-MissingToken = _kind("missing_token", "No token was presented.")

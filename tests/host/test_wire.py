@@ -77,7 +77,8 @@ def test_issuer_tables_are_the_wire_tables():
 def test_token_error_classes_are_the_wire_codes():
     # errors.BY_CODE is the one table of codes: the token verdicts first, in wire order, then the services' own.
     assert tuple(errors.BY_CODE)[:len(wire.ERROR_CODES)] == wire.ERROR_CODES
-    assert tuple(errors.BY_CODE)[len(wire.ERROR_CODES):] == ("invalid_key", "keys_unavailable", "internal_error")
+    assert tuple(errors.BY_CODE)[len(wire.ERROR_CODES):] == ("invalid_key", "keys_unavailable", "internal_error",
+                                                             "missing_token")
     assert all(cls.code == code for code, cls in errors.BY_CODE.items())
 
 
