@@ -75,7 +75,7 @@ typedef struct {
     int full_sync;
     char *path;         /* the segment appended to (w->db's file), to reopen it after a failure */
     int poisoned;       /* a commit failed: w->db is closed and reopened before the next one */
-    int probe_fd;       /* the chain's probe file (see commit_holds), -1 if not open */
+    int probe_fd;       /* the chain's probe file (see commit_doubt), -1 if not open */
     int probe_size;
     long long groups;   /* transactions attempted so far */
     long long head_seq;
