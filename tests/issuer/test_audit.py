@@ -124,10 +124,12 @@ def test_a_failing_commit_fails_every_waiting_request(tmp_path):
         try:
             conn = audit.connect(path)
             conn.execute("PRAGMA busy_timeout = 50")
-            log._commit(conn, [(b'{"x":1}', asyncio.get_running_loop().create_future(), None, None)])  # direct: no wait
+            log._conn = conn  # the Python writer's commit, on a connection that gives up after 50 ms
+            log._commit([(b'{"x":1}', asyncio.get_running_loop().create_future(), None, None)])  # direct: no wait
         finally:
             blocker.rollback()
         assert log.failures == 1 and log.last_error
+        assert log._conn is None  # poisoned: the next commit opens a fresh connection
         await log.stop()
 
     asyncio.run(main())

@@ -110,33 +110,45 @@ def test_a_failed_native_commit_fails_its_requests_and_the_writer_recovers(tmp_p
         log.start()
         assert await log.append({"n": 0}) == 1
         other = sqlite3.connect(path, isolation_level=None)
-        other.execute("INSERT INTO audit (seq, body, prev, hash) VALUES (2, x'7b7d', ?, ?)", (bytes(32), bytes(32)))
-        other.close()
+        prev = other.execute("SELECT hash FROM audit WHERE seq = 1").fetchone()[0]
+        other.execute("INSERT INTO audit (seq, body, prev, hash) VALUES (2, x'7b7d', ?, ?)",
+                      (prev, audit.record_hash(prev, 2, b"{}")))
         with pytest.raises(AuditUnavailable, match="UNIQUE"):
             await log.append({"n": 1})
         assert log.failures == 1 and not log.healthy
         assert await log.append({"n": 2}) == 3  # the head was re-read: it follows the foreign record
         assert log.healthy
+        # A tail that does not match its own hash is never chained on: the head is read back (and
+        # checked) after every failure, and the batch is refused until the log is repaired.
+        other.execute("INSERT INTO audit (seq, body, prev, hash) VALUES (4, x'7b7d', ?, ?)", (bytes(32), bytes(32)))
+        with pytest.raises(AuditUnavailable, match="UNIQUE"):
+            await log.append({"n": 3})
+        with pytest.raises(AuditUnavailable, match="does not match its hash"):
+            await log.append({"n": 4})
+        other.close()
         await log.stop()
 
     asyncio.run(main())
     rows = sqlite3.connect(path).execute("SELECT seq FROM audit ORDER BY seq").fetchall()
-    assert rows == [(1,), (2,), (3,)]
+    assert rows == [(1,), (2,), (3,), (4,)]
 
 
 @NATIVE_ONLY
 def test_native_writer_rejects_what_it_cannot_take(tmp_path):
     path = tmp_path / "a.db"
     AuditLog(path)  # the schema
+    probe = str(tmp_path / "a.db.probe")
     efd = os.eventfd(0, os.EFD_NONBLOCK)
     try:
         with pytest.raises(ValueError, match="32 bytes"):
-            _native.writer_new(str(path), "FULL", efd, 0, GENESIS[:31])
+            _native.writer_new(str(path), "FULL", efd, 0, GENESIS[:31], probe)
         with pytest.raises(ValueError, match="FULL or NORMAL"):
-            _native.writer_new(str(path), "OFF", efd, 0, GENESIS)
+            _native.writer_new(str(path), "OFF", efd, 0, GENESIS, probe)
         with pytest.raises(OSError, match="cannot be opened"):
-            _native.writer_new(str(tmp_path / "no" / "such" / "dir.db"), "FULL", efd, 0, GENESIS)
-        writer = _native.writer_new(str(path), "FULL", efd, 0, GENESIS)
+            _native.writer_new(str(tmp_path / "no" / "such" / "dir.db"), "FULL", efd, 0, GENESIS, probe)
+        with pytest.raises(OSError, match="probe file"):
+            _native.writer_new(str(path), "FULL", efd, 0, GENESIS, str(tmp_path / "no" / "probe"))
+        writer = _native.writer_new(str(path), "FULL", efd, 0, GENESIS, probe)
         sk = SigningKey.generate().secret_bytes
         with pytest.raises(ValueError, match="64 bytes"):
             _native.writer_submit(writer, 1, sk[:32], [b"m"], [b"{}"])

@@ -1,4 +1,4 @@
-"""Fault: the disk under the audit log fills up, with the real issuer process serving (issue 16).
+"""Faults: the disk under the audit log fills up, or turns read-only, with the real issuer process serving (issue 16).
 
 The issuer's data directory lives on a small tmpfs mounted for the test (so
 the test runs as root, as `make test` does here; it fails, never skips, when
@@ -8,12 +8,20 @@ never answer a token whose record is not committed; once space returns it
 issues again, and afterwards the log verifies and holds every token that was
 answered. Both audit writers: native (commit.c) and Python (CRUMB_NATIVE=0).
 
+Read-only: an ext4 image, loop-mounted with errors=remount-ro, gets a real
+file-system error (ext4's trigger_fs_error) under the running issuer, and
+under a bare AuditLog committing in a loop, several rounds: the commits that
+fdatasync confirmed in the moments after the error are exactly where the
+kernel loses data (audit.commit_doubt says how), so every confirmed record
+must still be there once the file system is mounted again.
+
 Also: a segment file deleted under the writer makes its commits count as
 failed (they would land in a file nobody can read).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import subprocess
@@ -26,7 +34,8 @@ from typing import Self
 import httpx
 import pytest
 
-from crumb.issuer import audit
+from crumb.issuer import _native, audit
+from crumb.issuer.audit import AuditLog, AuditUnavailable
 from crumb.issuer.datadir import DataDir
 from crumb.issuer.keystore import Keyring
 from crumb.replay import MemoryReplayStore
@@ -197,11 +206,6 @@ def test_a_full_disk_stops_issuance_and_no_token_goes_out_without_its_record(tmp
 @pytest.mark.parametrize("native", [pytest.param(True, marks=NATIVE_ONLY), False], ids=["native", "python"])
 def test_a_segment_deleted_under_the_writer_fails_its_commits(tmp_path, monkeypatch, native):
     """SQLite commits into the open, unlinked file and says ok: the writer checks the file is still there."""
-    import asyncio
-
-    from crumb.issuer import _native
-    from crumb.issuer.audit import AuditLog, AuditUnavailable
-
     monkeypatch.setattr(_native, "NATIVE", native)
     path = tmp_path / "audit.db"
 
@@ -217,3 +221,163 @@ def test_a_segment_deleted_under_the_writer_fails_its_commits(tmp_path, monkeypa
         await log.stop()
 
     asyncio.run(main())
+
+
+# -- a disk that turns read-only -------------------------------------------------------------
+
+
+@contextmanager
+def ext4_image(image: Path, where: Path, size: int):
+    """An ext4 file system in ``image``, loop-mounted at ``where`` with errors=remount-ro, unmounted on the way out."""
+    if os.geteuid() != 0:
+        pytest.fail("the read-only disk tests loop-mount an ext4 image and need root (make test runs as root here)",
+                    pytrace=False)
+    with open(image, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(where)], check=True, capture_output=True)
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], check=False, capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)  # still busy: detach it
+
+
+def remount_after_repair(image: Path, where: Path) -> None:
+    """What an operator does: unmount, mount once (the kernel replays the journal: what was committed there
+    is there), unmount, repair, mount again. (e2fsck straight away may drop the journal of a file system in
+    error, and with it writes that were committed.)"""
+    mount = ["mount", "-o", "loop,errors=remount-ro", str(image), str(where)]
+    subprocess.run(["umount", str(where)], check=True, capture_output=True)
+    subprocess.run(mount, check=True, capture_output=True)
+    subprocess.run(["umount", str(where)], check=True, capture_output=True)
+    subprocess.run(["e2fsck", "-fy", str(image)], check=False, capture_output=True)  # exit 1: "errors corrected"
+    subprocess.run(mount, check=True, capture_output=True)
+
+
+def turn_read_only(where: Path) -> None:
+    """The kernel's own response to a file-system error (errors=remount-ro): every write fails from then on.
+
+    ext4's trigger_fs_error (in sysfs) raises a real error in the file
+    system; a plain `mount -o remount,ro` is refused while files are open
+    for writing, which is exactly the issuer's situation. The write returns
+    once ext4 has handled the error (~10-40 ms here: it aborts the journal,
+    writes both superblocks, then sets its emergency read-only flag).
+    """
+    source = subprocess.run(["findmnt", "-no", "SOURCE", str(where)], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    Path(f"/sys/fs/ext4/{Path(source).name}/trigger_fs_error").write_text("crumb test: disk goes read-only")
+
+
+@pytest.mark.parametrize("native", [pytest.param("1", marks=NATIVE_ONLY), "0"], ids=["native", "python"])
+def test_a_disk_that_turns_read_only_stops_issuance_and_no_token_goes_out_without_its_record(tmp_path, monkeypatch,
+                                                                                              native):
+    monkeypatch.setenv("CRUMB_NATIVE", native)
+    image, where = tmp_path / "disk.img", tmp_path / "fs"
+    config = tmp_path / "policy.toml"
+    config.write_text(POLICY)
+    with ext4_image(image, where, 64 << 20) as fs:
+        data = fs / "data"
+        DataDir(data).create()
+        issuer = LocalIssuer(data, config)
+        issuer.start()
+        try:
+            fleet = Fleet(data, issuer.url)
+            for i in range(CLIENTS):
+                fleet.enroll(f"dev-{i}", "sensors")
+            with Load(fleet) as load:
+                load.wait_for(issued, 200)
+                turn_read_only(fs)
+                load.wait_for(refused, 50)
+            health = httpx.get(f"{issuer.url}/healthz", timeout=30)
+            assert health.status_code == 503 and health.json()["audit"].startswith("failing"), health.text
+        finally:
+            issuer.stop()
+        answers = load.answers
+        refusals = [a for a in answers if not issued(a)]
+        assert {(a.code, a.retry_after) for a in refusals} == {("store_unavailable", 1)}
+        assert all(a.message.startswith("the audit log cannot commit") for a in refusals), {a.message for a in refusals}
+        remount_after_repair(image, fs)
+        ring = Keyring.open(data / "keys", create=False)
+        verifier = Verifier([ring.current.public], replay=MemoryReplayStore(fence=False))
+        answered = {verifier.verify(a.tokens[0][0], "/sensors/t", "read").claims.cti.hex() for a in answers if issued(a)}
+        logs = DataDir(data).audit_logs()
+        assert [audit.verify(p).ok for p in logs] == [True] * len(logs)
+        recorded = {cti for path in logs for rec in audit.records(path)
+                    if rec.data["event"] == "issued" for cti in rec.data["tokens"]}
+        assert answered <= recorded, f"{len(answered - recorded)} tokens answered without a record"
+        # Not equality: a commit whose frames reached the disk but that the writer could not trust
+        # (its fsync failed, or the probe after it did) is refused, yet SQLite may find it committed
+        # after the repair. A record may stand for a token never sent; never the other way round.
+        before = audit.verify(DataDir(data).audit).count
+        # Writable again (an operator's repair and a restart): the issuer issues, and the chain goes on.
+        issuer = LocalIssuer(data, config)
+        issuer.start()
+        try:
+            client = IssuerClient(Fleet(data, issuer.url).credentials("dev-0"))
+            assert client.request([("/sensors/t", "read")]).tokens
+            client.close()
+        finally:
+            issuer.stop()
+        v = audit.verify(DataDir(data).audit)
+        assert v.ok and v.count == before + 1
+
+
+ROUNDS = 20
+
+
+def commit_through_the_error(fs: Path) -> tuple[list[int], list[str]]:
+    """Two tasks append one record at a time to an AuditLog on ``fs`` while ext4 handles an error there:
+    (the seqs confirmed, the refusals)."""
+    confirmed: list[int] = []
+    refusals: list[str] = []
+
+    async def main() -> None:
+        log = AuditLog(fs / "audit.db")
+        log.start()
+
+        async def append(k: int) -> None:
+            i = 0
+            while len(refusals) < 20:
+                try:
+                    confirmed.append(await log.append({"writer": k, "n": i}))
+                except AuditUnavailable as e:
+                    refusals.append(str(e))
+                    await asyncio.sleep(0.002)
+                i += 1
+
+        try:
+            tasks = [asyncio.create_task(append(k)) for k in range(2)]
+            while len(confirmed) < 300:
+                await asyncio.sleep(0.005)
+            await asyncio.to_thread(turn_read_only, fs)  # the loop appends on meanwhile
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            assert not log.healthy
+        finally:
+            await log.stop()
+
+    asyncio.run(main())
+    return confirmed, refusals
+
+
+@pytest.mark.parametrize("native", [pytest.param(True, marks=NATIVE_ONLY), False], ids=["native", "python"])
+def test_no_commit_the_writer_confirms_is_lost_when_ext4_turns_read_only(tmp_path, monkeypatch, native):
+    """The race itself, in several rounds: commits confirmed just after a file-system error must all be on disk.
+
+    A commit every few ms while ext4 handles the error. Without the probe
+    after each commit (audit.commit_doubt, commit.c's commit_doubt), rounds
+    lost the last confirmed record or two, on both writers (kernel 6.18).
+    """
+    monkeypatch.setattr(_native, "NATIVE", native)
+    caught = 0
+    for n in range(ROUNDS):
+        image = tmp_path / f"disk-{n}.img"
+        with ext4_image(image, tmp_path / f"fs-{n}", 32 << 20) as fs:
+            confirmed, refusals = commit_through_the_error(fs)
+            caught += any("stopped taking writes" in r for r in refusals)
+            remount_after_repair(image, fs)
+            durable = {rec.seq for rec in audit.records(fs / "audit.db")}
+            assert set(confirmed) <= durable, f"round {n}: confirmed, then lost: {sorted(set(confirmed) - durable)}"
+            assert audit.verify(fs / "audit.db").ok
+    print(f"{caught} of {ROUNDS} rounds: the probe refused a commit SQLite had confirmed")

@@ -19,8 +19,11 @@ goes to one writer thread as a batch, which chains it and appends it in one
 transaction (WAL, synchronous=FULL: durable once committed) and only then
 releases the waiting handlers. So a token is never sent before its record
 is on disk, and one fsync covers every request that arrived meanwhile. If
-the commit fails, every waiting request fails with store_unavailable and no
-token of that batch leaves the issuer. Each chain has one writer: the
+the commit fails, or SQLite says done but commit_doubt finds the commit
+cannot be trusted (a file system turning read-only can confirm an fsync it
+did not keep), every waiting request fails with store_unavailable and no
+token of that batch leaves the issuer; the writer is then poisoned until it
+has a fresh connection and has re-read (and checked) the chain's head. Each chain has one writer: the
 issuer gives each of its processes a chain of its own (DATA/audit-N.db, see
 datadir.claim_audit), which it keeps the head of in memory; they never wait
 on one another's write lock.
@@ -126,9 +129,21 @@ def connect(path: Path, sync: str = "FULL") -> sqlite3.Connection:
 
 
 def _head(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
-    """(seq, hash) of the last record of one segment, or None for an empty one."""
-    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    return (row[0], row[1]) if row else None
+    """(seq, hash) of the last record of one segment, or None for an empty one.
+
+    The record is checked against its own hash, so a writer that takes its
+    head from here (at start, and after every failed commit) never chains on
+    from a torn or rewritten tail: sqlite3.DatabaseError, and the batch is
+    refused.
+    """
+    row = conn.execute("SELECT seq, body, prev, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    seq, body, prev, digest = row
+    body = body if isinstance(body, bytes) else str(body).encode()
+    if record_hash(prev, seq, body) != digest:
+        raise sqlite3.DatabaseError(f"the last record ({seq}) does not match its hash: run crumb audit verify")
+    return seq, digest
 
 
 # -- segments ---------------------------------------------------------------------------
@@ -148,22 +163,62 @@ READ_ONLY_WHY = ("the file system under the audit log turned read-only (or the s
                  "the commit cannot be trusted")
 
 
-def read_only(path: Path) -> bool:
-    """Whether the file system under ``path`` is read-only now, checked after each commit that succeeded.
+def probe_path(chain: Path) -> Path:
+    """The chain writer's probe file (see commit_doubt), beside the chain's first file: DATA/audit.db.probe."""
+    return chain.with_name(chain.name + ".probe")
 
-    A file system that turned read-only after an error (ext4, errors=remount-ro)
-    still takes writes into the page cache for a file already open and answers
-    fsync with success without writing anything, so SQLite's commit
-    "succeeds" and the record is gone at the next mount. The lie needs the
-    read-only flag set when fsync returns, so this check after the commit
-    catches it: the commit then counts as failed, and its tokens never leave.
-    A segment file that cannot be found (deleted under the writer) fails the
-    same way. commit.c's turned_read_only is the same check.
+
+class Probe:
+    """An open probe file whose size the writer flips between 0 and 1 after each commit (commit_doubt)."""
+
+    def __init__(self, path: Path) -> None:
+        # Opened at start, so a probe that cannot be made fails the start, not each request.
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.size = 0
+
+    def flip(self) -> None:
+        self.size ^= 1
+        os.ftruncate(self.fd, self.size)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def commit_doubt(segment: Path, probe: Probe) -> str | None:
+    """Whether a commit SQLite reported done can be trusted: None if so, else why not.
+
+    Run after every commit that succeeded, before any of its tokens leaves;
+    commit.c's commit_doubt is the same check. ext4 with errors=remount-ro,
+    on an error, aborts its journal first and sets its "emergency read-only"
+    flag some milliseconds later (never SB_RDONLY: statvfs shows no
+    ST_RDONLY, /proc/mounts shows "emergency_ro"). An fdatasync that started
+    before the flag can return 0 although the journal transaction holding the
+    WAL's new size and extents was aborted, not committed: SQLite's commit
+    says done, and the frames are gone at the next mount (seen with a kernel
+    trace, ext4_sync_file_exit ret 0 after jbd2 ended the aborted
+    transaction, and with a plain SQLite loop and no crumb code: about one
+    run in five lost its last acknowledged commit; docs/issuer.md). The probe
+    is a metadata change that must start a journal handle (the probe file's
+    size flips between 0 and 1): ext4 refuses it with EROFS once the journal
+    is aborted, and the abort is set before such an fdatasync returns, so
+    a probe made after the commit sees it. The statvfs check catches a file
+    system remounted read-only the ordinary way, and a segment file deleted
+    under the writer (statvfs fails: its commits land in a file nobody can
+    read).
     """
     try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+        if os.statvfs(segment).f_flag & os.ST_RDONLY:
+            return READ_ONLY_WHY
     except OSError:
-        return True  # the segment file is gone (deleted under the writer) or unreadable: not to be trusted either
+        return READ_ONLY_WHY  # the segment file is gone (deleted under the writer) or unreadable
+    try:
+        probe.flip()
+    except OSError as e:
+        return f"the file system under the audit log stopped taking writes (probe: {e.strerror}): " \
+               "the commit cannot be trusted"
+    return None
 
 
 def segment_path(chain: Path, k: int) -> Path:
@@ -310,6 +365,9 @@ class AuditLog:
         self._stopping = False
         self._efd = -1
         self._signs = False
+        self._probe: Probe | None = None  # the Python writer's (the native writer opens its own)
+        self._conn: sqlite3.Connection | None = None  # the Python writer's connection (None: poisoned)
+        self._writing = self.segment_path  # the segment the writer thread appends to (it switches it)
         conn = connect(self.segment_path, self.sync)  # create the schema now: fail at start, not per request
         try:
             row = conn.execute("SELECT min(seq), max(seq) FROM audit").fetchone()
@@ -325,6 +383,7 @@ class AuditLog:
         if _native.NATIVE:
             self._start_native()
             return
+        self._probe = Probe(probe_path(self.path))
         self._thread = threading.Thread(target=self._run, name="crumb-audit-writer", daemon=True)
         self._thread.start()
 
@@ -339,6 +398,9 @@ class AuditLog:
             self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         if self._writer is not None:
             assert self._loop is not None
             self._loop.remove_reader(self._efd)
@@ -351,7 +413,8 @@ class AuditLog:
     def _start_native(self) -> None:
         assert self._loop is not None
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._writer = _native.writer_new(str(self.segment_path), self.sync, self._efd, 0, GENESIS)
+        self._writer = _native.writer_new(str(self.segment_path), self.sync, self._efd, 0, GENESIS,
+                                          str(probe_path(self.path)))
         self._head_known = False  # read at the first append, as the Python writer does
         self._jobs: dict[int, list] = {}
         self._next_job = 0
@@ -533,7 +596,12 @@ class AuditLog:
     # -- the writer thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        conn = connect(self.segment_path, self.sync)
+        self._writing = self.segment_path
+        try:
+            self._conn = connect(self._writing, self.sync)
+        except sqlite3.Error as e:  # poisoned from the start: the first batch tries again, and is refused if it fails
+            self._conn = None
+            self.last_error = f"{type(e).__name__}: {e}"
         get, get_nowait = self._queue.get, self._queue.get_nowait
         stopping = False
         while not stopping:
@@ -541,7 +609,7 @@ class AuditLog:
             if item is None:
                 break
             if isinstance(item, _Rotate):
-                conn = self._switch(conn, item.path)
+                self._switch(item.path)
                 continue
             batch, rotate = item, None
             while len(batch) < MAX_INSERT_ROWS:  # and whatever queued up during the last commit
@@ -557,12 +625,14 @@ class AuditLog:
                     break
                 batch.extend(item)
             for i in range(0, len(batch), MAX_INSERT_ROWS):
-                self._commit(conn, batch[i:i + MAX_INSERT_ROWS])
+                self._commit(batch[i:i + MAX_INSERT_ROWS])
             if rotate is not None:
-                conn = self._switch(conn, rotate.path)
-        conn.close()
+                self._switch(rotate.path)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
-    def _switch(self, conn: sqlite3.Connection, path: Path) -> sqlite3.Connection:
+    def _switch(self, path: Path) -> None:
         """The writer moves to the segment at ``path``, creating it; the chain's head (self._head) carries over."""
         loop = self._loop
         try:
@@ -571,23 +641,30 @@ class AuditLog:
         except (sqlite3.Error, OSError) as e:
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(self._rotation_failed, f"{type(e).__name__}: {e}")
-            return conn
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the closed segment in one file, if no reader holds it
-        except sqlite3.Error:
-            pass  # its WAL stays beside it: still a complete database, as SQLite reads it
-        conn.close()
+            return
+        if self._conn is not None:  # None: poisoned by a failed commit and not reopened yet
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the closed segment in one file, if no reader holds it
+            except sqlite3.Error:
+                pass  # its WAL stays beside it: still a complete database, as SQLite reads it
+            self._conn.close()
+        self._conn, self._writing = new, path
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._rotated)
-        return new
 
-    def _commit(self, conn: sqlite3.Connection, batch: list) -> None:
+    def _commit(self, batch: list) -> None:
         """Sign (if asked), chain and insert ``batch``: entries (body, future, key or None, messages or sigs)."""
         futures = [entry[1] for entry in batch]
         try:
+            # Poisoned by a failed commit: a fresh connection to the segment, so nothing of
+            # the failed transaction's state (cache, WAL index as it saw it) carries over.
+            if self._conn is None:
+                self._conn = connect(self._writing, self.sync)
+            conn = self._conn
             # A chain has one writer (datadir.claim_audit), so its head is read once and
             # then kept here. Were another writer to append anyway, the seq primary key
-            # makes this insert fail rather than fork the chain, and the head is re-read.
+            # makes this insert fail rather than fork the chain, and the head is re-read
+            # (the last record checked against its hash, _head) after every failure.
             if self._head is None:
                 self._head = chain_head(self.path)
             last, prev = self._head
@@ -605,9 +682,19 @@ class AuditLog:
             # so the writer takes the GIL a handful of times per batch, not once per row.
             n = len(batch)
             conn.execute(_insert_sql(n), params)
-            if read_only(self.segment_path):
-                raise sqlite3.OperationalError(READ_ONLY_WHY)
+            assert self._probe is not None
+            doubt = commit_doubt(self._writing, self._probe)
+            if doubt is not None:
+                raise sqlite3.OperationalError(doubt)
         except Exception as e:  # noqa: BLE001 -- disk full, locked too long, I/O error: nobody gets a token
+            # Poisoned: nothing more is committed on this connection, and the head is read
+            # back from the file (the record of a failed commit may be there or not).
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except sqlite3.Error:
+                    pass
+                self._conn = None
             self._head = None
             self.failures += 1
             self.last_error = f"{type(e).__name__}: {e}"

@@ -75,7 +75,7 @@ def describe() -> str:
 
 
 # The writer's C functions (AuditLog._start_native and its helpers call them; see commit.c):
-#   writer_new(path, synchronous, eventfd, head seq, head hash) -> writer
+#   writer_new(path, synchronous, eventfd, head seq, head hash, probe file path) -> writer
 #   writer_submit(writer, job id, secret key or None, messages, bodies)
 #   writer_serve(writer): blocks, without the GIL, until writer_stop and an empty queue
 #   writer_collect(writer) -> [(job id, first seq, signatures, error or None, group)]

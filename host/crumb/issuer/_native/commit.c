@@ -29,6 +29,7 @@
 #include <Python.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -72,6 +73,10 @@ typedef struct {
     sqlite3_stmt *insert;
     int head_valid;
     int full_sync;
+    char *path;         /* the segment appended to (w->db's file), to reopen it after a failure */
+    int poisoned;       /* a commit failed: w->db is closed and reopened before the next one */
+    int probe_fd;       /* the chain's probe file (see commit_doubt), -1 if not open */
+    int probe_size;
     long long groups;   /* transactions attempted so far */
     long long head_seq;
     unsigned char head_hash[HASH_BYTES];
@@ -101,6 +106,8 @@ static void writer_destroy(PyObject *capsule) {
     for (job *j = w->done; j;) { job *n = j->next; job_free(j); j = n; }
     if (w->insert) sqlite3_finalize(w->insert);
     if (w->db) sqlite3_close(w->db);
+    if (w->probe_fd >= 0) close(w->probe_fd);
+    PyMem_RawFree(w->path);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->ready);
     PyMem_RawFree(w);
@@ -135,13 +142,15 @@ static int open_segment(const char *path, int full_sync, const char *schema, sql
     return 0;
 }
 
-/* writer_new(path, synchronous, efd, head_seq, head_hash) -> writer */
+static char *copy_text(const char *text);
+
+/* writer_new(path, synchronous, efd, head_seq, head_hash, probe_path) -> writer */
 static PyObject *writer_new(PyObject *self, PyObject *args) {
-    const char *path, *sync;
+    const char *path, *sync, *probe;
     int efd;
     long long head_seq;
     Py_buffer head;
-    if (!PyArg_ParseTuple(args, "ssiLy*:writer_new", &path, &sync, &efd, &head_seq, &head))
+    if (!PyArg_ParseTuple(args, "ssiLy*s:writer_new", &path, &sync, &efd, &head_seq, &head, &probe))
         return NULL;
     if (head.len != HASH_BYTES || (strcmp(sync, "FULL") && strcmp(sync, "NORMAL"))) {
         PyBuffer_Release(&head);
@@ -155,6 +164,7 @@ static PyObject *writer_new(PyObject *self, PyObject *args) {
     }
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->ready, NULL);
+    w->probe_fd = -1;
     w->efd = efd;
     w->head_valid = 1;
     w->head_seq = head_seq;
@@ -168,6 +178,16 @@ static PyObject *writer_new(PyObject *self, PyObject *args) {
         return NULL;
     }
     w->full_sync = strcmp(sync, "FULL") == 0;
+    if (!(w->path = copy_text(path))) {
+        Py_DECREF(capsule);
+        return PyErr_NoMemory();
+    }
+    /* Opened here, at start, so a probe that cannot be made fails the start, not each request. */
+    if ((w->probe_fd = open(probe, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+        PyErr_Format(PyExc_OSError, "the audit log's probe file %s cannot be opened: %s", probe, strerror(errno));
+        Py_DECREF(capsule);
+        return NULL;
+    }
     char why[200];
     if (open_segment(path, w->full_sync, NULL, &w->db, &w->insert, why, sizeof why) != 0) {
         PyErr_Format(PyExc_OSError, "the audit log %s cannot be opened for writing: %s", path, why);
@@ -269,20 +289,46 @@ static void sign_job(writer *w, job *j) {
     sodium_memzero(j->sk, sizeof j->sk);
 }
 
-/* Whether the file system under the log is read-only now, after a commit that succeeded. A
- * file system that turned read-only after an error (ext4, errors=remount-ro) still takes
- * writes into the page cache for a file already open and answers fsync with success
- * without writing anything: SQLite's commit then "succeeds" and the record is lost at the
- * next mount (seen in tests/issuer/test_disk_full.py). The lie needs the read-only flag
- * already set when fsync returns, so checking it after the commit catches it; the commit
- * then counts as failed (the record may or may not be on disk: its tokens never leave). */
+/* Whether a commit SQLite reported done can be trusted: NULL if so, else why not. The same
+ * check as audit.commit_doubt (see there for the evidence); run after every COMMIT that
+ * returned SQLITE_OK, before any token of the group is released.
+ *
+ * An ext4 file system that hits an error with errors=remount-ro aborts its journal first and
+ * only some milliseconds later sets its "emergency read-only" flag (never SB_RDONLY, so
+ * statvfs shows no ST_RDONLY). An fdatasync that started before the flag was set can return
+ * 0 although the journal transaction holding the WAL's new size and extents was aborted, not
+ * committed: SQLite's COMMIT then says done and the frames are gone at the next mount. The
+ * probe is a metadata change that must start a journal handle (the probe file's size goes
+ * 0 <-> 1), which ext4 refuses with EROFS once the journal is aborted; the abort is always set
+ * before such an fdatasync returns, so a probe made after it sees it. The statvfs check
+ * catches a file system remounted read-only the ordinary way, and a segment file deleted
+ * under the writer (statvfs fails). */
 #define READ_ONLY_WHY \
     "the file system under the audit log turned read-only (or the segment file is gone): the commit cannot be trusted"
-static int turned_read_only(sqlite3 *db) {
-    const char *path = sqlite3_db_filename(db, "main");
+static const char *commit_doubt(writer *w, char *buf, size_t len) {
     struct statvfs st;
-    /* A segment file that cannot be found (deleted under the writer) is not to be trusted either. */
-    return !path || !*path || statvfs(path, &st) != 0 || (st.f_flag & ST_RDONLY);
+    if (statvfs(w->path, &st) != 0 || (st.f_flag & ST_RDONLY)) return READ_ONLY_WHY;
+    w->probe_size ^= 1;
+    if (w->probe_fd < 0 || ftruncate(w->probe_fd, w->probe_size) != 0) {
+        snprintf(buf, len, "the file system under the audit log stopped taking writes (probe: %s): "
+                 "the commit cannot be trusted", w->probe_fd < 0 ? "not open" : strerror(errno));
+        return buf;
+    }
+    return NULL;
+}
+
+/* A writer poisoned by a failed commit gets a fresh connection to its segment before it commits
+ * again: nothing of the failed transaction's state (page cache, WAL index as that connection
+ * saw it) carries over. The chain's head is re-read from the file by the owner meanwhile
+ * (head_valid). 0, or -1 with why in ``why``. */
+static int reopen(writer *w, char *why, size_t len) {
+    if (w->insert) sqlite3_finalize(w->insert);
+    if (w->db) sqlite3_close(w->db);
+    w->db = NULL;
+    w->insert = NULL;
+    if (open_segment(w->path, w->full_sync, NULL, &w->db, &w->insert, why, len) != 0) return -1;
+    w->poisoned = 0;
+    return 0;
 }
 
 static void fail_group(writer *w, job *group, const char *why) {
@@ -307,6 +353,11 @@ static void commit_group(writer *w, job *group) {
         if (!j->failed) records += j->n_bodies;
     if (records == 0) return;
     if (!valid) { fail_group(w, group, "the log's head is being re-read after a failed commit"); return; }
+    char why[256];
+    if (w->poisoned && reopen(w, why, sizeof why) != 0) {
+        fail_group(w, group, why);
+        goto invalid;
+    }
     if (sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail;
     for (job *j = group; j; j = j->next) {
         if (j->failed) continue;
@@ -333,8 +384,9 @@ static void commit_group(writer *w, job *group) {
         }
     }
     if (sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto sqlfail_rollback;
-    if (turned_read_only(w->db)) {
-        fail_group(w, group, READ_ONLY_WHY);
+    const char *doubt = commit_doubt(w, why, sizeof why);
+    if (doubt) {
+        fail_group(w, group, doubt);
         goto invalid;
     }
     pthread_mutex_lock(&w->lock);
@@ -349,6 +401,8 @@ sqlfail_rollback:
 sqlfail:
     fail_group(w, group, sqlite3_errmsg(w->db));
 invalid:
+    /* Poisoned: refuse until the owner has re-read the head and the connection is fresh. */
+    w->poisoned = 1;
     pthread_mutex_lock(&w->lock);
     w->head_valid = 0;
     pthread_mutex_unlock(&w->lock);
@@ -393,11 +447,23 @@ static void rotate_job(writer *w, job *j) {
         fail_job(w, j, why);
         return;
     }
-    sqlite3_finalize(w->insert);
-    sqlite3_exec(w->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
-    sqlite3_close(w->db);
+    char *path = copy_text(j->rotate);
+    if (!path) {
+        sqlite3_finalize(insert);
+        sqlite3_close(db);
+        fail_job(w, j, "out of memory");
+        return;
+    }
+    if (w->insert) sqlite3_finalize(w->insert);
+    if (w->db) {  /* NULL when a poisoned writer could not reopen it */
+        sqlite3_exec(w->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+        sqlite3_close(w->db);
+    }
     w->db = db;
     w->insert = insert;
+    PyMem_RawFree(w->path);
+    w->path = path;
+    w->poisoned = 0;  /* a fresh connection; the head is still re-read if a commit failed */
 }
 
 /* writer_serve(writer): the writer thread's body; returns after writer_stop, once the queue is empty.
