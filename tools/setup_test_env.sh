@@ -186,12 +186,20 @@ fi
 id -u postgres >/dev/null 2>&1 ||
     fail "there is no user 'postgres' to run the test clusters as (the Debian package postgresql-common creates it)"
 info "PostgreSQL ok: $("$pg_bin/postgres" --version) with PL/Python"
-# --- 9. mounting a small file system -------------------------------------------------
+# --- 9. mounting small file systems --------------------------------------------------
 # tests/issuer/test_disk_full.py fills the issuer's data directory to the last
-# byte on a tmpfs it mounts (and unmounts) itself: that needs root.
+# byte on a tmpfs it mounts (and unmounts) itself, and turns a loop-mounted
+# ext4 image read-only with a real file-system error: that needs root,
+# mkfs.ext4 (e2fsprogs), loop devices and ext4's trigger_fs_error in sysfs.
 if [ "$(id -u)" = 0 ] && command -v mount >/dev/null 2>&1 && command -v umount >/dev/null 2>&1; then
     info "mount ok: the disk-full tests can mount their tmpfs"
 else
     fail "tests/issuer/test_disk_full.py mounts a small tmpfs for the issuer's data directory: run the tests as root (with mount and umount, util-linux)"
 fi
+command -v mkfs.ext4 >/dev/null 2>&1 || apt_install e2fsprogs ||
+    fail "the read-only disk test needs mkfs.ext4, and e2fsprogs could not be installed (need root + apt-get)"
+[ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
+[ -e /dev/loop-control ] ||
+    fail "the read-only disk test loop-mounts an ext4 image, and this machine has no loop devices (/dev/loop-control)"
+info "ext4 ok: $(mkfs.ext4 -V 2>&1 | head -1), loop devices present"
 info "done"
