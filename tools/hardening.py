@@ -249,6 +249,8 @@ def run_fuzz(seconds: float) -> tuple[list[dict[str, Any]], str | None]:
         try:
             got = json.loads(p.stdout.strip().splitlines()[-1])
             row = {"target": got["target"], "executions": int(got["executions"]), "crashes": int(got["crashes"])}
+            if row["crashes"]:  # what was found and where the input is, so a lost run can be replayed
+                row["findings"] = [{"message": f.get("message"), "file": f.get("file")} for f in got.get("findings", [])]
         except (IndexError, KeyError, TypeError, ValueError):
             # A target that cannot report is counted as a crash: its inputs were not shown to be handled.
             row = {"target": target, "executions": 0, "crashes": 1,

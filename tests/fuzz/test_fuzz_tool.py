@@ -72,3 +72,27 @@ def test_replay_reports_a_finding_and_passes_clean_inputs(tmp_path):
     assert out.returncode == 1
     assert "FINDING" in out.stdout and "bad: TypeError" in out.stdout
     assert "ok       " in out.stdout
+
+
+_COUNT_INSTRUMENTED = """
+import sys, atheris
+with atheris.instrument_imports(include=["crumb", "ucrumb"]):
+    from crumb.tooling.fuzz import TARGETS, run_guarded
+print(run_guarded(TARGETS["keyset"], bytes.fromhex(sys.argv[1])))
+"""
+
+
+def test_the_work_guard_counts_the_same_under_atheris_instrumentation():
+    """The guard's verdict must not depend on the fuzzer: atheris's coverage hooks are C calls
+    it adds (about 5x the code's own), and counting them made deep but bounded key sets
+    'exceed' their bound while fuzzing and pass on --replay."""
+    from crumb.tooling.fuzz import run_guarded
+
+    data = b'{"keys":' + b"[" * 1200 + b"]" * 1200 + b"}"
+    plain = run_guarded(TARGETS["keyset"], data)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "host"), str(ROOT / "device"), str(ROOT)])
+    out = subprocess.run([sys.executable, "-c", _COUNT_INSTRUMENTED, data.hex()], check=False, capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) == plain
