@@ -22,5 +22,5 @@ async def healthz(request):
 
 app = CrumbMiddleware(
     Starlette(routes=[Route("/healthz", healthz), Mount("/", app=forward)]),
-    cfg.verifier("gateway"), cfg.RULE, node_key=key,
+    cfg.verifier("gateway"), cfg.RULE, node_key=key, service_log=cfg.service_log("gateway", key),
 )

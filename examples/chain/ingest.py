@@ -39,5 +39,5 @@ async def healthz(request):
 app = CrumbMiddleware(
     Starlette(routes=[Route("/sensors/{sensor}/readings", reading, methods=["POST"]),
                       Route("/healthz", healthz)]),
-    cfg.verifier("ingest"), cfg.RULE,
+    cfg.verifier("ingest"), cfg.RULE, service_log=cfg.service_log("ingest", key),
 )

@@ -8,6 +8,8 @@
     CRUMB_HOP          this service's hop name ("" = the chain's destination)
     CRUMB_NEXT         base URL of the next hop
     CRUMB_REDIS        redis:// URL of the shared replay store (default: in memory, this process only)
+    CRUMB_SERVICE_LOG  SQLite file of this service's log: every token accepted or refused, hash-chained
+                       (docs/audit-trail.md; default: no log)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from crumb.services.keyfetch import FetchedKeys
 from crumb.services.keyset import pinned
 from crumb.services.middleware import Route, Routes
 from crumb.services.replay_redis import RedisReplayStore
+from crumb.services.servicelog import ServiceLog
 
 # Every service maps a reading upload to the same request: publish on the sensor.
 RULE = Routes(
@@ -60,3 +63,9 @@ def next_hop() -> str:
     if not url:
         raise SystemExit("set CRUMB_NEXT: the base URL of the next hop")
     return url.rstrip("/")
+
+
+def service_log(name: str, key=None) -> ServiceLog | None:
+    """This service's log, if CRUMB_SERVICE_LOG names its file; recorded under ``name`` (and its node key's kid)."""
+    path = os.environ.get("CRUMB_SERVICE_LOG")
+    return ServiceLog(path, service=name, node_key=key.public if key is not None else None) if path else None

@@ -90,5 +90,5 @@ else:
     app = CrumbMiddleware(
         Starlette(routes=[Route("/sensors/{sensor}/readings", reading, methods=["POST"]),
                           Route("/healthz", healthz)]),
-        cfg.verifier("storage"), cfg.RULE,
+        cfg.verifier("storage"), cfg.RULE, service_log=cfg.service_log("storage"),
     )

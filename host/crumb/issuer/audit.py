@@ -55,39 +55,23 @@ from json.encoder import encode_basestring as _quote
 from pathlib import Path
 from typing import NamedTuple
 
+from .. import auditchain
+from ..auditchain import Record, Verdict
 from ..keys import SigningKey
 from . import _native
 
 log = logging.getLogger("crumb.issuer.audit")
 
-GENESIS = bytes(32)
+GENESIS = auditchain.GENESIS
 HANDOFF_AT = 16
 MAX_INSERT_ROWS = 1024  # rows per INSERT: 4 parameters each, well under SQLite's 32766
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    seq  INTEGER PRIMARY KEY,
-    body BLOB NOT NULL,
-    prev BLOB NOT NULL,
-    hash BLOB NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"""
-
-
-def record_hash(prev: bytes, seq: int, body: bytes) -> bytes:
-    return hashlib.sha256(prev + seq.to_bytes(8, "big") + body).digest()
-
-
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def canonical(record: dict) -> str:
-    """Sorted keys, no spaces, UTF-8 as is: one record, one text."""
-    return _ENCODER.encode(record)
+# The record format, its hash chain and the per-row checks are crumb.auditchain's,
+# shared with the services' logs; re-exported here for the issuer's callers.
+SCHEMA = auditchain.SCHEMA
+record_hash = auditchain.record_hash
+canonical = auditchain.canonical
+_ENCODER = auditchain._ENCODER
 
 
 def _q(value: str | None) -> str:
@@ -120,12 +104,7 @@ class IssuedRecord:
         return f'{self.head}{exp}{self.mid}{_q(peer)}{self.tail}{t},"tokens":["{token_hex}"]}}'.encode()
 
 
-def connect(path: Path, sync: str = "FULL") -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={sync}")
-    conn.executescript(SCHEMA)
-    return conn
+connect = auditchain.connect
 
 
 def _head(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
@@ -159,66 +138,12 @@ def _head(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
 SEGMENT_DIGITS = 6
 
 
-READ_ONLY_WHY = ("the file system under the audit log turned read-only (or the segment file is gone): "
-                 "the commit cannot be trusted")
-
-
-def probe_path(chain: Path) -> Path:
-    """The chain writer's probe file (see commit_doubt), beside the chain's first file: DATA/audit.db.probe."""
-    return chain.with_name(chain.name + ".probe")
-
-
-class Probe:
-    """An open probe file whose size the writer flips between 0 and 1 after each commit (commit_doubt)."""
-
-    def __init__(self, path: Path) -> None:
-        # Opened at start, so a probe that cannot be made fails the start, not each request.
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self.size = 0
-
-    def flip(self) -> None:
-        self.size ^= 1
-        os.ftruncate(self.fd, self.size)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def commit_doubt(segment: Path, probe: Probe) -> str | None:
-    """Whether a commit SQLite reported done can be trusted: None if so, else why not.
-
-    Run after every commit that succeeded, before any of its tokens leaves;
-    commit.c's commit_doubt is the same check. ext4 with errors=remount-ro,
-    on an error, aborts its journal first and sets its "emergency read-only"
-    flag some milliseconds later (never SB_RDONLY: statvfs shows no
-    ST_RDONLY, /proc/mounts shows "emergency_ro"). An fdatasync that started
-    before the flag can return 0 although the journal transaction holding the
-    WAL's new size and extents was aborted, not committed: SQLite's commit
-    says done, and the frames are gone at the next mount (seen with a kernel
-    trace, ext4_sync_file_exit ret 0 after jbd2 ended the aborted
-    transaction, and with a plain SQLite loop and no crumb code: about one
-    run in five lost its last acknowledged commit; docs/issuer.md). The probe
-    is a metadata change that must start a journal handle (the probe file's
-    size flips between 0 and 1): ext4 refuses it with EROFS once the journal
-    is aborted, and the abort is set before such an fdatasync returns, so
-    a probe made after the commit sees it. The statvfs check catches a file
-    system remounted read-only the ordinary way, and a segment file deleted
-    under the writer (statvfs fails: its commits land in a file nobody can
-    read).
-    """
-    try:
-        if os.statvfs(segment).f_flag & os.ST_RDONLY:
-            return READ_ONLY_WHY
-    except OSError:
-        return READ_ONLY_WHY  # the segment file is gone (deleted under the writer) or unreadable
-    try:
-        probe.flip()
-    except OSError as e:
-        return f"the file system under the audit log stopped taking writes (probe: {e.strerror}): " \
-               "the commit cannot be trusted"
-    return None
+# The check that a commit SQLite reported done was kept (commit_doubt, Probe) is
+# crumb.auditchain's, shared with the services' logs.
+READ_ONLY_WHY = auditchain.READ_ONLY_WHY
+probe_path = auditchain.probe_path
+Probe = auditchain.Probe
+commit_doubt = auditchain.commit_doubt
 
 
 def segment_path(chain: Path, k: int) -> Path:
@@ -746,21 +671,6 @@ def _wake(futures: list, results: list | None, error: Exception | None) -> None:
 # -- reading and verifying -----------------------------------------------------------
 
 
-class Record(NamedTuple):
-    seq: int
-    body: bytes  # canonical JSON, UTF-8
-    prev: bytes
-    hash: bytes
-
-    @property
-    def data(self) -> dict:
-        return json.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-
 def open_readonly(path: Path) -> sqlite3.Connection:
     if not path.exists():
         raise FileNotFoundError(f"no audit log at {path}")
@@ -811,17 +721,6 @@ def last(path: Path, n: int) -> list[Record]:
         if len(out) >= n:
             break
     return list(reversed(out))
-
-
-class Verdict(NamedTuple):
-    ok: bool
-    count: int             # records of the chain that hold, from the first one on
-    head: bytes            # hash of the last good record
-    broken_at: int | None  # seq of the first broken record (or of the row outside the chain)
-    reason: str | None
-    rows: int = 0          # every row in the segments: count when ok, more when not
-    segments: int = 0      # segment files read
-    first: int = 1         # seq the chain starts at here (after an anchor, when older segments were pruned)
 
 
 def _start(path: Path, found: list[tuple[int, Path]]) -> tuple[int, bytes, int | None, str | None]:
@@ -895,28 +794,8 @@ def verify(path: Path, head: bytes | None = None, archive: Path | None = None) -
                 continue  # counted, not verified: the chain is already broken before it
             if expect == 0:  # the oldest segment left by a pruning that stopped half-way: it starts the chain here
                 expect, prev, first = rec.seq, rec.prev, rec.seq
-            problem = None
-            if rec.seq < 1:
-                broken = (rec.seq, f"a row numbered {rec.seq} is outside the chain (records are numbered from 1)")
-                continue
-            if rec.seq < expect:
-                broken = (rec.seq, f"record {rec.seq} appears a second time (in {segment.name})")
-                continue
-            if rec.seq != expect:
-                broken = (expect, f"record {expect} is missing (the next record is {rec.seq})")
-                continue
-            body = rec.body if isinstance(rec.body, bytes) else str(rec.body).encode()
-            if rec.prev != prev:
-                problem = "does not link to the record before it (prev hash differs)"
-            elif record_hash(prev, rec.seq, body) != rec.hash:
-                problem = "its content was changed (hash mismatch)"
-            else:
-                try:
-                    json.loads(body)
-                except ValueError:
-                    problem = "its body is not JSON"
-            if problem:
-                broken = (rec.seq, f"record {rec.seq} {problem}")
+            broken = auditchain.row_problem(rec, expect, prev, segment.name)
+            if broken is not None:
                 continue
             prev, expect, count = rec.hash, expect + 1, count + 1
             if not found_head and prev == head:

@@ -440,16 +440,28 @@ def audit_group() -> None:
 @click.option("--archive", "archive_dir", type=click.Path(file_okay=False, exists=True),
               help="A directory `crumb audit archive` wrote: its segments come first, so each chain is checked "
                    "from its first record across archive and data directory.")
+@click.option("--log", "logs", multiple=True, metavar="FILE|DIR|DSN",
+              help="Verify these logs instead of --data: a service's log file, an issuer data directory, or a "
+                   "PostgreSQL DSN (its crumb.log table). Repeatable.")
+@click.option("--dsn", "dsns", multiple=True, metavar="DSN",
+              help="A PostgreSQL DSN whose crumb.log (the database's service log) to verify; same as --log DSN.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with the time taken and records/s).")
-def audit_verify(data_dir, heads, archive_dir, as_json) -> None:
+def audit_verify(data_dir, heads, archive_dir, logs, dsns, as_json) -> None:
     """Check every chain end to end, across its segments; name the first broken record (exit 1 if any).
 
     Every row of every segment is accounted for, and every --head names a
     chain that must exist: a chain file deleted since its head was noted is a
-    failure. DATA may be an archive directory: it verifies on its own.
+    failure. DATA may be an archive directory: it verifies on its own. With
+    --log or --dsn, the logs named are verified instead (the services' logs
+    and the issuer's share one record format and chain); --head and
+    --archive apply to --data only.
     """
     from . import audit
 
+    if logs or dsns:
+        if heads or archive_dir:
+            raise click.UsageError("--head and --archive apply to --data, not to --log or --dsn")
+        _verify_logs([*logs, *dsns], as_json)
     data = DataDir(data_dir)
     archive = Path(archive_dir) if archive_dir else None
     paths = data.audit_logs()
@@ -504,6 +516,63 @@ def audit_verify(data_dir, heads, archive_dir, as_json) -> None:
                 click.echo(f"{c['file']}: the {c['records']} records before it are intact (head {c['head']}); "
                            f"{c['rows']} rows in all, in {segs}")
     sys.exit(0 if ok else 1)
+
+
+def _verify_logs(sources: list[str], as_json: bool) -> None:
+    from ..trail import verify_sources
+
+    started = time.perf_counter()
+    chains = verify_sources(sources)
+    ok = all(c["ok"] for c in chains)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "chains": chains, "seconds": round(time.perf_counter() - started, 6)}))
+    else:
+        for c in chains:
+            if c["ok"]:
+                click.echo(f"{c['file']}: ok: {c['records']} records, chain intact; head {c['head']}")
+            elif c["broken_at"] is None:  # nothing was read: no file, no table, no connection
+                click.echo(f"{c['file']}: UNREADABLE: {c['reason']}")
+            else:
+                click.echo(f"{c['file']}: BROKEN at record {c['broken_at']}: {c['reason']}")
+                click.echo(f"{c['file']}: the {c['records']} records before it are intact (head {c['head']}); "
+                           f"{c['rows']} rows in all")
+    sys.exit(0 if ok else 1)
+
+
+@audit_group.command("trace")
+@click.argument("cti")
+@click.option("--log", "logs", multiple=True, required=True, metavar="FILE|DIR|DSN",
+              help="A log to search and verify: the issuer's data directory (or one of its chain files), a "
+                   "service's log file, or a PostgreSQL DSN (crumb.log). Repeatable: one per hop.")
+@click.option("--key", "key_files", multiple=True, required=True, metavar="FILE",
+              help="The issuer's public key file (repeatable, e.g. after a rotation): the recorded tokens' "
+                   "signatures are checked with it.")
+@click.option("--node-key", "node_files", multiple=True, metavar="FILE",
+              help="A hop's public key file, for tokens that name their hops by kid (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def audit_trace(cti, logs, key_files, node_files, as_json) -> None:
+    """Follow token CTI (hex) from its issuance through every hop's log; exit 1 if anything does not hold.
+
+    Every log is verified whole; each hop's record of the token is checked
+    offline (the issuer's signature and every attestation it carried, as at
+    the record's time); a declared hop without a record is named as the
+    missing link.
+    """
+    from ..keys import load_public_key
+    from ..trail import render, trace
+
+    try:
+        bytes.fromhex(cti)
+    except ValueError:
+        raise click.UsageError(f"CTI {cti!r}: the token id in hex (as `crumb inspect` and the logs show it)") from None
+    try:
+        keys = [load_public_key(f) for f in key_files]
+        nodes = [load_public_key(f) for f in node_files]
+    except (OSError, ValueError) as e:
+        _setup_error(f"cannot read a key: {e}")
+    result = trace(cti, list(logs), keys, nodes)
+    click.echo(json.dumps(result) if as_json else render(result))
+    sys.exit(0 if result["ok"] else 1)
 
 
 @audit_group.command("archive")

@@ -36,6 +36,7 @@ from ..errors import CrumbError, InternalError
 from ..verify import Verifier
 from . import envelope
 from .grant import Grant
+from .servicelog import EVENT_ACCEPTED, EVENT_REFUSED, ServiceLog
 
 log = logging.getLogger("crumb.services.mqtt")
 
@@ -53,8 +54,12 @@ class MqttConsumer:
                  operation: str = "publish", resource: Callable[[str], str] | None = None,
                  facts: Callable[[str, bytes], Mapping[str, Any] | None] | None = None,
                  client_id: str | None = None, keepalive: int = 30,
-                 max_payload: int = envelope.MAX_PAYLOAD_BYTES) -> None:
+                 max_payload: int = envelope.MAX_PAYLOAD_BYTES,
+                 service_log: ServiceLog | None = None) -> None:
         self.verifier = verifier
+        # Every decision recorded (servicelog.py); a message whose acceptance cannot be
+        # recorded is rejected as store_unavailable and never reaches the handler.
+        self.service_log = service_log
         self.handler = handler
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         self.host, self.port, self.qos, self.keepalive = host, port, qos, keepalive
@@ -78,6 +83,8 @@ class MqttConsumer:
     # -- processing (independent of the network: usable with any MQTT client)
     def process(self, topic: str, data: bytes) -> Grant | None:
         """Verify one message and hand it to the handler; the Grant, or None if it was rejected."""
+        token: bytes | None = None
+        resource: str | None = None
         try:
             token, payload = envelope.unpack(data, max_token=self.verifier.max_token_bytes,
                                              max_payload=self.max_payload)
@@ -88,6 +95,7 @@ class MqttConsumer:
             self.rejected[e.code] += 1
             log.warning("rejected message on %r: %s: %s", topic, e.code, e.message,
                         extra={"crumb_code": e.code, "topic": topic})
+            self._record_refused(token, resource, e.code, e.message)
             self._finished()
             return None
         except Exception:
@@ -95,9 +103,20 @@ class MqttConsumer:
             self.rejected[INTERNAL_ERROR] += 1
             log.exception("rejected message on %r: %s: checking it raised", topic, INTERNAL_ERROR,
                           extra={"crumb_code": INTERNAL_ERROR, "topic": topic})
+            self._record_refused(token, resource, INTERNAL_ERROR, "checking the message raised")
             self._finished()
             return None
         grant = Grant(token, verified, resource, self.operation)
+        if self.service_log is not None:
+            try:
+                self.service_log.log(token=token, decision=EVENT_ACCEPTED, code=None, resource=resource,
+                                     operation=self.operation, hops=grant.attested)
+            except CrumbError as e:  # fail closed: nothing is handled without its record
+                self.rejected[e.code] += 1
+                log.error("rejected message on %r: %s: %s", topic, e.code, e.message,
+                          extra={"crumb_code": e.code, "topic": topic})
+                self._finished()
+                return None
         try:
             self.handler(topic, payload, grant)
         except Exception:
@@ -107,6 +126,15 @@ class MqttConsumer:
             self.delivered += 1
         self._finished()
         return grant
+
+    def _record_refused(self, token: bytes | None, resource: str | None, code: str, message: str) -> None:
+        if self.service_log is None:
+            return
+        try:
+            self.service_log.log(token=token, decision=EVENT_REFUSED, code=code, resource=resource,
+                                 operation=self.operation, message=message)
+        except CrumbError as failed:  # the message is rejected either way; only its record is lost
+            log.error("the service log could not record a rejection (%s): %s", code, failed.message)
 
     @property
     def processed(self) -> int:

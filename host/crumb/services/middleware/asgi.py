@@ -24,8 +24,10 @@ from anyio import to_thread
 from ...errors import CrumbError
 from ...keys import SigningKey
 from ...verify import Verifier
+from ..servicelog import ServiceLog
 from .guard import Facts, Guard
 from .problems import problem
+from .recording import record_accepted, record_refused
 from .rules import RequestInfo, Rule
 
 Scope = MutableMapping[str, Any]
@@ -50,12 +52,19 @@ class CrumbMiddleware:
     ``offload``: run verification in a worker thread. Default: only when it
     may block (a Redis replay store, fetched keys), so in-memory verification
     costs no thread hop while network I/O never stalls the event loop.
+
+    ``service_log``: a ServiceLog (servicelog.py) that records every decision
+    on a protected request. An accepted request reaches the app only once its
+    record is committed; if it cannot be, the request is refused with
+    store_unavailable (503), so nothing is accepted without its record.
     """
 
     def __init__(self, app: ASGIApp, verifier: Verifier, rule: Rule | None = None, *,
                  facts: Facts | None = None, node_key: SigningKey | None = None,
-                 offload: bool | None = None, realm: str = "crumb") -> None:
+                 offload: bool | None = None, realm: str = "crumb",
+                 service_log: ServiceLog | None = None) -> None:
         self.app = app
+        self.service_log = service_log
         self.guard = Guard(verifier, rule, facts=facts, node_key=node_key)
         self.offload = self.guard.blocking if offload is None else offload
         self.realm = realm
@@ -70,6 +79,7 @@ class CrumbMiddleware:
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
         info = RequestInfo(method, scope["path"], scope.get("query_string", b"").decode("latin-1"), raw)
         guard = self.guard
+        target: tuple[str, str] | None = None
         try:
             target = guard.target(info)  # cheap: public routes never wait for a thread
             if target is None:
@@ -80,11 +90,18 @@ class CrumbMiddleware:
                 grant = guard.grant(info, target, auth)
         except CrumbError as e:
             log.info("rejected %s %s: %s: %s", method, info.path, e.code, e.message)
-            if kind == "websocket":
-                await send({"type": "websocket.close", "code": 1008, "reason": e.code})
-            else:
-                await send_problem(send, e.code, e.message, self.realm)
+            if self.service_log is not None:
+                # Appended in a worker thread: each append waits for its fsync.
+                await to_thread.run_sync(record_refused, self.service_log, e, target, auth)
+            await self._refuse(kind, send, e)
             return
+        if grant is not None and self.service_log is not None:
+            try:
+                await to_thread.run_sync(record_accepted, self.service_log, grant)
+            except CrumbError as e:  # store_unavailable: no record, no request (the use stays spent)
+                log.error("refused %s %s: the service log cannot be written: %s", method, info.path, e.message)
+                await self._refuse(kind, send, e)
+                return
         # A new state dict per request: the server's may be shared (lifespan
         # state), and one request's grant must never be seen by another.
         state = scope.get("state")
@@ -96,3 +113,9 @@ class CrumbMiddleware:
             if state and "crumb" in state:
                 scope["state"] = {k: v for k, v in state.items() if k != "crumb"}
         await self.app(scope, receive, send)
+
+    async def _refuse(self, kind: str, send: Send, e: CrumbError) -> None:
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": e.code})
+        else:
+            await send_problem(send, e.code, e.message, self.realm)

@@ -19,8 +19,10 @@ from typing import Any
 from ...errors import CrumbError
 from ...keys import SigningKey
 from ...verify import Verifier
+from ..servicelog import ServiceLog
 from .guard import Facts, Guard
 from .problems import TITLES, problem
+from .recording import record_accepted, record_refused
 from .rules import RequestInfo, Rule
 
 ENVIRON_KEY = "crumb.verified"
@@ -60,8 +62,10 @@ class CrumbWSGIMiddleware:
 
     def __init__(self, app: WSGIApp, verifier: Verifier, rule: Rule | None = None, *,
                  facts: Facts | None = None, node_key: SigningKey | None = None,
-                 realm: str = "crumb") -> None:
+                 realm: str = "crumb", service_log: ServiceLog | None = None) -> None:
         self.app = app
+        # As for the ASGI middleware: every decision recorded, nothing accepted without its record.
+        self.service_log = service_log
         self.guard = Guard(verifier, rule, facts=facts, node_key=node_key)
         self.realm = realm
 
@@ -72,13 +76,27 @@ class CrumbWSGIMiddleware:
         method = environ.get("REQUEST_METHOD", "GET")
         info = RequestInfo(method, _path(environ), environ.get("QUERY_STRING", ""), _http_headers(environ))
         environ.pop(ENVIRON_KEY, None)
+        authorization = [auth] if auth is not None else []
+        target: tuple[str, str] | None = None
         try:
-            grant = self.guard.authorize(info, [auth] if auth is not None else [])
+            target = self.guard.target(info)
+            grant = None if target is None else self.guard.grant(info, target, authorization)
         except CrumbError as e:
             log.info("rejected %s %s: %s: %s", method, info.path, e.code, e.message)
-            status, headers, body = problem(e.code, e.message, realm=self.realm)
-            start_response(f"{status} {TITLES.get(status, 'Error')}", headers)
-            return [body]
+            if self.service_log is not None:
+                record_refused(self.service_log, e, target, authorization)
+            return self._refuse(e, start_response)
         if grant is not None:
+            if self.service_log is not None:
+                try:
+                    record_accepted(self.service_log, grant)
+                except CrumbError as e:  # store_unavailable: no record, no request (the use stays spent)
+                    log.error("refused %s %s: the service log cannot be written: %s", method, info.path, e.message)
+                    return self._refuse(e, start_response)
             environ[ENVIRON_KEY] = grant
         return self.app(environ, start_response)
+
+    def _refuse(self, e: CrumbError, start_response: StartResponse) -> Iterable[bytes]:
+        status, headers, body = problem(e.code, e.message, realm=self.realm)
+        start_response(f"{status} {TITLES.get(status, 'Error')}", headers)
+        return [body]

@@ -26,11 +26,14 @@ import json
 import traceback
 from typing import Any, NoReturn
 
+from ... import auditchain
 from ...errors import ChainIncomplete, CrumbError, MissingToken, ScopeDenied, StoreUnavailable, TooLarge
 from ...keys import PublicKey
 from ...replay import DEFAULT_LEEWAY
+from ...token import to_bytes
 from ...verify import Verified, Verifier
 from ...wire import MAX_TOKEN_BYTES
+from .. import servicelog
 
 DENIED = "42501"  # insufficient_privilege
 # Codes that depend on the row (its resource or operation), not on the token:
@@ -39,6 +42,10 @@ DENIED = "42501"  # insufficient_privilege
 ROW_CODES = frozenset({"scope_denied", "caveat_failed"})
 MAX_TEXT = (MAX_TOKEN_BYTES * 4 + 2) // 3  # base64url length of the largest token: refused before decoding
 MAX_PAIRS = 1024  # (resource, operation) answers kept per token and transaction
+# Appends to crumb.log take this transaction-level advisory lock first: the chain has one
+# writer at a time, and the head read after the lock is the last committed record (READ
+# COMMITTED takes a new snapshot per statement). Held to the end of the transaction.
+LOG_LOCK = 0x63_72_75_6D_62_6C_6F_67  # "crumblog"
 
 
 def trusted_keys(plpy: Any) -> tuple[list[PublicKey], list[PublicKey]]:
@@ -86,6 +93,39 @@ def _store_error(e: Any, what: str) -> CrumbError:
     return err
 
 
+class LogTable:
+    """crumb.log, the database's service log: one record per accepted token, in the caller's transaction.
+
+    The records and their chain are crumb.auditchain's (what servicelog.record
+    writes), so `crumb audit verify --dsn` and `crumb audit trace --log DSN`
+    read them like any other log. A record that cannot be written is a
+    StoreUnavailable: the statement is refused, and nothing is accepted
+    without its record. A transaction that rolls back takes its records with
+    it, as it takes back the use and the data: the log holds what committed.
+    """
+
+    def __init__(self, plpy: Any, service: str) -> None:
+        self._plpy = plpy
+        self.service = service
+        self._lock = plpy.prepare("SELECT pg_catalog.pg_advisory_xact_lock($1)", ["int8"])
+        self._head = plpy.prepare("SELECT seq, hash FROM crumb.log ORDER BY seq DESC LIMIT 1")
+        self._insert = plpy.prepare("INSERT INTO crumb.log (seq, body, prev, hash) VALUES ($1, $2, $3, $4)",
+                                    ["int8", "bytea", "bytea", "bytea"])
+
+    def append(self, token: str, verified: Verified, resource: str, operation: str) -> None:
+        body = servicelog.record(service=self.service, kid=None, token=to_bytes(token),
+                                 decision=servicelog.EVENT_ACCEPTED, code=None, resource=resource,
+                                 operation=operation, hops=verified.attested)
+        text = auditchain.canonical(body).encode("utf-8")
+        try:
+            self._plpy.execute(self._lock, [LOG_LOCK])
+            rows = self._plpy.execute(self._head)
+            seq, prev = (rows[0]["seq"] + 1, bytes(rows[0]["hash"])) if rows.nrows() else (1, auditchain.GENESIS)
+            self._plpy.execute(self._insert, [seq, text, prev, auditchain.record_hash(prev, seq, text)])
+        except self._plpy.SPIError as e:  # read-only transaction, lock timeout, a stale snapshot's seq
+            raise _store_error(e, "cannot record the decision in crumb.log") from None
+
+
 class _Entry:
     """One token in the current transaction: checked once, spent at most once."""
 
@@ -107,6 +147,7 @@ class Backend:
         self._audience = settings.get("audience") or None
         self._leeway = int(settings.get("leeway") or DEFAULT_LEEWAY)
         self._spent = SpentTable(plpy, self._leeway)
+        self._log = LogTable(plpy, settings["log"]) if settings.get("log") else None
         self._keys_version: object = self  # no keys loaded yet: differs from any version read
         self._tx: str | None = None
         self._cache: dict[str, _Entry] = {}
@@ -134,6 +175,8 @@ class Backend:
         try:
             self._refresh(b"")  # the keys, as for allows(); nothing is cached for verify()
             verified = self.verifier.verify(self._bounded(token), _text(resource), _text(operation))
+            if self._log is not None:
+                self._log.append(token, verified, resource, operation)  # type: ignore[arg-type]
         except Exception as e:  # noqa: BLE001 -- every failure is a refusal, never an allow
             self._deny(e)
         return json.dumps(verified.to_json())
@@ -162,6 +205,8 @@ class Backend:
                 entry.answers[key] = ok
             if ok and not entry.spent:
                 self.verifier.spend(entry.verified)
+                if self._log is not None:  # the record goes with the use: same transaction, same fate
+                    self._log.append(token, entry.verified, *key)  # type: ignore[arg-type]
                 entry.spent = True
             return ok
         except Exception as e:  # noqa: BLE001 -- every failure is a refusal, never an allow

@@ -35,12 +35,17 @@ _DSN = click.option("--dsn", required=True, envvar="CRUMB_PG_DSN", show_envvar=T
 @click.option("--python-path", "path", multiple=True, metavar="DIR",
               help="Directories the server's Python imports crumb from (repeatable; default: where this "
                    "Python imports crumb, ucrumb, cbor2, nacl and _cffi_backend from).")
-def install_cmd(dsn: str, hop: str, audience: str, leeway: int, path: tuple[str, ...]) -> None:
+@click.option("--log", "log_name", default="", metavar="NAME",
+              help="Keep the service log (table crumb.log) under this service name: one hash-chained record "
+                   "per accepted token, in the transaction that spends it (default: no log). Pass it again "
+                   "on every install: each install records the settings it is given.")
+def install_cmd(dsn: str, hop: str, audience: str, leeway: int, path: tuple[str, ...], log_name: str) -> None:
     """Create or update the crumb schema (tables, crumb.verify, crumb.allows) in one transaction."""
     from .install import InstallError, install
 
     try:
-        report = install(dsn, hop=hop, audience=audience, leeway=leeway, path=list(path) or None)
+        report = install(dsn, hop=hop, audience=audience, leeway=leeway, path=list(path) or None,
+                         log=log_name or None)
     except InstallError as e:
         _fail(str(e))
     click.echo(json.dumps(report, indent=1))

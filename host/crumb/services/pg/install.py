@@ -73,15 +73,16 @@ $$;
 
 
 def install(dsn: str, *, hop: str | None = None, audience: str | None = None, leeway: int = DEFAULT_LEEWAY,
-            path: list[str] | None = None) -> dict[str, Any]:
+            path: list[str] | None = None, log: str | None = None) -> dict[str, Any]:
     """Create or update the crumb schema; returns what was recorded and what the backend loaded.
 
     Runs in one transaction: on any error nothing changes. Needs a superuser
-    (PL/Python is an untrusted language).
+    (PL/Python is an untrusted language). ``log``: a service name turns on
+    the service log (crumb.log) under that name; None or "" leaves it off.
     """
     path = path if path is not None else python_path()
     settings = {"python_path": "\n".join(path), "hop": hop or "", "audience": audience or "",
-                "leeway": str(leeway)}
+                "leeway": str(leeway), "log": log or ""}
     try:
         with psycopg.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute(schema_sql())
@@ -104,7 +105,7 @@ def install(dsn: str, *, hop: str | None = None, audience: str | None = None, le
         raise InstallError(_pg_message(e)) from None
     return {"crumb_version": version, "backend_imports": file, "python_path": path,
             "python": server_python, "hop": hop or None, "audience": audience or None, "leeway": leeway,
-            "trusted_keys": keys}
+            "log": log or None, "trusted_keys": keys}
 
 
 def _one(cur: psycopg.Cursor, query: str) -> Any:

@@ -18,7 +18,9 @@ REVOKE ALL ON SCHEMA crumb FROM PUBLIC;
 GRANT USAGE ON SCHEMA crumb TO PUBLIC;
 
 -- name → value: python_path (where the backend imports crumb from, one
--- directory a line), hop, audience, leeway (read once per session), and
+-- directory a line), hop, audience, leeway, log (the service name the
+-- backend records its decisions under in crumb.log; empty: no log; all read
+-- once per session), and
 -- keys_version (see the trigger below).
 CREATE TABLE IF NOT EXISTS crumb.settings (
     name  text PRIMARY KEY,
@@ -58,7 +60,32 @@ CREATE TABLE IF NOT EXISTS crumb.spent (
     tx   xid8 NOT NULL,
     PRIMARY KEY (cti, hop)
 );
-REVOKE ALL ON crumb.settings, crumb.keys, crumb.spent FROM PUBLIC;
+-- The database's service log (`crumb pg install --log NAME`): one record per
+-- accepted token, in crumb's audit record format and hash chain (crumb.auditchain:
+-- hash = SHA-256(prev || seq as 8 bytes big-endian || body)). Appended by the
+-- backend in the transaction that spends the use, so the record exists exactly
+-- when the use (and the data it authorized) was committed. Refusals are errors,
+-- whose transaction rolls back, and are not here: PostgreSQL's server log has
+-- them (docs/audit-trail.md). Append-only for everyone, the owner included.
+CREATE TABLE IF NOT EXISTS crumb.log (
+    seq  bigint PRIMARY KEY,
+    body bytea NOT NULL,
+    prev bytea NOT NULL,
+    hash bytea NOT NULL
+);
+CREATE OR REPLACE FUNCTION crumb._log_append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'the crumb service log is append-only';
+END
+$$;
+REVOKE ALL ON FUNCTION crumb._log_append_only() FROM PUBLIC;
+CREATE OR REPLACE TRIGGER log_append_only BEFORE UPDATE OR DELETE ON crumb.log
+    FOR EACH ROW EXECUTE FUNCTION crumb._log_append_only();
+CREATE OR REPLACE TRIGGER log_no_truncate BEFORE TRUNCATE ON crumb.log
+    FOR EACH STATEMENT EXECUTE FUNCTION crumb._log_append_only();
+
+REVOKE ALL ON crumb.settings, crumb.keys, crumb.spent, crumb.log FROM PUBLIC;
 
 -- Every change to crumb.keys bumps keys_version, in the same transaction: each
 -- session compares it on every call and reloads its keys when it moved, so a
