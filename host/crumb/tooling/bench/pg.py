@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import click
@@ -88,7 +89,8 @@ $$;
 """
 
 
-def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: str) -> tuple[float, float]:
+def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: str,
+           pipeline: bool = False) -> tuple[float, float]:
     """(seconds for len(tokens) transactions of ``rows_per_tx`` inserts each, median seconds of one).
 
     ``setting``: the GUC to send each token in first ("": none; "busy": instead, BUSY_US of
@@ -99,7 +101,10 @@ def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: 
     t0 = clock()
     for token in tokens:
         t = clock()
-        with conn.transaction():
+        # By default one round trip per statement, as most applications send it. --pipeline:
+        # psycopg's pipeline mode, BEGIN, the token, the inserts and COMMIT in one flush, so the
+        # token costs no round trip of its own (but here the plain transactions slow down too).
+        with conn.pipeline() if pipeline else nullcontext(), conn.transaction():
             if setting == "busy":
                 conn.execute("SELECT bench_busy(%s)", (BUSY_US,))
             elif setting:
@@ -117,7 +122,8 @@ def _verify_in_process(verifier: Any, tokens: list[str], resource: str) -> float
     return time.perf_counter() - t0
 
 
-def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup: int = 200) -> dict[str, Any]:
+def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup: int = 200,
+        pipeline: bool = False) -> dict[str, Any]:
     import psycopg
 
     from ...keys import SigningKey
@@ -150,8 +156,8 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
         refused: dict[str, int] = {}
         with psycopg.connect(pg.dsn("bench")) as conn:
             # Warm-up: the first crumb call in a session imports crumb into the backend (~0.1 s).
-            _timed(conn, "crumb_readings", tokens[:warmup], rows_per_tx, "crumb.token")
-            _timed(conn, "plain_readings", dummy[:warmup], rows_per_tx, "")
+            _timed(conn, "crumb_readings", tokens[:warmup], rows_per_tx, "crumb.token", pipeline)
+            _timed(conn, "plain_readings", dummy[:warmup], rows_per_tx, "", pipeline)
             used = warmup
             for r in range(rounds):
                 share = tokens[used:used + transactions]
@@ -162,7 +168,7 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
                             ("plain_busy", "plain_readings", dummy, "busy")]
                 for name, table, toks, setting in variants[r % 4:] + variants[:r % 4]:  # rotate the order
                     try:
-                        total, median = _timed(conn, table, toks, rows_per_tx, setting)
+                        total, median = _timed(conn, table, toks, rows_per_tx, setting, pipeline)
                         times[name].append(total)
                         typical[name].append(median)
                     except psycopg.Error as e:
@@ -215,6 +221,7 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
         "rounds": rounds,
         "transactions_per_round": transactions,
         "rows_per_tx": rows_per_tx,
+        "pipeline": pipeline,
         "round_seconds": {k: [round(v, 4) for v in vs] for k, vs in times.items()},
         "refused": refused,
         "tokens_spent": spent,
@@ -229,7 +236,8 @@ def render(r: dict[str, Any]) -> str:
     ms = r["ms_per_tx"]
     return "\n".join([
         (f"PostgreSQL {r['server']['postgres']}, {r['rounds']} rounds x {r['transactions_per_round']:,} transactions "
-        f"of {r['rows_per_tx']} row(s), medians over rounds"),
+        f"of {r['rows_per_tx']} row(s), {'pipeline mode' if r['pipeline'] else 'a round trip per statement'}, "
+        "medians over rounds"),
         f"  plain          {ms['plain']:.3f} ms/tx   {r['rows_per_s_plain']:>8,} rows/s",
         f"  plain + SET    {ms['plain_set']:.3f} ms/tx",
         f"  crumb policy   {ms['crumb']:.3f} ms/tx   {r['rows_per_s_crumb']:>8,} rows/s",
@@ -253,8 +261,10 @@ def render(r: dict[str, Any]) -> str:
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1), help="Rounds (medians over them).")
 @click.option("--rows-per-tx", default=1, show_default=True, type=click.IntRange(min=1),
               help="Rows inserted by each transaction (one token covers them all).")
-def command(as_json: bool, transactions: int, rounds: int, rows_per_tx: int) -> None:
+@click.option("--pipeline/--no-pipeline", default=False, show_default=True,
+              help="Send each transaction in psycopg's pipeline mode (one flush), or statement by statement.")
+def command(as_json: bool, transactions: int, rounds: int, rows_per_tx: int, pipeline: bool) -> None:
     """Rows inserted with and without crumb's row-level security policy, in one private PostgreSQL."""
     require("pg", "crumb bench pg")
-    result = run(transactions=transactions, rounds=rounds, rows_per_tx=rows_per_tx)
+    result = run(transactions=transactions, rounds=rounds, rows_per_tx=rows_per_tx, pipeline=pipeline)
     click.echo(json.dumps(result, indent=1) if as_json else render(result))
