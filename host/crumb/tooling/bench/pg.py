@@ -95,21 +95,30 @@ def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: 
 
     ``setting``: the GUC to send each token in first ("": none; "busy": instead, BUSY_US of
     Python in the backend)."""
+    import psycopg
+
     insert = f"INSERT INTO {table} (sensor, value) VALUES (%s, %s)"
     each = []
     clock = time.perf_counter
     t0 = clock()
     for token in tokens:
         t = clock()
-        # By default one round trip per statement, as most applications send it. --pipeline:
-        # psycopg's pipeline mode, BEGIN, the token, the inserts and COMMIT in one flush, so the
-        # token costs no round trip of its own (but here the plain transactions slow down too).
+        # By default one round trip per statement, except that the token travels with the first
+        # insert. --pipeline: psycopg's pipeline mode, BEGIN, the token, the inserts and COMMIT in
+        # one flush (but here the plain transactions slow down too).
         with conn.pipeline() if pipeline else nullcontext(), conn.transaction():
             if setting == "busy":
                 conn.execute("SELECT bench_busy(%s)", (BUSY_US,))
-            elif setting:
+            first = 0
+            if setting and setting != "busy" and not pipeline:
+                # The token and the first insert in one query string, one round trip: a
+                # client-side binding cursor may send several statements at once.
+                with psycopg.ClientCursor(conn) as cur:
+                    cur.execute("SELECT set_config(%s, %s, true); " + insert, (setting, token, "temp01", 0.0))
+                first = 1
+            elif setting and setting != "busy":
                 conn.execute("SELECT set_config(%s, %s, true)", (setting, token))
-            for i in range(rows_per_tx):
+            for i in range(first, rows_per_tx):
                 conn.execute(insert, ("temp01", float(i)))
         each.append(clock() - t)
     return clock() - t0, statistics.median(each)
