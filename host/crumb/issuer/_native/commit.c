@@ -217,6 +217,24 @@ static int copy_list(PyObject *list, unsigned char **out, size_t *len, Py_ssize_
 }
 
 /* writer_submit(writer, job_id, secret_key or None, messages, bodies) */
+/* Hands a job to the writer thread, in queue order (batches and rotations alike); a
+ * stopped writer takes nothing, and the job is freed. */
+static PyObject *enqueue(writer *w, job *j) {
+    pthread_mutex_lock(&w->lock);
+    if (w->stop) {
+        pthread_mutex_unlock(&w->lock);
+        job_free(j);
+        PyErr_SetString(PyExc_RuntimeError, "the audit writer is stopped");
+        return NULL;
+    }
+    if (w->todo_tail) w->todo_tail->next = j;
+    else w->todo = j;
+    w->todo_tail = j;
+    pthread_cond_signal(&w->ready);
+    pthread_mutex_unlock(&w->lock);
+    Py_RETURN_NONE;
+}
+
 static PyObject *writer_submit(PyObject *self, PyObject *args) {
     PyObject *capsule, *key, *messages, *bodies;
     long long id;
@@ -249,19 +267,7 @@ static PyObject *writer_submit(PyObject *self, PyObject *args) {
     if (rc == 0) rc = copy_list(bodies, j->bodies, j->body_len, &j->n_bodies);
     if (rc == -1) goto badtype;
     if (rc == -2) goto nomem;
-    pthread_mutex_lock(&w->lock);
-    if (w->stop) {
-        pthread_mutex_unlock(&w->lock);
-        job_free(j);
-        PyErr_SetString(PyExc_RuntimeError, "the audit writer is stopped");
-        return NULL;
-    }
-    if (w->todo_tail) w->todo_tail->next = j;
-    else w->todo = j;
-    w->todo_tail = j;
-    pthread_cond_signal(&w->ready);
-    pthread_mutex_unlock(&w->lock);
-    Py_RETURN_NONE;
+    return enqueue(w, j);
 badtype:
     job_free(j);
     PyErr_Format(PyExc_TypeError, "messages and bodies are lists of bytes of at most %d bytes", MAX_ITEM_BYTES);
@@ -538,19 +544,7 @@ static PyObject *writer_rotate(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     j->id = id;
-    pthread_mutex_lock(&w->lock);
-    if (w->stop) {
-        pthread_mutex_unlock(&w->lock);
-        job_free(j);
-        PyErr_SetString(PyExc_RuntimeError, "the audit writer is stopped");
-        return NULL;
-    }
-    if (w->todo_tail) w->todo_tail->next = j;
-    else w->todo = j;
-    w->todo_tail = j;
-    pthread_cond_signal(&w->ready);
-    pthread_mutex_unlock(&w->lock);
-    Py_RETURN_NONE;
+    return enqueue(w, j);
 }
 
 static PyObject *writer_stop(PyObject *self, PyObject *capsule) {
