@@ -11,6 +11,7 @@ from .keys import b64u
 from .scope import scope_bytes, scope_from_bytes
 from .wire import (
     CLAIM_AUD,
+    CLAIM_CNF,
     CLAIM_CRUMB,
     CLAIM_CTI,
     CLAIM_EXP,
@@ -25,6 +26,7 @@ from .wire import (
     EXT_OPEN,
     EXT_USES,
     KID_BYTES,
+    MAX_DEPTH,
     MAX_ITEMS,
     MAX_STRING,
     MAX_USES,
@@ -32,7 +34,17 @@ from .wire import (
 )
 
 _KNOWN_CLAIMS = {CLAIM_ISS, CLAIM_SUB, CLAIM_AUD, CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_CTI,
-                 CLAIM_SCOPE, CLAIM_CRUMB}
+                 CLAIM_CNF, CLAIM_SCOPE, CLAIM_CRUMB}
+
+#: Nesting depth a claims payload is decoded with: §2's limit plus one, for the one place
+#: that needs it, the ephemeral COSE_Key inside cnf's recipient (PROTOCOL.md §4.4). Every
+#: other claim has a fixed shape that Claims.parse checks, shallower than MAX_DEPTH.
+CLAIMS_DEPTH = MAX_DEPTH + 1
+
+
+def loads_claims(payload: bytes) -> Any:
+    """The claims payload as CBOR (strict, §2), with the depth a cnf claim needs."""
+    return cbor.loads(payload, max_depth=CLAIMS_DEPTH)
 _KNOWN_EXT = {EXT_USES, EXT_CHAIN, EXT_ATTENUATORS, EXT_CAVEATS, EXT_OPEN}
 
 
@@ -97,6 +109,7 @@ class Claims:
         "aud",
         "caveats",
         "chain",
+        "cnf",
         "cti",
         "exp",
         "iat",
@@ -121,6 +134,7 @@ class Claims:
         self.attenuators = attenuators or []
         self.caveats = caveats or []
         self.open_key = open_key
+        self.cnf: dict | None = None  # RFC 8747 cnf (§4.4): the PoP key, encrypted to the first hop
 
     @classmethod
     def parse(cls, m: object) -> Claims:
@@ -146,13 +160,16 @@ class Claims:
             c.nbf = _uint(m[CLAIM_NBF], "nbf")
         if CLAIM_CRUMB in m:
             c._parse_ext(m[CLAIM_CRUMB])
+        if CLAIM_CNF in m:
+            from .pop import check_cnf  # only PoP tokens pay for the import
+            c.cnf = check_cnf(m[CLAIM_CNF])
         return c
 
     @classmethod
     def decode(cls, payload: bytes) -> Claims:
         """Decode and validate a claims payload (strict, as ``parse(cbor.loads(payload))``)."""
         claims = _decode_common(payload)
-        return claims if claims is not None else cls.parse(cbor.loads(payload))
+        return claims if claims is not None else cls.parse(loads_claims(payload))
 
     def _parse_ext(self, ext: object) -> None:
         # Defaults are never written out: one meaning, one encoding.
@@ -200,6 +217,8 @@ class Claims:
             ext[EXT_OPEN] = self.open_key
         if ext:
             m[CLAIM_CRUMB] = ext
+        if self.cnf is not None:
+            m[CLAIM_CNF] = self.cnf
         return m
 
     def to_json(self) -> dict:
@@ -219,6 +238,8 @@ class Claims:
             out["caveats"] = [cav.describe(c) for c in self.caveats]
         if self.open_key is not None:
             out["open"] = True
+        if self.cnf is not None:
+            out["pop"] = True
         return out
 
 
@@ -289,7 +310,7 @@ def _decode_common(p: bytes) -> Claims | None:
     c = _new(Claims)
     c.iss, c.sub, c.aud = values[CLAIM_ISS], values[CLAIM_SUB], values[CLAIM_AUD]
     c.exp, c.nbf, c.iat, c.cti, c.scope = exp, values[CLAIM_NBF], iat, cti, scope
-    c.uses, c.chain, c.attenuators, c.caveats, c.open_key = 1, [], [], [], None
+    c.uses, c.chain, c.attenuators, c.caveats, c.open_key, c.cnf = 1, [], [], [], None, None
     return c
 
 

@@ -41,6 +41,10 @@ WIRE_NAMES = {
     "client._TIME_BYTES": "BLOCK_TIME_BYTES",
     "client._TIME_MIN": "DEVICE_TIME_MIN",
     "client._TIME_MAX": "DEVICE_TIME_MAX",
+    "client._CNF": "RESP_CNF",
+    "client._CNF_COSE_KEY": "CNF_COSE_KEY",
+    "client._COSE_KEY_K": "COSE_KEY_K",
+    "client._POP_KEY_BYTES": "POP_KEY_BYTES",
 }
 # module.const -> why it is not on the wire.
 DEVICE_ONLY = {
@@ -50,6 +54,7 @@ DEVICE_ONLY = {
     "client._BYTES": "cached token layout: index of the token bytes",
     "client._LEFT": "cached token layout: index of the uses left",
     "client._UNTIL": "cached token layout: index of the deadline",
+    "client._KEY": "cached token layout: index of a PoP token's key",
     "client._MAX_LIFE": "the longest expires_in taken: the issuer policy's MAX_TTL (checked below)",
 }
 
