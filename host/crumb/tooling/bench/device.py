@@ -192,11 +192,14 @@ class VerifyingService:
     with ``{"code": ...}`` otherwise. Counts ``accepted`` and ``rejected``.
     ``POST /envelope/<resource>`` takes an MQTT envelope as the body and
     verifies its token for (resource, publish), as an MQTT consumer does.
+    ``pop_key``: the service's node key, for proof-of-possession tokens whose
+    first hop it is (a ``Crumb-PoP`` header, or the envelope's proof).
     """
 
     OPERATIONS: ClassVar[dict[str, str]] = {"GET": "read", "POST": "publish", "PUT": "write"}
 
-    def __init__(self, issuer_url: str, clock=time.time, tls=None, issuer_ca: str | None = None) -> None:
+    def __init__(self, issuer_url: str, clock=time.time, tls=None, issuer_ca: str | None = None,
+                 pop_key=None) -> None:
         # tls: an ssl.SSLContext to serve https; issuer_ca: the PEM CA to
         # check an https issuer against when fetching its keys.
         import ssl
@@ -212,26 +215,34 @@ class VerifyingService:
         # A service started for this run, with no earlier life to fence off: tokens minted right after it pass.
         self.verifier = Verifier([], resolver=FetchedKeys(issuer_url.rstrip("/") + "/keys", min_interval=0.0,
                                                           client=client), clock=clock,
-                                 replay=MemoryReplayStore(fence=False, clock=clock))
+                                 replay=MemoryReplayStore(fence=False, clock=clock), pop_key=pop_key)
         self.tls = tls
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self.bodies: list[bytes] = []
         self._lock = threading.Lock()
 
-    def handle(self, method: str, path: str, auth: str | None, body: bytes) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, auth: str | None, body: bytes,
+               proof: str | None = None) -> tuple[int, dict]:
         from ...errors import CrumbError
+        from ...pop import PopRequest
         from ...services import envelope
+        from ...services.middleware.guard import pop_request
+        from ...services.middleware.rules import RequestInfo
 
         try:
-            if path.startswith("/envelope/"):  # an MQTT envelope [token, payload], posted as the body
-                token, body = envelope.unpack(body)
+            if path.startswith("/envelope/"):  # an MQTT envelope [token, payload, ?proof], posted as the body
+                token, body, env_proof = envelope.unpack_proof(body)
                 path = path[len("/envelope"):]
-                verified = self.verifier.verify(token, path, "publish")
+                pop = PopRequest(env_proof, "PUBLISH", path, body) if env_proof is not None else None
+                verified = self.verifier.verify(token, path, "publish", pop=pop)
             elif not auth or not auth.startswith("Bearer "):
                 return 401, {"code": "no_token"}
             else:
-                verified = self.verifier.verify(auth[7:].strip(), path, self.OPERATIONS.get(method, method.lower()))
+                target, _, query = path.partition("?")
+                pop = pop_request(RequestInfo(method, target, query), [proof] if proof else [], body)
+                verified = self.verifier.verify(auth[7:].strip(), path, self.OPERATIONS.get(method, method.lower()),
+                                                pop=pop)
         except CrumbError as e:
             with self._lock:
                 self.rejected[e.code] = self.rejected.get(e.code, 0) + 1
@@ -250,7 +261,8 @@ class VerifyingService:
             def _any(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
-                status, doc = service.handle(self.command, self.path, self.headers.get("Authorization"), body)
+                status, doc = service.handle(self.command, self.path, self.headers.get("Authorization"), body,
+                                             self.headers.get("Crumb-PoP"))
                 out = json.dumps(doc).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
