@@ -157,8 +157,8 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
         shutil.rmtree(dest)
     lib = dest / "lib"
     compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/")
-    for module in optional_modules(board):  # compiled (so checked) either way, shipped on request
-        (lib / "ucrumb" / module).with_suffix(".mpy").unlink()
+    for optional in optional_modules(board):  # compiled (so checked) either way, shipped on request
+        (lib / "ucrumb" / optional).with_suffix(".mpy").unlink()
     for module in app_modules(app):
         compile_file(module, lib / module.with_suffix(".mpy").name, module.name, args, exe)
     for name in SOURCE_FILES + (CONFIG_TEMPLATE,):
