@@ -27,7 +27,7 @@ import nacl.bindings
 import nacl.exceptions
 
 from . import cbor
-from .errors import Malformed, PopFailed, UnknownCaveat
+from .errors import CrumbError, Malformed, PopFailed, UnknownCaveat
 from .keys import PublicKey, SigningKey
 from .wire import (
     ALG_AES_CCM_16_64_128,
@@ -133,7 +133,7 @@ class CnfSealer:
 
 def check_cnf(value: object) -> dict:
     """The shape of a cnf claim, exactly as §4.4 writes it (``malformed`` otherwise); no key needed."""
-    def bad(why: str) -> Malformed:
+    def bad(why: str) -> CrumbError:
         return Malformed(f"the cnf claim {why}")
     if not isinstance(value, dict) or not value:
         raise bad("is a non-empty map (RFC 8747 §3.1)")
