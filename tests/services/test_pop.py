@@ -146,7 +146,7 @@ def test_cnf_shape_is_checked():
     from crumb.claims import Claims, loads_claims
     good = pop.CnfSealer(pop.x25519_public(HOP.public)).cnf(KEY)
     bad = {2: [good[2][0], good[2][1], good[2][2], []]}
-    import crumb.cbor as cbor
+    from crumb import cbor
     for cnf, code in ((bad, "malformed"), ({1: {1: 4, -1: KEY}}, "unknown_caveat")):
         payload = cbor.dumps({4: NOW + 60, 6: NOW, 7: b"12345678", 8: cnf, 9: cbor.dumps([[RES, "read"]])})
         with pytest.raises(CrumbError) as e:
