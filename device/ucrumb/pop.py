@@ -21,15 +21,28 @@ _CONTEXT = b"crumb pop v1"
 
 def open_response(device_key, request_mac, data):
     # The plaintext of an encrypted token response; ValueError when it is not
-    # one, or not for this device key and this request (the tag fails).
+    # one, or not for this device key and this request (the tag fails). The
+    # COSE_Encrypt0 has one layout, [h'a1010a', {5: nonce (13 bytes)}, bstr],
+    # read in place: the ciphertext is not copied before it is decrypted.
     from ucrumb.aesccm import ccm_decrypt
 
-    m = cbor.loads(data, 2, 8, 8192)
-    if type(m) is not list or len(m) != 3 or m[0] != _PROTECTED or type(m[1]) is not dict \
-            or len(m[1]) != 1 or type(m[1].get(5)) is not bytes or len(m[1][5]) != 13 or type(m[2]) is not bytes:
+    n = len(data)
+    if n < 22 or data[:8] != b"\x83\x43\xa1\x01\x0a\xa1\x05\x4d":
         raise ValueError("not an encrypted token response")
+    h = data[21]
+    if 0x49 <= h <= 0x57:  # the ciphertext's byte-string head: its length, then where it starts
+        k, i = h - 0x40, 22
+    elif h == 0x58 and n > 22:
+        k, i = data[22], 23
+    elif h == 0x59 and n > 23:
+        k, i = data[22] << 8 | data[23], 24
+    else:
+        raise ValueError("not an encrypted token response")
+    if i + k != n or (h == 0x58 and k < 24) or (h == 0x59 and k < 256):
+        raise ValueError("not an encrypted token response")  # truncated, trailing bytes, or not preferred
     aad = cbor.dumps(["Encrypt0", _PROTECTED, bytes(request_mac)])
-    return ccm_decrypt(hmac_sha256(device_key, _LABEL)[:16], m[1][5], m[2], aad, 8)
+    mv = memoryview(data)
+    return ccm_decrypt(hmac_sha256(device_key, _LABEL)[:16], mv[8:21], mv[i:], aad, 8)
 
 
 def proof(pop_key, token, t, method, target, body):

@@ -73,6 +73,9 @@ def enc_structure(context: str, protected: bytes, external_aad: bytes) -> bytes:
     return cbor.dumps([context, protected, external_aad])
 
 
+_CNF_AAD = enc_structure("Encrypt", CONTENT_PROTECTED, b"")  # the same for every cnf: no external_aad
+
+
 # -- X25519 keys of the first hop ------------------------------------------------------
 
 
@@ -106,26 +109,31 @@ def symmetric_cose_key(pop_key: bytes) -> dict:
 
 
 class CnfSealer:
-    """Encrypts PoP keys to one hop's X25519 key: one ephemeral key (one ECDH) per sealer.
+    """Encrypts a PoP key to one hop's X25519 key: ECDH-ES with a fresh ephemeral key.
 
-    A sealer per token makes every cnf independent; one sealer for a batch's
-    tokens (policy ``pop = "batch"``) lets the hop agree the content key once
-    per batch (it caches it by ephemeral key). Each cnf gets a fresh nonce.
+    One sealer, one COSE_Encrypt: ``cnf`` may be called once. ``pop = "token"`` seals
+    each token's key on its own; ``pop = "batch"`` seals the answer's one key once and puts
+    that same cnf in every token of the answer (one message, so the ephemeral key is used
+    once, as ECDH-ES asks), which lets the hop decrypt once per batch.
     """
 
-    __slots__ = ("_aead", "ephemeral")
+    __slots__ = ("_aead", "_used", "ephemeral")
 
     def __init__(self, hop_x25519: bytes, ephemeral_secret: bytes | None = None) -> None:
         secret = ephemeral_secret if ephemeral_secret is not None else os.urandom(32)
         self.ephemeral = nacl.bindings.crypto_scalarmult_base(secret)
         shared = nacl.bindings.crypto_scalarmult(secret, hop_x25519)
         self._aead = _aesccm(_content_key(shared))
+        self._used = False
 
     def cnf(self, pop_key: bytes, nonce: bytes | None = None) -> dict:
         """The cnf claim's value: {2: COSE_Encrypt} (RFC 8747 §3.3)."""
+        if self._used:
+            raise ValueError("an ephemeral key seals one message: make a new CnfSealer")
+        self._used = True
         iv = nonce if nonce is not None else os.urandom(CCM_NONCE_BYTES)
         plaintext = cbor.dumps(symmetric_cose_key(pop_key))
-        ct = self._aead.encrypt(iv, plaintext, enc_structure("Encrypt", CONTENT_PROTECTED, b""))
+        ct = self._aead.encrypt(iv, plaintext, _CNF_AAD)
         ephemeral = {COSE_KEY_KTY: COSE_KTY_OKP, COSE_KEY_CRV: COSE_CRV_X25519, COSE_KEY_X: self.ephemeral}
         recipient = [RECIPIENT_PROTECTED, {COSE_EPHEMERAL_KEY: ephemeral}, b""]
         return {CNF_ENCRYPTED_KEY: [CONTENT_PROTECTED, {COSE_IV: iv}, ct, [recipient]]}
@@ -170,35 +178,35 @@ def check_cnf(value: object) -> dict:
 
 
 class CnfOpener:
-    """A hop's side of cnf: its X25519 secret, and content keys cached by ephemeral key.
+    """A hop's side of cnf: its X25519 secret, and the PoP keys it has read, by cnf.
 
-    The cache is what makes ``pop = "batch"`` cheap: one ECDH per batch, not per
-    token. Bounded (oldest dropped first); a content key is a function of the
-    ephemeral key alone, so a stale entry can never be wrong.
+    With ``pop = "batch"`` every token of one issuer answer carries the same cnf (one
+    COSE_Encrypt, one ephemeral key), so the hop agrees and decrypts once per batch: the
+    cache holds the PoP key by (ephemeral key, nonce, ciphertext). Bounded, oldest dropped
+    first; an entry is a function of its key bytes alone, so it can never be stale, and the
+    cnf it stands for was signed by the issuer (it is read only after the signature verified).
     """
 
     def __init__(self, node_key: SigningKey, max_cached: int = 4096) -> None:
         self._secret = x25519_secret(node_key)
-        self._cache: OrderedDict[bytes, Any] = OrderedDict()
+        self._cache: OrderedDict[tuple, bytes] = OrderedDict()
         self.max_cached = max_cached
 
     def pop_key(self, cnf: dict) -> bytes:
         """The PoP key inside ``cnf`` (already shape-checked); ``pop_failed`` when it does not decrypt here."""
-        protected, unprotected, ct, recipients = cnf[CNF_ENCRYPTED_KEY]
+        _, unprotected, ct, recipients = cnf[CNF_ENCRYPTED_KEY]
         eph = recipients[0][1][COSE_EPHEMERAL_KEY][COSE_KEY_X]
-        aead = self._cache.get(eph)
-        if aead is None:
-            try:
-                shared = nacl.bindings.crypto_scalarmult(self._secret, eph)
-            except nacl.exceptions.RuntimeError:  # a low-order point: libsodium refuses an all-zero secret
-                raise PopFailed("the token's PoP key is not encrypted to a usable key") from None
-            aead = _aesccm(_content_key(shared))
-            self._cache[eph] = aead
-            if len(self._cache) > self.max_cached:
-                self._cache.popitem(last=False)
+        iv = unprotected[COSE_IV]
+        cached = self._cache.get((eph, iv, ct))
+        if cached is not None:
+            return cached
+        try:
+            shared = nacl.bindings.crypto_scalarmult(self._secret, eph)
+        except nacl.exceptions.RuntimeError:  # a low-order point: libsodium refuses an all-zero secret
+            raise PopFailed("the token's PoP key is not encrypted to a usable key") from None
         from cryptography.exceptions import InvalidTag
         try:
-            plain = aead.decrypt(unprotected[COSE_IV], ct, enc_structure("Encrypt", protected, b""))
+            plain = _aesccm(_content_key(shared)).decrypt(iv, ct, _CNF_AAD)
         except InvalidTag:
             raise PopFailed("the token's PoP key is encrypted for another hop: this one cannot read it") from None
         key = cbor.loads(plain, max_depth=1, max_items=2)
@@ -206,6 +214,9 @@ class CnfOpener:
                 or key[COSE_KEY_KTY] != COSE_KTY_SYMMETRIC or not isinstance(key[COSE_KEY_K], bytes)
                 or len(key[COSE_KEY_K]) != POP_KEY_BYTES):
             raise PopFailed(f"the token's PoP key is not a {POP_KEY_BYTES}-byte symmetric COSE_Key")
+        self._cache[(eph, iv, ct)] = key[COSE_KEY_K]
+        if len(self._cache) > self.max_cached:
+            self._cache.popitem(last=False)
         return key[COSE_KEY_K]
 
 

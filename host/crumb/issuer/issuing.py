@@ -252,18 +252,20 @@ class Issuer:
         from ..scope import encode_scope
         from .minting import _party, new_cti
         node_name, node_key = rule.pop_node
-        if rule.pop == "batch":
+        if rule.pop == "batch":  # one key for the answer, sealed once per first hop: the same cnf in each token
             pop_key = sealers.get(None) or sealers.setdefault(None, new_pop_key())
-            sealer = sealers.get(node_name) or sealers.setdefault(node_name, CnfSealer(x25519_public(node_key)))
+            cnf = sealers.get(node_name) or sealers.setdefault(node_name,
+                                                               CnfSealer(x25519_public(node_key)).cnf(pop_key))
         else:
-            sealer, pop_key = CnfSealer(x25519_public(node_key)), new_pop_key()
+            pop_key = new_pop_key()
+            cnf = CnfSealer(x25519_public(node_key)).cnf(pop_key)
         refs = self.policy.hop_refs
         cti = new_cti()
         claims = Claims(exp=now + rule.ttl, iat=now, cti=cti, scope=encode_scope([(resource, perm)]),
                         iss=self.policy.name, sub=device, aud=aud, uses=rule.uses,
                         chain=[_party(n, k, refs) for n, k in rule.chain],
                         attenuators=[_party(n, k, refs) for n, k in rule.attenuators])
-        claims.cnf = sealer.cnf(pop_key)
+        claims.cnf = cnf
         unsigned, to_sign = self.minter.prepare_claims(key, claims)
         return unsigned, to_sign, rule.ttl, rule.uses, cti, (resource, perm), pop_key
 
