@@ -335,6 +335,19 @@ class Client:
         """The ``Authorization`` header value for one call: ``"Bearer <base64url token>"``. Raises as token()."""
         return b64url(self.token(resource, operation), b"Bearer ")
 
+    def auth_headers(self, method, url, resource, operation, body=None):
+        """The headers that authorize one call: ``Authorization``, and for a proof-of-possession
+        token ``Crumb-PoP``, the proof for this method, URL path and body (PROTOCOL.md §12.1).
+        Raises as token()."""
+        t = self._take(resource, operation)
+        h = {"Authorization": b64url(t[_BYTES], b"Bearer ")}
+        if len(t) > _KEY:
+            from ucrumb import pop
+
+            h["Crumb-PoP"] = b64url(pop.proof(t[_KEY], t[_BYTES], self.now(), method, http.split_url(url)[3],
+                                              body or b""))
+        return h
+
     def envelope(self, resource, operation, payload, topic=None):
         """The MQTT message: CBOR ``[token, payload]`` (payload bytes or str), with a PoP
         token ``[token, payload, proof]`` for ``topic`` (default: the resource). Raises as token()."""
@@ -384,13 +397,7 @@ class Client:
             IssuerUnavailable, Denied, ClockUnsynced: for the token, as token().
             ucrumb.http.HTTPError: (an OSError) the call itself failed.
         """
-        t = self._take(resource, operation)
-        h = {"Authorization": b64url(t[_BYTES], b"Bearer ")}
-        if len(t) > _KEY:  # proof of possession: the Crumb-PoP header (PROTOCOL.md §12.1)
-            from ucrumb import pop
-
-            h["Crumb-PoP"] = b64url(pop.proof(t[_KEY], t[_BYTES], self.now(), method, http.split_url(url)[3],
-                                              body or b""))
+        h = self.auth_headers(method, url, resource, operation, body)
         if headers:
             h.update(headers)
         return http.request(method, url, body, h, self.timeout, self.cadata if cadata is None else cadata,

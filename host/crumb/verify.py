@@ -276,10 +276,12 @@ class Verifier:
             attested, extra = [], []
         if claims.open_key is not None and tok.proof is None:
             raise Malformed("an open token carries a proof")
-        if claims.chain:
-            self._check_position(claims, attested, hop)
+        # Before the chain position: a PoP token no hop has attested yet is good only with its
+        # holder's proof, checked by the hop its key is encrypted to (any other hop cannot read it).
         if claims.cnf is not None and not attested:
             self._check_pop(claims, data, pop, now)
+        if claims.chain:
+            self._check_position(claims, attested, hop)
         return Verified(claims, hop, [claims.chain[i].name for i in attested] if attested else [], extra), now
 
     def _check_request(self, verified: Verified, resource: str, operation: str,

@@ -298,4 +298,4 @@ def test_policy_pop_needs_a_first_hop():
     with pytest.raises(PolicyError, match="pop"):
         parse(base + "pop = \"sometimes\"\n")
     rule = parse(f"[nodes]\ningest = \"{b64u(HOP.public.raw)}\"\n" + base + "pop = true\npop_node = \"ingest\"\n")
-    assert rule.groups["g"].rules[0].pop == "token"
+    assert rule.groups["g"].rules[0].pop == "batch"

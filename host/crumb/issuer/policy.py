@@ -373,7 +373,7 @@ class _Checker:
     def pop(self, rule: dict, path: tuple, policy: Policy, chain: tuple) -> tuple[str | None, tuple | None]:
         """(mode, first hop) of a rule's proof of possession (docs/issuer.md, PROTOCOL.md §4.4).
 
-        ``pop = true`` is ``"token"``. The key is encrypted to ``pop_node`` if
+        ``pop = true`` is ``"batch"`` (the cheaper at the first hop: PROTOCOL.md §4.4). The key is encrypted to ``pop_node`` if
         given, else to the chain's first hop: the first service to verify the token.
         """
         value = rule.get("pop", False)
@@ -382,7 +382,7 @@ class _Checker:
             if node is not None:
                 self.bad(path + ("pop_node",), "is only meaningful with pop = \"token\" or \"batch\"")
             return None, None
-        mode = "token" if value is True else value
+        mode = "batch" if value is True else value
         if mode not in POP_MODES:
             self.bad(path + ("pop",), "must be true, \"token\" (a PoP key per token) or \"batch\" "
                                       "(one per token response)")
