@@ -288,6 +288,13 @@ def test_issuer_batch_mode_one_key_and_one_ecdh_per_answer(tmp_path):
         body, r = ask([("/config/net", "read")])
         assert r.headers["content-type"] == "application/ace+cbor" and parse_response(r.content).tokens[0][0]
 
+        # PoP tokens only over CBOR: the answer is a COSE_Encrypt0
+        from crumb.issuer.protocol import build_json_request
+        r = httpx.post(iss.url + "/token", content=build_json_request("dev-0001", key, [(RES, "read")],
+                                                                      now=int(time.time())),
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["code"] == "malformed" and "CBOR only" in r.json()["error_description"]
+
 
 def test_policy_pop_needs_a_first_hop():
     from crumb.issuer.policy import PolicyError, parse
