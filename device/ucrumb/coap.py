@@ -110,7 +110,9 @@ def encode(mtype, code, mid, token, options, payload):
     out = bytearray((0x40 | mtype << 4 | len(token), code, mid >> 8, mid & 255))
     out.extend(token)
     last = 0
-    for num, val in sorted(options, key=lambda o: o[0]):
+    # By number, repeated options (Uri-Path segments) in their given order: MicroPython's sort is not
+    # stable, so the position breaks ties.
+    for num, _, val in sorted([(o[0], i, o[1]) for i, o in enumerate(options)]):
         if len(val) > 1034:  # keeps the length within two extension bytes, and datagrams small
             raise ValueError("option %d is too long" % num)
         i = len(out)

@@ -13,8 +13,10 @@ import mpyvm
 from crumb.tooling.bench.device import DeviceIssuer, VerifyingService
 
 FIRMWARE = mpyvm.REPO / "firmware"
+# Every ucrumb module but the optional ones (bundle.OPTIONAL_MODULES), which no board file here asks for.
 UCRUMB = sorted("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
-                for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py") if "__pycache__" not in p.parts)
+                for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py")
+                if "__pycache__" not in p.parts and p.name not in ("coap.py",))
 APP = ["lib/crumb_app.mpy", "lib/hal.mpy"]
 BOARDS = sorted(p.stem for p in (FIRMWARE / "boards").glob("*.toml"))
 
@@ -60,6 +62,29 @@ def test_build_every_board(tmp_path):
         for f in d.rglob("*.mpy"):
             assert f.read_bytes()[:2] == b"M\x06"
     assert "mpy v6" in p.stdout
+
+
+def test_a_board_feature_ships_its_optional_module(tmp_path):
+    # `features = ["coap"]` in a board file adds lib/ucrumb/coap.mpy to that board's bundle only.
+    import shutil
+
+    from crumb.tooling.firmware.bundle import FirmwareError, load_boards
+
+    app = tmp_path / "app"
+    shutil.copytree(FIRMWARE, app, ignore=shutil.ignore_patterns("__pycache__"))
+    board = app / "boards" / "rp2040.toml"
+    board.write_text(board.read_text() + 'features = ["coap"]\n')
+    p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out/rp2040/lib/ucrumb/coap.mpy").is_file()
+    assert not (tmp_path / "out/esp32/lib/ucrumb/coap.mpy").exists()
+    board.write_text(board.read_text().replace('features = ["coap"]', 'features = ["nope"]'))
+    try:
+        load_boards(app)
+    except FirmwareError as e:
+        assert "features" in str(e)
+    else:
+        raise AssertionError("an unknown feature was accepted")
 
 
 def test_build_is_reproducible(tmp_path):

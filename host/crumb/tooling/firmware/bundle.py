@@ -32,6 +32,9 @@ NOT_SHIPPED = ("manifest.py",)  # the freeze manifest builds firmware; the board
 CONFIG_TEMPLATE = "config.example.json"
 MANIFEST = "manifest.json"
 MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
+# ucrumb modules shipped only to a board whose file asks for their feature (``features = ["coap"]``):
+# the client imports each only when it is used, so a bundle without it works for everything else.
+OPTIONAL_MODULES = {"coap": "coap.py"}  # CoAP over UDP (ucrumb.coap), for coap:// URLs
 
 
 class FirmwareError(Exception):
@@ -46,6 +49,7 @@ class Board:
     micropython: str         # the firmware version the board runs: what its .mpy must load on
     micropython_board: str = ""
     tls: str = ""
+    features: tuple[str, ...] = ()  # OPTIONAL_MODULES' keys: which optional ucrumb modules it ships
 
 
 @dataclass
@@ -95,8 +99,11 @@ def load_boards(app: Path) -> dict[str, Board]:
             mpycompat.parse_version(cfg["micropython"])
         except ValueError as e:
             raise FirmwareError(f"{path}: micropython: {e}") from None
+        features = cfg.get("features", [])
+        if not isinstance(features, list) or any(f not in OPTIONAL_MODULES for f in features):
+            raise FirmwareError(f"{path}: features must be a list of {', '.join(sorted(OPTIONAL_MODULES))}")
         boards[path.stem] = Board(path.stem, cfg["name"], cfg["march"], cfg["micropython"],
-                                  cfg.get("micropython_board", ""), cfg.get("tls", ""))
+                                  cfg.get("micropython_board", ""), cfg.get("tls", ""), tuple(features))
     if not boards:
         raise FirmwareError(f"no board files in {app / 'boards'}")
     return boards
@@ -136,7 +143,8 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
     if dest.exists():
         shutil.rmtree(dest)
     lib = dest / "lib"
-    compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/")
+    skip = tuple(m for f, m in OPTIONAL_MODULES.items() if f not in board.features)
+    compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/", skip=skip)
     for module in app_modules(app):
         compile_file(module, lib / module.with_suffix(".mpy").name, module.name, args, exe)
     for name in SOURCE_FILES + (CONFIG_TEMPLATE,):
