@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Awaitable, Callable
 
+import aiocoap
 from aiocoap import Code, Message, error, resource
 
 # HTTP status -> CoAP response code. The CoAP code of the same meaning (RFC 7252 §5.9, §12.1.2;
@@ -72,12 +73,50 @@ class BoundedResource(resource.Resource):
         return True
 
 
-def bound_port(context) -> int:
-    """The UDP port an aiocoap server context listens on (useful after binding port 0)."""
+def _sockets(context: aiocoap.Context) -> list:
+    out = []
     for interface in context.request_interfaces:
         inner = getattr(getattr(interface, "token_interface", None), "message_interface", None)
         transport = getattr(inner, "transport", None)
         sock = transport.get_extra_info("socket") if transport is not None else None
-        if isinstance(sock, socket.socket) or (sock is not None and hasattr(sock, "getsockname")):
-            return sock.getsockname()[1]
+        if sock is not None and hasattr(sock, "getsockname"):
+            out.append(sock)
+    return out
+
+
+def bound_port(context: aiocoap.Context) -> int:
+    """The UDP port an aiocoap server context listens on (useful after binding port 0)."""
+    for sock in _sockets(context):
+        return sock.getsockname()[1]
     raise RuntimeError("the CoAP context has no UDP socket")
+
+
+# linux/in.h IP_RECVERR, linux/in6.h IPV6_RECVERR (the socket module names neither).
+_IP_RECVERR, _IPV6_RECVERR = 11, 25
+
+
+def harden(context: aiocoap.Context) -> None:
+    """Turn off the ICMP error queue aiocoap's udp6 transport asks for (IP_RECVERR, IPV6_RECVERR).
+
+    Under uvloop (the issuer's loop) one queued ICMP error, which any client causes by closing its
+    socket before the answer arrives (port unreachable), leaves the socket's reader dead: the
+    endpoint answers nothing any more (tests/device/test_coap_robustness.py shows it). Without the
+    queue, Linux reports no ICMP error on an unconnected UDP socket: a server loses nothing by it
+    (it never waits on a client), and aiocoap's retransmissions of a separate response simply run
+    out as they do when a client is silent.
+    """
+    for sock in _sockets(context):
+        for level, option in ((socket.IPPROTO_IPV6, _IPV6_RECVERR), (socket.IPPROTO_IP, _IP_RECVERR)):
+            try:
+                sock.setsockopt(level, option, 0)
+            except OSError:  # not that family, or not Linux: nothing was turned on
+                pass
+
+
+async def server_context(site: resource.Site, host: str, port: int) -> aiocoap.Context:
+    """An aiocoap server context for ``site`` on UDP (host, port), hardened (harden() above).
+
+    Every crumb CoAP endpoint starts this way (the issuer's, and a service's with CoapGuard)."""
+    context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
+    harden(context)
+    return context

@@ -15,7 +15,7 @@ from typing import Self
 import aiocoap
 from aiocoap import Code, Message
 
-from crumb.coapbinding import bound_port
+from crumb.coapbinding import bound_port, server_context
 from crumb.replay import MemoryReplayStore
 from crumb.services.coap import CoapGuard
 from crumb.services.keyfetch import FetchedKeys
@@ -57,8 +57,7 @@ class CoapService:
                 guard = CoapGuard(self.verifier, self._handle, "/" + "/".join(path), **self.guard_kw)
                 self.guards.append(guard)
                 site.add_resource(guard.segments, guard)
-            self.context = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", 0),
-                                                                        transports=["udp6"])
+            self.context = await server_context(site, "127.0.0.1", 0)
             self.port = bound_port(self.context)
             self.url = f"coap://127.0.0.1:{self.port}"
             started.set()

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import aiocoap
 from aiocoap import Code, Message
 
-from ..coapbinding import BoundedResource, bound_port, code_for, peer
+from ..coapbinding import BoundedResource, bound_port, code_for, peer, server_context
 from ..wire import COAP_CF_ACE_CBOR
 from .codes import Refusal
 from .issuing import Issuer
@@ -80,7 +81,8 @@ class TokenResource(BoundedResource):
 class CoapServer:
     """The issuer's CoAP endpoint on (host, port) UDP, started and stopped with the app's lifespan."""
 
-    def __init__(self, issuer: Issuer, host: str = "127.0.0.1", port: int = 5683, announce=None) -> None:
+    def __init__(self, issuer: Issuer, host: str = "127.0.0.1", port: int = 5683,
+                 announce: Callable[[int], None] | None = None) -> None:
         self.issuer = issuer
         self.host = host
         self.port = port
@@ -93,8 +95,7 @@ class CoapServer:
         return site
 
     async def start(self) -> int:
-        self.context = await aiocoap.Context.create_server_context(self.site(), bind=(self.host, self.port),
-                                                                    transports=["udp6"])
+        self.context = await server_context(self.site(), self.host, self.port)
         self.port = bound_port(self.context)
         if self.announce is not None:
             self.announce(self.port)

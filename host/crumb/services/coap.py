@@ -5,6 +5,7 @@
     guard = CoapGuard(verifier, handle, "/sensors/t1")
     site = aiocoap.resource.Site()
     site.add_resource(guard.segments, guard)
+    context = await crumb.coapbinding.server_context(site, "0.0.0.0", 5683)  # hardened (see there)
 
 The convention (PROTOCOL.md §13.3): the token travels in CoAP option 65003
 (crumb.wire.COAP_OPT_CRUMB_TOKEN: experimental range, critical, unsafe to
@@ -37,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from aiocoap import Code, Message
 
 from ..coapbinding import BoundedResource, code_for
-from ..errors import CrumbError, InternalError, MissingToken
+from ..errors import CrumbError, InternalError, Malformed, MissingToken
 from ..verify import Verifier
 from ..wire import COAP_CF_CBOR, COAP_OPT_CRUMB_TOKEN
 from . import envelope
@@ -99,7 +100,7 @@ class CoapGuard(BoundedResource):
             carried = request.opt.get_option(COAP_OPT_CRUMB_TOKEN)
             if carried:
                 if len(carried) > 1:
-                    raise MissingToken("more than one token option: which one is meant is not guessed")
+                    raise Malformed("more than one token option: which one is meant is not guessed")
                 token = bytes(carried[0].value)
             elif request.opt.content_format is not None and int(request.opt.content_format) == COAP_CF_CBOR:
                 token, payload = envelope.unpack(payload, max_token=self.verifier.max_token_bytes,
