@@ -285,6 +285,32 @@ def test_each_guard_refusal_has_its_code(key, short):
     assert svc.rejected("missing_token") == 1 and svc.rejected("replayed") >= 1
 
 
+def test_guard_refuses_bad_signatures_incomplete_chains_and_other_methods(key, short):
+    coap = short
+    gw = SigningKey.generate()
+    with guarded(Verifier([key.public], replay=MemoryReplayStore(fence=False))) as svc:
+        tok = bytearray(mint(key, sub="d", scope=[("/sensors/t1", "read")]))
+        tok[-1] ^= 1  # the signature's last byte
+        refused(call(coap, svc, "/sensors/t1", token=bytes(tok)), 401, "bad_signature")
+        chained = mint(key, sub="d", scope=[("/sensors/t1", "read")], chain=[("gateway", gw.public)])
+        refused(call(coap, svc, "/sensors/t1", token=chained), 403, "chain_incomplete")  # gateway never attested
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", svc.port))
+        s.send(bytes(coap.encode(0, 5, 6, b"f5", [(11, b"sensors"), (11, b"t1")], b"")))  # FETCH
+        assert coap.status(coap.parse(s.recv(4096))[1]) == 405
+        s.close()
+
+
+def test_coap_issuer_is_one_process():
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "crumb.cli", "issuer", "serve", "--coap", "--processes", "2",
+                        "--redis", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--coap serves from one process" in p.stderr, p.stderr
+
+
 def test_guard_store_unavailable_is_503(key, short):
     coap = short
     # A real Redis client towards a port nobody listens on: the replay store cannot answer.
