@@ -92,4 +92,5 @@ def test_the_proxies_lost_and_duplicated(proxies, results):
     for runtime in runtimes.RUNTIMES:
         results((runtime, "lossy"))
     for p in proxies:
+        print(f"proxy to :{p.target[1]}: forwarded {p.forwarded}, dropped {p.dropped}, duplicated {p.duplicated}")
         assert p.dropped > 0 and p.duplicated > 0 and p.forwarded > 0, (p.dropped, p.duplicated, p.forwarded)
