@@ -77,6 +77,22 @@ def test_malformed_datagrams_never_stop_the_issuer(issuer, short):
     assert issuer.local.proc.poll() is None
 
 
+def test_coap_issuance_is_audited(issuer, short):
+    # The same pipeline as HTTP: each CoAP answer has its audit record, with the peer's address.
+    import json
+    import subprocess
+    import sys
+
+    c = client(issuer)
+    c.token("/sensors/audited", "read")
+    p = subprocess.run([sys.executable, "-m", "crumb.cli", "audit", "tail", "--data", str(issuer.data_dir),
+                        "-n", "5", "--json"], capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    records = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    assert any(r.get("event") == "issued" and r.get("scope") == [["/sensors/audited", "read"]]
+               and r.get("peer") == "127.0.0.1" and r.get("device") == "dev-robust" for r in records), p.stdout
+
+
 def test_refusals_carry_the_ace_body_and_the_time(issuer, short):
     coap = short
     url = issuer.coap_url + "/token"
