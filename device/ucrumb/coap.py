@@ -113,7 +113,7 @@ def encode(mtype, code, mid, token, options, payload):
     # By number, repeated options (Uri-Path segments) in their given order: MicroPython's sort is not
     # stable, so the position breaks ties.
     for num, _, val in sorted([(o[0], i, o[1]) for i, o in enumerate(options)]):
-        if len(val) > 1034:  # keeps the length within two extension bytes, and datagrams small
+        if len(val) > MAX_DATAGRAM:  # it could never be sent (and its length fits two extension bytes)
             raise ValueError("option %d is too long" % num)
         i = len(out)
         out.append(0)
