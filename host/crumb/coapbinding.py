@@ -6,6 +6,7 @@ aiocoap is the `coap` extra; only the CoAP endpoints import this module.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -119,4 +120,8 @@ async def server_context(site: resource.Site, host: str, port: int) -> aiocoap.C
     Every crumb CoAP endpoint starts this way (the issuer's, and a service's with CoapGuard)."""
     context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
     harden(context)
+    # aiocoap logs a warning for every unparsable datagram: anyone could fill the log with them.
+    # Its errors still show; a deployment that wants the rest sets the level of "coap-server" itself.
+    if context.log.level == logging.NOTSET:
+        context.log.setLevel(logging.ERROR)
     return context
