@@ -11,10 +11,14 @@ import sys
 
 import mpyvm
 from crumb.tooling.bench.device import DeviceIssuer, VerifyingService
+from crumb.tooling.firmware.bundle import FEATURE_MODULES
 
 FIRMWARE = mpyvm.REPO / "firmware"
-UCRUMB = sorted("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
-                for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py") if "__pycache__" not in p.parts)
+# what a board without `features` gets: every ucrumb module but the optional ones
+OPTIONAL = sorted("lib/ucrumb/" + m.replace(".py", ".mpy") for mods in FEATURE_MODULES.values() for m in mods)
+UCRUMB = sorted(m for m in ("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
+                            for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py") if "__pycache__" not in p.parts)
+                if m not in OPTIONAL)
 APP = ["lib/crumb_app.mpy", "lib/hal.mpy"]
 BOARDS = sorted(p.stem for p in (FIRMWARE / "boards").glob("*.toml"))
 
@@ -91,6 +95,29 @@ def test_build_native_for_the_boards_cpu(tmp_path):
     byte = (tmp_path / "b/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
     native = (tmp_path / "n/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
     assert byte == 0 and native >> 2 != 0  # the header names the architecture only for native code
+
+
+def test_feature_modules_only_where_the_board_asks(tmp_path):
+    # an optional module ships only in the bundles of boards whose file lists its feature
+    import shutil
+
+    assert OPTIONAL and all((mpyvm.DEVICE_DIR / "ucrumb" / m).is_file() for ms in FEATURE_MODULES.values() for m in ms)
+    app = tmp_path / "app"
+    shutil.copytree(FIRMWARE, app, ignore=shutil.ignore_patterns("build"))
+    for b in BOARDS[1:]:
+        (app / "boards" / f"{b}.toml").unlink()
+    text = (app / "boards" / f"{BOARDS[0]}.toml").read_text()
+    (app / "boards" / "withpop.toml").write_text(text + 'features = ["pop"]\n')
+    p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    plain, pop = tmp_path / "out" / BOARDS[0], tmp_path / "out" / "withpop"
+    assert sorted(f.relative_to(plain).as_posix() for f in plain.rglob("*.mpy")) == sorted(UCRUMB + APP)
+    assert sorted(f.relative_to(pop).as_posix() for f in pop.rglob("*.mpy")) == sorted(UCRUMB + APP + OPTIONAL)
+    assert json.loads((pop / "manifest.json").read_text())["features"] == ["pop"]
+    assert json.loads((plain / "manifest.json").read_text())["features"] == []
+    (app / "boards" / "withpop.toml").write_text(text + 'features = ["teleport"]\n')
+    p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out2"))
+    assert p.returncode == 1 and "unknown feature(s) teleport" in p.stderr
 
 
 def test_build_rejects_unknown_board(tmp_path):
