@@ -11,12 +11,14 @@ import sys
 
 import mpyvm
 from crumb.tooling.bench.device import DeviceIssuer, VerifyingService
+from crumb.tooling.firmware.bundle import FEATURE_MODULES
 
 FIRMWARE = mpyvm.REPO / "firmware"
-# Every ucrumb module but the optional ones (bundle.OPTIONAL_MODULES), which no board file here asks for.
-UCRUMB = sorted("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
-                for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py")
-                if "__pycache__" not in p.parts and p.name not in ("coap.py",))
+# what a board without `features` gets: every ucrumb module but the optional ones
+OPTIONAL = sorted("lib/ucrumb/" + m.replace(".py", ".mpy") for mods in FEATURE_MODULES.values() for m in mods)
+UCRUMB = sorted(m for m in ("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
+                            for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py") if "__pycache__" not in p.parts)
+                if m not in OPTIONAL)
 APP = ["lib/crumb_app.mpy", "lib/hal.mpy"]
 BOARDS = sorted(p.stem for p in (FIRMWARE / "boards").glob("*.toml"))
 
@@ -64,29 +66,6 @@ def test_build_every_board(tmp_path):
     assert "mpy v6" in p.stdout
 
 
-def test_a_board_feature_ships_its_optional_module(tmp_path):
-    # `features = ["coap"]` in a board file adds lib/ucrumb/coap.mpy to that board's bundle only.
-    import shutil
-
-    from crumb.tooling.firmware.bundle import FirmwareError, load_boards
-
-    app = tmp_path / "app"
-    shutil.copytree(FIRMWARE, app, ignore=shutil.ignore_patterns("__pycache__"))
-    board = app / "boards" / "rp2040.toml"
-    board.write_text(board.read_text() + 'features = ["coap"]\n')
-    p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out"))
-    assert p.returncode == 0, p.stderr
-    assert (tmp_path / "out/rp2040/lib/ucrumb/coap.mpy").is_file()
-    assert not (tmp_path / "out/esp32/lib/ucrumb/coap.mpy").exists()
-    board.write_text(board.read_text().replace('features = ["coap"]', 'features = ["nope"]'))
-    try:
-        load_boards(app)
-    except FirmwareError as e:
-        assert "features" in str(e)
-    else:
-        raise AssertionError("an unknown feature was accepted")
-
-
 def test_build_is_reproducible(tmp_path):
     assert firmware("build", "--out", str(tmp_path / "a")).returncode == 0
     assert firmware("build", "--out", str(tmp_path / "b")).returncode == 0
@@ -116,6 +95,33 @@ def test_build_native_for_the_boards_cpu(tmp_path):
     byte = (tmp_path / "b/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
     native = (tmp_path / "n/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
     assert byte == 0 and native >> 2 != 0  # the header names the architecture only for native code
+
+
+def test_feature_modules_only_where_the_board_asks(tmp_path):
+    # an optional module ships only in the bundles of boards whose file lists its feature
+    import shutil
+
+    assert OPTIONAL and all((mpyvm.DEVICE_DIR / "ucrumb" / m).is_file() for ms in FEATURE_MODULES.values() for m in ms)
+    app = tmp_path / "app"
+    shutil.copytree(FIRMWARE, app, ignore=shutil.ignore_patterns("build"))
+    for b in BOARDS[1:]:
+        (app / "boards" / f"{b}.toml").unlink()
+    text = (app / "boards" / f"{BOARDS[0]}.toml").read_text()
+    (app / "boards" / "withpop.toml").write_text(text + 'features = ["pop"]\n')
+    (app / "boards" / "withcoap.toml").write_text(text + 'features = ["coap"]\n')
+    p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    plain = tmp_path / "out" / BOARDS[0]
+    assert sorted(f.relative_to(plain).as_posix() for f in plain.rglob("*.mpy")) == sorted(UCRUMB + APP)
+    assert json.loads((plain / "manifest.json").read_text())["features"] == []
+    for feature in ("pop", "coap"):
+        d = tmp_path / "out" / f"with{feature}"
+        own = ["lib/ucrumb/" + m.replace(".py", ".mpy") for m in FEATURE_MODULES[feature]]
+        assert sorted(f.relative_to(d).as_posix() for f in d.rglob("*.mpy")) == sorted(UCRUMB + APP + own)
+        assert json.loads((d / "manifest.json").read_text())["features"] == [feature]
+    (app / "boards" / "withpop.toml").write_text(text + 'features = ["teleport"]\n')
+    p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out2"))
+    assert p.returncode == 1 and "unknown feature(s) teleport" in p.stderr
 
 
 def test_build_rejects_unknown_board(tmp_path):

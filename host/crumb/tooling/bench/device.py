@@ -12,7 +12,7 @@ Figures (``run()`` returns them as a dict, ``--json`` prints it):
 mpy_bytes
     Sum of the ``.mpy`` files of ``device/`` compiled by mpy-cross, but the
     optional modules a board ships only when its file asks
-    (crumb.tooling.firmware.bundle.OPTIONAL_MODULES): those are
+    (crumb.tooling.firmware.bundle.FEATURE_MODULES): those are
     ``mpy_optional`` ({file: bytes}).
 coap_heap_bytes, coap_response_bytes
     The same heap measure as heap_peak_bytes for one ``Client.header()``
@@ -571,11 +571,11 @@ def run(calls: int = CALLS, progress=None) -> dict:
     vm = mpyvm()
     vm.check_vm()
     say("compiling device/ with mpy-cross")
-    from ..firmware.bundle import OPTIONAL_MODULES
+    from ..firmware.bundle import FEATURE_MODULES
 
     sizes, total = vm.mpy_sizes()
-    optional = {k: v for k, v in sizes.items() if Path(k).name in {Path(m).with_suffix(".mpy").name
-                                                                      for m in OPTIONAL_MODULES.values()}}
+    names = {Path(m).with_suffix(".mpy").name for ms in FEATURE_MODULES.values() for m in ms}
+    optional = {k: v for k, v in sizes.items() if Path(k).name in names}
     result: dict = {"mpy_bytes": total - sum(optional.values()),
                     "mpy_files": {k: v for k, v in sizes.items() if k not in optional}, "mpy_optional": optional}
 

@@ -32,9 +32,13 @@ NOT_SHIPPED = ("manifest.py",)  # the freeze manifest builds firmware; the board
 CONFIG_TEMPLATE = "config.example.json"
 MANIFEST = "manifest.json"
 MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
-# ucrumb modules shipped only to a board whose file asks for their feature (``features = ["coap"]``):
-# the client imports each only when it is used, so a bundle without it works for everything else.
-OPTIONAL_MODULES = {"coap": "coap.py"}  # CoAP over UDP (ucrumb.coap), for coap:// URLs
+# ucrumb modules that only an optional feature imports (lazily): a bundle carries
+# them only when its board file asks for the feature (`features = ["pop"]`), so
+# the default bundles stay within MPY_BUDGET.
+FEATURE_MODULES: dict[str, tuple[str, ...]] = {
+    "pop": ("aesccm.py",),  # proof of possession (AES-CCM of the PoP key)
+    "coap": ("coap.py",),  # CoAP over UDP (ucrumb.coap), for coap:// URLs
+}
 
 
 class FirmwareError(Exception):
@@ -49,7 +53,7 @@ class Board:
     micropython: str         # the firmware version the board runs: what its .mpy must load on
     micropython_board: str = ""
     tls: str = ""
-    features: tuple[str, ...] = ()  # OPTIONAL_MODULES' keys: which optional ucrumb modules it ships
+    features: tuple[str, ...] = ()  # keys of FEATURE_MODULES the bundle includes
 
 
 @dataclass
@@ -100,10 +104,15 @@ def load_boards(app: Path) -> dict[str, Board]:
         except ValueError as e:
             raise FirmwareError(f"{path}: micropython: {e}") from None
         features = cfg.get("features", [])
-        if not isinstance(features, list) or any(f not in OPTIONAL_MODULES for f in features):
-            raise FirmwareError(f"{path}: features must be a list of {', '.join(sorted(OPTIONAL_MODULES))}")
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise FirmwareError(f"{path}: features must be a list of strings")
+        unknown = sorted(set(features) - set(FEATURE_MODULES))
+        if unknown:
+            raise FirmwareError(f"{path}: unknown feature(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(sorted(FEATURE_MODULES))}")
         boards[path.stem] = Board(path.stem, cfg["name"], cfg["march"], cfg["micropython"],
-                                  cfg.get("micropython_board", ""), cfg.get("tls", ""), tuple(features))
+                                  cfg.get("micropython_board", ""), cfg.get("tls", ""),
+                                  tuple(sorted(set(features))))
     if not boards:
         raise FirmwareError(f"no board files in {app / 'boards'}")
     return boards
@@ -112,6 +121,11 @@ def load_boards(app: Path) -> dict[str, Board]:
 def app_modules(app: Path) -> list[Path]:
     """The application's modules to compile: every top-level .py but boot, main and manifest."""
     return [p for p in sorted(app.glob("*.py")) if p.name not in SOURCE_FILES + NOT_SHIPPED]
+
+
+def optional_modules(board: Board) -> list[str]:
+    """The ucrumb modules (file names) ``board``'s bundle leaves out: those of features it does not ask for."""
+    return sorted(m for f, mods in FEATURE_MODULES.items() if f not in board.features for m in mods)
 
 
 def check_compiler(exe: str, micropython: str, native: bool, march: str) -> mpycompat.MpyHeader:
@@ -143,8 +157,9 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
     if dest.exists():
         shutil.rmtree(dest)
     lib = dest / "lib"
-    skip = tuple(m for f, m in OPTIONAL_MODULES.items() if f not in board.features)
-    compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/", skip=skip)
+    compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/")
+    for optional in optional_modules(board):  # compiled (so checked) either way, shipped on request
+        (lib / "ucrumb" / optional).with_suffix(".mpy").unlink()
     for module in app_modules(app):
         compile_file(module, lib / module.with_suffix(".mpy").name, module.name, args, exe)
     for name in SOURCE_FILES + (CONFIG_TEMPLATE,):
@@ -155,7 +170,7 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
         rel = path.relative_to(dest).as_posix()
         bundle.files.append({"path": rel, "size": path.stat().st_size, "sha256": _sha256(path)})
     manifest = {
-        "board": board.key, "micropython": target, "emit": emit, "march": board.march if native else None,
+        "board": board.key, "features": list(board.features), "micropython": target, "emit": emit, "march": board.march if native else None,
         "mpy_header": header.encode().hex(), "mpy_cross": mpy_cross_version(exe),
         "ucrumb": _ucrumb_version(), "files": bundle.files,
     }
