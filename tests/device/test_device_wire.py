@@ -41,6 +41,21 @@ WIRE_NAMES = {
     "client._TIME_BYTES": "BLOCK_TIME_BYTES",
     "client._TIME_MIN": "DEVICE_TIME_MIN",
     "client._TIME_MAX": "DEVICE_TIME_MAX",
+    "client._CONTENT_FORMAT": "COAP_OPT_CONTENT_FORMAT",
+    "client._MAX_AGE": "COAP_OPT_MAX_AGE",
+    "coap._CON": "COAP_CON",
+    "coap._NON": "COAP_NON",
+    "coap._ACK": "COAP_ACK",
+    "coap._RST": "COAP_RST",
+    "coap._URI_PATH": "COAP_OPT_URI_PATH",
+    "coap._CONTENT_FORMAT": "COAP_OPT_CONTENT_FORMAT",
+    "coap._MAX_AGE": "COAP_OPT_MAX_AGE",
+    "coap._URI_QUERY": "COAP_OPT_URI_QUERY",
+    "coap._BLOCK2": "COAP_OPT_BLOCK2",
+    "coap._DEFAULT_PORT": "COAP_DEFAULT_PORT",
+    "coap.TOKEN_OPTION": "COAP_OPT_CRUMB_TOKEN",
+    "coap.ACE_CBOR": "COAP_CF_ACE_CBOR",
+    "coap.CBOR": "COAP_CF_CBOR",
 }
 # module.const -> why it is not on the wire.
 DEVICE_ONLY = {
@@ -51,6 +66,7 @@ DEVICE_ONLY = {
     "client._LEFT": "cached token layout: index of the uses left",
     "client._UNTIL": "cached token layout: index of the deadline",
     "client._MAX_LIFE": "the longest expires_in taken: the issuer policy's MAX_TTL (checked below)",
+    "coap._MAX_OPTIONS": "a parse bound of the device's CoAP client, not a wire value",
 }
 
 

@@ -37,6 +37,7 @@ MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
 # the default bundles stay within MPY_BUDGET.
 FEATURE_MODULES: dict[str, tuple[str, ...]] = {
     "pop": ("aesccm.py",),  # proof of possession (AES-CCM of the PoP key)
+    "coap": ("coap.py",),  # CoAP over UDP (ucrumb.coap), for coap:// URLs
 }
 
 
