@@ -33,3 +33,7 @@ def test_bench_device_json():
     # decrypted answer is counted, the GC being off): reported, not hidden, and held where it is.
     assert r["pop_heap_peak_bytes"] <= 16 * 1024
     assert all(v for k, v in r["meets_goals"].items() if k != "pop_heap_peak_bytes"), r["meets_goals"]
+    # The optional modules are counted apart, and a fetch over CoAP was measured in the VM.
+    optional = {"ucrumb/coap.mpy", "ucrumb/aesccm.mpy", "ucrumb/pop.mpy"}
+    assert set(r["mpy_optional"]) == optional and not optional & set(r["mpy_files"])
+    assert 0 < r["coap_heap_bytes"] and 500 < r["coap_response_bytes"] < 1024

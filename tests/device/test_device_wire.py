@@ -45,6 +45,21 @@ WIRE_NAMES = {
     "client._CNF_COSE_KEY": "CNF_COSE_KEY",
     "client._COSE_KEY_K": "COSE_KEY_K",
     "client._POP_KEY_BYTES": "POP_KEY_BYTES",
+    "client._CONTENT_FORMAT": "COAP_OPT_CONTENT_FORMAT",
+    "client._MAX_AGE": "COAP_OPT_MAX_AGE",
+    "coap._CON": "COAP_CON",
+    "coap._NON": "COAP_NON",
+    "coap._ACK": "COAP_ACK",
+    "coap._RST": "COAP_RST",
+    "coap._URI_PATH": "COAP_OPT_URI_PATH",
+    "coap._CONTENT_FORMAT": "COAP_OPT_CONTENT_FORMAT",
+    "coap._MAX_AGE": "COAP_OPT_MAX_AGE",
+    "coap._URI_QUERY": "COAP_OPT_URI_QUERY",
+    "coap._BLOCK2": "COAP_OPT_BLOCK2",
+    "coap._DEFAULT_PORT": "COAP_DEFAULT_PORT",
+    "coap.TOKEN_OPTION": "COAP_OPT_CRUMB_TOKEN",
+    "coap.ACE_CBOR": "COAP_CF_ACE_CBOR",
+    "coap.CBOR": "COAP_CF_CBOR",
 }
 # module.const -> why it is not on the wire.
 DEVICE_ONLY = {
@@ -56,6 +71,7 @@ DEVICE_ONLY = {
     "client._UNTIL": "cached token layout: index of the deadline",
     "client._KEY": "cached token layout: index of a PoP token's key",
     "client._MAX_LIFE": "the longest expires_in taken: the issuer policy's MAX_TTL (checked below)",
+    "coap._MAX_OPTIONS": "a parse bound of the device's CoAP client, not a wire value",
 }
 
 

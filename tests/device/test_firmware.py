@@ -108,13 +108,17 @@ def test_feature_modules_only_where_the_board_asks(tmp_path):
         (app / "boards" / f"{b}.toml").unlink()
     text = (app / "boards" / f"{BOARDS[0]}.toml").read_text()
     (app / "boards" / "withpop.toml").write_text(text + 'features = ["pop"]\n')
+    (app / "boards" / "withcoap.toml").write_text(text + 'features = ["coap"]\n')
     p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out"))
     assert p.returncode == 0, p.stderr
-    plain, pop = tmp_path / "out" / BOARDS[0], tmp_path / "out" / "withpop"
+    plain = tmp_path / "out" / BOARDS[0]
     assert sorted(f.relative_to(plain).as_posix() for f in plain.rglob("*.mpy")) == sorted(UCRUMB + APP)
-    assert sorted(f.relative_to(pop).as_posix() for f in pop.rglob("*.mpy")) == sorted(UCRUMB + APP + OPTIONAL)
-    assert json.loads((pop / "manifest.json").read_text())["features"] == ["pop"]
     assert json.loads((plain / "manifest.json").read_text())["features"] == []
+    for feature in ("pop", "coap"):
+        d = tmp_path / "out" / f"with{feature}"
+        own = ["lib/ucrumb/" + m.replace(".py", ".mpy") for m in FEATURE_MODULES[feature]]
+        assert sorted(f.relative_to(d).as_posix() for f in d.rglob("*.mpy")) == sorted(UCRUMB + APP + own)
+        assert json.loads((d / "manifest.json").read_text())["features"] == [feature]
     (app / "boards" / "withpop.toml").write_text(text + 'features = ["teleport"]\n')
     p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out2"))
     assert p.returncode == 1 and "unknown feature(s) teleport" in p.stderr

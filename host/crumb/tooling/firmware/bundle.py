@@ -37,6 +37,7 @@ MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
 # the default bundles stay within MPY_BUDGET.
 FEATURE_MODULES: dict[str, tuple[str, ...]] = {
     "pop": ("aesccm.py", "pop.py"),  # proof of possession: the encrypted answer (AES-CCM), the proofs
+    "coap": ("coap.py",),  # CoAP over UDP (ucrumb.coap), for coap:// URLs
 }
 
 
