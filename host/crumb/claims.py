@@ -6,7 +6,7 @@ from typing import Any
 
 from . import caveats as cav
 from . import cbor
-from .errors import Malformed, UnknownCaveat
+from .errors import CrumbError, Malformed, UnknownCaveat
 from .keys import b64u
 from .scope import scope_bytes, scope_from_bytes
 from .wire import (
@@ -249,7 +249,8 @@ def _decode_common(p: bytes) -> Claims | None:
     The verifier's hot path: keys 1..9 in order, times as 4-byte uints, short
     text, a cti of 1..23 bytes and a one-entry scope with one text operation
     (its AIF in a byte string of 4..23 bytes).
-    It accepts only bytes the general path accepts with the same result
+    A cnf claim (8) is decoded by the core decoder and checked as the general
+    path checks it. It accepts only bytes the general path accepts with the same result
     (tests/host/test_properties.py checks this differentially); anything else,
     valid or not, goes to the general path, which also produces the errors.
     """
@@ -257,13 +258,23 @@ def _decode_common(p: bytes) -> Claims | None:
     if n < 2 or not 0xA3 <= p[0] <= 0xA9:
         return None
     i, prev = 1, 0
-    values: list = [None] * 10  # by claim key; 8 (cnf) is never accepted here
+    values: list = [None] * 10  # by claim key
     try:
         for _ in range(p[0] - 0xA0):
             k = p[i]
-            if k <= prev or k > 9 or k == 8:
+            if k <= prev or k > 9:
                 return None
             prev = k
+            if k == CLAIM_CNF:
+                # A PoP token's cnf: its value through the core decoder, at the depth the general
+                # path gives it (one level under the claims map), and the same shape check.
+                try:
+                    value, i = cbor.decode_item(p, i + 1, CLAIMS_DEPTH - 1)
+                    from .pop import check_cnf
+                    values[k] = check_cnf(value)
+                except CrumbError:
+                    return None  # the general path says what is wrong
+                continue
             b = p[i + 1]
             i += 2
             if k == CLAIM_EXP or k == CLAIM_NBF or k == CLAIM_IAT:
@@ -310,7 +321,7 @@ def _decode_common(p: bytes) -> Claims | None:
     c = _new(Claims)
     c.iss, c.sub, c.aud = values[CLAIM_ISS], values[CLAIM_SUB], values[CLAIM_AUD]
     c.exp, c.nbf, c.iat, c.cti, c.scope = exp, values[CLAIM_NBF], iat, cti, scope
-    c.uses, c.chain, c.attenuators, c.caveats, c.open_key, c.cnf = 1, [], [], [], None, None
+    c.uses, c.chain, c.attenuators, c.caveats, c.open_key, c.cnf = 1, [], [], [], None, values[CLAIM_CNF]
     return c
 
 

@@ -306,3 +306,26 @@ def test_policy_pop_needs_a_first_hop():
         parse(base + "pop = \"sometimes\"\n")
     rule = parse(f"[nodes]\ningest = \"{b64u(HOP.public.raw)}\"\n" + base + "pop = true\npop_node = \"ingest\"\n")
     assert rule.groups["g"].rules[0].pop == "batch"
+
+
+def test_claims_fast_path_reads_cnf_as_the_general_path_does():
+    # Claims.decode's fast path decodes cnf in place; held to the general path on a real PoP
+    # token's claims and on every one-byte change of them (three values per position).
+    from crumb.claims import Claims, _decode_common, loads_claims
+    from crumb.token import split
+
+    cnf = pop.CnfSealer(pop.x25519_public(HOP.public)).cnf(KEY)
+    payload = split(mint(ISSUER, scope=[("/s/t1", "read")], sub="dev-1", cnf=cnf, now=NOW)).authority.payload
+    assert _decode_common(payload) is not None  # the fast path takes it
+
+    def outcome(fn):
+        try:
+            return ("ok", fn().to_map())
+        except CrumbError as e:
+            return (e.code,)
+
+    assert outcome(lambda: Claims.decode(payload))[0] == "ok"
+    for pos in range(len(payload)):
+        for value in {payload[pos] ^ 1, (payload[pos] + 24) & 255, 0xFF}:
+            bad = payload[:pos] + bytes((value,)) + payload[pos + 1:]
+            assert outcome(lambda b=bad: Claims.decode(b)) == outcome(lambda b=bad: Claims.parse(loads_claims(b))), pos
