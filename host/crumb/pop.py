@@ -148,7 +148,7 @@ def check_cnf(value: object) -> dict:
     if list(value) != [CNF_ENCRYPTED_KEY]:
         # Another confirmation method (a plain COSE_Key, a kid, ...): it may restrict the token
         # in a way crumb cannot check, so the token is refused as a caveat not understood.
-        raise UnknownCaveat(f"cnf method {min(value, key=str)!r} is not understood (crumb reads only "
+        raise UnknownCaveat(f"the cnf claim's method {min(value, key=str)!r} is not understood (crumb reads only "
                             f"{CNF_ENCRYPTED_KEY}, Encrypted_COSE_Key)")
     enc = value[CNF_ENCRYPTED_KEY]
     if not isinstance(enc, list) or len(enc) != 4:
