@@ -9,6 +9,8 @@ the unix port, on its cryptolib.
 from __future__ import annotations
 
 import importlib
+import tempfile
+from pathlib import Path
 
 import pytest
 import runtimes
@@ -76,16 +78,19 @@ def test_cpython(case, cpython_arg):
 
 @pytest.fixture(scope="module")
 def results(vm, issuer, service, tmp_path_factory):
-    def arg_for(runtime):
-        out = tmp_path_factory.mktemp("cred") / "crumb.json"
-        text = _enroll(issuer, "dev-" + runtime, out)
-        # The unix port reads the file where it is (and aborts on an argument of 256 bytes or more,
-        # which the credential text would make this one): the text only for the VM, which cannot.
-        if runtime != "vm":
-            return f"{service.url}|{issuer.creds['dev-other']['key']}|{out}|"
-        return f"{service.url}|{issuer.creds['dev-other']['key']}|/crumb.json|{text}"
+    # The unix port reads the credential file where it is, and aborts on an argument of 256 bytes
+    # or more, which the credential text would make this one: the text goes only to the VM, which
+    # cannot read the host's files. So the unix ports' files live in a directory of this module's
+    # own, which no other pytest session's clean-up of /tmp/pytest-of-USER can remove under them.
+    with tempfile.TemporaryDirectory(prefix="crumb-pop-") as own:
+        def arg_for(runtime):
+            out = (Path(own) if runtime != "vm" else tmp_path_factory.mktemp("cred")) / f"{runtime}.json"
+            text = _enroll(issuer, "dev-" + runtime, out)
+            if runtime != "vm":
+                return f"{service.url}|{issuer.creds['dev-other']['key']}|{out}|"
+            return f"{service.url}|{issuer.creds['dev-other']['key']}|/crumb.json|{text}"
 
-    return runtimes.results(vm, tmp_path_factory, MODULE, arg_for)
+        yield runtimes.results(vm, tmp_path_factory, MODULE, arg_for)
 
 
 test_micropython = runtimes.case_tests(MODULE, CASES)
