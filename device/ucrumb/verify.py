@@ -145,7 +145,7 @@ def _loads(data, depth=_MAX_DEPTH, items=_MAX_ITEMS):
 def _walk(v, items):
     if isinstance(v, (list, dict)):
         if len(v) > items:
-            raise _bad("a container exceeds %d items" % items)
+            raise _bad("over %d items" % items)
         for x in (v.values() if isinstance(v, dict) else v):
             _walk(x, items)
 
@@ -161,14 +161,14 @@ def _head(data, i):
     if ai < 24:
         return mt, ai, i + 1
     if ai > 27:
-        raise _bad("indefinite length or reserved head at offset %d" % i)
+        raise _bad("bad head at %d" % i)
     w = 1 << (ai - 24)
     end = i + 1 + w
     if end > n:
         raise _bad("truncated at offset %d" % i)
     arg = int.from_bytes(data[i + 1:end], "big")
     if arg < (24 if w == 1 else 1 << (4 * w)):
-        raise _bad("non-preferred encoding at offset %d" % i)
+        raise _bad("non-preferred at %d" % i)
     return mt, arg, end
 
 
@@ -200,18 +200,17 @@ def split(data):
     """The token's blocks: ([(protected, payload, signature), ...], proof or None)."""
     n = len(data)
     if n > _MAX_TOKEN_BYTES:
-        raise Refused(TOO_LARGE, "token is %d bytes, the limit is %d" % (n, _MAX_TOKEN_BYTES))
+        raise Refused(TOO_LARGE, "%d bytes > %d" % (n, _MAX_TOKEN_BYTES))
     mt, count, i = _head(data, 0)
     if mt != 4 or count < 2:
-        raise _bad("a token is an array [version, authority, blocks..., proof?]")
+        raise _bad("not a token array")
     mt, version, i = _head(data, i)
     if mt != 0:
-        raise _bad("the token version is an unsigned integer")
+        raise _bad("bad version")
     if version != _FORMAT_VERSION:
-        raise Refused(UNSUPPORTED_VERSION, "token format version %d; this verifier speaks %d"
-                      % (version, _FORMAT_VERSION))
+        raise Refused(UNSUPPORTED_VERSION, "token format %d" % version)
     if count > _MAX_BLOCKS + 2:
-        raise Refused(TOO_LARGE, "too many appended blocks")
+        raise Refused(TOO_LARGE, "too many blocks")
     blocks = []
     proof = None
     for k in range(count - 1):
@@ -221,19 +220,19 @@ def split(data):
             if k == count - 2 and k > 0 and data[i] >> 5 == 2:
                 proof, i = _bstr(data, i, "the proof")
                 if len(proof) not in (32, _SIGNATURE_BYTES):
-                    raise _bad("a proof is a 32-byte seed or a 64-byte seal")
+                    raise _bad("bad proof size")
                 break
-            raise _bad("a block is a COSE_Sign1 array of 4 (offset %d)" % i)
+            raise _bad("not a block at %d" % i)
         protected, i = _bstr(data, i + 1, "a protected header")
         if i >= n or data[i] != 0xA0:
-            raise _bad("the unprotected header is an empty map")
+            raise _bad("bad unprotected header")
         payload, i = _bstr(data, i + 1, "a payload")
         signature, i = _bstr(data, i, "a signature")
         if len(signature) != _SIGNATURE_BYTES:
-            raise _bad("an Ed25519 signature is 64 bytes")
+            raise _bad("bad signature size")
         blocks.append((protected, payload, signature))
     if i != n:
-        raise _bad("%d trailing bytes after the token" % (n - i))
+        raise _bad("%d trailing bytes" % (n - i))
     return blocks, proof
 
 
@@ -246,7 +245,7 @@ def _int(v):
 
 def _text(v, what):
     if type(v) is not str or not v or len(v.encode()) > _MAX_STRING:
-        raise _bad(what + " is non-empty text of at most 255 bytes")
+        raise _bad(what + ": bad text")
     return v
 
 
@@ -258,18 +257,18 @@ def _uint(v, what):
 
 def _parties(v, what):
     if not isinstance(v, list) or not v or len(v) > _MAX_ITEMS:
-        raise _bad(what + " is a non-empty array of [name, key]")
+        raise _bad(what + ": bad list")
     out = []
     names = []
     for e in v:
         if not isinstance(e, list) or len(e) != 2:
-            raise _bad("a %s entry is [name, key]" % what)
+            raise _bad("bad %s entry" % what)
         name = _text(e[0], "a %s name" % what)
         ref = e[1]
         if not isinstance(ref, bytes) or len(ref) not in (_PUBLIC_KEY_BYTES, _KID_BYTES):
-            raise _bad("%s %r: key is a 32-byte public key or a 4-byte kid" % (what, name))
+            raise _bad("bad key of %r" % name)
         if name in names:
-            raise _bad("%s name %r is declared twice" % (what, name))
+            raise _bad("%s %r twice" % (what, name))
         names.append(name)
         out.append((name, ref))
     return out
@@ -277,40 +276,40 @@ def _parties(v, what):
 
 def _check_caveat(c):
     if not isinstance(c, list) or len(c) != 3:
-        raise _bad("a caveat is [predicate, field, value]")
+        raise _bad("bad caveat")
     pred, field, value = c
     if not _int(pred):
-        raise _bad("a caveat predicate is an integer")
+        raise _bad("bad predicate")
     if not _PRED_EQ <= pred <= _PRED_GE:
-        raise Refused(UNKNOWN_CAVEAT, "predicate %d is not understood" % pred)
+        raise Refused(UNKNOWN_CAVEAT, "predicate %d" % pred)
     if _int(field):
         if not _FIELD_RESOURCE <= field <= _FIELD_SUBJECT:
-            raise Refused(UNKNOWN_CAVEAT, "context field %d is not understood" % field)
+            raise Refused(UNKNOWN_CAVEAT, "field %d" % field)
     elif type(field) is str:
         if not field or len(field.encode()) > _MAX_STRING or field in (
                 "resource", "operation", "time", "hop", "audience", "subject"):
-            raise _bad("fact name %r is empty, too long or reserved" % field)
+            raise _bad("bad fact name %r" % field)
     else:
-        raise _bad("a caveat field is an integer (built-in) or text (fact)")
+        raise _bad("bad caveat field")
     if pred == _PRED_IN:
         if not isinstance(value, list) or not value or len(value) > _MAX_ITEMS:
             raise _bad("'in' takes a non-empty array")
         for x in value:
             if not (_int(x) or type(x) in (str, bytes)):
-                raise _bad("'in' takes an array of integers or strings")
+                raise _bad("bad caveat value")
     elif pred == _PRED_PREFIX:
         if type(value) not in (str, bytes):
             raise _bad("'prefix' takes text or bytes")
     elif pred == _PRED_EQ or pred == _PRED_NE:
         if not (_int(value) or type(value) in (str, bytes)):
-            raise _bad("'eq'/'ne' take an integer, text or bytes")
+            raise _bad("bad caveat value")
     elif not _int(value):
-        raise _bad("an order predicate takes an integer")
+        raise _bad("bad caveat value")
 
 
 def _caveats(v):
     if not isinstance(v, list) or len(v) > _MAX_CAVEATS:
-        raise _bad("caveats are an array of at most %d" % _MAX_CAVEATS)
+        raise _bad("bad caveats")
     for c in v:
         _check_caveat(c)
     return v
@@ -322,33 +321,33 @@ def _permission(p):
         return _text(p, "an operation")
     if t is int:
         if p <= 0 or p & ~_ALL_METHODS:
-            raise _bad("method bitmask %d is empty or has unknown bits" % p)
+            raise _bad("bad bitmask %d" % p)
         return p
     if t is list:
         if len(p) < 2:
-            raise _bad("a permission array holds two or more operations")
+            raise _bad("bad permission")
         for op in p:
             _text(op, "an operation")
         for j in range(len(p)):
             if p[j] in p[j + 1:]:
-                raise _bad("a permission array repeats an operation")
+                raise _bad("bad permission")
         return p
-    raise _bad("a permission is text, an array of text or a method bitmask")
+    raise _bad("bad permission")
 
 
 def _scope(v):
     if type(v) is not bytes:
-        raise _bad("the scope claim is a byte string holding AIF")
+        raise _bad("scope not bytes")
     s = _loads(v, 3)
     if not isinstance(s, list) or not s:
-        raise _bad("scope is a non-empty array of [resource, permission]")
+        raise _bad("bad scope")
     for e in s:
         if not isinstance(e, list) or len(e) != 2:
-            raise _bad("a scope entry is [resource, permission]")
+            raise _bad("bad scope entry")
         r = _text(e[0], "a resource")
         star = r.find("*")
         if star != -1 and star != len(r) - 1:
-            raise _bad("'*' is allowed only as the last character of a pattern")
+            raise _bad("'*' not at the end")
         _permission(e[1])
     return s
 
@@ -362,16 +361,16 @@ class Claims:
     def __init__(self, payload):
         m = _loads(payload)
         if not isinstance(m, dict):
-            raise _bad("the authority payload is a CWT claims map")
+            raise _bad("claims not a map")
         unknown = [k for k in m if k not in _CLAIMS]
         if unknown:
-            raise Refused(UNKNOWN_CAVEAT, "claim %r is not understood" % unknown[0])
+            raise Refused(UNKNOWN_CAVEAT, "claim %r" % unknown[0])
         for k in (_CLAIM_EXP, _CLAIM_IAT, _CLAIM_CTI, _CLAIM_SCOPE):
             if k not in m:
-                raise _bad("required claim %d is missing" % k)
+                raise _bad("claim %d missing" % k)
         cti = m[_CLAIM_CTI]
         if not isinstance(cti, bytes) or not 1 <= len(cti) <= 32:
-            raise _bad("cti is 1 to 32 bytes")
+            raise _bad("bad cti")
         self.cti = cti
         self.exp = _uint(m[_CLAIM_EXP], "exp")
         self.iat = _uint(m[_CLAIM_IAT], "iat")
@@ -394,14 +393,14 @@ class Claims:
 
     def _ext(self, ext):
         if not isinstance(ext, dict) or not ext:
-            raise _bad("the crumb claim is a non-empty map")
+            raise _bad("bad crumb claim")
         for k in ext:
             if k not in (_EXT_USES, _EXT_CHAIN, _EXT_ATTENUATORS, _EXT_CAVEATS, _EXT_OPEN):
-                raise Refused(UNKNOWN_CAVEAT, "crumb extension field %r is not understood" % k)
+                raise Refused(UNKNOWN_CAVEAT, "extension %r" % k)
         if _EXT_USES in ext:
             uses = _uint(ext[_EXT_USES], "uses")
             if not 2 <= uses <= _MAX_USES:
-                raise _bad("uses is written only when 2 or more")
+                raise _bad("bad uses")
             self.uses = uses
         if _EXT_CHAIN in ext:
             self.chain = _parties(ext[_EXT_CHAIN], "chain")
@@ -410,11 +409,11 @@ class Claims:
         if _EXT_CAVEATS in ext:
             self.caveats = _caveats(ext[_EXT_CAVEATS])
             if not self.caveats:
-                raise _bad("an empty caveat list is written as no list")
+                raise _bad("empty caveats")
         if _EXT_OPEN in ext:
             k = ext[_EXT_OPEN]
             if not isinstance(k, bytes) or len(k) != _PUBLIC_KEY_BYTES:
-                raise _bad("the open-attenuation key is 32 bytes")
+                raise _bad("bad open key")
             self.open_key = k
 
 
@@ -536,62 +535,62 @@ class Verifier:
         Returns the token's Claims; raises Refused with a stable ``.code``.
         """
         if not isinstance(token, (bytes, bytearray)):
-            raise _bad("the device takes a token as bytes")
+            raise _bad("token not bytes")
         token = bytes(token)
         hop = self.hop if hop is None else hop
         now = self.clock()
         if not now:
-            raise Refused(STORE_UNAVAILABLE, "the device clock is not synced with the issuer")
+            raise Refused(STORE_UNAVAILABLE, "clock not synced")
         if self._floor is None:
             self._floor = now + self.leeway
         blocks, proof = split(token)
         protected, payload, signature = blocks[0]
         key = self._keys.get(self._authority_kid(protected))
         if key is None:
-            raise Refused(UNKNOWN_KEY, "no pinned issuer key has this kid")
+            raise Refused(UNKNOWN_KEY, "unknown issuer kid")
         if not ed25519.verify(key, _sig_structure(protected, b"", payload), signature):
-            raise Refused(BAD_SIGNATURE, "the authority signature does not verify")
+            raise Refused(BAD_SIGNATURE, "authority signature")
         c = Claims(payload)
         lw = self.leeway
         if c.exp + lw <= now:
-            raise Refused(EXPIRED, "expired at %d, now %d" % (c.exp, now))
+            raise Refused(EXPIRED, "exp %d, now %d" % (c.exp, now))
         if c.nbf is not None and c.nbf - lw > now:
-            raise Refused(NOT_YET_VALID, "not valid before %d, now %d" % (c.nbf, now))
+            raise Refused(NOT_YET_VALID, "nbf %d, now %d" % (c.nbf, now))
         if c.iat - lw > now:
-            raise Refused(NOT_YET_VALID, "issued in the future (%d), now %d" % (c.iat, now))
+            raise Refused(NOT_YET_VALID, "iat %d > now %d" % (c.iat, now))
         attested = 0
         extra = []
         if len(blocks) > 1 or proof is not None or c.attenuators:
             attested, extra = self._blocks(blocks, proof, c)
         if c.open_key is not None and proof is None:
-            raise _bad("an open token carries a proof")
+            raise _bad("proof missing")
         if c.chain:
             self._position(c, attested, hop)
         # the request: audience, canonical resource, scope, caveats
         if c.aud is not None and c.aud != self.audience:
-            raise Refused(SCOPE_DENIED, "token is for audience %r" % c.aud)
+            raise Refused(SCOPE_DENIED, "aud %r" % c.aud)
         if noncanonical(resource):
-            raise Refused(SCOPE_DENIED, "resource %r is not in canonical form" % resource)
+            raise Refused(SCOPE_DENIED, "%r not canonical" % resource)
         if not _permits(c.scope, resource, operation):
-            raise Refused(SCOPE_DENIED, "token does not grant %r on %r" % (operation, resource))
+            raise Refused(SCOPE_DENIED, "%r on %r not granted" % (operation, resource))
         if c.caveats or extra:
             values = (resource, operation, now, hop, self.audience, c.sub)
             facts = facts or {}
             for cv in c.caveats + extra:
                 if not _holds(cv, values, facts):
-                    raise Refused(CAVEAT_FAILED, "caveat failed: %r" % (cv,))
+                    raise Refused(CAVEAT_FAILED, "%r" % (cv,))
         self._spend(c, hop or "", now)
         return c
 
     def _authority_kid(self, protected):
         h = _loads(protected, 1, 4)
         if not isinstance(h, dict):
-            raise _bad("the protected header is a map")
+            raise _bad("header not a map")
         if h.get(_COSE_ALG) != _ALG_EDDSA:
-            raise Refused(BAD_SIGNATURE, "algorithm %r is not accepted (only EdDSA, -8)" % (h.get(_COSE_ALG),))
+            raise Refused(BAD_SIGNATURE, "algorithm %r" % (h.get(_COSE_ALG),))
         kid = h.get(_COSE_KID)
         if len(h) != 2 or not isinstance(kid, bytes) or len(kid) != _KID_BYTES:
-            raise _bad("the authority header is exactly {alg: -8, kid: 4 bytes}")
+            raise _bad("bad authority header")
         return kid
 
     def _party_key(self, party):
@@ -600,7 +599,7 @@ class Verifier:
             return ref
         k = self._nodes.get(ref)
         if k is None:
-            raise Refused(UNKNOWN_KEY, "no node key for %r" % party[0])
+            raise Refused(UNKNOWN_KEY, "unknown key of %r" % party[0])
         return k
 
     def _blocks(self, blocks, proof, c):
@@ -615,8 +614,8 @@ class Verifier:
             if protected != _BLOCK_PROTECTED:
                 h = _loads(protected, 1, 4)
                 if isinstance(h, dict) and h.get(_COSE_ALG, _ALG_EDDSA) != _ALG_EDDSA:
-                    raise Refused(BAD_SIGNATURE, "algorithm %r is not accepted" % (h.get(_COSE_ALG),))
-                raise _bad("an appended block's protected header is exactly {alg: -8}")
+                    raise Refused(BAD_SIGNATURE, "algorithm %r" % (h.get(_COSE_ALG),))
+                raise _bad("bad block header")
             body = _loads(payload, 5)
             if not isinstance(body, list) or not body or not isinstance(body[0], int):
                 raise _bad("a block payload is [kind, ...]")
@@ -624,55 +623,55 @@ class Verifier:
             signed = _sig_structure(protected, prev, payload)
             if kind == _BLOCK_ATTEST:
                 if len(body) != 2 or not _int(body[1]):
-                    raise _bad("an attestation is [1, hop index]")
+                    raise _bad("bad attestation")
                 j = body[1]
                 if not 0 <= j < len(c.chain):
-                    raise Refused(CHAIN_INVALID, "attestation for a hop that is not declared")
+                    raise Refused(CHAIN_INVALID, "undeclared hop")
                 if j != attested:
-                    raise Refused(CHAIN_INVALID, "hop attested out of order")
+                    raise Refused(CHAIN_INVALID, "attestation out of order")
                 if not ed25519.verify(self._party_key(c.chain[j]), signed, signature):
-                    raise Refused(CHAIN_INVALID, "attestation of hop %r is not signed by its key" % c.chain[j][0])
+                    raise Refused(CHAIN_INVALID, "bad attestation by %r" % c.chain[j][0])
                 attested += 1
             elif kind == _BLOCK_ATTENUATE:
                 if len(body) != 3 or not _int(body[1]) or not 0 <= body[1] < len(c.attenuators):
-                    raise Refused(CHAIN_INVALID, "attenuation by an attenuator the authority does not declare")
+                    raise Refused(CHAIN_INVALID, "undeclared attenuator")
                 if body[1] in seen:
-                    raise Refused(CHAIN_INVALID, "attenuator attenuated twice")
+                    raise Refused(CHAIN_INVALID, "attenuated twice")
                 party = c.attenuators[body[1]]
                 if not ed25519.verify(self._party_key(party), signed, signature):
-                    raise Refused(BAD_SIGNATURE, "attenuation by %r does not verify" % party[0])
+                    raise Refused(BAD_SIGNATURE, "bad attenuation by %r" % party[0])
                 seen.append(body[1])
                 extra.extend(_caveats(body[2]))
             elif kind == _BLOCK_OPEN:
                 if open_key is None:
-                    raise Refused(CHAIN_INVALID, "open attenuation on a token that is not open")
+                    raise Refused(CHAIN_INVALID, "not an open token")
                 if len(body) != 3 or not isinstance(body[2], bytes) or len(body[2]) != _PUBLIC_KEY_BYTES:
-                    raise _bad("an open attenuation is [3, caveats, next key]")
+                    raise _bad("bad open attenuation")
                 if not ed25519.verify(open_key, signed, signature):
-                    raise Refused(BAD_SIGNATURE, "open attenuation is not signed by the current ephemeral key")
+                    raise Refused(BAD_SIGNATURE, "bad open attenuation signature")
                 extra.extend(_caveats(body[1]))
                 open_key = body[2]
                 open_sig = signature
             else:
-                raise Refused(UNKNOWN_CAVEAT, "block kind %r is not understood" % (kind,))
+                raise Refused(UNKNOWN_CAVEAT, "block kind %r" % (kind,))
             prev = signature
         if len(seen) != len(c.attenuators):
-            raise Refused(CHAIN_INCOMPLETE, "a required attenuation is missing")
+            raise Refused(CHAIN_INCOMPLETE, "attenuation missing")
         if proof is not None:
             if open_key is None:
-                raise _bad("a proof on a token that is not open")
+                raise _bad("proof on a closed token")
             if len(proof) == 32:
                 if ed25519.public_key(proof) != open_key:
-                    raise Refused(BAD_SIGNATURE, "the proof is not the secret of the last ephemeral key")
+                    raise Refused(BAD_SIGNATURE, "bad proof")
             elif not ed25519.verify(open_key, _SEAL_CONTEXT + open_sig, proof):
-                raise Refused(BAD_SIGNATURE, "the seal does not verify")
+                raise Refused(BAD_SIGNATURE, "bad seal")
         return attested, extra
 
     def _position(self, c, attested, hop):
         chain = c.chain
         if hop is None:
             if attested < len(chain):
-                raise Refused(CHAIN_INCOMPLETE, "hop %r has not attested" % chain[attested][0])
+                raise Refused(CHAIN_INCOMPLETE, "%r not attested" % chain[attested][0])
             return
         index = None
         for j in range(len(chain)):
@@ -680,22 +679,22 @@ class Verifier:
                 index = j
                 break
         if index is None:
-            raise Refused(CHAIN_INVALID, "this device (%r) is not a hop of the token's chain" % hop)
+            raise Refused(CHAIN_INVALID, "%r is not a hop" % hop)
         if attested < index:
-            raise Refused(CHAIN_INCOMPLETE, "hop %r has not attested" % chain[attested][0])
+            raise Refused(CHAIN_INCOMPLETE, "%r not attested" % chain[attested][0])
         if attested > index:
-            raise Refused(CHAIN_INVALID, "the token has already passed hop %r" % hop)
+            raise Refused(CHAIN_INVALID, "already past %r" % hop)
 
     # -- the replay set -----------------------------------------------------------
 
     def _spend(self, c, hop, now):
         if c.iat <= self._floor:
-            raise Refused(REPLAYED, "issued at or before this device's replay floor (a reboot or an eviction)")
+            raise Refused(REPLAYED, "iat at or below the replay floor")
         key = (c.cti, hop)
         e = self._seen.get(key)
         if e is not None:
             if e[0] <= 0:
-                raise Refused(REPLAYED, "all %d use(s) of this token are spent" % c.uses)
+                raise Refused(REPLAYED, "%d use(s) spent" % c.uses)
             e[0] -= 1
             return
         if len(self._seen) >= self.max_entries:
@@ -711,7 +710,7 @@ class Verifier:
             return
         oldest = min(e[1] for e in seen.values())
         if iat <= oldest:
-            raise Refused(STORE_UNAVAILABLE, "the replay set is full of newer tokens")
+            raise Refused(STORE_UNAVAILABLE, "replay set full")
         self._floor = max(self._floor, oldest)
         for k in [k for k, e in seen.items() if e[1] <= oldest]:
             del seen[k]
