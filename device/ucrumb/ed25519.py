@@ -115,9 +115,8 @@ def _add_ext(X1, Y1, Z1, T1, X2, Y2, Z2, T2):
 
 
 def _niels_table(pt, n):
-    # [pt, 3pt, 5pt, ...] (n points) as (y+x, y-x, 2dt) affine, or as
-    # (y+x, y-x, 2z, 2dt) projective when affine=False.
-    X, Y, Z, T = pt
+    # [pt, 3pt, 5pt, ...] (n points), extended coordinates.
+    X, Y, Z, _ = pt
     # 2pt
     A = X * X % P
     Bq = Y * Y % P
@@ -136,7 +135,7 @@ def _niels_table(pt, n):
 def _base_table():
     global _btab
     if _btab is None:
-        pts = _niels_table((_decode_base()), 1 << (_W_B - 2))
+        pts = _niels_table(_decode(_BY.to_bytes(32, "little")), 1 << (_W_B - 2))
         tab = []
         for X, Y, Z, T in pts:
             zi = pow(Z, P - 2, P)
@@ -145,11 +144,6 @@ def _base_table():
             tab.append(((y + x) % P, (y - x) % P, D2 * x * y % P))
         _btab = tab
     return _btab
-
-
-def _decode_base():
-    x = _decode(_BY.to_bytes(32, "little"))
-    return x
 
 
 def _scalarmult(s, k, A):

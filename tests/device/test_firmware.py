@@ -15,6 +15,9 @@ from crumb.tooling.bench.device import DeviceIssuer, VerifyingService
 FIRMWARE = mpyvm.REPO / "firmware"
 UCRUMB = sorted("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
                 for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py") if "__pycache__" not in p.parts)
+# ucrumb's optional modules (bundle.FEATURES) are not in a default bundle
+FEATURE_MODULES = {"lib/ucrumb/verify.mpy", "lib/ucrumb/ed25519.mpy", "lib/ucrumb/sha512.mpy"}
+UCRUMB = [m for m in UCRUMB if m not in FEATURE_MODULES]
 APP = ["lib/crumb_app.mpy", "lib/hal.mpy"]
 BOARDS = sorted(p.stem for p in (FIRMWARE / "boards").glob("*.toml"))
 
@@ -60,6 +63,29 @@ def test_build_every_board(tmp_path):
         for f in d.rglob("*.mpy"):
             assert f.read_bytes()[:2] == b"M\x06"
     assert "mpy v6" in p.stdout
+
+
+def test_board_feature_adds_its_modules(tmp_path):
+    # an actuator's board asks for on-device verification: its bundle carries ucrumb.verify and
+    # its Ed25519/SHA-512; the same board without it does not. An unknown feature is refused.
+    import shutil
+
+    app = tmp_path / "app"
+    shutil.copytree(FIRMWARE, app, ignore=shutil.ignore_patterns("build", "__pycache__"))
+    board = (app / "boards" / "rp2040.toml").read_text()
+    (app / "boards" / "rp2040.toml").write_text(board + 'features = ["verify"]\n')
+    p = firmware("build", "--app", str(app), "--board", "rp2040", "--board", "esp32", "--out", str(tmp_path / "o"))
+    assert p.returncode == 0, p.stderr
+    with_verify = {f.relative_to(tmp_path / "o" / "rp2040").as_posix()
+                   for f in (tmp_path / "o" / "rp2040").rglob("*.mpy")}
+    without = {f.relative_to(tmp_path / "o" / "esp32").as_posix() for f in (tmp_path / "o" / "esp32").rglob("*.mpy")}
+    assert with_verify == without | FEATURE_MODULES and not without & FEATURE_MODULES
+    manifest = json.loads((tmp_path / "o" / "rp2040" / "manifest.json").read_text())
+    assert manifest["features"] == ["verify"]
+    assert "features verify:" in p.stdout and "exceeds" not in p.stderr
+    (app / "boards" / "rp2040.toml").write_text(board + 'features = ["teleport"]\n')
+    p = firmware("build", "--app", str(app), "--board", "rp2040", "--out", str(tmp_path / "o"))
+    assert p.returncode == 1 and "unknown feature 'teleport'" in p.stderr
 
 
 def test_build_is_reproducible(tmp_path):

@@ -14,7 +14,7 @@ for i, case in enumerate(doc["cases"]):
     cfg = case["verifier"]
     req = case["request"]
     now = cfg["now"]
-    v = Verifier([issuer], cfg["audience"], lambda: now, node_keys=nodes, leeway=cfg["leeway"], hop=cfg["hop"],
+    v = Verifier([issuer], cfg["audience"], lambda now=now: now, node_keys=nodes, leeway=cfg["leeway"], hop=cfg["hop"],
                  fence=False)
     token = unhexlify(case["token"])
     result = "ok"

@@ -20,24 +20,24 @@ RFC8032 = (
      "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"),
     ("833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
      "ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf",
-     "ddaf35a193617abacc417349ae204131"
-     "12e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd"
-     "454d4423643ce80e2a9ac94fa54ca49f",
+     ("ddaf35a193617abacc417349ae204131"
+      "12e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd"
+      "454d4423643ce80e2a9ac94fa54ca49f"),
      "dc2a4459e7369633a52b1bf277839a00201009a3efbf3ecb69bea2186c26b58909351fc9ac90b3ecfdfbc7c66431e0303dca179c138ac17ad9bef1177331a704"),
 )
 
 # FIPS 180-4 examples (NIST CSRC "SHA_All" example values): message -> SHA-512
 SHA512 = (
-    (b"", "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce"
-          "47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"),
-    (b"abc", "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
-             "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"),
+    (b"", ("cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce"
+           "47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e")),
+    (b"abc", ("ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+              "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")),
     (b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
-     "204a8fc6dda82f0a0ced7beb8e08a41657c16ef468b228a8279be331a703c335"
-     "96fd15c13b1b07f9aa1d3bea57789ca031ad85c7a71dd70354ec631238ca3445"),
+     ("204a8fc6dda82f0a0ced7beb8e08a41657c16ef468b228a8279be331a703c335"
+      "96fd15c13b1b07f9aa1d3bea57789ca031ad85c7a71dd70354ec631238ca3445")),
     (b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
-     "8e959b75dae313da8cf4f72814fc143f8f7779c6eb9f7fa17299aeadb6889018"
-     "501d289e4900f7e4331b99dec4b5433ac7d329eeb6dd26545e96e55b874be909"),
+     ("8e959b75dae313da8cf4f72814fc143f8f7779c6eb9f7fa17299aeadb6889018"
+      "501d289e4900f7e4331b99dec4b5433ac7d329eeb6dd26545e96e55b874be909")),
 )
 
 
@@ -62,7 +62,7 @@ def test_rfc8032_vectors():
 
 
 def test_rfc8032_mutations_refused():
-    sk, pk, msg, sig = RFC8032[2]
+    _sk, pk, msg, sig = RFC8032[2]
     pk, msg, sig = u(pk), u(msg), u(sig)
     for i in (0, 31, 32, 63):
         bad = bytearray(sig)
@@ -76,7 +76,7 @@ def test_rfc8032_mutations_refused():
 
 def test_non_canonical_s_refused():
     # S + L: the same point equation, refused as libsodium refuses it
-    sk, pk, msg, sig = RFC8032[0]
+    _sk, pk, msg, sig = RFC8032[0]
     sig = u(sig)
     s = int.from_bytes(sig[32:], "little") + ed25519.L
     assert s < 1 << 256
@@ -84,7 +84,7 @@ def test_non_canonical_s_refused():
 
 
 def test_small_order_keys_refused():
-    sk, pk, msg, sig = RFC8032[0]
+    _sk, pk, msg, sig = RFC8032[0]
     for y in ed25519._SMALL:
         for sign in (0, 1 << 255):
             enc = (y | sign).to_bytes(32, "little")

@@ -65,10 +65,10 @@ def test_every_shared_vector():
 
 
 def test_the_vectors_reach_every_code_but_store_unavailable():
-    codes = set(v["expect"] for v in _load()) - {"ok", "revoked"}
+    codes = {v["expect"] for v in _load()} - {"ok", "revoked"}
     from ucrumb import verify
 
-    mine = set(getattr(verify, n) for n in dir(verify) if n.isupper() and isinstance(getattr(verify, n), str))
+    mine = {getattr(verify, n) for n in dir(verify) if n.isupper() and isinstance(getattr(verify, n), str)}
     assert mine - codes == {"store_unavailable"}, mine - codes  # that one: below
     assert codes - mine == set(), codes - mine
 

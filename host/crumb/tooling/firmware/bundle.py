@@ -31,7 +31,15 @@ SOURCE_FILES = ("boot.py", "main.py")  # run as files at power-on: never compile
 NOT_SHIPPED = ("manifest.py",)  # the freeze manifest builds firmware; the board has no use for it
 CONFIG_TEMPLATE = "config.example.json"
 MANIFEST = "manifest.json"
-MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
+MPY_BUDGET = 24 * 1024  # client + application + HAL, per board (a board's optional features add to it)
+
+#: Optional ucrumb modules, by feature: a bundle carries them only for a board whose file
+#: asks (``features = ["verify"]``), so the default bundles stay within MPY_BUDGET. They
+#: are imported only by code that uses the feature (firmware/crumb_app.py: an actuator).
+FEATURES: dict[str, tuple[str, ...]] = {
+    # on-device token verification (PROTOCOL.md §7.4): ucrumb.verify and its Ed25519 and SHA-512
+    "verify": ("verify.py", "ed25519.py", "sha512.py"),
+}
 
 
 class FirmwareError(Exception):
@@ -46,6 +54,7 @@ class Board:
     micropython: str         # the firmware version the board runs: what its .mpy must load on
     micropython_board: str = ""
     tls: str = ""
+    features: tuple[str, ...] = ()  # optional ucrumb modules to bundle (FEATURES)
 
 
 @dataclass
@@ -59,6 +68,12 @@ class Bundle:
     @property
     def mpy_total(self) -> int:
         return sum(f["size"] for f in self.files if f["path"].endswith(".mpy"))
+
+    @property
+    def feature_total(self) -> int:
+        """The .mpy bytes of the board's optional features (FEATURES), on top of MPY_BUDGET."""
+        mods = {"lib/ucrumb/" + m[:-3] + ".mpy" for f in self.board.features for m in FEATURES[f]}
+        return sum(f["size"] for f in self.files if f["path"] in mods)
 
 
 def repo_app() -> Path | None:
@@ -95,8 +110,15 @@ def load_boards(app: Path) -> dict[str, Board]:
             mpycompat.parse_version(cfg["micropython"])
         except ValueError as e:
             raise FirmwareError(f"{path}: micropython: {e}") from None
+        features = cfg.get("features", [])
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise FirmwareError(f"{path}: features is a list of names ({', '.join(FEATURES)})")
+        unknown = sorted(set(features) - set(FEATURES))
+        if unknown:
+            raise FirmwareError(f"{path}: unknown feature {unknown[0]!r} (known: {', '.join(FEATURES)})")
         boards[path.stem] = Board(path.stem, cfg["name"], cfg["march"], cfg["micropython"],
-                                  cfg.get("micropython_board", ""), cfg.get("tls", ""))
+                                  cfg.get("micropython_board", ""), cfg.get("tls", ""),
+                                  tuple(sorted(set(features))))
     if not boards:
         raise FirmwareError(f"no board files in {app / 'boards'}")
     return boards
@@ -136,7 +158,8 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
     if dest.exists():
         shutil.rmtree(dest)
     lib = dest / "lib"
-    compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/")
+    left_out = {m for f, mods in FEATURES.items() if f not in board.features for m in mods}
+    compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/", exclude=left_out)
     for module in app_modules(app):
         compile_file(module, lib / module.with_suffix(".mpy").name, module.name, args, exe)
     for name in SOURCE_FILES + (CONFIG_TEMPLATE,):
@@ -149,7 +172,7 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
     manifest = {
         "board": board.key, "micropython": target, "emit": emit, "march": board.march if native else None,
         "mpy_header": header.encode().hex(), "mpy_cross": mpy_cross_version(exe),
-        "ucrumb": _ucrumb_version(), "files": bundle.files,
+        "ucrumb": _ucrumb_version(), "features": list(board.features), "files": bundle.files,
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return bundle
