@@ -462,8 +462,16 @@ def run(calls: int = CALLS, progress=None) -> dict:
     vm = mpyvm()
     vm.check_vm()
     say("compiling device/ with mpy-cross")
-    sizes, total = vm.mpy_sizes()
-    result: dict = {"mpy_bytes": total, "mpy_files": sizes}
+    all_sizes, _ = vm.mpy_sizes()
+    # mpy_bytes is the client's footprint: a default bundle's ucrumb; the optional modules of
+    # board features (on-device verification) are counted apart, as the firmware build does
+    from ..firmware.bundle import FEATURES
+
+    optional = {"ucrumb/" + m[:-3] + ".mpy" for mods in FEATURES.values() for m in mods}
+    sizes = {k: v for k, v in all_sizes.items() if k not in optional}
+    verify_sizes = {k: v for k, v in all_sizes.items() if k in optional}
+    result: dict = {"mpy_bytes": sum(sizes.values()), "mpy_files": sizes,
+                    "verify_mpy_bytes": sum(verify_sizes.values()), "verify_mpy_files": verify_sizes}
     with DeviceIssuer() as issuer, VerifyingService(issuer.url) as service, Relay(issuer.port) as relay:
         cred = issuer.creds[DEVICE_ID]
         say(f"issuer on {issuer.url}, verifying service on {service.url}; running the device code in MicroPython")
@@ -519,6 +527,9 @@ def run(calls: int = CALLS, progress=None) -> dict:
         "goals": GOALS,
     })
     result["meets_goals"] = {k: result[k] <= v for k, v in GOALS.items()}
+    from . import device_verify
+
+    result.update(device_verify.run(vm, say))
     return result
 
 
@@ -542,8 +553,23 @@ def render(r: dict) -> str:
         f"{ok[m['round_trips_per_call']]}   ({r['issuer_round_trips']} issuer exchanges for {r['calls']} calls, "
         f"{r['service_accepted']} accepted by the verifier)"),
         f"  heap method: {r['heap_method']}",
+        (f"  device_verify_ms       {r['device_verify_ms']:>7}   (ucrumb.verify, one signature; through 2 hops: "
+         f"{r['device_verify_chain_ms']} ms; median of {device_verify_runs()})"),
+        (f"  verify heap            {r['device_verify_min_heap_bytes']:>7,}   smallest heap it completes in "
+         f"(unix port, code included); {r['device_verify_alloc_bytes']:,} B allocated in one verify"),
+        (f"  verify_mpy_bytes       {r['verify_mpy_bytes']:>7,}   "
+         + "  ".join(f"{Path(k).stem} {v:,}" for k, v in r["verify_mpy_files"].items()) + "  (board feature 'verify')"),
+        (f"  vm pystones/s          {r['vm_pystones_per_s']:>7,}   ESTIMATES, not measurements: ESP32 "
+         f"~{r['estimate_esp32_verify_ms']:,} ms, RP2040 ~{r['estimate_rp2040_verify_ms']:,} ms per verify "
+         "(docs/device.md)"),
     ]
     return "\n".join(lines)
+
+
+def device_verify_runs() -> str:
+    from .device_verify import VERIFY_PER, VERIFY_RUNS
+
+    return f"{VERIFY_RUNS} x {VERIFY_PER}"
 
 
 def _command():
