@@ -17,13 +17,19 @@
 #
 # Single use: a replay set of at most max_entries (cti, hop) entries in RAM,
 # and a floor: every token with iat <= floor is refused (replayed). The floor
-# starts at the first synced time this verifier sees plus the leeway, so after
-# a reboot no token issued before it can be presented again (the previous
-# set is gone). When the set is full, entries of expired tokens go first; if
+# starts at the issuer time this verifier was created at (a boot: known at the
+# first synced verify, as the synced time less the ticks since) plus the
+# leeway, so after a reboot no token issued before it can be presented again
+# (the previous set is gone). When the set is full, entries of expired tokens go first; if
 # none, the entries with the oldest iat go and the floor rises to that iat, so
 # an evicted token is refused for good rather than re-admitted. A token older
 # than every entry of a full set is refused (store_unavailable) instead.
 from ucrumb import cbor, ed25519
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython: ucrumb.http's fallback (not imported on a board: 10 KB of RAM)
+    from ucrumb.http import ticks_diff, ticks_ms
 
 try:
     from micropython import const
@@ -528,6 +534,7 @@ class Verifier:
         self.max_entries = max_entries
         self._seen = {}  # (cti, hop) -> [uses left, iat, exp]
         self._floor = None if fence else -1  # refuse iat <= floor; None: set at the first synced time
+        self._born = ticks_ms()
 
     def verify(self, token, resource, operation, facts=None, hop=None):
         """Check ``token`` (bytes) for one request and spend one of its uses.
@@ -542,7 +549,9 @@ class Verifier:
         if not now:
             raise Refused(STORE_UNAVAILABLE, "clock not synced")
         if self._floor is None:
-            self._floor = now + self.leeway
+            # the issuer time when this verifier started (a boot): now less the ticks since. A
+            # wrapped ticks counter (days unsynced) only makes it later: more refused, never fewer.
+            self._floor = now - max(0, ticks_diff(ticks_ms(), self._born)) // 1000 + self.leeway
         blocks, proof = split(token)
         protected, payload, signature = blocks[0]
         key = self._keys.get(self._authority_kid(protected))

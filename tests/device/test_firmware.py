@@ -195,3 +195,49 @@ def test_app_checks_each_command_before_it_acts(tmp_path):
         assert log[-1][0] == "command" and log[-1][-1] == verdict, (command, log[-1])
         assert app.actuator.state is state
     assert app.last_seq == 6
+
+
+def test_app_verifies_the_senders_token_before_it_acts(tmp_path):
+    # issue 18: with command_keys, each command carries the sender's token for (the valve, the
+    # operation) with the device as audience; the device verifies it (ucrumb.verify) before acting
+    from crumb import SigningKey, mint
+
+    main = _firmware_main()
+    issuer, other = SigningKey(b"\x21" * 32), SigningKey(b"\x22" * 32)
+    cred = tmp_path / "crumb.json"
+    cred.write_text(json.dumps({"device_id": "dev-0007", "key": "00" * 32, "issuer": "http://127.0.0.1:9"}))
+    log = []
+    now = [9_000]
+    app = main.App({"watchdog_ms": 0, "command_max_age": 60, "command_keys": [issuer.public.raw.hex()]}, str(cred),
+                   log=lambda *a: log.append(a))
+    app.crumb.now = lambda: now[0]  # synced with the issuer
+    mine = "/valves/dev-0007"
+
+    def tok(op="open", aud="dev-0007", key=issuer, iat=9_990, ttl=30, n=1):
+        return mint(key, scope=[(mine, op)], aud=aud, sub="console-1", now=iat, ttl=ttl,
+                    cti=n.to_bytes(8, "big")).hex()
+
+    app.command({"seq": 1, "op": "open", "resource": mine, "at": 8_999, "token": tok(iat=8_999)})
+    assert log[-1][-1] == "replayed"  # issued before this boot (+ leeway): refused by the floor
+    now[0] = 10_000
+    first = tok()
+    cases = [
+        ({"seq": 2, "op": "open", "resource": mine, "at": 9_990, "token": first}, "applied", True),
+        ({"seq": 3, "op": "open", "resource": mine, "at": 9_990, "token": first}, "replayed", True),  # re-queued
+        ({"seq": 4, "op": "close", "resource": mine, "at": 9_990, "token": tok(n=2)}, "scope_denied", True),
+        ({"seq": 5, "op": "close", "resource": mine, "at": 9_990, "token": tok("close", "dev-0008", n=3)},
+         "scope_denied", True),
+        ({"seq": 6, "op": "close", "resource": mine, "at": 9_990, "token": tok("close", key=other, n=4)},
+         "unknown_key", True),
+        ({"seq": 7, "op": "close", "resource": mine, "at": 9_960, "token": tok("close", iat=9_960, ttl=20, n=5)},
+         "expired", True),
+        ({"seq": 8, "op": "close", "resource": mine, "at": 9_990}, "malformed", True),  # no token
+        ({"seq": 9, "op": "close", "resource": mine, "at": 9_990, "token": "zz"}, "malformed", True),
+        ({"seq": 10, "op": "close", "resource": mine, "at": 9_995, "token": tok("close", iat=9_995, n=6)},
+         "applied", False),
+    ]
+    for command, verdict, state in cases:
+        app.command(command)
+        assert log[-1][0] == "command" and log[-1][-1] == verdict, (command["seq"], log[-1])
+        assert app.actuator.state is state
+    assert app.last_seq == 10
