@@ -91,7 +91,7 @@ class App:
         self.poll_every = int(cfg.get("poll_every", 10) * 1000)
         self.max_age = cfg.get("command_max_age", 60)
         self.last_seq = 0  # the newest command applied: none is applied twice
-        # On-device verification (issue 18; PROTOCOL.md §7.4): with command_keys (the issuer's
+        # On-device verification (issue 18; PROTOCOL.md §7.1): with command_keys (the issuer's
         # public keys, hex) every command must carry the sender's token for (this valve, its
         # operation) with this device as audience, and it is verified here, offline, before
         # the actuator moves. ucrumb.verify is imported only then (the "verify" board feature).

@@ -1,5 +1,5 @@
 # ucrumb.verify: verify crumb tokens on the device itself, offline, before an
-# actuator acts on a command (PROTOCOL.md §7.4). Runs unmodified on
+# actuator acts on a command (PROTOCOL.md §7.1). Runs unmodified on
 # MicroPython and CPython; not in a board's bundle unless the board asks for
 # the "verify" feature (firmware/boards/*.toml), and imported only by the code
 # that verifies.
@@ -495,7 +495,7 @@ def _holds(c, values, facts):
 
 
 class Verifier:
-    """Verifies tokens for this device (PROTOCOL.md §7.4).
+    """Verifies tokens for this device (PROTOCOL.md §7.1).
 
     Args:
         keys: the pinned issuer public keys (32 bytes each); their kids are

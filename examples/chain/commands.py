@@ -15,7 +15,7 @@ number per device, the operation, the valve, the sender's subject and the
 issuer time of its token (iat). A POST may carry a JSON body
 ``{"token": HEX}``: a second token of the sender's, for the same valve and
 operation with the device as its audience, which is queued with the command
-(``"token"``) for the device to verify itself (PROTOCOL.md §7.4); this service
+(``"token"``) for the device to verify itself (PROTOCOL.md §7.1); this service
 does not spend it (it is not this service's audience). A poll answers the commands after SEQ and
 forgets the older ones (the device has applied them). docs/device.md says
 what the device checks before it applies one.

@@ -3,7 +3,7 @@
 * Differential: random valid and mutated tokens (tests/device/verify_diff.py)
   get the same verdict and code from ucrumb.verify as from crumb.Verifier:
   600 on CPython, 45 inside the MicroPython VM.
-* The replay set (PROTOCOL.md §7.4): bounded, evicting expired entries first,
+* The replay set (PROTOCOL.md §7.1): bounded, evicting expired entries first,
   then raising the floor so that an evicted token is never accepted again.
 * A 64 KB heap: the verify of the heaviest shared vectors completes on the
   MicroPython unix port run with -X heapsize=64K, the device code compiled by

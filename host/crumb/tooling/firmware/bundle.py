@@ -37,7 +37,7 @@ MPY_BUDGET = 24 * 1024  # client + application + HAL, per board (a board's optio
 #: asks (``features = ["verify"]``), so the default bundles stay within MPY_BUDGET. They
 #: are imported only by code that uses the feature (firmware/crumb_app.py: an actuator).
 FEATURES: dict[str, tuple[str, ...]] = {
-    # on-device token verification (PROTOCOL.md §7.4): ucrumb.verify and its Ed25519 and SHA-512
+    # on-device token verification (PROTOCOL.md §7.1): ucrumb.verify and its Ed25519 and SHA-512
     "verify": ("verify.py", "ed25519.py", "sha512.py"),
 }
 
