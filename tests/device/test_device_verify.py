@@ -186,3 +186,18 @@ def test_verify_completes_in_a_64k_heap(vm, tmp_path):
     # the bound is real: the same run in 24 KB fails
     small = vm.run_unix_port(HERE / "verify_heap.py", args, paths=[out], heap=24 * 1024, timeout=120)
     assert small.rc != 0 and "MemoryError" in small.out + small.err
+
+
+def test_noncanonical_is_the_hosts():
+    # the device's hand-written check against the host's regular expression (PROTOCOL.md §4.2)
+    import itertools
+    import random
+
+    from crumb.scope import noncanonical as host
+
+    alphabet = "/.;a%\\\x00\x1f\x7f*"
+    words = ["".join(p) for n in range(1, 5) for p in itertools.product(alphabet, repeat=n)]
+    rnd = random.Random(5)
+    words += ["".join(rnd.choice(alphabet + "bc") for _ in range(rnd.randint(5, 14))) for _ in range(3000)]
+    wrong = [w for w in words if dv.noncanonical(w) != (host(w) is not None)]
+    assert not wrong, [repr(w) for w in wrong[:5]]
