@@ -283,8 +283,11 @@ class App:
 
     def command(self, c):
         why = self.check(c)
-        if why == "":
+        if why != "old" and type(c) is dict:  # then check() found seq an int above last_seq
+            # judged once: applied, or refused for good (a refused token stays refused), so
+            # the next poll (after=last_seq) does not bring it back
             self.last_seq = c["seq"]
+        if why == "":
             self.actuator.set(c["op"] == "open")
             why = "applied"
         self.log("command", c.get("seq") if type(c) is dict else None, c.get("op") if type(c) is dict else None, why)
