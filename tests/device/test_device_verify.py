@@ -201,3 +201,29 @@ def test_noncanonical_is_the_hosts():
     words += ["".join(rnd.choice(alphabet + "bc") for _ in range(rnd.randint(5, 14))) for _ in range(3000)]
     wrong = [w for w in words if dv.noncanonical(w) != (host(w) is not None)]
     assert not wrong, [repr(w) for w in wrong[:5]]
+
+
+def _signed(claims: dict) -> bytes:
+    """A token whose authority payload is ``claims`` as given (no validation), signed by the issuer."""
+    from crumb import cbor, cose
+    from crumb.token import Block, Token
+
+    p, _, payload, sig = cose.sign(ISSUER, cose.authority_protected(ISSUER.kid), cbor.dumps(claims))
+    return Token(Block(p, payload, sig), [], None).to_bytes()
+
+
+def test_the_hosts_cbor_bounds_hold_on_the_device():
+    # bounds the host's decoder applies before any claim is read (per container, nesting):
+    # the device's decoder bounds the whole input, so verify.py applies the host's on top
+    from crumb import cbor
+
+    base = {4: NOW + 60, 6: NOW, 7: b"\x00" * 8, 9: cbor.dumps([["/valves/1", "set"]])}
+    wide = {**base, **{100 + i: 0 for i in range(29)}}  # 33 entries: over 32 items in one map
+    deep = {**base, 100: [[[[[[1]]]]]]}  # 7 levels with the map: over the depth of 6
+    ok = {**base, 100: [[[[[1]]]]], **{200 + i: 0 for i in range(27)}}  # 32 entries, depth 6: unknown claims
+    for claims, want in ((wide, "malformed"), (deep, "malformed"), (ok, "unknown_caveat")):
+        token = _signed(claims)
+        case = {"token": token.hex(), "presentations": 1,
+                "verifier": {"now": NOW, "leeway": 5, "hop": None, "audience": None},
+                "request": {"resource": "/valves/1", "operation": "set", "facts": {}}}
+        assert vd.host_verdict(case) == vd.device_verdict(case) == want, claims.keys()
