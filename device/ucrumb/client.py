@@ -75,6 +75,8 @@ _LEFT = const(1)
 _UNTIL = const(2)
 
 _HEADERS = {"Content-Type": "application/ace+cbor"}
+_CONTENT_FORMAT = const(12)  # CoAP options (ucrumb.coap's, here so that HTTP-only firmware need not load it)
+_MAX_AGE = const(14)
 # Refusals that may pass by themselves: back off and raise IssuerUnavailable.
 _TRANSIENT = ("rate_limited", "store_unavailable", "internal_error", "replayed")
 
@@ -211,7 +213,8 @@ class Client:
     """Gets tokens from the issuer, keeps them in a small cache, attaches them to calls.
 
     Args:
-        issuer_url: ``http[s]://host[:port]``.
+        issuer_url: ``http[s]://host[:port]``, or ``coap://host[:port]`` for CoAP over UDP
+            (ucrumb.coap; set ``timeout`` to cover its retransmissions, docs/device.md).
         device_id: the device id (str).
         key: the device key (bytes; 32 from ``crumb device add``).
         batch: tokens fetched per round trip for one scope (lowered by
@@ -236,7 +239,13 @@ class Client:
     def __init__(self, issuer_url, device_id, key, batch=4, audience=None, cadata=None, timeout=5,
                  max_entries=4, margin=5, refresh=10, backoff=1, max_backoff=60):
         self.url = issuer_url.rstrip("/") + "/token"
-        http.split_url(self.url)  # a bad URL fails here, not on first use
+        self.coap = self.url.startswith("coap://")  # CoAP (ucrumb.coap, imported only then) or HTTP
+        if self.coap:
+            from ucrumb import coap
+
+            coap.split_url(self.url)  # a bad URL fails here, not on first use
+        else:
+            http.split_url(self.url)
         if type(device_id) is not str or not device_id or type(key) not in (bytes, bytearray) or not key \
                 or not (audience is None or type(audience) is str) or type(batch) is not int or batch < 1:
             raise ValueError("device_id and audience must be str, key bytes, batch an int >= 1")
@@ -335,7 +344,10 @@ class Client:
 
         Args:
             mqtt: an MQTT client with ``publish(topic, msg, retain=, qos=)``:
-                umqtt.simple, or paho on CPython.
+                umqtt.simple, or paho on CPython. Or a ``coap://host[:port]``
+                URL: the envelope is POSTed (Content-Format 60,
+                application/cbor) to that URL + "/" + topic, and the CoAP
+                answer is returned as request() returns it.
             topic: str or bytes; also the token's resource unless ``resource`` is given.
 
         Raises:
@@ -347,6 +359,11 @@ class Client:
         if resource is None:
             resource = topic if isinstance(topic, str) else topic.decode()
         msg = self.envelope(resource, operation, payload)
+        if isinstance(mqtt, str):
+            from ucrumb import coap
+
+            return coap.request("POST", mqtt.rstrip("/") + "/" + resource.lstrip("/"), msg,
+                                {_CONTENT_FORMAT: coap.CBOR}, self.timeout)
         try:
             mqtt.publish(topic, msg, retain=retain, qos=qos)
         except OSError as e:
@@ -361,11 +378,22 @@ class Client:
         Returns:
             (status, headers, body) as ucrumb.http.request returns it: header
             names in lower case; an HTTP error status is returned, not raised.
+            For a ``coap://`` URL, as ucrumb.coap.request returns it: the
+            token travels in CoAP option 65003 (PROTOCOL.md §13), ``headers``
+            are more options ({number: value}), the status is class * 100 +
+            detail (2.05 -> 205) and the options a list of (number, value).
 
         Raises:
             IssuerUnavailable, Denied, ClockUnsynced: for the token, as token().
-            ucrumb.http.HTTPError: (an OSError) the call itself failed.
+            ucrumb.http.HTTPError, ucrumb.coap.CoapError: (OSErrors) the call itself failed.
         """
+        if url.startswith("coap://"):
+            from ucrumb import coap
+
+            o = {coap.TOKEN_OPTION: self.token(resource, operation)}
+            if headers:
+                o.update(headers)
+            return coap.request(method, url, body, o, self.timeout, max_body)
         h = {"Authorization": self.header(resource, operation)}
         if headers:
             h.update(headers)
@@ -430,7 +458,17 @@ class Client:
         return resp
 
     def _post(self, body, max_body):
-        # The transport: (status, headers, body) or OSError.
+        # The transport: (status, headers, body) or OSError. Over CoAP the
+        # token response is 2.01 Created (RFC 9200 §5.8.2), taken as 200; a
+        # refusal's code is passed on (4.00 -> 400, 4.01 -> 401, 5.03 -> 503),
+        # and Max-Age stands for Retry-After (RFC 7252 §5.9.3.4).
+        if self.coap:
+            from ucrumb import coap
+
+            st, opts, data = coap.request("POST", self.url, body, {_CONTENT_FORMAT: coap.ACE_CBOR}, self.timeout,
+                                          max_body)
+            ma = coap.option(opts, _MAX_AGE)
+            return (200 if st == 201 else st), {"retry-after": str(int.from_bytes(ma, "big"))} if ma else {}, data
         return http.request("POST", self.url, body, _HEADERS, self.timeout, self.cadata, max_body,
                             (b"retry-after",))
 

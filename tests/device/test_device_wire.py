@@ -86,6 +86,21 @@ WIRE_NAMES = {
     "verify._FIELD_HOP": "FIELD_HOP",
     "verify._FIELD_AUDIENCE": "FIELD_AUDIENCE",
     "verify._FIELD_SUBJECT": "FIELD_SUBJECT",
+    "client._CONTENT_FORMAT": "COAP_OPT_CONTENT_FORMAT",
+    "client._MAX_AGE": "COAP_OPT_MAX_AGE",
+    "coap._CON": "COAP_CON",
+    "coap._NON": "COAP_NON",
+    "coap._ACK": "COAP_ACK",
+    "coap._RST": "COAP_RST",
+    "coap._URI_PATH": "COAP_OPT_URI_PATH",
+    "coap._CONTENT_FORMAT": "COAP_OPT_CONTENT_FORMAT",
+    "coap._MAX_AGE": "COAP_OPT_MAX_AGE",
+    "coap._URI_QUERY": "COAP_OPT_URI_QUERY",
+    "coap._BLOCK2": "COAP_OPT_BLOCK2",
+    "coap._DEFAULT_PORT": "COAP_DEFAULT_PORT",
+    "coap.TOKEN_OPTION": "COAP_OPT_CRUMB_TOKEN",
+    "coap.ACE_CBOR": "COAP_CF_ACE_CBOR",
+    "coap.CBOR": "COAP_CF_CBOR",
 }
 # module.const -> why it is not on the wire.
 DEVICE_ONLY = {
@@ -98,6 +113,7 @@ DEVICE_ONLY = {
     "client._MAX_LIFE": "the longest expires_in taken: the issuer policy's MAX_TTL (checked below)",
     "verify._ALL_METHODS": "every REST method bit: the sum of wire.json REST_METHODS (checked below)",
     "verify._LEEWAY": "the default clock leeway: crumb.replay.DEFAULT_LEEWAY (checked below)",
+    "coap._MAX_OPTIONS": "a parse bound of the device's CoAP client, not a wire value",
 }
 
 

@@ -11,13 +11,14 @@ import sys
 
 import mpyvm
 from crumb.tooling.bench.device import DeviceIssuer, VerifyingService
+from crumb.tooling.firmware.bundle import FEATURE_MODULES
 
 FIRMWARE = mpyvm.REPO / "firmware"
-UCRUMB = sorted("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
-                for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py") if "__pycache__" not in p.parts)
-# ucrumb's optional modules (bundle.FEATURES) are not in a default bundle
-FEATURE_MODULES = {"lib/ucrumb/verify.mpy", "lib/ucrumb/ed25519.mpy", "lib/ucrumb/sha512.mpy"}
-UCRUMB = [m for m in UCRUMB if m not in FEATURE_MODULES]
+# what a board without `features` gets: every ucrumb module but the optional ones
+OPTIONAL = sorted("lib/ucrumb/" + m.replace(".py", ".mpy") for mods in FEATURE_MODULES.values() for m in mods)
+UCRUMB = sorted(m for m in ("lib/ucrumb/" + p.relative_to(mpyvm.DEVICE_DIR / "ucrumb").with_suffix(".mpy").as_posix()
+                            for p in (mpyvm.DEVICE_DIR / "ucrumb").rglob("*.py") if "__pycache__" not in p.parts)
+                if m not in OPTIONAL)
 APP = ["lib/crumb_app.mpy", "lib/hal.mpy"]
 BOARDS = sorted(p.stem for p in (FIRMWARE / "boards").glob("*.toml"))
 
@@ -65,29 +66,6 @@ def test_build_every_board(tmp_path):
     assert "mpy v6" in p.stdout
 
 
-def test_board_feature_adds_its_modules(tmp_path):
-    # an actuator's board asks for on-device verification: its bundle carries ucrumb.verify and
-    # its Ed25519/SHA-512; the same board without it does not. An unknown feature is refused.
-    import shutil
-
-    app = tmp_path / "app"
-    shutil.copytree(FIRMWARE, app, ignore=shutil.ignore_patterns("build", "__pycache__"))
-    board = (app / "boards" / "rp2040.toml").read_text()
-    (app / "boards" / "rp2040.toml").write_text(board + 'features = ["verify"]\n')
-    p = firmware("build", "--app", str(app), "--board", "rp2040", "--board", "esp32", "--out", str(tmp_path / "o"))
-    assert p.returncode == 0, p.stderr
-    with_verify = {f.relative_to(tmp_path / "o" / "rp2040").as_posix()
-                   for f in (tmp_path / "o" / "rp2040").rglob("*.mpy")}
-    without = {f.relative_to(tmp_path / "o" / "esp32").as_posix() for f in (tmp_path / "o" / "esp32").rglob("*.mpy")}
-    assert with_verify == without | FEATURE_MODULES and not without & FEATURE_MODULES
-    manifest = json.loads((tmp_path / "o" / "rp2040" / "manifest.json").read_text())
-    assert manifest["features"] == ["verify"]
-    assert "features verify:" in p.stdout and "exceeds" not in p.stderr
-    (app / "boards" / "rp2040.toml").write_text(board + 'features = ["teleport"]\n')
-    p = firmware("build", "--app", str(app), "--board", "rp2040", "--out", str(tmp_path / "o"))
-    assert p.returncode == 1 and "unknown feature 'teleport'" in p.stderr
-
-
 def test_build_is_reproducible(tmp_path):
     assert firmware("build", "--out", str(tmp_path / "a")).returncode == 0
     assert firmware("build", "--out", str(tmp_path / "b")).returncode == 0
@@ -117,6 +95,36 @@ def test_build_native_for_the_boards_cpu(tmp_path):
     byte = (tmp_path / "b/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
     native = (tmp_path / "n/rp2040/lib/ucrumb/cbor.mpy").read_bytes()[2]
     assert byte == 0 and native >> 2 != 0  # the header names the architecture only for native code
+
+
+def test_feature_modules_only_where_the_board_asks(tmp_path):
+    # an optional module ships only in the bundles of boards whose file lists its feature
+    import shutil
+
+    assert OPTIONAL and all((mpyvm.DEVICE_DIR / "ucrumb" / m).is_file() for ms in FEATURE_MODULES.values() for m in ms)
+    app = tmp_path / "app"
+    shutil.copytree(FIRMWARE, app, ignore=shutil.ignore_patterns("build"))
+    for b in BOARDS[1:]:
+        (app / "boards" / f"{b}.toml").unlink()
+    text = (app / "boards" / f"{BOARDS[0]}.toml").read_text()
+    (app / "boards" / "withpop.toml").write_text(text + 'features = ["pop"]\n')
+    (app / "boards" / "withcoap.toml").write_text(text + 'features = ["coap"]\n')
+    (app / "boards" / "withverify.toml").write_text(text + 'features = ["verify"]\n')
+    p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    plain = tmp_path / "out" / BOARDS[0]
+    assert sorted(f.relative_to(plain).as_posix() for f in plain.rglob("*.mpy")) == sorted(UCRUMB + APP)
+    assert json.loads((plain / "manifest.json").read_text())["features"] == []
+    for feature in ("pop", "coap", "verify"):
+        d = tmp_path / "out" / f"with{feature}"
+        own = ["lib/ucrumb/" + m.replace(".py", ".mpy") for m in FEATURE_MODULES[feature]]
+        assert sorted(f.relative_to(d).as_posix() for f in d.rglob("*.mpy")) == sorted(UCRUMB + APP + own)
+        assert json.loads((d / "manifest.json").read_text())["features"] == [feature]
+    # a feature's modules are counted on top of the budget (on-device verification is 13.8 KB)
+    assert "features verify:" in p.stdout and "exceeds" not in p.stderr
+    (app / "boards" / "withpop.toml").write_text(text + 'features = ["teleport"]\n')
+    p = firmware("build", "--app", str(app), "--out", str(tmp_path / "out2"))
+    assert p.returncode == 1 and "unknown feature(s) teleport" in p.stderr
 
 
 def test_build_rejects_unknown_board(tmp_path):

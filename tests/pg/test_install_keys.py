@@ -12,12 +12,14 @@ import psycopg
 import pytest
 
 from crumb import SigningKey, mint, to_text
+from crumb.claims import Claims
 from crumb.issuer.datadir import DataDir
 from crumb.issuer.keystore import Keyring
 from crumb.services.pg.keys import add
+from crumb.token import split, to_bytes
 from crumb.tooling.localissuer import LocalIssuer
 
-from .sql import code_of
+from .sql import OK, code_of, insert
 
 RES = "/sensors/temp01"
 
@@ -165,3 +167,20 @@ def test_an_open_session_follows_key_changes_from_its_next_statement(db, app):
     assert verdict() == "ok"
     db.psql(f"UPDATE crumb.keys SET status = 'retired' WHERE kid = '\\x{new.kid.hex()}'")
     assert verdict() == "unknown_key"
+
+
+def test_a_policy_check_in_an_open_session_follows_key_changes_too(db, app):
+    """The same through crumb.allows(), whose first use in a transaction takes one statement:
+    the token is checked with the keys the session last saw and the use is spent by the
+    statement that reads the keys' version. A key retired since must still refuse, and the
+    use taken for the refused token must go back with the statement."""
+    new = SigningKey.generate()
+    add(db.dsn(), [new.public])
+    assert insert(app, mint(new, sub="dev-0001", scope=[(RES, "publish")])) == OK  # the session knows the key
+    db.psql(f"UPDATE crumb.keys SET status = 'retired' WHERE kid = '\\x{new.kid.hex()}'")
+    late = mint(new, sub="dev-0001", scope=[(RES, "publish")])
+    assert insert(app, late) == "unknown_key"
+    cti = Claims.decode(split(to_bytes(late)).authority.payload).cti
+    assert db.psql(f"SELECT count(*) FROM crumb.spent WHERE cti = '\\x{cti.hex()}'").strip() == "0"
+    db.psql(f"UPDATE crumb.keys SET status = 'trusted' WHERE kid = '\\x{new.kid.hex()}'")
+    assert insert(app, late) == OK  # nothing of it was spent by the refusal

@@ -1,4 +1,4 @@
-// Synchronous TCP bridge for code running in the MicroPython WebAssembly VM.
+// Synchronous TCP and UDP bridge for code running in the MicroPython WebAssembly VM.
 //
 // MicroPython calls JavaScript functions synchronously and the VM runs on the
 // Node main thread, so a socket call cannot simply await Node's async `net`
@@ -63,6 +63,13 @@ export function createNetBridge({ maxTimeoutMs = 30000 } = {}) {
     recv: (id, n, ms) => {
       const t = ms === 0 ? 0 : clamp(ms);
       return call("recv", [id, n, t], t);
+    },
+    udp_open: () => call("udp_open", [], 5000),
+    udp_connect: (id, host, port) => call("udp_connect", [id, String(host), port], 1000),
+    udp_sendto: (id, hex, host, port) => call("udp_sendto", [id, String(hex), String(host), port], 5000),
+    udp_recv: (id, n, ms) => {
+      const t = ms < 0 ? -1 : Math.min(ms, maxTimeoutMs);
+      return call("udp_recv", [id, n, t < 0 ? maxTimeoutMs : t], t < 0 ? maxTimeoutMs : t);
     },
     shutdown: (id) => call("shutdown", [id], 1000),
     close: (id) => call("close", [id], 1000),

@@ -15,6 +15,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { X509Certificate } from "node:crypto";
 import dns from "node:dns";
+import dgram from "node:dgram";
 import os from "node:os";
 
 const flag = new Int32Array(workerData.sab);
@@ -94,6 +95,50 @@ class Conn {
     this.len = rest.length;
     if (this.len <= HIGH_WATER && this.sock.isPaused()) this.sock.resume();
     return out;
+  }
+}
+
+// A UDP socket as MicroPython's lwIP socket holds one (extmod/modlwip.c, v1.22-v1.24):
+// ONE incoming datagram at a time ("no room in the inn": another arriving
+// before it is read is dropped); once connected, datagrams from any other
+// endpoint are dropped (lwIP's udp_input matches a connected pcb's remote);
+// a receive waits in 100 ms steps (timeout / 100 of them: under 100 ms it
+// does not wait at all) and then fails with ETIMEDOUT, also when the timeout
+// is 0; a datagram longer than the read is cut to it (pbuf_copy_partial).
+class Udp {
+  constructor() {
+    this.sock = dgram.createSocket("udp4");
+    this.slot = null; // {data, address, port}
+    this.remote = null; // {address, port} once connected
+    this.waiters = new Set();
+    this.bound = new Promise((resolve, reject) => {
+      this.sock.once("error", reject);
+      this.sock.bind(0, "0.0.0.0", () => {
+        this.sock.off("error", reject);
+        resolve();
+      });
+    });
+    this.bound.catch(() => {});
+    this.sock.on("message", (data, rinfo) => {
+      if (this.remote && (rinfo.address !== this.remote.address || rinfo.port !== this.remote.port)) return;
+      if (this.slot) return; // dropped: the one slot is taken
+      this.slot = { data, address: rinfo.address, port: rinfo.port };
+      for (const w of this.waiters) w();
+      this.waiters.clear();
+    });
+    this.sock.on("error", () => {});
+  }
+  waitData(ms) {
+    return new Promise((resolve) => {
+      let timer;
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      timer = setTimeout(done, ms);
+      this.waiters.add(done);
+    });
   }
 }
 
@@ -243,6 +288,46 @@ const ops = {
     }
   },
 
+  async udp_open() {
+    const u = new Udp();
+    await u.bound;
+    const id = nextId++;
+    conns.set(id, u);
+    return String(id);
+  },
+
+  udp_connect(id, host, portNo) {
+    const u = getConn(id);
+    u.remote = { address: host, port: portNo };
+    return "";
+  },
+
+  async udp_sendto(id, hex, host, portNo) {
+    const u = getConn(id);
+    const data = Buffer.from(hex, "hex");
+    if (!host) {
+      if (!u.remote) throw new OpError(E("ENOTCONN"), "not connected");
+      host = u.remote.address;
+      portNo = u.remote.port;
+    }
+    await new Promise((resolve, reject) => u.sock.send(data, portNo, host, (e) => (e ? reject(e) : resolve())));
+    return String(data.length);
+  },
+
+  // One datagram (cut to n bytes) as "hex,address,port"; ms < 0: block (up to the bridge's cap).
+  async udp_recv(id, n, ms) {
+    const u = getConn(id);
+    if (!u.slot && ms !== 0) {
+      const wait = ms < 0 ? ms : Math.floor(ms / 100) * 100;
+      const deadline = Date.now() + (wait < 0 ? 1e9 : wait);
+      while (!u.slot && Date.now() < deadline) await u.waitData(deadline - Date.now());
+    }
+    if (!u.slot) throw new OpError(E("ETIMEDOUT"), "timed out");
+    const { data, address, port: from } = u.slot;
+    u.slot = null;
+    return data.subarray(0, Math.max(0, n)).toString("hex") + "," + address + "," + from;
+  },
+
   shutdown(id) {
     const c = getConn(id);
     c.sock.end();
@@ -253,7 +338,8 @@ const ops = {
     const c = conns.get(id);
     if (c) {
       conns.delete(id);
-      c.sock.destroy();
+      if (c instanceof Udp) c.sock.close();
+      else c.sock.destroy();
     }
     return "";
   },

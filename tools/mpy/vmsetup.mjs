@@ -3,7 +3,7 @@
 //
 // loadVM() loads the official MicroPython WebAssembly port (npm
 // @micropython/micropython-webassembly-pyscript) and registers the
-// `_crumbnet` JS module, the synchronous TCP/TLS bridge (netbridge.mjs) that
+// `_crumbnet` JS module, the synchronous TCP/TLS/UDP bridge (netbridge.mjs) that
 // vmlib/socket.py and vmlib/tls.py call; its worker thread starts on the
 // first network call and stops with close().
 
@@ -57,7 +57,8 @@ export async function loadVM({ heap = DEFAULTS.heap, pystack = DEFAULTS.pystack,
     if (!bridge) bridge = createNetBridge({ maxTimeoutMs: Math.round(netMax * 1000) });
     return bridge.module[name](...a);
   };
-  const ops = ["resolve", "connect", "starttls", "x509", "send", "recv", "shutdown", "close", "ping"];
+  const ops = ["resolve", "connect", "starttls", "x509", "send", "recv", "shutdown", "close", "ping",
+    "udp_open", "udp_connect", "udp_sendto", "udp_recv"];
   mp.registerJsModule("_crumbnet", Object.fromEntries(ops.map((op) => [op, lazy(op)])));
   // Stops the worker, which closes every socket it holds.
   const closeNet = async () => {

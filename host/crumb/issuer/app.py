@@ -292,8 +292,11 @@ class MetricsEndpoint:
 class IssuerApp:
     """Routes by exact path, runs the lifespan (audit writer, Redis), answers 404/405 as JSON."""
 
-    def __init__(self, issuer: Issuer) -> None:
+    def __init__(self, issuer: Issuer, companions: tuple = ()) -> None:
         self.issuer = issuer
+        # Other front ends of the same issuer (the CoAP endpoint, issuer/coap.py): each has async
+        # start() and stop(), run in this event loop with the lifespan, started after the audit writer.
+        self.companions = companions
         self.routes: dict[str, tuple[frozenset, Callable]] = {
             "/token": (frozenset({"POST"}), TokenEndpoint(issuer)),
             "/keys": (frozenset({"GET", "HEAD"}), KeysEndpoint(issuer)),
@@ -330,6 +333,8 @@ class IssuerApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                for companion in self.companions:
+                    await companion.stop()
                 await issuer.audit.stop()
                 await issuer.gate.close()
                 issuer.registry.close()
@@ -344,4 +349,6 @@ class IssuerApp:
             if not await issuer.gate.ping():  # serve anyway, and refuse with store_unavailable
                 log.warning("Redis at %s is not answering; token requests fail closed until it does",
                             issuer.gate.url)
+        for companion in self.companions:
+            await companion.start()
 

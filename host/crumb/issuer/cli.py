@@ -73,10 +73,20 @@ def issuer_group() -> None:
               help="Seconds a client has to send a request's body once its head is in (408).")
 @click.option("--keep-alive-timeout", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
               help="Seconds an idle connection is kept open between requests.")
+@click.option("--coap", is_flag=True,
+              help="Also serve POST /token over CoAP (UDP, RFC 7252; PROTOCOL.md §13) on --host, in the same process.")
+@click.option("--coap-port", default=5683, show_default=True, type=click.IntRange(0, 65535),
+              help="UDP port for --coap (0: any free port; a line printed says which).")
 def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, audit_segment_records, log_level,
-              max_header_bytes, max_headers, header_timeout, body_timeout, keep_alive_timeout) -> None:
-    """Serve POST /token, GET /keys, /healthz and /metrics over HTTP."""
+              max_header_bytes, max_headers, header_timeout, body_timeout, keep_alive_timeout, coap,
+              coap_port) -> None:
+    """Serve POST /token, GET /keys, /healthz and /metrics over HTTP (and POST /token over CoAP with --coap)."""
     require("issuer", "crumb issuer serve")
+    if coap:
+        require("coap", "crumb issuer serve --coap")
+        if processes > 1:
+            raise click.UsageError("--coap serves from one process: the UDP port is not shared between processes "
+                                   "(run --processes 1, or a separate CoAP issuer on the same --redis)")
     from ..keys import KeyFileError
     from . import _native
     from .app import Settings, build_issuer
@@ -124,7 +134,17 @@ def serve_cmd(config, data_dir, host, port, redis_url, processes, audit_sync, au
     if processes == 1:
         from .app import IssuerApp
 
-        factory = functools.partial(IssuerApp, issuer)
+        companions: tuple = ()
+        if coap:
+            from .coap import CoapServer
+
+            def announce(bound: int) -> None:
+                # Its own line, once the UDP port is bound (port 0: any free one): tests read it.
+                where = f"[{host}]" if ":" in host else host
+                click.echo(f"crumb issuer CoAP on coap://{where}:{bound}  (POST /token, Content-Format 19)", err=True)
+
+            companions = (CoapServer(issuer, host, coap_port, announce),)
+        factory = functools.partial(IssuerApp, issuer, companions)
     else:
         issuer.registry.close()  # each worker process builds its own...
         os.close(issuer.audit.lock_fd)  # ...and claims an audit chain of its own

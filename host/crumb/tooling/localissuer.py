@@ -36,6 +36,8 @@ class PortTaken(IssuerFailed):
 
 # The issuer's first line on stderr: "crumb issuer on http://127.0.0.1:PORT  (...)".
 _BANNER = re.compile(rb"crumb issuer on http://\S+:(\d+)\s")
+# With --coap, a line of its own once the UDP port is bound: "crumb issuer CoAP on coap://127.0.0.1:PORT  (...)".
+_COAP_BANNER = re.compile(rb"crumb issuer CoAP on coap://\S+:(\d+)\s")
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -59,6 +61,7 @@ class LocalIssuer:
         self.args = args
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
+        self.coap_port: int | None = None  # with args ("--coap", ...): the UDP port, once started
         self._finalizer: weakref.finalize | None = None
         self._log = Path(tempfile.mkstemp(prefix="crumb-issuer-", suffix=".log")[1])
 
@@ -102,6 +105,10 @@ class LocalIssuer:
                 if found:
                     self.port = int(found.group(1))
             if self.port is not None and self._ours(answered):
+                # The HTTP side answers once the lifespan (which binds the CoAP port first) is done.
+                found = _COAP_BANNER.search(self._log_since(log_start))
+                if found:
+                    self.coap_port = int(found.group(1))
                 return self
             time.sleep(0.05)
         self.stop()

@@ -7,8 +7,15 @@
 # It models the socket of MicroPython's bare-metal network ports (rp2 Pico W,
 # stm32, mimxrt): extmod/modlwip.c. The socket object has exactly the methods
 # of lwip_socket_locals_dict_table, no more (no context manager, no fileno);
-# those a TCP client never needs (bind, listen, accept, sendto, recvfrom)
-# raise OSError(EOPNOTSUPP). Errors are OSError(errno) with MicroPython's
+# those a client never needs (bind, listen, accept) raise OSError(EOPNOTSUPP).
+# A SOCK_DGRAM socket is a UDP client as modlwip.c (v1.22-v1.24) makes one:
+# connect() only sets the peer (and from then on datagrams from elsewhere are
+# dropped), send/sendto send one datagram, recv/recvfrom take the one
+# datagram lwIP holds (a second arriving before it is read is dropped), cut
+# to the length asked, waiting in 100 ms steps then raising ETIMEDOUT (a
+# timeout under 100 ms, 0 included, does not wait); recvfrom's address is
+# (ip str, port); sendall raises NotImplementedError. The bridge's worker
+# (networker.mjs, class Udp) keeps the one-datagram slot. Errors are OSError(errno) with MicroPython's
 # numbers, as lwIP raises them: 110 ETIMEDOUT when a timeout set with
 # settimeout() passes (recv and stream reads alike), 11 EAGAIN on a
 # non-blocking socket with nothing to read, 111 ECONNREFUSED, 107 ENOTCONN,
@@ -80,10 +87,11 @@ class _Stream:
 
 class socket(_Stream):
     def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
-        if type != SOCK_STREAM:
-            raise OSError(95)
-        self._id = None
+        if type not in (SOCK_STREAM, SOCK_DGRAM):
+            raise OSError(22)  # EINVAL, as modlwip.c for a type it does not make
         self._t = None
+        self._udp = type == SOCK_DGRAM
+        self._id = int(_r(_n.udp_open())) if self._udp else None
 
     def _ms(self):
         # JS receives small ints only (values >= 2**31 do not convert)
@@ -94,7 +102,7 @@ class socket(_Stream):
             raise OSError(107)  # ENOTCONN
         return self._id
 
-    bind = listen = accept = sendto = recvfrom = _unsupported
+    bind = listen = accept = _unsupported
 
     def settimeout(self, t):
         self._t = t
@@ -106,15 +114,36 @@ class socket(_Stream):
         pass
 
     def connect(self, addr):
+        if self._udp:
+            _r(_n.udp_connect(self._sid(), str(addr[0]), int(addr[1])))
+            return
         if self._id is not None:
             raise OSError(106)  # EISCONN
         ms = self._ms()
         self._id = int(_r(_n.connect(str(addr[0]), int(addr[1]), ms if ms else -1)))
 
     def send(self, data):
+        if self._udp:
+            return int(_r(_n.udp_sendto(self._sid(), hexlify(data).decode(), "", 0)))
         return int(_r(_n.send(self._sid(), hexlify(data).decode(), self._ms())))
 
+    def sendto(self, data, addr):
+        if not self._udp:
+            return self.send(data)  # modlwip.c: a TCP socket's sendto ignores the address
+        return int(_r(_n.udp_sendto(self._sid(), hexlify(data).decode(), str(addr[0]), int(addr[1]))))
+
+    def _dgram(self, n):
+        data, ip, port = _r(_n.udp_recv(self._sid(), int(n), self._ms())).split(",")
+        return unhexlify(data), (ip, int(port))
+
+    def recvfrom(self, n):
+        if self._udp:
+            return self._dgram(n)
+        raise OSError(95)  # (a TCP recvfrom, which crumb never makes)
+
     def sendall(self, data):
+        if self._udp:
+            raise NotImplementedError
         mv = memoryview(data)
         while len(mv):
             mv = mv[self.send(mv[:4096]):]
@@ -124,6 +153,8 @@ class socket(_Stream):
         return len(data)
 
     def recv(self, n):
+        if self._udp:
+            return self._dgram(n)[0]
         return unhexlify(_r(_n.recv(self._sid(), min(int(n), 65536), self._ms())))
 
     # read, readinto, readline: _Stream's, over recv

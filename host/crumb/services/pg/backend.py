@@ -77,14 +77,23 @@ class SpentTable:
             "INSERT INTO crumb.spent AS s (cti, hop, used, exp, tx) "
             "VALUES ($1, $2, 1, $3, pg_current_xact_id()) "
             "ON CONFLICT (cti, hop) DO UPDATE SET used = s.used + 1, exp = excluded.exp, tx = excluded.tx "
-            "WHERE s.used < $4 RETURNING 1", ["bytea", "text", "int8", "int4"])
+            "WHERE s.used < $4 RETURNING pg_current_xact_id()::text AS tx, "
+            "(SELECT value FROM crumb.settings WHERE name = 'keys_version') AS keys",
+            ["bytea", "text", "int8", "int4"])
+        #: (transaction, keys_version) as the last use taken saw them: the statement that spends
+        #: also says where we are, so a first use costs one statement (Backend.allows).
+        self.where: tuple[str, Any] | None = None
 
     def consume(self, cti: bytes, hop: str, uses: int, iat: int, exp: int) -> bool:
+        self.where = None
         try:
             rows = self._plpy.execute(self._take, [cti, hop, exp, uses])
         except self._plpy.SPIError as e:  # a read-only transaction, a lock timeout, a serialization failure
             raise _store_error(e, "cannot record the use in crumb.spent") from None
-        return bool(rows.nrows())
+        if not rows.nrows():
+            return False
+        self.where = (rows[0]["tx"], rows[0]["keys"])
+        return True
 
 
 def _store_error(e: Any, what: str) -> CrumbError:
@@ -185,12 +194,12 @@ class Backend:
                through: list | None) -> bool:
         """crumb.allows(): the token verified once per transaction, each (resource, operation) checked."""
         try:
-            entry = self._entry(token)
-            if through is not None and entry.verified.attested[:len(through)] != list(through):
-                raise ChainIncomplete(
-                    f"the token did not pass through {', '.join(map(str, through))} "
-                    f"(attested by: {', '.join(entry.verified.attested) or 'none'})")
+            token = self._bounded(token)
             key = (_text(resource), _text(operation))
+            if token not in self._cache and self._first_use(token, key, through):
+                return True
+            entry = self._entry(token)
+            _check_through(entry.verified, through)
             ok = entry.answers.get(key)
             if ok is None:
                 try:
@@ -211,6 +220,42 @@ class Backend:
             return ok
         except Exception as e:  # noqa: BLE001 -- every failure is a refusal, never an allow
             self._deny(e)
+
+    def _first_use(self, token: str, key: tuple[str, str], through: list | None) -> bool:
+        """The common case in one statement: a token this session has not cached, allowed and spent.
+
+        The token is checked with the keys the last statement saw, and the use is taken by
+        the statement that also reads the transaction and the keys' version (SpentTable). If
+        the keys changed since, the token is checked again with the new ones before anything
+        is allowed: a refusal then is an error, and the use goes back with the statement.
+        False: not this case (a refusal, or an answer of false), and nothing was spent: the
+        caller takes the general path, which reads where we are first and refuses properly.
+        """
+        def check() -> Verified:
+            verified = self.verifier.check_token(token)
+            _check_through(verified, through)
+            self.verifier.check_request(verified, *key)
+            return verified
+
+        try:
+            verified = check()
+        except CrumbError:
+            return False
+        self.verifier.spend(verified)
+        assert self._spent.where is not None  # spend() raised unless a use was taken
+        tx, keys = self._spent.where
+        if keys != self._keys_version:
+            self.verifier = self._new_verifier()
+            self._keys_version = keys
+            verified = check()
+        if tx != self._tx:
+            self._tx = tx
+            self._cache.clear()
+        entry = self._cache[token] = _Entry(verified)
+        entry.answers[key] = entry.spent = True
+        if self._log is not None:
+            self._log.append(token, verified, *key)
+        return True
 
     def claims(self, token: str | None) -> str:
         """crumb.claims(): the claims of the transaction's token as JSON text, spending nothing."""
@@ -270,6 +315,13 @@ class Backend:
         self._plpy.error(f"crumb: {code}: {message}", detail=code,
                          sqlstate=getattr(e, "sqlstate", None) or DENIED)
         raise AssertionError("plpy.error() returned")  # it raises; this line only tells the type checker
+
+
+def _check_through(verified: Verified, through: list | None) -> None:
+    if through is not None and verified.attested[:len(through)] != list(through):
+        raise ChainIncomplete(
+            f"the token did not pass through {', '.join(map(str, through))} "
+            f"(attested by: {', '.join(verified.attested) or 'none'})")
 
 
 def _text(value: str | None) -> str:

@@ -10,7 +10,18 @@ bridge.
 Figures (``run()`` returns them as a dict, ``--json`` prints it):
 
 mpy_bytes
-    Sum of the ``.mpy`` files of ``device/`` compiled by mpy-cross.
+    Sum of the ``.mpy`` files of ``device/`` compiled by mpy-cross, but the
+    optional modules a board ships only when its file asks
+    (crumb.tooling.firmware.bundle.FEATURE_MODULES): those are
+    ``mpy_optional`` ({file: bytes}).
+coap_heap_bytes, coap_response_bytes
+    The same heap measure as heap_peak_bytes for one ``Client.header()``
+    that fetches a batch of 4 over CoAP (ucrumb.coap, a coap:// issuer):
+    the UDP socket answers each request with the issuer's CoAP answer
+    recorded a moment before (its message id and token set to the
+    request's, in a buffer made beforehand), allocating the datagram it
+    returns, as a native recv() does. coap_response_bytes: that answer's
+    payload.
 request_bytes, response_bytes
     The CBOR bodies of one single-token exchange (batch 1) for the typical
     scope: 8-character device id, 15-character resource, one operation.
@@ -160,12 +171,15 @@ class DeviceIssuer(EnrolledIssuer):
     """The real issuer, `crumb issuer serve` in a child process on a free loopback port
     (crumb.tooling.localissuer.LocalIssuer), with a policy and enrolled devices in a data dir."""
 
+    args: tuple[str, ...] = ()  # more `crumb issuer serve` arguments (CoapDeviceIssuer: --coap)
+
     def __enter__(self) -> Self:
         from ..localissuer import LocalIssuer
 
         data, credentials = self._enroll()
         self.policy_path = data.policy
-        self.local = LocalIssuer(data.root, self.policy_path)  # on any free port: known once started
+        # on any free port: known once started
+        self.local = LocalIssuer(data.root, self.policy_path, args=self.args)
         try:
             self.local.start()
         except Exception:
@@ -453,6 +467,101 @@ for batch in (4, 1):
 """
 
 
+_VM_COAP_REPLAY = '''
+# A UDP socket answering each CoAP request with a recorded answer: a
+# piggybacked ACK carrying the request's message id and token, written into a
+# buffer made beforehand; recv() allocates only the datagram it returns.
+import socket as _socket
+
+answer = bytearray()  # options and payload of the recorded answer, after the header and token
+code = 0x41  # 2.01 Created
+_buf = bytearray(1400)
+_n = [0]
+
+
+class UdpReplay:
+    def __init__(self, af=2, type=2, proto=0):
+        pass
+
+    def settimeout(self, t):
+        pass
+
+    def connect(self, addr):
+        pass
+
+    def send(self, d):
+        tkl = d[0] & 15
+        b = _buf
+        b[0] = 0x60 | tkl
+        b[1] = code
+        b[2] = d[2]
+        b[3] = d[3]
+        for i in range(tkl):
+            b[4 + i] = d[4 + i]
+        n = 4 + tkl
+        for i in range(len(answer)):
+            b[n + i] = answer[i]
+        _n[0] = n + len(answer)
+        return len(d)
+
+    def recv(self, n):
+        return bytes(memoryview(_buf)[:_n[0]])
+
+    def close(self):
+        pass
+
+
+def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
+    return [(2, type, 0, "", (host, port))]
+
+
+_socket.socket = UdpReplay
+_socket.getaddrinfo = getaddrinfo
+'''
+
+_VM_COAP_HEAP = """
+import gc, sys
+from binascii import unhexlify
+import crumb_coap_replay as r
+from ucrumb import client, coap
+dev, key, res, op = sys.argv[1:5]
+r.answer[:] = unhexlify(sys.argv[5])
+c = client.Client("coap://127.0.0.1:9", dev, unhexlify(key))
+c.header("/sensors/warm", op)  # syncs; one-time allocations not counted
+gc.collect()
+gc.disable()
+a = gc.mem_alloc()
+c.header(res, op)
+b = gc.mem_alloc()
+gc.enable()
+assert c.round_trips == 2
+print("@@COAPHEAP", b - a)
+"""
+
+
+def _coap_answer(issuer: DeviceIssuer, coap_port: int) -> bytes:
+    """The options and payload of the issuer's CoAP answer to a batch of 4 (recorded on CPython)."""
+    from binascii import unhexlify
+
+    from ucrumb import client, coap
+
+    seen: list[bytes] = []
+    real = coap._transact
+
+    def recording(*a):
+        m = real(*a)
+        seen.append(bytes(coap.encode(0, 0, 0, b"", m[4], m[5]))[4:])
+        return m
+
+    coap._transact = recording
+    try:
+        c = client.Client(f"coap://127.0.0.1:{coap_port}", DEVICE_ID, unhexlify(issuer.creds[DEVICE_ID]["key"]))
+        c.token("/sensors/warm", OPERATION)
+    finally:
+        coap._transact = real
+    return seen[-1]
+
+
 def _marks(out: str, tag: str) -> list[list[str]]:
     return [line.split()[1:] for line in out.splitlines() if line.startswith(tag + " ")]
 
@@ -462,17 +571,23 @@ def run(calls: int = CALLS, progress=None) -> dict:
     vm = mpyvm()
     vm.check_vm()
     say("compiling device/ with mpy-cross")
-    all_sizes, _ = vm.mpy_sizes()
-    # mpy_bytes is the client's footprint: a default bundle's ucrumb; the optional modules of
-    # board features (on-device verification) are counted apart, as the firmware build does
-    from ..firmware.bundle import FEATURES
+    from ..firmware.bundle import FEATURE_MODULES
 
-    optional = {"ucrumb/" + m[:-3] + ".mpy" for mods in FEATURES.values() for m in mods}
-    sizes = {k: v for k, v in all_sizes.items() if k not in optional}
-    verify_sizes = {k: v for k, v in all_sizes.items() if k in optional}
-    result: dict = {"mpy_bytes": sum(sizes.values()), "mpy_files": sizes,
-                    "verify_mpy_bytes": sum(verify_sizes.values()), "verify_mpy_files": verify_sizes}
-    with DeviceIssuer() as issuer, VerifyingService(issuer.url) as service, Relay(issuer.port) as relay:
+    sizes, total = vm.mpy_sizes()
+    names = {Path(m).with_suffix(".mpy").name for ms in FEATURE_MODULES.values() for m in ms}
+    optional = {k: v for k, v in sizes.items() if Path(k).name in names}
+    result: dict = {"mpy_bytes": total - sum(optional.values()),
+                    "mpy_files": {k: v for k, v in sizes.items() if k not in optional}, "mpy_optional": optional}
+    # on-device verification's modules (feature "verify") apart too, under their own keys
+    verify_names = {Path(m).with_suffix(".mpy").name for m in FEATURE_MODULES["verify"]}
+    verify_sizes = {k: v for k, v in optional.items() if Path(k).name in verify_names}
+    result.update({"verify_mpy_bytes": sum(verify_sizes.values()), "verify_mpy_files": verify_sizes})
+
+    class CoapIssuer(DeviceIssuer):
+        args = ("--coap", "--coap-port", "0")
+
+    with CoapIssuer() as issuer, VerifyingService(issuer.url) as service, Relay(issuer.port) as relay:
+        coap_answer = _coap_answer(issuer, issuer.local.coap_port or 0)
         cred = issuer.creds[DEVICE_ID]
         say(f"issuer on {issuer.url}, verifying service on {service.url}; running the device code in MicroPython")
         r = vm.run_vm(_VM_WIRE, args=[DEVICE_ID, cred["key"], relay.url, issuer.url, service.url, RESOURCE,
@@ -512,6 +627,9 @@ def run(calls: int = CALLS, progress=None) -> dict:
                       paths=[d]).check()
         compiled = Path(d) / "mpy"
         vm.compile_tree(vm.DEVICE_DIR, compiled)
+        (Path(d) / "crumb_coap_replay.py").write_text(_VM_COAP_REPLAY)
+        ch = vm.run_vm(_VM_COAP_HEAP, args=[DEVICE_ID, cred["key"], RESOURCE, OPERATION, coap_answer.hex()],
+                       paths=[d]).check()
         import_heap = vm.heap_peak("import ucrumb.client", default_paths=False,
                                    paths=[f"{compiled}:/lib", f"{vm.VMLIB_DIR}:/lib"])
     heap = {int(b): int(v) for b, v in _marks(h.out, "@@HEAP")}
@@ -519,6 +637,8 @@ def run(calls: int = CALLS, progress=None) -> dict:
     result.update({
         "heap_peak_bytes": heap[4],
         "heap_peak_bytes_batch1": heap[1],
+        "coap_heap_bytes": int(_marks(ch.out, "@@COAPHEAP")[0][0]),
+        "coap_response_bytes": len(coap_answer) - coap_answer.index(b"\xff") - 1,
         "import_heap_bytes": import_heap,
         "heap_method": "gc.mem_alloc() difference across one Client.header() that fetches (default batch), "
                        "automatic GC disabled, socket replaying the recorded issuer response",
@@ -543,6 +663,10 @@ def render(r: dict) -> str:
         (f"  heap_peak_bytes        {r['heap_peak_bytes']:>7,}   goal <= {GOALS['heap_peak_bytes']:,}  "
         f"{ok[m['heap_peak_bytes']]}   (batch 1: {r['heap_peak_bytes_batch1']:,})"),
         f"  import_heap_bytes      {r['import_heap_bytes']:>7,}   (import ucrumb.client from .mpy)",
+        ("  mpy_optional           " + "  ".join(f"{Path(k).stem} {v:,}" for k, v in r["mpy_optional"].items())
+         + "   (shipped only to boards that ask: features = [...])"),
+        (f"  coap_heap_bytes        {r['coap_heap_bytes']:>7,}   (one header() fetching a batch of 4 over CoAP; "
+         f"answer payload {r['coap_response_bytes']:,} B)"),
         f"  request_bytes          {r['request_bytes']:>7,}",
         f"  response_bytes         {r['response_bytes']:>7,}   (token {r['token_bytes']} B)",
         (f"  request + response     {r['request_plus_response_bytes']:>7,}   goal <= "

@@ -61,9 +61,12 @@ BUSY_US = 200
 # The same transactions run from inside the server (a procedure that commits after each):
 # no client round trips and no client process to wait for, so what remains is the work
 # the database does. Called by the role bench, so the policy applies. Each transaction is
-# timed; the procedure returns the median in microseconds.
+# timed; the procedure returns the median in microseconds. cold: before each transaction
+# (outside its timing) the backend writes to COLD_BYTES of memory, as other work on the
+# core (a client on the same machine, other sessions) would between two transactions; its
+# caches then start cold, and a transaction whose code and data they held pays to reload them.
 SERVER_SIDE = """
-CREATE PROCEDURE bench_server(variant text, first integer, n integer, rows_per_tx integer,
+CREATE PROCEDURE bench_server(variant text, first integer, n integer, rows_per_tx integer, cold boolean,
                               INOUT median_us double precision DEFAULT NULL)
 LANGUAGE plpython3u AS $$
 import statistics, time
@@ -76,7 +79,9 @@ set_token = plpy.prepare("SELECT set_config('crumb.token', $1, true)", ["text"])
 insert = plpy.prepare("INSERT INTO %s_readings (sensor, value) VALUES ('temp01', $1)" % variant, ["float8"])
 each = []
 clock = time.perf_counter
+other = bytearray(COLD_BYTES if cold else 0)
 for token in tokens:
+    other[::64] = bytes(len(other[::64])) if cold else b""
     t0 = clock()
     if token is not None:
         plpy.execute(set_token, [token])
@@ -87,6 +92,7 @@ for token in tokens:
 return {"median_us": statistics.median(each) * 1e6}
 $$;
 """
+COLD_BYTES = 8 << 20  # more than a core's L2 cache on most servers (2 MiB here)
 
 
 def _timed(conn: Any, table: str, tokens: list[str], rows_per_tx: int, setting: str,
@@ -132,7 +138,7 @@ def _verify_in_process(verifier: Any, tokens: list[str], resource: str) -> float
 
 
 def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup: int = 200,
-        pipeline: bool = False) -> dict[str, Any]:
+        pipeline: bool = False, log: bool = False) -> dict[str, Any]:
     import psycopg
 
     from ...keys import SigningKey
@@ -152,11 +158,11 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
     local = [to_text(mint(issuer, sub="dev-0001", scope=[(res, OPERATION)], ttl=3600)) for _ in range(transactions)]
     dummy = ["x" * len(tokens[0])] * transactions  # the same bytes on the wire, for plain + SET
     with PostgresServer() as pg:
-        install(pg.dsn(), path=pg.python_path())
+        install(pg.dsn(), path=pg.python_path(), log="bench-db" if log else None)
         add(pg.dsn(), [issuer.public])
         pg.create_role("bench")
         pg.psql(TABLES)
-        pg.psql(SERVER_SIDE)
+        pg.psql(SERVER_SIDE.replace("COLD_BYTES", str(COLD_BYTES)))
         with psycopg.connect(pg.dsn()) as setup, setup.cursor() as cur:
             cur.executemany("INSERT INTO bench_tokens (i, t) VALUES (%s, %s)", list(enumerate(server_tokens)))
         version = pg.psql("SHOW server_version").strip()
@@ -186,20 +192,25 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
                         conn.rollback()
                 times["in_process"].append(_verify_in_process(
                     Verifier([issuer.public], replay=MemoryReplayStore(fence=False)), local, res))
-        server: dict[str, list[float]] = {"plain": [], "crumb": []}
+        server: dict[str, list[float]] = {"plain": [], "crumb": [], "plain_cold": [], "crumb_cold": []}
         with psycopg.connect(pg.dsn("bench"), autocommit=True) as conn:  # CALL may commit only outside a block
             for r in range(rounds):
-                for name in ("plain", "crumb") if r % 2 == 0 else ("crumb", "plain"):
+                half = transactions // 2  # each token once: half of the round's share warm, half cold
+                pairs = [("plain", False), ("crumb", False), ("plain", True), ("crumb", True)]
+                for name, cold in pairs[r % 4:] + pairs[:r % 4]:
                     try:
-                        row = conn.execute("CALL bench_server(%s, %s, %s, %s)",
-                                           (name, r * transactions, transactions, rows_per_tx)).fetchone()
+                        row = conn.execute("CALL bench_server(%s, %s, %s, %s, %s)",
+                                           (name, r * transactions + (half if cold else 0), half, rows_per_tx,
+                                            cold)).fetchone()
                         assert row is not None
-                        server[name].append(row[0] / 1000)
+                        server[name + ("_cold" if cold else "")].append(row[0] / 1000)
                     except psycopg.Error as e:
                         key = f"server:{e.diag.message_detail or e.sqlstate or 'error'}"
                         refused[key] = refused.get(key, 0) + 1
-        spent = int(pg.psql("SELECT count(*) FROM crumb.spent WHERE used = 1")) - len(server_tokens)
-        rows = int(pg.psql("SELECT count(*) FROM crumb_readings")) - len(server_tokens) * rows_per_tx
+        server_used = rounds * 2 * (transactions // 2)  # tokens the in-server rounds spent
+        spent = int(pg.psql("SELECT count(*) FROM crumb.spent WHERE used = 1")) - server_used
+        rows = int(pg.psql("SELECT count(*) FROM crumb_readings")) - server_used * rows_per_tx
+        records = int(pg.psql("SELECT count(*) FROM crumb.log"))
 
     def per_tx_ms(name: str) -> float:  # from the round's total: throughput
         return statistics.median(times[name]) / transactions * 1000 if times[name] else float("nan")
@@ -224,21 +235,30 @@ def run(transactions: int = 1000, rounds: int = 5, rows_per_tx: int = 1, warmup:
                       "plain_busy": round(typical_ms("plain_busy"), 4)},
         # The same transactions from inside the server: the database's own work per transaction.
         "server_ms_per_tx": {k: round(statistics.median(v), 4) if v else None for k, v in server.items()},
-        "server_overhead_ms_per_tx": (round(statistics.median(server["crumb"]) - statistics.median(server["plain"]), 4)
-                                      if server["crumb"] and server["plain"] else None),
+        "server_overhead_ms_per_tx": _difference(server, "crumb", "plain"),
+        # The same with the core's caches cold at the start of each transaction (see SERVER_SIDE).
+        "server_cold_overhead_ms_per_tx": _difference(server, "crumb_cold", "plain_cold"),
         "mean_ms_per_tx": {k: round(per_tx_ms(k), 4) for k in ("plain", "plain_set", "crumb", "plain_busy")},
         "rounds": rounds,
         "transactions_per_round": transactions,
         "rows_per_tx": rows_per_tx,
         "pipeline": pipeline,
+        # --log: every accepted token also appended to crumb.log, the database's service log.
+        "service_log": log,
+        "log_records": records,
         "round_seconds": {k: [round(v, 4) for v in vs] for k, vs in times.items()},
         "refused": refused,
         "tokens_spent": spent,
         "crumb_rows": rows,
-        "ok": not refused and spent == warmup + transactions * rounds and rows == spent * rows_per_tx,
+        "ok": (not refused and spent == warmup + transactions * rounds and rows == spent * rows_per_tx
+               and records == (spent + server_used if log else 0)),
         "server": {"postgres": version, "connection": "unix socket, one connection, one transaction at a time",
                    **{k: SETTINGS[k] for k in ("fsync", "synchronous_commit", "full_page_writes")}},
     }
+
+
+def _difference(server: dict[str, list[float]], a: str, b: str) -> float | None:
+    return round(statistics.median(server[a]) - statistics.median(server[b]), 4) if server[a] and server[b] else None
 
 
 def render(r: dict[str, Any]) -> str:
@@ -246,7 +266,7 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join([
         (f"PostgreSQL {r['server']['postgres']}, {r['rounds']} rounds x {r['transactions_per_round']:,} transactions "
         f"of {r['rows_per_tx']} row(s), {'pipeline mode' if r['pipeline'] else 'a round trip per statement'}, "
-        "medians over rounds"),
+        f"{'with' if r['service_log'] else 'without'} the service log, medians over rounds"),
         f"  plain          {ms['plain']:.3f} ms/tx   {r['rows_per_s_plain']:>8,} rows/s",
         f"  plain + SET    {ms['plain_set']:.3f} ms/tx",
         f"  crumb policy   {ms['crumb']:.3f} ms/tx   {r['rows_per_s_crumb']:>8,} rows/s",
@@ -254,6 +274,9 @@ def render(r: dict[str, Any]) -> str:
         f" + verification in the server {r['verify_ms_per_tx']:.3f}"),
         (f"  in the server  {r['server_ms_per_tx']['plain']:.3f} ms/tx plain, {r['server_ms_per_tx']['crumb']:.3f} "
          f"ms/tx crumb: overhead {r['server_overhead_ms_per_tx']:.3f} ms/tx without the client's round trips"),
+        (f"  cold caches    {r['server_ms_per_tx']['plain_cold']:.3f} ms/tx plain, "
+         f"{r['server_ms_per_tx']['crumb_cold']:.3f} ms/tx crumb: overhead {r['server_cold_overhead_ms_per_tx']:.3f} "
+         "ms/tx in the server when other work used the core between transactions"),
         (f"  for scale      {r['busy_us']} us of plain Python in the backend adds "
          f"{r['busy_overhead_ms_per_tx']:.3f} ms/tx seen from here"),
         (f"  for scale      crumb's Verifier.verify in this process: {r['in_process_verify_ms']:.3f} ms "
@@ -272,8 +295,10 @@ def render(r: dict[str, Any]) -> str:
               help="Rows inserted by each transaction (one token covers them all).")
 @click.option("--pipeline/--no-pipeline", default=False, show_default=True,
               help="Send each transaction in psycopg's pipeline mode (one flush), or statement by statement.")
-def command(as_json: bool, transactions: int, rounds: int, rows_per_tx: int, pipeline: bool) -> None:
+@click.option("--log/--no-log", default=False, show_default=True,
+              help="Record every accepted token in crumb.log (crumb pg install --log), and count its cost too.")
+def command(as_json: bool, transactions: int, rounds: int, rows_per_tx: int, pipeline: bool, log: bool) -> None:
     """Rows inserted with and without crumb's row-level security policy, in one private PostgreSQL."""
     require("pg", "crumb bench pg")
-    result = run(transactions=transactions, rounds=rounds, rows_per_tx=rows_per_tx, pipeline=pipeline)
+    result = run(transactions=transactions, rounds=rounds, rows_per_tx=rows_per_tx, pipeline=pipeline, log=log)
     click.echo(json.dumps(result, indent=1) if as_json else render(result))

@@ -31,13 +31,15 @@ SOURCE_FILES = ("boot.py", "main.py")  # run as files at power-on: never compile
 NOT_SHIPPED = ("manifest.py",)  # the freeze manifest builds firmware; the board has no use for it
 CONFIG_TEMPLATE = "config.example.json"
 MANIFEST = "manifest.json"
-MPY_BUDGET = 24 * 1024  # client + application + HAL, per board (a board's optional features add to it)
-
-#: Optional ucrumb modules, by feature: a bundle carries them only for a board whose file
-#: asks (``features = ["verify"]``), so the default bundles stay within MPY_BUDGET. They
-#: are imported only by code that uses the feature (firmware/crumb_app.py: an actuator).
-FEATURES: dict[str, tuple[str, ...]] = {
-    # on-device token verification (PROTOCOL.md §7.1): ucrumb.verify and its Ed25519 and SHA-512
+MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
+# ucrumb modules that only an optional feature imports (lazily): a bundle carries
+# them only when its board file asks for the feature (`features = ["pop"]`), so
+# the default bundles stay within MPY_BUDGET.
+FEATURE_MODULES: dict[str, tuple[str, ...]] = {
+    "pop": ("aesccm.py",),  # proof of possession (AES-CCM of the PoP key)
+    "coap": ("coap.py",),  # CoAP over UDP (ucrumb.coap), for coap:// URLs
+    # on-device token verification (PROTOCOL.md §7.1): ucrumb.verify and its Ed25519 and SHA-512,
+    # for an actuator; larger than the others, so counted on top of MPY_BUDGET (Bundle.feature_total)
     "verify": ("verify.py", "ed25519.py", "sha512.py"),
 }
 
@@ -54,7 +56,7 @@ class Board:
     micropython: str         # the firmware version the board runs: what its .mpy must load on
     micropython_board: str = ""
     tls: str = ""
-    features: tuple[str, ...] = ()  # optional ucrumb modules to bundle (FEATURES)
+    features: tuple[str, ...] = ()  # keys of FEATURE_MODULES the bundle includes
 
 
 @dataclass
@@ -71,8 +73,8 @@ class Bundle:
 
     @property
     def feature_total(self) -> int:
-        """The .mpy bytes of the board's optional features (FEATURES), on top of MPY_BUDGET."""
-        mods = {"lib/ucrumb/" + m[:-3] + ".mpy" for f in self.board.features for m in FEATURES[f]}
+        """The .mpy bytes of the board's optional features (FEATURE_MODULES), on top of MPY_BUDGET."""
+        mods = {"lib/ucrumb/" + m[:-3] + ".mpy" for f in self.board.features for m in FEATURE_MODULES[f]}
         return sum(f["size"] for f in self.files if f["path"] in mods)
 
 
@@ -112,10 +114,11 @@ def load_boards(app: Path) -> dict[str, Board]:
             raise FirmwareError(f"{path}: micropython: {e}") from None
         features = cfg.get("features", [])
         if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-            raise FirmwareError(f"{path}: features is a list of names ({', '.join(FEATURES)})")
-        unknown = sorted(set(features) - set(FEATURES))
+            raise FirmwareError(f"{path}: features must be a list of strings")
+        unknown = sorted(set(features) - set(FEATURE_MODULES))
         if unknown:
-            raise FirmwareError(f"{path}: unknown feature {unknown[0]!r} (known: {', '.join(FEATURES)})")
+            raise FirmwareError(f"{path}: unknown feature(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(sorted(FEATURE_MODULES))}")
         boards[path.stem] = Board(path.stem, cfg["name"], cfg["march"], cfg["micropython"],
                                   cfg.get("micropython_board", ""), cfg.get("tls", ""),
                                   tuple(sorted(set(features))))
@@ -127,6 +130,11 @@ def load_boards(app: Path) -> dict[str, Board]:
 def app_modules(app: Path) -> list[Path]:
     """The application's modules to compile: every top-level .py but boot, main and manifest."""
     return [p for p in sorted(app.glob("*.py")) if p.name not in SOURCE_FILES + NOT_SHIPPED]
+
+
+def optional_modules(board: Board) -> list[str]:
+    """The ucrumb modules (file names) ``board``'s bundle leaves out: those of features it does not ask for."""
+    return sorted(m for f, mods in FEATURE_MODULES.items() if f not in board.features for m in mods)
 
 
 def check_compiler(exe: str, micropython: str, native: bool, march: str) -> mpycompat.MpyHeader:
@@ -158,8 +166,9 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
     if dest.exists():
         shutil.rmtree(dest)
     lib = dest / "lib"
-    left_out = {m for f, mods in FEATURES.items() if f not in board.features for m in mods}
-    compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/", exclude=left_out)
+    compile_tree(ucrumb_dir(), lib / "ucrumb", args, exe, prefix="ucrumb/")
+    for optional in optional_modules(board):  # compiled (so checked) either way, shipped on request
+        (lib / "ucrumb" / optional).with_suffix(".mpy").unlink()
     for module in app_modules(app):
         compile_file(module, lib / module.with_suffix(".mpy").name, module.name, args, exe)
     for name in SOURCE_FILES + (CONFIG_TEMPLATE,):
@@ -170,9 +179,9 @@ def build(board: Board, app: Path, out: Path, *, micropython: str | None = None,
         rel = path.relative_to(dest).as_posix()
         bundle.files.append({"path": rel, "size": path.stat().st_size, "sha256": _sha256(path)})
     manifest = {
-        "board": board.key, "micropython": target, "emit": emit, "march": board.march if native else None,
+        "board": board.key, "features": list(board.features), "micropython": target, "emit": emit, "march": board.march if native else None,
         "mpy_header": header.encode().hex(), "mpy_cross": mpy_cross_version(exe),
-        "ucrumb": _ucrumb_version(), "features": list(board.features), "files": bundle.files,
+        "ucrumb": _ucrumb_version(), "files": bundle.files,
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return bundle

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Collection
 from pathlib import Path
 
 
@@ -46,10 +45,8 @@ def compile_file(src: Path, dst: Path, name: str, args: tuple[str, ...] | list[s
 
 
 def compile_tree(src: Path, out: Path | None = None, extra_args: tuple[str, ...] | list[str] = (),
-                 exe: str | None = None, prefix: str = "", exclude: Collection[str] = ()) -> dict[str, int]:
+                 exe: str | None = None, prefix: str = "") -> dict[str, int]:
     """Compile every .py under ``src`` to .mpy under ``out`` (same layout).
-
-    ``exclude``: paths below ``src`` (``"verify.py"``) left out.
 
     Each .mpy records its path below ``src``, after ``prefix`` (a package's
     files compiled from its own folder: prefix "ucrumb/"). Returns
@@ -65,8 +62,6 @@ def compile_tree(src: Path, out: Path | None = None, extra_args: tuple[str, ...]
         if "__pycache__" in py.parts:
             continue
         rel = py.relative_to(src)
-        if rel.as_posix() in exclude:
-            continue
         dst = out / rel.with_suffix(".mpy")
         try:
             compile_file(py, dst, prefix + rel.as_posix(), extra_args, exe)
