@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 KEYS = {"mpy_bytes", "heap_peak_bytes", "request_bytes", "response_bytes", "http_bytes",
-        "round_trips_per_call", "heap_method", "calls", "calls_accepted", "goals", "meets_goals"}
+        "round_trips_per_call", "heap_method", "calls", "calls_accepted", "goals", "meets_goals",
+        "device_verify_ms", "device_verify_min_heap_bytes", "estimate_esp32_verify_ms", "estimate_rp2040_verify_ms"}
 
 
 def test_bench_device_json():
@@ -26,6 +27,15 @@ def test_bench_device_json():
     assert r["round_trips_per_call"] == 0.26  # 25 batches of 4 single-use tokens + the boot resync
     assert all(r["meets_goals"].values()), r["meets_goals"]
     # The optional modules are counted apart, and a fetch over CoAP was measured in the VM.
-    optional = {"ucrumb/coap.mpy", "ucrumb/aesccm.mpy"}
+    optional = {"ucrumb/coap.mpy", "ucrumb/aesccm.mpy", "ucrumb/verify.mpy", "ucrumb/ed25519.mpy",
+                "ucrumb/sha512.mpy"}
     assert set(r["mpy_optional"]) == optional and not optional & set(r["mpy_files"])
     assert 0 < r["coap_heap_bytes"] and 500 < r["coap_response_bytes"] < 1024
+    # on-device verification (issue 18): measured in the VM, estimated for boards from pystone
+    assert r["device_verify_ms"] > 0 and r["device_verify_chain_ms"] > 0 and r["vm_pystones_per_s"] > 0
+    assert r["device_verify_min_heap_bytes"] <= 64 * 1024  # code loaded from .mpy included, 64-bit port
+    assert r["device_verify_alloc_bytes"] > r["device_verify_min_heap_bytes"]  # garbage counted: an upper bound
+    assert set(r["verify_mpy_files"]) == {"ucrumb/verify.mpy", "ucrumb/ed25519.mpy", "ucrumb/sha512.mpy"}
+    assert r["verify_mpy_bytes"] == sum(r["verify_mpy_files"].values())
+    assert not set(r["verify_mpy_files"]) & set(r["mpy_files"])
+    assert r["estimate_rp2040_verify_ms"] > r["estimate_esp32_verify_ms"] > 0
