@@ -23,10 +23,20 @@ demo: $(STAMP)
 
 # The issuer's tests run a second time with CRUMB_NATIVE=0: its Python-only
 # path (no native audit writer) is what crumb runs where the C is not built.
+# CRUMB_NATIVE only decides which writer AuditLog.start() starts
+# (host/crumb/issuer/_native/__init__.py, audit.py AuditLog.start), so the
+# second pass leaves out the files that cannot tell the difference: those that
+# never start an audit log or an issuer (protocol, policy, keyring, limits,
+# onewrite, redis_gate; differential builds an issuer but never starts its
+# audit log), and those that run both writers themselves in the first pass
+# (commit, disk_full: native and python cases, the native ones skipped under
+# CRUMB_NATIVE=0, so a second pass would repeat the python ones). A new file
+# runs in both passes until it is added here; README "Testing" says more.
+NATIVE_BLIND := protocol policy keyring limits onewrite redis_gate differential commit disk_full
 test: $(STAMP) lint
 	bash tools/setup_test_env.sh
 	$(BIN)/python -m pytest
-	CRUMB_NATIVE=0 $(BIN)/python -m pytest tests/issuer
+	CRUMB_NATIVE=0 $(BIN)/python -m pytest tests/issuer $(foreach f,$(NATIVE_BLIND),--ignore=tests/issuer/test_$(f).py)
 
 # Ruff's default rules (MicroPython code's exceptions in pyproject.toml) and mypy
 # over the token core; both versions pinned in the dev extra.

@@ -91,6 +91,19 @@ class App:
         self.poll_every = int(cfg.get("poll_every", 10) * 1000)
         self.max_age = cfg.get("command_max_age", 60)
         self.last_seq = 0  # the newest command applied: none is applied twice
+        # On-device verification (issue 18; PROTOCOL.md §7.1): with command_keys (the issuer's
+        # public keys, hex) every command must carry the sender's token for (this valve, its
+        # operation) with this device as audience, and it is verified here, offline, before
+        # the actuator moves. ucrumb.verify is imported only then (the "verify" board feature).
+        keys = cfg.get("command_keys")
+        self.verifier = None
+        if keys:
+            from binascii import unhexlify
+
+            from ucrumb.verify import Verifier
+
+            self.verifier = Verifier([unhexlify(k) for k in keys], me, lambda: self.crumb.now(),
+                                     max_entries=cfg.get("command_replay_entries", 32))
         self.backoff = Backoff(1000, cfg.get("max_backoff", 60) * 1000)  # the service, the broker
         self.wifi_backoff = Backoff(2000, 60000)
         self.wlan = network.WLAN(network.STA_IF) if network is not None else None
@@ -189,9 +202,11 @@ class App:
     # before it queued the command. Each command is then checked here: it is
     # for this device's valve, its operation is one the actuator has, it is
     # newer than the last one applied (never applied twice), and not older
-    # than command_max_age by the issuer's clock. On-device verification of
-    # the sender's token is issue 18; until then, use https (cadata) so the
-    # answer cannot be forged on the way.
+    # than command_max_age by the issuer's clock. With command_keys set, the
+    # sender's own token travels with the command and the device verifies it
+    # too (verify() below): then a forged, altered or replayed command is
+    # refused here even if the command service or the way to it is not to be
+    # trusted. Without, use https (cadata) so the answer cannot be forged.
     def poll(self):
         if self.backoff.left():
             return
@@ -245,12 +260,33 @@ class App:
         now = self.crumb.now()
         if type(at) is not int or (now and not -self.max_age <= now - at <= self.max_age):
             return "stale"
+        if self.verifier is not None:
+            return self.verify(c)
+        return ""
+
+    def verify(self, c):
+        # The sender's token, checked on the device: "" or the stable code of the refusal.
+        from binascii import unhexlify
+
+        from ucrumb.verify import Refused
+
+        try:
+            token = unhexlify(c.get("token") or "")
+        except (ValueError, TypeError):
+            return "malformed"
+        try:
+            self.verifier.verify(token, self.valve, c["op"])
+        except Refused as e:
+            return e.code
         return ""
 
     def command(self, c):
         why = self.check(c)
-        if why == "":
+        if why != "old" and type(c) is dict:  # then check() found seq an int above last_seq
+            # judged once: applied, or refused for good (a refused token stays refused), so
+            # the next poll (after=last_seq) does not bring it back
             self.last_seq = c["seq"]
+        if why == "":
             self.actuator.set(c["op"] == "open")
             why = "applied"
         self.log("command", c.get("seq") if type(c) is dict else None, c.get("op") if type(c) is dict else None, why)

@@ -9,6 +9,10 @@
 #     include("$(PORT_DIR)/boards/manifest.py")          # the port's usual modules
 #     include("/path/to/crumb/firmware/manifest.py")     # + ucrumb, crumb_app, hal
 #
+# Frozen, ucrumb comes whole, its optional modules (ucrumb.verify, ed25519,
+# sha512: the "verify" board feature of a bundle) included: frozen bytecode
+# stays in flash, and they are imported only by code that verifies tokens.
+#
 # Paths in a manifest are relative to the manifest's own directory. docs/firmware.md
 # has the build commands for the ESP32 and RP2 ports.
 metadata(description="crumb device client and example application")  # version: ucrumb.__version__

@@ -12,11 +12,16 @@ own. Both tokens are verified here, offline, like any other call:
 
 A queued command is ``{"seq", "op", "resource", "by", "at"}``: a sequence
 number per device, the operation, the valve, the sender's subject and the
-issuer time of its token (iat). A poll answers the commands after SEQ and
+issuer time of its token (iat). A POST may carry a JSON body
+``{"token": HEX}``: a second token of the sender's, for the same valve and
+operation with the device as its audience, which is queued with the command
+(``"token"``) for the device to verify itself (PROTOCOL.md §7.1); this service
+does not spend it (it is not this service's audience). A poll answers the commands after SEQ and
 forgets the older ones (the device has applied them). docs/device.md says
 what the device checks before it applies one.
 """
 
+import json
 import os
 
 import service_config as cfg
@@ -41,11 +46,24 @@ last: dict[str, int] = {}
 async def queue(request):
     grant = request.state.crumb
     device = request.path_params["device"]
+    token = None
+    body = await request.body()
+    if body:
+        try:
+            token = json.loads(body).get("token")
+            bytes.fromhex(token)
+        except (ValueError, AttributeError, TypeError):
+            return JSONResponse({"code": "malformed", "detail": 'the body is {"token": HEX}'}, status_code=400)
+        if len(token) > 2 * 4096:
+            return JSONResponse({"code": "too_large", "detail": "the token exceeds 4096 bytes"}, status_code=413)
     seq = last.get(device, 0) + 1
     last[device] = seq
     pending = queues.setdefault(device, [])
-    pending.append({"seq": seq, "op": grant.operation, "resource": grant.resource, "by": grant.sub,
-                    "at": grant.claims.iat})
+    command = {"seq": seq, "op": grant.operation, "resource": grant.resource, "by": grant.sub,
+               "at": grant.claims.iat}
+    if token is not None:
+        command["token"] = token
+    pending.append(command)
     del pending[:-KEEP]
     return JSONResponse({"queued": seq}, status_code=202)
 

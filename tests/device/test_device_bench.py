@@ -10,6 +10,7 @@ import sys
 
 KEYS = {"mpy_bytes", "heap_peak_bytes", "request_bytes", "response_bytes", "http_bytes",
         "round_trips_per_call", "heap_method", "calls", "calls_accepted", "goals", "meets_goals",
+        "device_verify_ms", "device_verify_min_heap_bytes", "estimate_esp32_verify_ms", "estimate_rp2040_verify_ms",
         "pop_request_bytes", "pop_heap_peak_bytes", "pop_mac_ms"}
 
 
@@ -34,6 +35,15 @@ def test_bench_device_json():
     assert r["pop_heap_peak_bytes"] <= 16 * 1024
     assert all(v for k, v in r["meets_goals"].items() if k != "pop_heap_peak_bytes"), r["meets_goals"]
     # The optional modules are counted apart, and a fetch over CoAP was measured in the VM.
-    optional = {"ucrumb/coap.mpy", "ucrumb/aesccm.mpy", "ucrumb/pop.mpy"}
+    optional = {"ucrumb/coap.mpy", "ucrumb/aesccm.mpy", "ucrumb/verify.mpy", "ucrumb/ed25519.mpy",
+                "ucrumb/sha512.mpy", "ucrumb/pop.mpy"}
     assert set(r["mpy_optional"]) == optional and not optional & set(r["mpy_files"])
     assert 0 < r["coap_heap_bytes"] and 500 < r["coap_response_bytes"] < 1024
+    # on-device verification (issue 18): measured in the VM, estimated for boards from pystone
+    assert r["device_verify_ms"] > 0 and r["device_verify_chain_ms"] > 0 and r["vm_pystones_per_s"] > 0
+    assert r["device_verify_min_heap_bytes"] <= 64 * 1024  # code loaded from .mpy included, 64-bit port
+    assert r["device_verify_alloc_bytes"] > r["device_verify_min_heap_bytes"]  # garbage counted: an upper bound
+    assert set(r["verify_mpy_files"]) == {"ucrumb/verify.mpy", "ucrumb/ed25519.mpy", "ucrumb/sha512.mpy"}
+    assert r["verify_mpy_bytes"] == sum(r["verify_mpy_files"].values())
+    assert not set(r["verify_mpy_files"]) & set(r["mpy_files"])
+    assert r["estimate_rp2040_verify_ms"] > r["estimate_esp32_verify_ms"] > 0

@@ -45,6 +45,52 @@ WIRE_NAMES = {
     "client._CNF_COSE_KEY": "CNF_COSE_KEY",
     "client._COSE_KEY_K": "COSE_KEY_K",
     "client._POP_KEY_BYTES": "POP_KEY_BYTES",
+    "verify._FORMAT_VERSION": "FORMAT_VERSION",
+    "verify._ALG_EDDSA": "ALG_EDDSA",
+    "verify._COSE_ALG": "COSE_ALG",
+    "verify._COSE_KID": "COSE_KID",
+    "verify._KID_BYTES": "KID_BYTES",
+    "verify._PUBLIC_KEY_BYTES": "PUBLIC_KEY_BYTES",
+    "verify._SIGNATURE_BYTES": "SIGNATURE_BYTES",
+    "verify._MAX_TOKEN_BYTES": "MAX_TOKEN_BYTES",
+    "verify._MAX_DEPTH": "MAX_DEPTH",
+    "verify._MAX_ITEMS": "MAX_ITEMS",
+    "verify._MAX_STRING": "MAX_STRING",
+    "verify._MAX_BLOCKS": "MAX_BLOCKS",
+    "verify._MAX_CAVEATS": "MAX_CAVEATS",
+    "verify._MAX_USES": "MAX_USES",
+    "verify._CLAIM_ISS": "CLAIM_ISS",
+    "verify._CLAIM_SUB": "CLAIM_SUB",
+    "verify._CLAIM_AUD": "CLAIM_AUD",
+    "verify._CLAIM_EXP": "CLAIM_EXP",
+    "verify._CLAIM_NBF": "CLAIM_NBF",
+    "verify._CLAIM_IAT": "CLAIM_IAT",
+    "verify._CLAIM_CTI": "CLAIM_CTI",
+    "verify._CLAIM_CNF": "CLAIM_CNF",
+    "verify._CLAIM_SCOPE": "CLAIM_SCOPE",
+    "verify._CLAIM_CRUMB": "CLAIM_CRUMB",
+    "verify._EXT_USES": "EXT_USES",
+    "verify._EXT_CHAIN": "EXT_CHAIN",
+    "verify._EXT_ATTENUATORS": "EXT_ATTENUATORS",
+    "verify._EXT_CAVEATS": "EXT_CAVEATS",
+    "verify._EXT_OPEN": "EXT_OPEN",
+    "verify._BLOCK_ATTEST": "BLOCK_ATTEST",
+    "verify._BLOCK_ATTENUATE": "BLOCK_ATTENUATE",
+    "verify._BLOCK_OPEN": "BLOCK_OPEN",
+    "verify._PRED_EQ": "PRED_EQ",
+    "verify._PRED_NE": "PRED_NE",
+    "verify._PRED_IN": "PRED_IN",
+    "verify._PRED_PREFIX": "PRED_PREFIX",
+    "verify._PRED_LT": "PRED_LT",
+    "verify._PRED_LE": "PRED_LE",
+    "verify._PRED_GT": "PRED_GT",
+    "verify._PRED_GE": "PRED_GE",
+    "verify._FIELD_RESOURCE": "FIELD_RESOURCE",
+    "verify._FIELD_OPERATION": "FIELD_OPERATION",
+    "verify._FIELD_TIME": "FIELD_TIME",
+    "verify._FIELD_HOP": "FIELD_HOP",
+    "verify._FIELD_AUDIENCE": "FIELD_AUDIENCE",
+    "verify._FIELD_SUBJECT": "FIELD_SUBJECT",
     "client._CONTENT_FORMAT": "COAP_OPT_CONTENT_FORMAT",
     "client._MAX_AGE": "COAP_OPT_MAX_AGE",
     "coap._CON": "COAP_CON",
@@ -71,6 +117,8 @@ DEVICE_ONLY = {
     "client._UNTIL": "cached token layout: index of the deadline",
     "client._KEY": "cached token layout: index of a PoP token's key",
     "client._MAX_LIFE": "the longest expires_in taken: the issuer policy's MAX_TTL (checked below)",
+    "verify._ALL_METHODS": "every REST method bit: the sum of wire.json REST_METHODS (checked below)",
+    "verify._LEEWAY": "the default clock leeway: crumb.replay.DEFAULT_LEEWAY (checked below)",
     "coap._MAX_OPTIONS": "a parse bound of the device's CoAP client, not a wire value",
 }
 
@@ -171,3 +219,24 @@ def test_client_codes_are_the_wire_ones():
     assert {"issuer_unavailable", "denied", "stale_time", "bad_time"} <= codes  # the scan finds them
     assert codes <= set(WIRE["DEVICE_ERRORS"]) | set(WIRE["REFUSALS"]), codes - set(WIRE["DEVICE_ERRORS"])
     assert not set(WIRE["DEVICE_ERRORS"]) & set(WIRE["REFUSALS"])  # one meaning per code
+
+
+def test_verify_values_are_the_wire_ones():
+    """ucrumb.verify's non-const copies: the REST methods, the seal context, the appended blocks'
+    protected header, the Sig_structure context, the stable codes and the default leeway."""
+    from crumb import cose
+    from crumb.errors import BY_CODE
+    from crumb.replay import DEFAULT_LEEWAY
+    from ucrumb import verify
+
+    assert verify._METHODS == WIRE["REST_METHODS"]
+    assert CONSTS["verify._ALL_METHODS"] == sum(WIRE["REST_METHODS"].values())
+    assert CONSTS["verify._LEEWAY"] == DEFAULT_LEEWAY
+    assert verify._SEAL_CONTEXT.decode() == WIRE["SEAL_CONTEXT"]
+    assert verify._BLOCK_PROTECTED == cose.BLOCK_PROTECTED
+    assert verify._SIG1 == cose._SIG1_PREFIX
+    codes = {v for k, v in vars(verify).items() if k.isupper() and isinstance(v, str)}
+    assert len(codes) == 15 and codes <= set(WIRE["ERROR_CODES"]) and codes <= set(BY_CODE)
+    for k, v in vars(verify).items():
+        if k.isupper() and isinstance(v, str):
+            assert k.lower() == v  # MALFORMED = "malformed", one name per code

@@ -1,8 +1,9 @@
 """The audit writer that signs: native (crumb.issuer._native, no GIL) or Python (tokens signed on the loop).
 
 Tests that matter for both writers run on both. The native ones are left out
-only when CRUMB_NATIVE=0 turns every native path off (the Makefile runs the
-issuer tests once more that way); anywhere else a native writer that does not
+only when CRUMB_NATIVE=0 turns every native path off (as when someone runs the
+issuer tests that way; the Makefile's second pass leaves this file out, since
+the first pass already runs both writers here); anywhere else a native writer that does not
 run fails them. tools/setup_test_env.sh, which `make test` runs first, checks
 it is built and says what is missing.
 """

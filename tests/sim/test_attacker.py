@@ -30,6 +30,9 @@ def test_the_devices_worked_while_the_attacker_tried(attacker_run):
     assert s["calls"]["accepted_by_call"]["telemetry"] > 0 and s["calls"]["accepted_by_call"]["poll"] > 0
     assert not s["calls"]["rejected_by_code"]  # the attacker's refusals are its own, not the devices'
     assert s["commands"]["queued"] > 0 and s["commands"]["device_verdicts"].get("applied", 0) > 0
+    # the valves verify each command's own token (verify_commands): nothing valid is refused for a
+    # wrong reason; "replayed" only for a command whose token was issued before the device's boot
+    assert set(s["commands"]["device_verdicts"]) <= {"applied", "old", "stale", "replayed"}, s["commands"]
 
 
 def test_the_summary_table_says_how_each_attack_was_refused(attacker_run):

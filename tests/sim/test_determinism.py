@@ -5,7 +5,7 @@ from __future__ import annotations
 from crumb.tooling.sim.plan import Plan
 from crumb.tooling.sim.scenario import load, resolve
 
-from .conftest import SCENARIOS, sim
+from .conftest import SCENARIOS
 
 
 def _plan(name: str, seed: int) -> dict:
@@ -33,9 +33,8 @@ def test_link_fates_depend_only_on_the_seed_and_the_connection():
     assert fates >= {"ok", "drop"}
 
 
-def test_two_runs_with_the_same_seed_share_schedule_and_attempts(tmp_path):
-    runs = [sim(str(SCENARIOS / "attacker.toml"), "--devices", "6", "--duration", "10", "--seed", "11",
-                report=tmp_path / str(i)) for i in range(2)]
+def test_two_runs_with_the_same_seed_share_schedule_and_attempts(seeded_attacker_runs):
+    runs = seeded_attacker_runs  # two runs, seed 11 (conftest; test_scenarios reads the first too)
     for r in runs:
         assert r.rc == 0, r.out[-2000:] + r.err[-2000:]
     s1, s2 = (r.summary for r in runs)

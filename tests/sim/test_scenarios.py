@@ -6,9 +6,28 @@ import re
 
 import pytest
 
-from .conftest import SCENARIOS, sim
+from .conftest import SCENARIOS, Run, sim_together
 
 SHIPPED = ["baseline", "flaky-network", "issuer-outage", "attacker", "scale"]
+
+# One run per scenario, shared by every test that reads it (each run costs its
+# duration plus about 8 s of start-up and the replay stores' restart fence,
+# mostly waiting, so the runs go side by side). flaky-network and
+# issuer-outage run at the size their fault tests need, and
+# test_scenario_runs_briefly reads the same runs; the attacker scenario's run is
+# the first of test_determinism's two (conftest.seeded_attacker_runs).
+SIZES = {"baseline": (6, 10), "scale": (6, 10), "flaky-network": (8, 12), "issuer-outage": (6, 24),
+         "attacker": (6, 10)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Run]:
+    """The four scenarios' runs, side by side (conftest.sim_together): about the wall time of the longest."""
+    names = [n for n in SIZES if n != "attacker"]
+    base = tmp_path_factory.mktemp("scenarios")
+    done = sim_together(*[((str(SCENARIOS / f"{n}.toml"), "--devices", str(SIZES[n][0]), "--duration",
+                            str(SIZES[n][1])), base / n) for n in names])
+    return dict(zip(names, done))
 
 
 def test_the_shipped_scenarios_are_these():
@@ -17,12 +36,17 @@ def test_the_shipped_scenarios_are_these():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
-def test_scenario_runs_briefly(name, tmp_path):
-    run = sim(str(SCENARIOS / f"{name}.toml"), "--devices", "6", "--duration", "10", report=tmp_path)
+def test_scenario_runs_briefly(name, runs, request):
+    run = request.getfixturevalue("seeded_attacker_runs")[0] if name == "attacker" else runs[name]
     assert run.rc == 0, run.out[-3000:] + run.err[-3000:]
     assert "Traceback" not in run.err
     s = run.summary
-    assert s["scenario"] == name and s["devices"] == 6 and s["duration"] == 10
+    devices, duration = SIZES[name]
+    assert s["scenario"] == name and s["devices"] == devices and s["duration"] == duration
+    # every fault and burst the scenario schedules was applied, and a scenario with an attacker attacked
+    planned = {f["kind"] for f in s["schedule"]["faults"]}
+    assert planned <= {f["fault"] for f in s["faults_applied"]}, (planned, s["faults_applied"])
+    assert bool(s["attacks"]) == (name == "attacker"), s["attacks"]
     # devices got tokens and calls went through
     assert s["tokens"]["issued"] > 0 and s["authorized_calls"] > 0
     assert s["calls"]["accepted_by_call"].get("telemetry", 0) + s["calls"]["accepted_by_call"].get("mqtt", 0) > 0
@@ -39,8 +63,8 @@ def test_scenario_runs_briefly(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_flaky_network_applies_its_faults(tmp_path):
-    run = sim(str(SCENARIOS / "flaky-network.toml"), "--devices", "8", "--duration", "12", report=tmp_path)
+def test_flaky_network_applies_its_faults(runs):
+    run = runs["flaky-network"]
     assert run.rc == 0, run.out[-3000:] + run.err[-3000:]
     s = run.summary
     applied = {(f["fault"], f["phase"]) for f in s["faults_applied"]}
@@ -54,8 +78,8 @@ def test_flaky_network_applies_its_faults(tmp_path):
 
 
 @pytest.mark.slow
-def test_issuer_outage_is_ridden_out_from_the_cache(tmp_path):
-    run = sim(str(SCENARIOS / "issuer-outage.toml"), "--devices", "6", "--duration", "24", report=tmp_path)
+def test_issuer_outage_is_ridden_out_from_the_cache(runs):
+    run = runs["issuer-outage"]
     assert run.rc == 0, run.out[-3000:] + run.err[-3000:]
     s = run.summary
     start = next(f["t"] for f in s["faults_applied"] if f["fault"] == "issuer_outage" and f["phase"] == "start")

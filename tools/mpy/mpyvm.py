@@ -118,11 +118,22 @@ def check_unix_port() -> Path:
     return UNIX_PORT
 
 
-def run_unix_port(file: str | os.PathLike, args=(), *, paths=(), timeout: float = 120) -> VMResult:
+def run_unix_port(file: str | os.PathLike, args=(), *, paths=(), timeout: float = 120,
+                  heap: int | None = None) -> VMResult:
     """Run ``file`` on the real MicroPython unix port, with ``paths`` (host
-    directories, in order) as its module path: real sockets, real mbedTLS."""
+    directories, in order) as its module path: real sockets, real mbedTLS.
+
+    ``heap`` (bytes) bounds the GC heap (``-X heapsize``): unlike the
+    WebAssembly VM's, this heap does not grow and is collected as on a board,
+    so a run that needs more fails with MemoryError. The unix port is a 64-bit
+    build: its objects are larger than on a 32-bit board, so a bound that holds
+    here holds with room to spare on an ESP32 or an RP2040 for the same code.
+    """
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(p) for p in paths] + [".frozen"]))
-    cmd = [str(check_unix_port()), str(file), *[str(a) for a in args]]
+    cmd = [str(check_unix_port())]
+    if heap is not None:
+        cmd += ["-X", f"heapsize={int(heap)}"]
+    cmd += [str(file), *[str(a) for a in args]]
     try:
         p = subprocess.run(cmd, capture_output=True, check=False, timeout=timeout, cwd=REPO, env=env)
     except subprocess.TimeoutExpired as e:

@@ -38,7 +38,7 @@ fail() {
     exit 1
 }
 
-if [ "${1:-}" != "--force" ] && [ -x "$BIN" ] &&
+if [ "${1:-}" != "--force" ] && [ -x "$BIN" ] && [ -f "$OUT/perf_bench/misc_pystone.py" ] &&
     "$BIN" -c "import sys, tls; assert sys.implementation.version[:3] == ($(echo $VERSION | tr . ,))" 2>/dev/null; then
     echo "unixport: MicroPython $VERSION unix port already built ($BIN)"
     exit 0
@@ -73,6 +73,11 @@ make -C "$SRC/ports/unix" -j2 FROZEN_MANIFEST="$SRC/debian/config/manifest.py" \
     MICROPY_SSL_AXTLS=0 MICROPY_SSL_MBEDTLS=1 MICROPY_PY_BTREE=0 MICROPY_PY_FFI=0 MICROPY_PY_JNI=0 \
     >>"$log" 2>&1 || fail "the unix port did not build; see $log"
 cp "$SRC/ports/unix/build-standard/micropython" "$BIN"
+# MicroPython's own pystone (tests/perf_bench/misc_pystone.py, from the same
+# checksummed sources): `crumb bench device` runs it in the VM as the baseline
+# for its board estimates (docs/device.md). Used from here, not copied into crumb.
+mkdir -p "$OUT/perf_bench"
+cp "$SRC/tests/perf_bench/misc_pystone.py" "$OUT/perf_bench/"
 rm -rf "$OUT/dl" "$SRC"  # only the binary is kept (the sources and objects are ~110 MB)
 "$BIN" -c "import tls, socket" || fail "the built MicroPython has no tls module"
 echo "unixport: built $("$BIN" -c 'import sys; print(sys.implementation.name, "%d.%d.%d" % sys.implementation.version[:3])') at $BIN"

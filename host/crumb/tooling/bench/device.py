@@ -701,6 +701,10 @@ def run(calls: int = CALLS, progress=None) -> dict:
     pop_names = {Path(m).with_suffix(".mpy").name for m in FEATURE_MODULES["pop"]}
     result["pop_mpy_files"] = {k: v for k, v in optional.items() if Path(k).name in pop_names}
     result["pop_mpy_bytes"] = sum(result["pop_mpy_files"].values())
+    # on-device verification's modules (feature "verify") apart too, under their own keys
+    verify_names = {Path(m).with_suffix(".mpy").name for m in FEATURE_MODULES["verify"]}
+    verify_sizes = {k: v for k, v in optional.items() if Path(k).name in verify_names}
+    result.update({"verify_mpy_bytes": sum(verify_sizes.values()), "verify_mpy_files": verify_sizes})
 
     class CoapIssuer(DeviceIssuer):
         args = ("--coap", "--coap-port", "0")
@@ -767,6 +771,9 @@ def run(calls: int = CALLS, progress=None) -> dict:
     })
     result.update(run_pop(vm, say))
     result["meets_goals"] = {k: result[k] <= v for k, v in GOALS.items()}
+    from . import device_verify
+
+    result.update(device_verify.run(vm, say))
     return result
 
 
@@ -804,8 +811,23 @@ def render(r: dict) -> str:
         f"  pop_mpy_bytes          {r['pop_mpy_bytes']:>7,}   " + "  ".join(
             f"{Path(k).stem} {v:,}" for k, v in r["pop_mpy_files"].items()),
         f"  pop method: {r['pop_method']}",
+        (f"  device_verify_ms       {r['device_verify_ms']:>7}   (ucrumb.verify, one signature; through 2 hops: "
+         f"{r['device_verify_chain_ms']} ms; median of {device_verify_runs()})"),
+        (f"  verify heap            {r['device_verify_min_heap_bytes']:>7,}   smallest heap it completes in "
+         f"(unix port, code included); {r['device_verify_alloc_bytes']:,} B allocated in one verify"),
+        (f"  verify_mpy_bytes       {r['verify_mpy_bytes']:>7,}   "
+         + "  ".join(f"{Path(k).stem} {v:,}" for k, v in r["verify_mpy_files"].items()) + "  (board feature 'verify')"),
+        (f"  vm pystones/s          {r['vm_pystones_per_s']:>7,}   ESTIMATES, not measurements: ESP32 "
+         f"~{r['estimate_esp32_verify_ms']:,} ms, RP2040 ~{r['estimate_rp2040_verify_ms']:,} ms per verify "
+         "(docs/device.md)"),
     ]
     return "\n".join(lines)
+
+
+def device_verify_runs() -> str:
+    from .device_verify import VERIFY_PER, VERIFY_RUNS
+
+    return f"{VERIFY_RUNS} x {VERIFY_PER}"
 
 
 def _command():

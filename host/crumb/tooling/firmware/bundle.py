@@ -38,6 +38,9 @@ MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
 FEATURE_MODULES: dict[str, tuple[str, ...]] = {
     "pop": ("aesccm.py", "pop.py"),  # proof of possession: the encrypted answer (AES-CCM), the proofs
     "coap": ("coap.py",),  # CoAP over UDP (ucrumb.coap), for coap:// URLs
+    # on-device token verification (PROTOCOL.md §7.1): ucrumb.verify and its Ed25519 and SHA-512,
+    # for an actuator; larger than the others, so counted on top of MPY_BUDGET (Bundle.feature_total)
+    "verify": ("verify.py", "ed25519.py", "sha512.py"),
 }
 
 
@@ -67,6 +70,12 @@ class Bundle:
     @property
     def mpy_total(self) -> int:
         return sum(f["size"] for f in self.files if f["path"].endswith(".mpy"))
+
+    @property
+    def feature_total(self) -> int:
+        """The .mpy bytes of the board's optional features (FEATURE_MODULES), on top of MPY_BUDGET."""
+        mods = {"lib/ucrumb/" + m[:-3] + ".mpy" for f in self.board.features for m in FEATURE_MODULES[f]}
+        return sum(f["size"] for f in self.files if f["path"] in mods)
 
 
 def repo_app() -> Path | None:

@@ -73,8 +73,10 @@ def build_cmd(boards: tuple[str, ...], out: str | None, target_version: str | No
             for f in bundle.files:
                 if f["path"].endswith(".mpy"):
                     click.echo(f"  {f['size']:7,d}  {f['path']}")
-            click.echo(f"  {bundle.mpy_total:7,d}  .mpy total (budget {MPY_BUDGET:,d})")
-            over |= bundle.mpy_total > MPY_BUDGET
+            extra = bundle.feature_total
+            features = f" + features {', '.join(b.features)}: {extra:,d}" if b.features else ""
+            click.echo(f"  {bundle.mpy_total:7,d}  .mpy total (budget {MPY_BUDGET:,d}{features})")
+            over |= bundle.mpy_total - extra > MPY_BUDGET
     except (FirmwareError, MpyCrossError, ValueError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

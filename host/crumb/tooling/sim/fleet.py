@@ -71,7 +71,8 @@ class SimDevice:
         self.app: Any = None
 
     # -- files on its "flash" --------------------------------------------------------------
-    def write_files(self, creds: dict, sc: Scenario, broker_port: int | None) -> None:
+    def write_files(self, creds: dict, sc: Scenario, broker_port: int | None,
+                    command_keys: list[str] | None = None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         me = self.p.id
         cfg: dict[str, Any] = {
@@ -87,6 +88,8 @@ class SimDevice:
         if "commands" in self.links and sc.poll_every > 0:
             cfg["commands"] = self.links["commands"].url
             cfg["poll_every"] = sc.poll_every
+            if command_keys:  # pinned at provisioning, as a board's config.json would carry them
+                cfg["command_keys"] = command_keys
         (self.dir / "config.json").write_text(json.dumps(cfg, indent=1))
         (self.dir / "crumb.json").write_text(json.dumps({**creds, "issuer": self.links["issuer"].url}))
 
@@ -168,13 +171,23 @@ class Console:
         client = Client(self.links["issuer"].url, self.creds["device_id"], bytes.fromhex(self.creds["key"]),
                         batch=1, timeout=3)
         base = self.links["commands"].url
+        verify = self.fleet.sc.verify_commands
+        for_device: dict[str, Client] = {}  # with verify_commands: one client per audience (the device)
         for cmd in self.fleet.plan.commands:
             if self.ctx.stop.wait(max(0.0, cmd.at - self.rec.now())):
                 return
             res = f"/valves/{cmd.device}"
             try:
+                body = b""
+                if verify:  # the device's own token for this command (PROTOCOL.md §7.1)
+                    if cmd.device not in for_device:
+                        for_device[cmd.device] = Client(self.links["issuer"].url, self.creds["device_id"],
+                                                        bytes.fromhex(self.creds["key"]), batch=1, timeout=3,
+                                                        audience=cmd.device)
+                    body = json.dumps({"token": for_device[cmd.device].token(res, cmd.op).hex()}).encode()
                 auth = client.header(res, cmd.op)
-                status, _, body = http.request("POST", f"{base}{res}/{cmd.op}", b"", {"Authorization": auth}, 3)
+                status, _, body = http.request("POST", f"{base}{res}/{cmd.op}", body,
+                                               {"Authorization": auth, "Content-Type": "application/json"}, 3)
             except CrumbError as e:
                 self.rec.emit("command_sent", device=cmd.device, op=cmd.op, status=0, code=e.code)
                 continue
@@ -232,8 +245,19 @@ class Fleet:
             self.console = Console(self, links, self.stack.creds[CONSOLE])
 
     def write_files(self) -> None:
+        keys = self.issuer_keys() if self.sc.verify_commands and self.sc.commands else None
         for d in self.devices.values():
-            d.write_files(self.stack.creds[d.p.id], self.sc, None)
+            d.write_files(self.stack.creds[d.p.id], self.sc, None, keys)
+
+    def issuer_keys(self) -> list[str]:
+        """The issuer's public keys (hex), from its GET /keys: what a device is provisioned with."""
+        from ...services.keyfetch import FetchedKeys
+
+        fetched = FetchedKeys(self.stack.urls["issuer"] + "/keys")
+        try:
+            return [k.raw.hex() for k in fetched.fetch().issuer.values()]
+        finally:
+            fetched.close()
 
     def start(self) -> None:
         for d in self.devices.values():

@@ -86,6 +86,7 @@ class Scenario:
     boot_spread: float = 2.0
     offline_at_boot: float = 0.0
     offline_for: float = 5.0
+    verify_commands: bool = False  # devices verify each command's token themselves (ucrumb.verify)
     # workload
     telemetry_every: float = 2.0
     poll_every: float = 5.0
@@ -191,7 +192,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
                "watchdog_ms": ("watchdog_ms", _int(0, 600_000)),
                "clock_skew_ppm": ("clock_skew_ppm", _num(0, 100_000)),
                "boot_spread": ("boot_spread", _num(0)), "offline_at_boot": ("offline_at_boot", _num(0, 1)),
-               "offline_for": ("offline_for", _num(0))},
+               "offline_for": ("offline_for", _num(0)), "verify_commands": ("verify_commands", _bool)},
     "workload": {"telemetry_every": ("telemetry_every", _num(0, above=True)),
                  "poll_every": ("poll_every", _num(0)), "commands_every": ("commands_every", _num(0))},
     "attacker": {"enabled": ("attacker", _bool), "start": ("attack_start", _time),
