@@ -148,7 +148,7 @@ class App:
                 self.publish(body)
                 self.log("published", "telemetry", ticks_diff(ticks_ms(), t0), self.crumb.round_trips - trips)
                 return
-            auth = self.crumb.header(self.resource, self.operation)
+            hdrs = self.crumb.auth_headers("POST", self.url, self.resource, self.operation, body)
         except IssuerUnavailable as e:  # no token now; cached ones are used while they last
             self.log("no_token", "telemetry", e.code, self.crumb.retry_in())
             return
@@ -163,9 +163,8 @@ class App:
             return
         self.dog.feed()
         try:
-            status, headers, data = http.request("POST", self.url, body,
-                                                 {"Authorization": auth, "Content-Type": "application/json"},
-                                                 self.timeout)
+            hdrs["Content-Type"] = "application/json"
+            status, headers, data = http.request("POST", self.url, body, hdrs, self.timeout)
         except HTTPError as e:  # the service could not be reached
             self.backoff.failed()
             self.log("unreachable", "telemetry", "service", e)

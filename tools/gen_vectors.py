@@ -105,6 +105,14 @@ def vectors() -> list[dict]:
     c = _claims(16)
     c[8] = {1: b"k"}
     add("unknown claim", _resign(cbor.dumps(c)), "unknown_caveat")
+    # A proof-of-possession token (§4.4), its key encrypted to "ingest" (ephemeral key and nonce
+    # fixed so the bytes are reproducible): a verifier that is not given ingest's key cannot read
+    # cnf and cannot check a proof, so the token is refused whatever the request.
+    from crumb.pop import CnfSealer, x25519_public
+    cnf = CnfSealer(x25519_public(KEYS["ingest"].public), bytes([9]) * 32).cnf(bytes(range(16)), bytes(13))
+    add("PoP token at a verifier without the key of its first hop", _tok(23, cnf=cnf), "pop_failed",
+        note="cnf is a COSE_Encrypt (ECDH-ES + HKDF-256 to ingest's X25519 key, AES-CCM-16-64-128) of the "
+             "PoP key 000102..0f; without ingest's key no proof can be checked")
 
     good = cbor.dumps(_claims(17))
     add("duplicate key in signed payload", _resign(bytes([good[0] + 1]) + good[1:] + b"\x02\x64evil"), "malformed")

@@ -47,6 +47,10 @@ from binascii import unhexlify
 # checks each const() here against shared/wire.json, and fails on one it cannot map.
 _TOKEN = const(1)
 _EXPIRES_IN = const(2)
+_CNF = const(8)
+_CNF_COSE_KEY = const(1)
+_COSE_KEY_K = const(-1)
+_POP_KEY_BYTES = const(16)
 _ERR_DESC = const(31)
 _TIME = const(-65537)
 _TOKENS = const(-65538)
@@ -66,13 +70,15 @@ _MAX_LIFE = const(86400)
 
 # A cache entry: [_USED: last used (ticks), _AHEAD: fetch ahead from (ticks)
 # or None, then the tokens from _FIRST on, oldest first]; a token:
-# [_BYTES, _LEFT: uses left, _UNTIL: deadline (ticks)].
+# [_BYTES, _LEFT: uses left, _UNTIL: deadline (ticks)], and for a
+# proof-of-possession token a fourth, _KEY: its PoP key (PROTOCOL.md §11.9).
 _USED = const(0)
 _AHEAD = const(1)
 _FIRST = const(2)
 _BYTES = const(0)
 _LEFT = const(1)
 _UNTIL = const(2)
+_KEY = const(3)
 
 _HEADERS = {"Content-Type": "application/ace+cbor"}
 _CONTENT_FORMAT = const(12)  # CoAP options (ucrumb.coap's, here so that HTTP-only firmware need not load it)
@@ -282,6 +288,11 @@ class Client:
             IssuerUnavailable, Denied, ClockUnsynced: no valid token is
                 cached and none can be had (nothing else escapes).
         """
+        return self._take(resource, operation)[_BYTES]
+
+    def _take(self, resource, operation):
+        # One use of a cached token (fetching as token() says): the cache's
+        # [bytes, uses left, deadline(, PoP key)].
         scope = (resource, operation)
         now = ticks_ms()
         e = self._cache.get(scope)
@@ -301,7 +312,7 @@ class Client:
                 raise IssuerUnavailable("the issuer's tokens expired before they could be used")
         t[_LEFT] -= 1
         e[_USED] = now
-        return t[_BYTES]
+        return t
 
     def prefetch(self, scopes, count=1):
         """Fetch ``count`` tokens for each (resource, operation) in ``scopes``, in one
@@ -333,11 +344,31 @@ class Client:
         """The ``Authorization`` header value for one call: ``"Bearer <base64url token>"``. Raises as token()."""
         return b64url(self.token(resource, operation), b"Bearer ")
 
-    def envelope(self, resource, operation, payload):
-        """The MQTT message: CBOR ``[token, payload]`` (payload bytes or str). Raises as token()."""
+    def auth_headers(self, method, url, resource, operation, body=None):
+        """The headers that authorize one call: ``Authorization``, and for a proof-of-possession
+        token ``Crumb-PoP``, the proof for this method, URL path and body (PROTOCOL.md §12.1).
+        Raises as token()."""
+        t = self._take(resource, operation)
+        h = {"Authorization": b64url(t[_BYTES], b"Bearer ")}
+        if len(t) > _KEY:
+            from ucrumb import pop
+
+            h["Crumb-PoP"] = b64url(pop.proof(t[_KEY], t[_BYTES], self.now(), method, http.split_url(url)[3],
+                                              body or b""))
+        return h
+
+    def envelope(self, resource, operation, payload, topic=None):
+        """The MQTT message: CBOR ``[token, payload]`` (payload bytes or str), with a PoP
+        token ``[token, payload, proof]`` for ``topic`` (default: the resource). Raises as token()."""
         if isinstance(payload, str):
             payload = payload.encode()
-        return cbor.dumps((self.token(resource, operation), payload))
+        t = self._take(resource, operation)
+        if len(t) > _KEY:
+            from ucrumb import pop
+
+            return cbor.dumps((t[_BYTES], payload, pop.proof(t[_KEY], t[_BYTES], self.now(), b"PUBLISH",
+                                                             resource if topic is None else topic, payload)))
+        return cbor.dumps((t[_BYTES], payload))
 
     def publish(self, mqtt, topic, payload, operation="publish", resource=None, retain=False, qos=0):
         """Publish ``payload`` in an envelope.
@@ -358,7 +389,7 @@ class Client:
         """
         if resource is None:
             resource = topic if isinstance(topic, str) else topic.decode()
-        msg = self.envelope(resource, operation, payload)
+        msg = self.envelope(resource, operation, payload, topic)
         if isinstance(mqtt, str):
             from ucrumb import coap
 
@@ -394,7 +425,7 @@ class Client:
             if headers:
                 o.update(headers)
             return coap.request(method, url, body, o, self.timeout, max_body)
-        h = {"Authorization": self.header(resource, operation)}
+        h = self.auth_headers(method, url, resource, operation, body)
         if headers:
             h.update(headers)
         return http.request(method, url, body, h, self.timeout, self.cadata if cadata is None else cadata,
@@ -433,19 +464,27 @@ class Client:
         self._backoff.ok()
         keep = max(len(items), 2 * self.batch)
         for i in range(len(items)):
-            tok, life, uses = items[i]
-            self._store(scopes[i // count], tok, life, uses, sent, keep)
+            self._store(scopes[i // count], items[i], sent, keep)
 
     def _exchange(self, scopes, count):
         # One POST /token; returns the decoded response map (a token response
         # or a crumb refusal). Everything else is IssuerUnavailable.
         self.round_trips += 1
+        req = self._request(scopes, count)
         try:
-            status, hdrs, data = self._post(self._request(scopes, count), 256 + 512 * len(scopes) * count)
+            status, hdrs, data = self._post(req, 256 + 512 * len(scopes) * count)
         except OSError as e:
             self._failed(None)
             raise IssuerUnavailable("issuer unreachable: %s" % e)
         try:
+            if status == 200 and data[:1] == b"\x83":
+                # An encrypted answer (a PoP rule, PROTOCOL.md §11.9), bound to this request's MAC.
+                from ucrumb import pop
+
+                try:
+                    data = pop.open_response(self.key, req[-_MAC_BYTES:], data)
+                except Exception:  # ValueError (tag, shape), and nothing else may escape token()
+                    raise IssuerUnavailable("the issuer's encrypted answer does not decrypt for this request")
             resp = answer(status, data)
         except IssuerUnavailable as e:
             ra = hdrs.get("retry-after", "")
@@ -498,15 +537,18 @@ class Client:
         # Back off (Backoff above); an issuer's Retry-After (s) is honoured up to max_backoff.
         self._backoff.failed(retry_after * 1000 if type(retry_after) is int else None)
 
-    def _store(self, scope, tok, life, uses, sent, keep):
+    def _store(self, scope, item, sent, keep):
         e = self._cache.get(scope)
         if e is None:
             if len(self._cache) >= self.max_entries:
                 self._evict()
             e = self._cache[scope] = [sent, None]
-        life *= 1000
+        life = item[1] * 1000
         life -= min(self.margin, life // 4)
-        e.append([tok, uses, ticks_add(sent, life)])
+        t = [item[0], item[2], ticks_add(sent, life)]
+        if len(item) > 3:
+            t.append(item[3])
+        e.append(t)
         if len(e) > _FIRST + keep:
             e.pop(_FIRST)  # the oldest token: it expires first
         e[_AHEAD] = ticks_add(sent, life - min(self.refresh, life // 2))
@@ -552,21 +594,29 @@ def answer(status, data):
 
 def tokens(resp, n):
     """The ``n`` tokens of a token response map (from answer()), each
-    ``(token bytes, expires_in 1.._MAX_LIFE s, uses >= 1)``. Pure: also a
-    fuzzing entry point.
+    ``(token bytes, expires_in 1.._MAX_LIFE s, uses >= 1[, PoP key])``. Pure:
+    also a fuzzing entry point.
 
     Raises:
         IssuerUnavailable: the map is not a token response for ``n`` tokens.
     """
     try:
-        items = resp[_TOKENS] if _TOKENS in resp else ((resp[_TOKEN], resp[_EXPIRES_IN], resp.get(_USES, 1)),)
+        if _TOKENS in resp:
+            items = resp[_TOKENS]
+        else:
+            one = [resp[_TOKEN], resp[_EXPIRES_IN], resp.get(_USES, 1)]
+            if _CNF in resp:  # a PoP token's key: {1: {1: 4, -1: key}}
+                one.append(resp[_CNF][_CNF_COSE_KEY][_COSE_KEY_K])
+            items = (one,)
         if len(items) != n:
             raise ValueError
-        for tok, life, uses in items:
+        for it in items:
+            tok, life, uses = it[0], it[1], it[2]
             if type(tok) is not bytes or type(life) is not int or type(uses) is not int or life < 1 \
-                    or life > _MAX_LIFE or uses < 1:
+                    or life > _MAX_LIFE or uses < 1 or not 3 <= len(it) <= 4 \
+                    or (len(it) == 4 and (type(it[3]) is not bytes or len(it[3]) != _POP_KEY_BYTES)):
                 raise ValueError
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError):
         raise IssuerUnavailable("the issuer's answer is not a token response")
     return items
 

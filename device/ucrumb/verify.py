@@ -65,6 +65,7 @@ _CLAIM_EXP = const(4)
 _CLAIM_NBF = const(5)
 _CLAIM_IAT = const(6)
 _CLAIM_CTI = const(7)
+_CLAIM_CNF = const(8)  # a proof-of-possession token's key, encrypted to its first hop (PROTOCOL.md §4.4)
 _CLAIM_SCOPE = const(9)
 _CLAIM_CRUMB = const(-65537)
 _EXT_USES = const(1)
@@ -97,7 +98,7 @@ _BLOCK_PROTECTED = b"\xa1\x01\x27"  # {1: -8}
 _SIG1 = b"\x84\x6aSignature1"
 _METHODS = {"GET": 1, "POST": 2, "PUT": 4, "DELETE": 8, "FETCH": 16, "PATCH": 32, "IPATCH": 64}
 _CLAIMS = (_CLAIM_ISS, _CLAIM_SUB, _CLAIM_AUD, _CLAIM_EXP, _CLAIM_NBF, _CLAIM_IAT, _CLAIM_CTI,
-           _CLAIM_SCOPE, _CLAIM_CRUMB)
+           _CLAIM_CNF, _CLAIM_SCOPE, _CLAIM_CRUMB)
 
 # The stable codes this verifier gives: host/crumb/errors.py's, same strings.
 MALFORMED = "malformed"
@@ -114,6 +115,7 @@ CHAIN_INCOMPLETE = "chain_incomplete"
 CHAIN_INVALID = "chain_invalid"
 TOO_LARGE = "too_large"
 STORE_UNAVAILABLE = "store_unavailable"
+POP_FAILED = "pop_failed"
 
 
 class Refused(Exception):
@@ -365,7 +367,7 @@ class Claims:
     """
 
     def __init__(self, payload):
-        m = _loads(payload)
+        m = _loads(payload, _MAX_DEPTH + 1)  # cnf's ephemeral key sits one level deeper (PROTOCOL.md §4.4)
         if not isinstance(m, dict):
             raise _bad("claims not a map")
         unknown = [k for k in m if k not in _CLAIMS]
@@ -396,6 +398,15 @@ class Claims:
             self.nbf = _uint(m[_CLAIM_NBF], "nbf")
         if _CLAIM_CRUMB in m:
             self._ext(m[_CLAIM_CRUMB])
+        self.pop = _CLAIM_CNF in m
+        if self.pop:  # its outer shape only: a device can never read it (no X25519 here)
+            v = m[_CLAIM_CNF]
+            if not isinstance(v, dict) or not v:
+                raise _bad("cnf not a map")
+            if list(v) != [2]:
+                raise Refused(UNKNOWN_CAVEAT, "cnf method")
+            if not isinstance(v[2], list) or len(v[2]) != 4:
+                raise _bad("cnf not a COSE_Encrypt")
 
     def _ext(self, ext):
         if not isinstance(ext, dict) or not ext:
@@ -573,6 +584,9 @@ class Verifier:
             attested, extra = self._blocks(blocks, proof, c)
         if c.open_key is not None and proof is None:
             raise _bad("proof missing")
+        if c.pop and not attested:
+            # a PoP token's first hop reads its key and checks the call's proof: not a device
+            raise Refused(POP_FAILED, "a proof-of-possession token needs its first hop")
         if c.chain:
             self._position(c, attested, hop)
         # the request: audience, canonical resource, scope, caveats

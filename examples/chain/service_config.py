@@ -4,7 +4,8 @@
     CRUMB_KEYS_URL     the issuer's GET /keys URL (fetched, refreshed on an unknown kid)
     CRUMB_NODE_PUBS    node public key files, comma-separated (for tokens naming hops by kid;
                        with CRUMB_KEYS_URL they come from the issuer's "nodes" instead)
-    CRUMB_NODE_KEY     this service's private node key file (hops that attest)
+    CRUMB_NODE_KEY     this service's private node key file (hops that attest; it also reads the
+                       cnf of proof-of-possession tokens whose first hop this service is)
     CRUMB_HOP          this service's hop name ("" = the chain's destination)
     CRUMB_NEXT         base URL of the next hop
     CRUMB_REDIS        redis:// URL of the shared replay store (default: in memory, this process only)
@@ -47,8 +48,10 @@ def verifier(default_hop: str | None) -> Verifier:
         raise SystemExit("set CRUMB_ISSUER_PUB (key files) or CRUMB_KEYS_URL (the issuer's GET /keys)")
     redis_url = os.environ.get("CRUMB_REDIS")
     replay = RedisReplayStore(redis_url) if redis_url else MemoryReplayStore()
+    node = os.environ.get("CRUMB_NODE_KEY")
     return Verifier(keys.issuer.values(), node_keys=keys.nodes.values(), replay=replay,
-                    hop=hop(default_hop), resolver=FetchedKeys(url) if url else None)
+                    hop=hop(default_hop), resolver=FetchedKeys(url) if url else None,
+                    pop_key=load_signing_key(node) if node else None)
 
 
 def node_key():

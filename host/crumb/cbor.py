@@ -34,6 +34,12 @@ def loads(
     return value
 
 
+def decode_item(data: bytes, i: int, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
+                max_string: int = MAX_STRING) -> tuple[Any, int]:
+    """One CBOR value starting at offset ``i`` of ``data`` (strict, as ``loads``): (value, offset after it)."""
+    return _item(data, i, len(data), max_depth, max_items, max_string)
+
+
 def _item(data: bytes, i: int, n: int, depth: int, max_items: int, max_string: int) -> tuple[Any, int]:
     # The head is decoded inline: this is the verifier's hot path.
     if i >= n:

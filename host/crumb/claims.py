@@ -6,11 +6,12 @@ from typing import Any
 
 from . import caveats as cav
 from . import cbor
-from .errors import Malformed, UnknownCaveat
+from .errors import CrumbError, Malformed, UnknownCaveat
 from .keys import b64u
 from .scope import scope_bytes, scope_from_bytes
 from .wire import (
     CLAIM_AUD,
+    CLAIM_CNF,
     CLAIM_CRUMB,
     CLAIM_CTI,
     CLAIM_EXP,
@@ -25,6 +26,7 @@ from .wire import (
     EXT_OPEN,
     EXT_USES,
     KID_BYTES,
+    MAX_DEPTH,
     MAX_ITEMS,
     MAX_STRING,
     MAX_USES,
@@ -32,7 +34,17 @@ from .wire import (
 )
 
 _KNOWN_CLAIMS = {CLAIM_ISS, CLAIM_SUB, CLAIM_AUD, CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_CTI,
-                 CLAIM_SCOPE, CLAIM_CRUMB}
+                 CLAIM_CNF, CLAIM_SCOPE, CLAIM_CRUMB}
+
+#: Nesting depth a claims payload is decoded with: §2's limit plus one, for the one place
+#: that needs it, the ephemeral COSE_Key inside cnf's recipient (PROTOCOL.md §4.4). Every
+#: other claim has a fixed shape that Claims.parse checks, shallower than MAX_DEPTH.
+CLAIMS_DEPTH = MAX_DEPTH + 1
+
+
+def loads_claims(payload: bytes) -> Any:
+    """The claims payload as CBOR (strict, §2), with the depth a cnf claim needs."""
+    return cbor.loads(payload, max_depth=CLAIMS_DEPTH)
 _KNOWN_EXT = {EXT_USES, EXT_CHAIN, EXT_ATTENUATORS, EXT_CAVEATS, EXT_OPEN}
 
 
@@ -97,6 +109,7 @@ class Claims:
         "aud",
         "caveats",
         "chain",
+        "cnf",
         "cti",
         "exp",
         "iat",
@@ -121,6 +134,7 @@ class Claims:
         self.attenuators = attenuators or []
         self.caveats = caveats or []
         self.open_key = open_key
+        self.cnf: dict | None = None  # RFC 8747 cnf (§4.4): the PoP key, encrypted to the first hop
 
     @classmethod
     def parse(cls, m: object) -> Claims:
@@ -146,13 +160,16 @@ class Claims:
             c.nbf = _uint(m[CLAIM_NBF], "nbf")
         if CLAIM_CRUMB in m:
             c._parse_ext(m[CLAIM_CRUMB])
+        if CLAIM_CNF in m:
+            from .pop import check_cnf  # only PoP tokens pay for the import
+            c.cnf = check_cnf(m[CLAIM_CNF])
         return c
 
     @classmethod
     def decode(cls, payload: bytes) -> Claims:
         """Decode and validate a claims payload (strict, as ``parse(cbor.loads(payload))``)."""
         claims = _decode_common(payload)
-        return claims if claims is not None else cls.parse(cbor.loads(payload))
+        return claims if claims is not None else cls.parse(loads_claims(payload))
 
     def _parse_ext(self, ext: object) -> None:
         # Defaults are never written out: one meaning, one encoding.
@@ -200,6 +217,8 @@ class Claims:
             ext[EXT_OPEN] = self.open_key
         if ext:
             m[CLAIM_CRUMB] = ext
+        if self.cnf is not None:
+            m[CLAIM_CNF] = self.cnf
         return m
 
     def to_json(self) -> dict:
@@ -219,6 +238,8 @@ class Claims:
             out["caveats"] = [cav.describe(c) for c in self.caveats]
         if self.open_key is not None:
             out["open"] = True
+        if self.cnf is not None:
+            out["pop"] = True
         return out
 
 
@@ -228,7 +249,8 @@ def _decode_common(p: bytes) -> Claims | None:
     The verifier's hot path: keys 1..9 in order, times as 4-byte uints, short
     text, a cti of 1..23 bytes and a one-entry scope with one text operation
     (its AIF in a byte string of 4..23 bytes).
-    It accepts only bytes the general path accepts with the same result
+    A cnf claim (8) is decoded by the core decoder and checked as the general
+    path checks it. It accepts only bytes the general path accepts with the same result
     (tests/host/test_properties.py checks this differentially); anything else,
     valid or not, goes to the general path, which also produces the errors.
     """
@@ -236,13 +258,23 @@ def _decode_common(p: bytes) -> Claims | None:
     if n < 2 or not 0xA3 <= p[0] <= 0xA9:
         return None
     i, prev = 1, 0
-    values: list = [None] * 10  # by claim key; 8 (cnf) is never accepted here
+    values: list = [None] * 10  # by claim key
     try:
         for _ in range(p[0] - 0xA0):
             k = p[i]
-            if k <= prev or k > 9 or k == 8:
+            if k <= prev or k > 9:
                 return None
             prev = k
+            if k == CLAIM_CNF:
+                # A PoP token's cnf: its value through the core decoder, at the depth the general
+                # path gives it (one level under the claims map), and the same shape check.
+                try:
+                    value, i = cbor.decode_item(p, i + 1, CLAIMS_DEPTH - 1)
+                    from .pop import check_cnf
+                    values[k] = check_cnf(value)
+                except CrumbError:
+                    return None  # the general path says what is wrong
+                continue
             b = p[i + 1]
             i += 2
             if k == CLAIM_EXP or k == CLAIM_NBF or k == CLAIM_IAT:
@@ -289,7 +321,7 @@ def _decode_common(p: bytes) -> Claims | None:
     c = _new(Claims)
     c.iss, c.sub, c.aud = values[CLAIM_ISS], values[CLAIM_SUB], values[CLAIM_AUD]
     c.exp, c.nbf, c.iat, c.cti, c.scope = exp, values[CLAIM_NBF], iat, cti, scope
-    c.uses, c.chain, c.attenuators, c.caveats, c.open_key = 1, [], [], [], None
+    c.uses, c.chain, c.attenuators, c.caveats, c.open_key, c.cnf = 1, [], [], [], None, values[CLAIM_CNF]
     return c
 
 

@@ -43,6 +43,8 @@ ChainInvalid = _kind("chain_invalid", "The appended blocks are not the chain the
 Revoked = _kind("revoked", "The token or its key was revoked.")
 TooLarge = _kind("too_large", "The token exceeds a size limit.")
 StoreUnavailable = _kind("store_unavailable", "The replay store cannot answer; failing closed.")
+PopFailed = _kind("pop_failed", "A proof-of-possession token came without a valid proof for this request, "
+                                "or to a hop that cannot read its key.")
 
 
 # Keys: what reading trusted keys (key files, the issuer's GET /keys document) can
@@ -79,7 +81,7 @@ BY_CODE: dict[str, type[CrumbError]] = {
     for cls in (
         Malformed, UnsupportedVersion, UnknownKey, BadSignature, Expired, NotYetValid,
         ScopeDenied, CaveatFailed, UnknownCaveat, Replayed, ChainIncomplete, ChainInvalid,
-        Revoked, TooLarge, StoreUnavailable,
+        Revoked, TooLarge, StoreUnavailable, PopFailed,
         InvalidKey, KeysUnavailable, InternalError, MissingToken,
     )
 }

@@ -64,7 +64,7 @@ def inspect(token: bytes | str) -> dict:
         a["protected"] = _lenient(auth.protected)
     claims = None
     try:
-        claims = Claims.parse(cbor.loads(auth.payload))
+        claims = Claims.decode(auth.payload)
         a["claims"] = claims.to_json()
     except CrumbError as e:
         problems.append(f"authority claims: {e}")

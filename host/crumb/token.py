@@ -208,7 +208,7 @@ def block_body(block: Block) -> list:
 
 def claims_of(token: Token) -> Claims:
     """Decode the authority claims without verifying anything."""
-    return Claims.parse(cbor.loads(token.authority.payload))
+    return Claims.decode(token.authority.payload)
 
 
 # -- building -------------------------------------------------------------------------
@@ -237,6 +237,7 @@ def mint(
     open: bool | SigningKey = False,
     now: int | None = None,
     cti: bytes | None = None,
+    cnf: dict | None = None,
 ) -> bytes:
     """Mint a token: the authority block, signed by the issuer's key.
 
@@ -260,6 +261,7 @@ def mint(
             of the token); a SigningKey is used as the first ephemeral key.
         now: the issue time (unix seconds); default: the clock.
         cti: the 8-byte token id; default: random.
+        cnf: a proof-of-possession token's cnf claim (``crumb.pop.CnfSealer.cnf``).
 
     Returns:
         The token's bytes (``to_text`` makes them base64url text).
@@ -284,8 +286,9 @@ def mint(
     ephemeral = open if isinstance(open, SigningKey) else (SigningKey.generate() if open else None)
     if ephemeral is not None:
         claims.open_key = ephemeral.public.raw
+    claims.cnf = cnf
     payload = cbor.dumps(claims.to_map())
-    Claims.parse(cbor.loads(payload))  # refuse to sign what a verifier would reject
+    Claims.decode(payload)  # refuse to sign what a verifier would reject
     protected = cose.authority_protected(key.kid)
     p, _, payload, sig = cose.sign(key, protected, payload)
     token = Token(Block(p, payload, sig), [], ephemeral.seed if ephemeral else None)

@@ -17,13 +17,14 @@ from .errors import (
     Expired,
     Malformed,
     NotYetValid,
+    PopFailed,
     Replayed,
     Revoked,
     ScopeDenied,
     UnknownCaveat,
     UnknownKey,
 )
-from .keys import PublicKey
+from .keys import PublicKey, SigningKey
 from .replay import DEFAULT_LEEWAY, MemoryReplayStore, ReplayStore
 from .scope import allows, noncanonical
 from .token import Token, authority_kid, block_body, check_block_protected, split, to_bytes
@@ -90,6 +91,10 @@ class Verifier:
         revoked: ``revoked(claims) -> bool``; True rejects the token as ``revoked``.
         resolver: asked for issuer and node kids not given above (e.g.
             ``crumb.services.keyfetch.FetchedKeys``, the issuer's ``GET /keys``).
+        pop_key: this hop's node key (Ed25519), whose X25519 form decrypts the
+            ``cnf`` of proof-of-possession tokens (PROTOCOL.md §4.4). Without it,
+            a PoP token that reaches this verifier as its first hop is ``pop_failed``.
+        pop_window: seconds a request's proof time may differ from this clock (§12.1).
 
     Raises:
         ValueError: two different keys with one kid; a negative leeway; a
@@ -109,6 +114,8 @@ class Verifier:
         max_token_bytes: int = MAX_TOKEN_BYTES,
         revoked: Callable[[Claims], bool] | None = None,
         resolver: KeyResolver | None = None,
+        pop_key: SigningKey | None = None,
+        pop_window: int = 30,
     ) -> None:
         self._keys: dict[bytes, PublicKey] = {}
         self._by_header: dict[bytes, tuple[PublicKey, bytes]] = {}  # protected header -> (key, signing prefix)
@@ -131,6 +138,11 @@ class Verifier:
         self.max_token_bytes = max_token_bytes
         self.revoked = revoked
         self.resolver = resolver
+        self.pop_window = pop_window
+        self._cnf: Any = None
+        if pop_key is not None:
+            from .pop import CnfOpener  # only PoP hops pay for the import (and need `cryptography`)
+            self._cnf = CnfOpener(pop_key)
 
     def add_key(self, key: PublicKey) -> None:
         """Trust one more issuer key (key rotation). Raises ValueError if another key has its kid."""
@@ -177,6 +189,7 @@ class Verifier:
         hop: Any = ...,
         facts: Mapping[str, Any] | None = None,
         consume: bool = True,
+        pop: Any = None,
     ) -> Verified:
         """Check ``token`` for one request, and spend one of its uses at this hop.
 
@@ -189,6 +202,8 @@ class Verifier:
             hop: override the verifier's hop for this call.
             facts: application facts caveats may test (``{"zone": "b"}``).
             consume: False checks without spending a use.
+            pop: the request's ``crumb.pop.PopRequest`` (its proof, method,
+                target and body): required by PoP tokens at their first hop.
 
         Returns:
             Verified: the claims, the hop, the hops that attested.
@@ -199,10 +214,10 @@ class Verifier:
                 ``bad_signature``, ``revoked``, ``expired``,
                 ``not_yet_valid``, ``chain_incomplete``, ``chain_invalid``,
                 ``scope_denied``, ``caveat_failed``, ``unknown_caveat``,
-                ``replayed``, or ``store_unavailable`` (the replay store
-                cannot answer: failing closed).
+                ``replayed``, ``pop_failed``, or ``store_unavailable`` (the
+                replay store cannot answer: failing closed).
         """
-        verified, now = self._check_token(token, self.hop if hop is ... else hop)
+        verified, now = self._check_token(token, self.hop if hop is ... else hop, pop)
         self._check_request(verified, resource, operation, facts, now)
         if consume:
             self.spend(verified)
@@ -212,13 +227,14 @@ class Verifier:
     # (crumb.services.pg verifies a token once per transaction, then checks each row's
     # resource): the same checks, in the same order, as one verify() call.
 
-    def check_token(self, token: bytes | str, *, hop: Any = ...) -> Verified:
+    def check_token(self, token: bytes | str, *, hop: Any = ..., pop: Any = None) -> Verified:
         """Every check of ``verify`` that does not depend on the request (PROTOCOL.md §7, steps 1-11).
 
         The result is not yet good for any request: pass it to ``check_request``
-        for each (resource, operation), and to ``spend`` once.
+        for each (resource, operation), and to ``spend`` once. A PoP token at its
+        first hop needs ``pop`` here too (without it: ``pop_failed``).
         """
-        return self._check_token(token, self.hop if hop is ... else hop)[0]
+        return self._check_token(token, self.hop if hop is ... else hop, pop)[0]
 
     def check_request(self, verified: Verified, resource: str, operation: str, *,
                       facts: Mapping[str, Any] | None = None) -> None:
@@ -235,8 +251,9 @@ class Verifier:
             where = f" at hop {hop!r}" if hop else ""
             raise Replayed(f"all {claims.uses} use(s) of this token are spent{where}")
 
-    def _check_token(self, token: bytes | str, hop: str | None) -> tuple[Verified, int]:
-        tok = split(to_bytes(token), self.max_token_bytes)
+    def _check_token(self, token: bytes | str, hop: str | None, pop: Any = None) -> tuple[Verified, int]:
+        data = to_bytes(token)
+        tok = split(data, self.max_token_bytes)
         auth = tok.authority
         key, prefix = self._issuer_key(auth.protected)
         if not key.verify(prefix + bstr_head(len(auth.payload)) + auth.payload, auth.signature):
@@ -259,6 +276,10 @@ class Verifier:
             attested, extra = [], []
         if claims.open_key is not None and tok.proof is None:
             raise Malformed("an open token carries a proof")
+        # Before the chain position: a PoP token no hop has attested yet is good only with its
+        # holder's proof, checked by the hop its key is encrypted to (any other hop cannot read it).
+        if claims.cnf is not None and not attested:
+            self._check_pop(claims, data, pop, now)
         if claims.chain:
             self._check_position(claims, attested, hop)
         return Verified(claims, hop, [claims.chain[i].name for i in attested] if attested else [], extra), now
@@ -349,6 +370,23 @@ class Verifier:
             elif not PublicKey(open_key).verify(SEAL_CONTEXT + open_sig, tok.proof):
                 raise BadSignature("the seal does not verify")
         return attested, extra
+
+    def _check_pop(self, claims: Claims, token: bytes, pop: Any, now: int) -> None:
+        """§7 step 11a: the first hop of a PoP token (no hop has attested yet) checks the request's proof.
+
+        Later hops rely on that hop's attestation: its signature follows the
+        check. The one place the proof is checked (HTTP, MQTT, CoAP pass a PopRequest).
+        """
+        if self._cnf is None:
+            raise PopFailed("this is a proof-of-possession token and this hop has no key to read its cnf")
+        from .pop import check_proof
+        assert claims.cnf is not None
+        t = check_proof(self._cnf.pop_key(claims.cnf), token, pop, now, self.pop_window)
+        # A multi-use token: each proof is good once (single-use tokens already are), kept while
+        # its time could pass the window.
+        if claims.uses > 1 and not self.replay.consume(b"pop" + pop.proof, "", 1, claims.iat,
+                                                       max(claims.exp, t + self.pop_window + 1)):
+            raise PopFailed("this proof was already used")
 
     def _check_position(self, claims: Claims, attested: list[int], hop: str | None) -> None:
         chain = claims.chain

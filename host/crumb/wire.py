@@ -43,6 +43,7 @@ CLAIM_EXP = 4
 CLAIM_NBF = 5
 CLAIM_IAT = 6
 CLAIM_CTI = 7
+CLAIM_CNF = 8            # RFC 8747 confirmation: a PoP token's key, encrypted to the first hop (§4.4)
 CLAIM_SCOPE = 9
 CLAIM_CRUMB = -65537  # first private-use key: holds the crumb extension map
 
@@ -113,7 +114,29 @@ ERROR_CODES = (
     "revoked",
     "too_large",
     "store_unavailable",
+    "pop_failed",
 )
+
+# [token_pop] Proof of possession (§4.4, §11.9, §12.1): the cnf claim's COSE structure, the algorithms,
+# sizes and derivation labels. COSE labels and algorithm ids are IANA's (RFC 9052/9053, RFC 8747).
+CNF_ENCRYPTED_KEY = 2       # RFC 8747 §3.3 Encrypted_COSE_Key, inside cnf
+COSE_IV = 5                 # header parameter: the AES-CCM nonce
+COSE_EPHEMERAL_KEY = -1     # recipient header parameter: the sender's ephemeral COSE_Key (RFC 9053 §6.3.1)
+ALG_AES_CCM_16_64_128 = 10  # content encryption: AES-128, 13-byte nonce, 8-byte tag
+ALG_ECDH_ES_HKDF_256 = -25  # direct key agreement, HKDF-SHA-256
+COSE_KTY_SYMMETRIC = 4
+COSE_KEY_K = -1             # a symmetric COSE_Key's key bytes
+COSE_CRV_X25519 = 4
+CCM_KEY_BYTES = 16
+CCM_NONCE_BYTES = 13
+CCM_TAG_BYTES = 8
+POP_KEY_BYTES = 16          # the PoP (HMAC-SHA256) key: 128 bits, the strength of everything else here
+POP_MAC_BYTES = 16          # HMAC-SHA256 truncated, as the request MAC
+POP_PROOF_BYTES = 20        # time (4 bytes, big-endian) || MAC
+POP_CONTEXT = b"crumb pop v1"               # first bytes of every proof's MAC input
+POP_RESPONSE_KEY_LABEL = b"crumb response key v1"  # HMAC label: device key -> response encryption key
+POP_HEADER = "crumb-pop"    # HTTP header carrying the proof (base64url, no padding)
+POP_MODES = ("token", "batch")
 
 # ======================================================================================
 # The token endpoint, POST /token (PROTOCOL.md §11)
@@ -177,6 +200,10 @@ RESP_TOKENS = -65538    # a batch: [[token, expires_in, uses], ...]
 RESP_USES = -65539      # present only when 2 or more
 
 TOKEN_TYPE_BEARER = 1   # "OAuth Token Type CBOR Mappings" (RFC 9200 §8.7): crumb's tokens are bearer tokens
+TOKEN_TYPE_POP = 2      # the same registry: a proof-of-possession token (§11.9)
+RESP_CNF = 8            # ACE "cnf" in a token response: {1: COSE_Key}, the PoP key the client holds (RFC 9200 §5.8.2)
+CNF_COSE_KEY = 1        # RFC 8747 §3.2 COSE_Key, inside cnf
+POP_RESPONSE_TYPE = 'application/cose; cose-type="cose-encrypt0"'  # an encrypted token response (RFC 9052 §9.1)
 
 # [endpoint_errors] Keys of a /token refusal map; it carries RESP_TIME too (§11.6).
 ERR_ERROR = 30          # ACE "error" (integer code)

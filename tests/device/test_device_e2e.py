@@ -37,10 +37,10 @@ def service(issuer):
         yield svc
 
 
-def enroll(issuer, device_id: str, out) -> str:
+def enroll(issuer, device_id: str, out, policy_text: str = POLICY) -> str:
     """`crumb device add` (the real CLI) against the running issuer's data dir; the file's text."""
     policy = out.parent / "policy.toml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     subprocess.run([sys.executable, "-m", "crumb.cli", "device", "add", device_id, "--group", "sensors",
                     "--data", str(issuer.data_dir), "--config", str(policy), "--url", issuer.url,
                     "--out", str(out)], check=True, capture_output=True, timeout=60)

@@ -219,7 +219,8 @@ def test_the_hosts_cbor_bounds_hold_on_the_device():
 
     base = {4: NOW + 60, 6: NOW, 7: b"\x00" * 8, 9: cbor.dumps([["/valves/1", "set"]])}
     wide = {**base, **{100 + i: 0 for i in range(29)}}  # 33 entries: over 32 items in one map
-    deep = {**base, 100: [[[[[[1]]]]]]}  # 7 levels with the map: over the depth of 6
+    # 8 levels with the map: over the claims' depth of 7 (§2's 6, plus one for cnf, PROTOCOL.md §4.4)
+    deep = {**base, 100: [[[[[[[1]]]]]]]}
     ok = {**base, 100: [[[[[1]]]]], **{200 + i: 0 for i in range(27)}}  # 32 entries, depth 6: unknown claims
     for claims, want in ((wide, "malformed"), (deep, "malformed"), (ok, "unknown_caveat")):
         token = _signed(claims)

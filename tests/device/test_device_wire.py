@@ -41,6 +41,10 @@ WIRE_NAMES = {
     "client._TIME_BYTES": "BLOCK_TIME_BYTES",
     "client._TIME_MIN": "DEVICE_TIME_MIN",
     "client._TIME_MAX": "DEVICE_TIME_MAX",
+    "client._CNF": "RESP_CNF",
+    "client._CNF_COSE_KEY": "CNF_COSE_KEY",
+    "client._COSE_KEY_K": "COSE_KEY_K",
+    "client._POP_KEY_BYTES": "POP_KEY_BYTES",
     "verify._FORMAT_VERSION": "FORMAT_VERSION",
     "verify._ALG_EDDSA": "ALG_EDDSA",
     "verify._COSE_ALG": "COSE_ALG",
@@ -62,6 +66,7 @@ WIRE_NAMES = {
     "verify._CLAIM_NBF": "CLAIM_NBF",
     "verify._CLAIM_IAT": "CLAIM_IAT",
     "verify._CLAIM_CTI": "CLAIM_CTI",
+    "verify._CLAIM_CNF": "CLAIM_CNF",
     "verify._CLAIM_SCOPE": "CLAIM_SCOPE",
     "verify._CLAIM_CRUMB": "CLAIM_CRUMB",
     "verify._EXT_USES": "EXT_USES",
@@ -110,6 +115,7 @@ DEVICE_ONLY = {
     "client._BYTES": "cached token layout: index of the token bytes",
     "client._LEFT": "cached token layout: index of the uses left",
     "client._UNTIL": "cached token layout: index of the deadline",
+    "client._KEY": "cached token layout: index of a PoP token's key",
     "client._MAX_LIFE": "the longest expires_in taken: the issuer policy's MAX_TTL (checked below)",
     "verify._ALL_METHODS": "every REST method bit: the sum of wire.json REST_METHODS (checked below)",
     "verify._LEEWAY": "the default clock leeway: crumb.replay.DEFAULT_LEEWAY (checked below)",
@@ -230,7 +236,7 @@ def test_verify_values_are_the_wire_ones():
     assert verify._BLOCK_PROTECTED == cose.BLOCK_PROTECTED
     assert verify._SIG1 == cose._SIG1_PREFIX
     codes = {v for k, v in vars(verify).items() if k.isupper() and isinstance(v, str)}
-    assert len(codes) == 14 and codes <= set(WIRE["ERROR_CODES"]) and codes <= set(BY_CODE)
+    assert len(codes) == 15 and codes <= set(WIRE["ERROR_CODES"]) and codes <= set(BY_CODE)
     for k, v in vars(verify).items():
         if k.isupper() and isinstance(v, str):
             assert k.lower() == v  # MALFORMED = "malformed", one name per code

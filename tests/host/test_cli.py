@@ -142,9 +142,11 @@ def test_bench_tokens_json():
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     for key in ("token_bytes", "verify_us", "ed25519_verify_us", "verify_ratio", "chain3_bytes",
-                "chain3_verify_us", "biscuit_verify_us", "cwt_verify_us"):
+                "chain3_verify_us", "biscuit_verify_us", "cwt_verify_us", "pop_verify_us", "pop_verify_ratio",
+                "pop_verify_mean_ratio", "pop_per_token_key_verify_ratio"):
         assert result[key] > 0, key
     assert result["token_bytes"] == 140 and result["chain3_bytes"] <= 420
+    assert result["pop_token_bytes"] == 245  # the same token with its cnf (PROTOCOL.md §4.4)
 
 
 def test_verify_default_leeway_is_5_seconds(keys):

@@ -69,3 +69,22 @@ def test_mqtt_envelopes_published_again_are_refused(tmp_path):
     assert mqtt and all(a["outcome"] == "refused" and a["code"] == "replayed" for a in mqtt)
     assert s["calls"]["accepted_by_call"].get("mqtt", 0) > 0
     assert not s["calls"]["rejected_by_code"]  # the attacker's copies are not counted as the devices' calls
+
+
+def test_pop_variant_every_use_of_a_capture_is_refused_pop_failed(tmp_path):
+    # examples/scenarios/attacker-pop.toml: readings' tokens are proof-of-possession tokens; the
+    # attacker has each captured token and its proof, and gets nowhere with them.
+    from crumb.tooling.sim.plan import POP_ATTACKS
+
+    from .conftest import SCENARIOS, sim
+
+    run = sim(str(SCENARIOS / "attacker-pop.toml"), "--duration", "5", "--devices", "4", report=tmp_path / "r")
+    assert run.rc == 0, run.out[-3000:] + run.err[-3000:]
+    s = run.summary
+    attacks = s["attacks"]
+    assert {a["kind"] for a in attacks} == set(POP_ATTACKS)
+    assert s["attacker_successes"] == 0
+    assert all(a["outcome"] == "refused" and a["code"] == a["expected"] == "pop_failed" for a in attacks), attacks
+    assert not s["attacks_skipped"], s["attacks_skipped"]
+    assert s["calls"]["accepted_by_call"]["telemetry"] > 0  # the devices' own proofs were good
+    assert not s["calls"]["rejected_by_code"]

@@ -37,6 +37,7 @@ from ..wire import (
     COSE_KEY_X,
     COSE_KTY_OKP,
     JSON_TYPE,
+    POP_RESPONSE_TYPE,
 )
 from .audit import AuditLog
 from .codes import Refusal
@@ -145,6 +146,7 @@ async def read_body(receive: Receive, limit: int, message: dict | None = None) -
 
 _perf_counter = time.perf_counter
 _FORMATS = {**{t.encode(): "cbor" for t in CBOR_TYPES}, JSON_TYPE.encode(): "json"}
+_POP_CONTENT_TYPE = (b"content-type", POP_RESPONSE_TYPE.encode())
 _CONTENT_TYPE = {"cbor": (b"content-type", CBOR_TYPES[0].encode()), "json": (b"content-type", JSON_TYPE.encode())}
 _NO_STORE = (b"cache-control", b"no-store")
 
@@ -189,7 +191,10 @@ class TokenEndpoint:
                     return
         status, payload, retry_after = await issuer.token(body, fmt, peer, refusal)
         # The same headers as respond() writes, from constants: this is every token's answer.
-        out = [_CONTENT_TYPE[fmt], (b"content-length", b"%d" % len(payload)), _NO_STORE]
+        # An encrypted answer (proof of possession, PROTOCOL.md §11.9) is a COSE_Encrypt0, an array;
+        # every other CBOR answer is a map.
+        ctype = _CONTENT_TYPE[fmt] if payload[:1] != b"\x83" else _POP_CONTENT_TYPE
+        out = [ctype, (b"content-length", b"%d" % len(payload)), _NO_STORE]
         if retry_after is not None:
             out.append((b"retry-after", b"%d" % retry_after))
         if status == 413:

@@ -33,12 +33,14 @@ from .protocol import (
     DeviceMacs,
     Issued,
     TokenRequest,
+    derive_device_key,
     error_cbor,
     error_json,
     parse_cbor_request,
     parse_json_request,
     token_response_cbor,
     token_response_json,
+    token_response_pop,
 )
 from .registry import Registry
 
@@ -140,6 +142,9 @@ class Issuer:
             if pending is not None:  # Redis: ask it (memory answers at once, with no coroutine)
                 await pending
             minted, record, key = self._mint(req, device, group, profile, now, now_f, peer)
+            if fmt != "cbor" and any(len(m) > 6 for m in minted):
+                raise Refusal("malformed", "proof-of-possession tokens are issued over CBOR only: the answer is "
+                                           "a COSE_Encrypt0 to the device key (PROTOCOL.md §11.9)")
         except Refusal as r:
             return await self._refuse(r, fmt, now, device, authenticated, peer)
         except Exception as e:  # a bug: log it, issue nothing, and say so
@@ -153,9 +158,13 @@ class Issuer:
             # The tokens are dropped: nothing leaves the issuer that the log does not hold.
             return await self._refuse(Refusal("store_unavailable", str(e), retry_after=1), fmt, now, device,
                                       True, peer, audit=False)
-        issued = [Issued(finish(unsigned, sig), ttl, uses, cti, scope)
-                  for (unsigned, _, ttl, uses, cti, scope), sig in zip(minted, signatures)]
+        issued = [Issued(finish(m[0], sig), m[2], m[3], m[4], m[5], m[6] if len(m) > 6 else None)
+                  for m, sig in zip(minted, signatures)]
         self.metrics.tokens_issued += len(issued)
+        if any(len(m) > 6 for m in minted):  # proof of possession: the whole answer is encrypted to the device (§11.9)
+            from ..pop import seal_response
+            device_key = derive_device_key(self.macs.master, device, self.registry.keygens.get(device, 0))
+            return 200, seal_response(device_key, req.mac, token_response_pop(issued, now, req.batch)), None
         if fmt == "cbor":
             return 200, token_response_cbor(issued, now, req.batch), None
         return 200, token_response_json(issued, now, req.batch), None
@@ -194,6 +203,8 @@ class Issuer:
                   peer: str | None) -> tuple[list[tuple], bytes, SigningKey]:
         """_mint_many for one token, from its lane's templates (the fast path; tests hold it to _mint_many)."""
         lane = self._lane(device, group, profile, req)
+        if lane is None:
+            return self._mint_many(req, device, profile, now, now_f, peer)
         unsigned, to_sign, cti = lane.mint.prepare(now)
         body = lane.record.body_one(int(now_f * 1000), now + lane.ttl, peer, cti.hex())
         return [(unsigned, to_sign, lane.ttl, lane.uses, cti, req.scopes[0])], body, lane.key
@@ -214,10 +225,14 @@ class Issuer:
         minted: list[tuple] = []
         prepare = self.minter.prepare
         iss, hop_refs, count = policy.name, policy.hop_refs, req.count
+        sealers: dict = {}  # pop = "batch": one key, and one ephemeral key per first hop, for the whole answer
         for (resource, perm), rule in zip(req.scopes, rules):
             aud = rule.audience or req.audience
             ttl, uses = rule.ttl, rule.uses
             for _ in range(count):
+                if rule.pop is not None:
+                    minted.append(self._mint_pop(key, rule, resource, perm, device, aud, now, sealers))
+                    continue
                 unsigned, to_sign, cti = prepare(key, resource=resource, permission=perm, sub=device, ttl=ttl,
                                                  uses=uses, iss=iss, aud=aud, chain=rule.chain,
                                                  attenuators=rule.attenuators, hop_refs=hop_refs, now=now)
@@ -229,7 +244,32 @@ class Issuer:
                   "rules": sorted({r.where for r in rules}), "peer": peer}
         return minted, canonical(record).encode("utf-8"), key
 
-    def _lane(self, device: str, group, profile: Profile, req: TokenRequest) -> _Lane:
+    def _mint_pop(self, key: SigningKey, rule: Rule, resource: str, perm: object, device: str, aud: str | None,
+                  now: int, sealers: dict) -> tuple:
+        """One PoP token (PROTOCOL.md §4.4): unsigned, signing input, ttl, uses, cti, scope, PoP key."""
+        from ..claims import Claims
+        from ..pop import CnfSealer, new_pop_key, x25519_public
+        from ..scope import encode_scope
+        from .minting import _party, new_cti
+        node_name, node_key = rule.pop_node
+        if rule.pop == "batch":  # one key for the answer, sealed once per first hop: the same cnf in each token
+            pop_key = sealers.get(None) or sealers.setdefault(None, new_pop_key())
+            cnf = sealers.get(node_name) or sealers.setdefault(node_name,
+                                                               CnfSealer(x25519_public(node_key)).cnf(pop_key))
+        else:
+            pop_key = new_pop_key()
+            cnf = CnfSealer(x25519_public(node_key)).cnf(pop_key)
+        refs = self.policy.hop_refs
+        cti = new_cti()
+        claims = Claims(exp=now + rule.ttl, iat=now, cti=cti, scope=encode_scope([(resource, perm)]),
+                        iss=self.policy.name, sub=device, aud=aud, uses=rule.uses,
+                        chain=[_party(n, k, refs) for n, k in rule.chain],
+                        attenuators=[_party(n, k, refs) for n, k in rule.attenuators])
+        claims.cnf = cnf
+        unsigned, to_sign = self.minter.prepare_claims(key, claims)
+        return unsigned, to_sign, rule.ttl, rule.uses, cti, (resource, perm), pop_key
+
+    def _lane(self, device: str, group, profile: Profile, req: TokenRequest) -> _Lane | None:
         """The decision, mint template and audit template for one (device, scope, audience); Refusal if denied.
 
         Lanes are dropped with the profiles (policy or registry changed) and
@@ -245,6 +285,8 @@ class Issuer:
         rule = profile.match(resource, perm, req.audience)
         if rule is None:
             raise _denied(resource, perm, device, req.audience)
+        if rule.pop is not None:
+            return None  # a PoP token's cnf differs in every token: no template holds it
         policy = self.policy
         mint = self.minter.lane(key, resource=resource, permission=perm, sub=device, ttl=rule.ttl, uses=rule.uses,
                                 iss=policy.name, aud=rule.audience or req.audience, chain=rule.chain,

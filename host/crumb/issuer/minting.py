@@ -100,7 +100,7 @@ class Minter:
         m.update({CLAIM_EXP: 1_700_000_000 + ttl, CLAIM_IAT: 1_700_000_000, CLAIM_CTI: b"\x01" * CTI_BYTES})
         if probe != cbor.dumps(m):
             raise AssertionError("token template does not reproduce the core encoding")
-        Claims.parse(cbor.loads(probe))
+        Claims.decode(probe)
         return template
 
     @staticmethod
@@ -121,6 +121,19 @@ class Minter:
         """
         return self.lane(key, resource=resource, permission=permission, sub=sub, ttl=ttl, uses=uses, iss=iss,
                          aud=aud, chain=chain, attenuators=attenuators, hop_refs=hop_refs).prepare(now, cti)
+
+    def prepare_claims(self, key: SigningKey, claims: Claims) -> tuple[bytes, bytes]:
+        """(token bytes up to the signature, Sig_structure to sign) for any claims, through the core
+        encoder as crumb.token.mint does: the tokens no template can hold (a PoP token's cnf differs
+        in every token)."""
+        payload = cbor.dumps(claims.to_map())
+        Claims.decode(payload)  # refuse to sign what a verifier would reject
+        keyed = self._keyed.get(key.kid)
+        if keyed is None:
+            self._parts(key, "/", "x", None, 1, 1, None, None, (), (), "kid")  # fills self._keyed
+            keyed = self._keyed[key.kid]
+        head = cbor.bstr_head(len(payload))
+        return b"".join((keyed[1], head, payload)), b"".join((keyed[0], head, payload))
 
     def lane(self, key: SigningKey, *, resource: str, permission: object, sub: str | None, ttl: int,
              uses: int = 1, iss: str | None = None, aud: str | None = None, chain: tuple = (),

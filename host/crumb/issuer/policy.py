@@ -5,7 +5,7 @@
     [nodes]     NAME = "base64url Ed25519 public key" | { key_file = "path" }
     [groups.G]  ttl, uses, batch, rate, burst, devices = [ids], [[groups.G.allow]] rules
     [devices.D] group, ttl, uses, batch, rate, burst, [[devices.D.allow]] rules
-    rule:       resource | resources, operations, ttl, uses, chain, attenuators, audience
+    rule:       resource | resources, operations, ttl, uses, chain, attenuators, audience, pop, pop_node
 
 A device gets a token only when one of its rules (its own first, then its
 group's, in file order) covers the requested resource and every requested
@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import CrumbError
 from ..keys import KeyFileError, PublicKey, load_public_key, unb64u
 from ..scope import check_canonical, check_operation
-from ..wire import MAX_BATCH, MAX_STRING, MAX_USES
+from ..wire import MAX_BATCH, MAX_STRING, MAX_USES, POP_MODES
 from .protocol import check_device_id, method_names
 from .tomllines import Locator, dotted
 
@@ -60,6 +60,8 @@ class Rule:
     attenuators: tuple = ()
     audience: str | None = None
     where: str = ""            # e.g. "groups.sensors.allow[0]", for messages and the audit log
+    pop: str | None = None     # proof of possession: "token" (a key per token) or "batch" (one per response)
+    pop_node: tuple | None = None  # (name, PublicKey): the first hop, whose X25519 key cnf is encrypted to
 
     def covers(self, resource: str) -> bool:
         if self.pattern[-1] == "*":
@@ -178,7 +180,8 @@ def parse(text: str, source: str = "<policy>", base_dir: Path | None = None) -> 
 _TOP = {"issuer", "defaults", "nodes", "groups", "devices"}
 _LIMITS = {"batch", "rate", "burst"}
 _RULE_DEFAULTS = {"ttl", "uses"}
-_RULE_KEYS = {"resource", "resources", "operations", "ttl", "uses", "chain", "attenuators", "audience"}
+_RULE_KEYS = {"resource", "resources", "operations", "ttl", "uses", "chain", "attenuators", "audience", "pop",
+              "pop_node"}
 
 
 class _Checker:
@@ -367,6 +370,38 @@ class _Checker:
                 out.append((name, policy.nodes[name]))
         return tuple(out)
 
+    def pop(self, rule: dict, path: tuple, policy: Policy, chain: tuple) -> tuple[str | None, tuple | None]:
+        """(mode, first hop) of a rule's proof of possession (docs/issuer.md, PROTOCOL.md §4.4).
+
+        ``pop = true`` is ``"batch"`` (the cheaper at the first hop: PROTOCOL.md §4.4). The key is encrypted to ``pop_node`` if
+        given, else to the chain's first hop: the first service to verify the token.
+        """
+        value = rule.get("pop", False)
+        node = rule.get("pop_node")
+        if value is False:
+            if node is not None:
+                self.bad(path + ("pop_node",), "is only meaningful with pop = \"token\" or \"batch\"")
+            return None, None
+        mode = "batch" if value is True else value
+        if mode not in POP_MODES:
+            self.bad(path + ("pop",), "must be true, \"token\" (a PoP key per token) or \"batch\" "
+                                      "(one per token response)")
+            return None, None
+        if node is not None:
+            if not isinstance(node, str) or node not in policy.nodes:
+                self.bad(path + ("pop_node",), f"node {node!r} is not defined under [nodes]")
+                return None, None
+            if chain and chain[0][0] != node:
+                self.bad(path + ("pop_node",), f"the first hop of this rule's chain is {chain[0][0]!r}: it is the "
+                                               "one that verifies first, so the PoP key is encrypted to it")
+                return None, None
+            return mode, (node, policy.nodes[node])
+        if not chain:
+            self.bad(path + ("pop",), "needs the first verifying hop: pop_node = \"NAME\" (under [nodes]) "
+                                      "or a chain")
+            return None, None
+        return mode, chain[0]
+
     def rules(self, value: object, path: tuple, policy: Policy, inherited: dict) -> list[Rule]:
         if not isinstance(value, list):
             self.bad(path, "must be an array of rule tables ([[...allow]])")
@@ -410,9 +445,10 @@ class _Checker:
                 good = False
             chain = self.names(rule, "chain", rpath, policy)
             attenuators = self.names(rule, "attenuators", rpath, policy)
+            pop, pop_node = self.pop(rule, rpath, policy, chain)
             if not good:
                 continue
             for res in resources:
                 out.append(Rule(res, frozenset(ops), settings["ttl"], settings["uses"], chain, attenuators,
-                                audience, dotted(rpath)))
+                                audience, dotted(rpath), pop, pop_node))
         return out

@@ -37,6 +37,8 @@ from ..wire import (  # the request's keys and sizes are re-exported here: proto
     BLOCK_COUNT_BYTES,
     BLOCK_TIME_BYTES,
     CBOR_TYPES,
+    CNF_COSE_KEY,
+    COSE_KEY_K,
     DEVICE_KEY_LABEL,
     ERR_CODE,
     ERR_DESCRIPTION,
@@ -60,6 +62,7 @@ from ..wire import (  # the request's keys and sizes are re-exported here: proto
     REQ_GRANT_TYPE,
     REQ_SCOPE,
     RESP_ACCESS_TOKEN,
+    RESP_CNF,
     RESP_EXPIRES_IN,
     RESP_TIME,
     RESP_TOKEN_TYPE,
@@ -70,6 +73,7 @@ from ..wire import (  # the request's keys and sizes are re-exported here: proto
     SCOPE_OP_MARK,
     SCOPE_OP_SEPARATOR,
     TOKEN_TYPE_BEARER,
+    TOKEN_TYPE_POP,
 )
 from .codes import Refusal
 
@@ -622,6 +626,27 @@ class Issued(NamedTuple):
     uses: int
     cti: bytes
     scope: tuple
+    pop_key: bytes | None = None   # a PoP token's key (§11.9): only ever sent encrypted
+
+
+def token_response_pop(issued: list[Issued], now: int, batch: bool) -> bytes:
+    """The plaintext of an encrypted token response (§11.9), by the core encoder: the response
+    map of §11.6 with token_type 2 (PoP) and each PoP token's key: ``cnf`` (8) {1: COSE_Key} for
+    one token, a fourth element (the key's bytes) in its batch entry."""
+    from ..pop import symmetric_cose_key
+    m: dict[int, Any] = {RESP_TOKEN_TYPE: TOKEN_TYPE_POP, RESP_TIME: now}
+    if batch:
+        m[RESP_TOKENS] = [[it.token, it.expires_in, it.uses] + ([it.pop_key] if it.pop_key is not None else [])
+                          for it in issued]
+    else:
+        it = issued[0]
+        m[RESP_ACCESS_TOKEN] = it.token
+        m[RESP_EXPIRES_IN] = it.expires_in
+        if it.pop_key is not None:
+            m[RESP_CNF] = {CNF_COSE_KEY: symmetric_cose_key(it.pop_key)}
+        if it.uses != 1:
+            m[RESP_USES] = it.uses
+    return cbor.dumps(m)
 
 
 _u = encode_uint
@@ -687,7 +712,7 @@ class Response(NamedTuple):
     """A decoded /token response (client side)."""
 
     time: int
-    tokens: list            # [(token bytes, expires_in, uses)]
+    tokens: list            # [(token bytes, expires_in, uses[, PoP key])]
     code: str | None = None
     message: str | None = None
     ace_error: int | None = None
@@ -713,7 +738,10 @@ def parse_response(body: bytes, content_type: str = CBOR_TYPES[0]) -> Response:
         return Response(m[RESP_TIME], [], m[ERR_CODE], m[ERR_DESCRIPTION], m[ERR_ERROR], m.get(ERR_RETRY_AFTER))
     if RESP_TOKENS in m:
         return Response(m[RESP_TIME], [tuple(t) for t in m[RESP_TOKENS]])
-    return Response(m[RESP_TIME], [(m[RESP_ACCESS_TOKEN], m[RESP_EXPIRES_IN], m.get(RESP_USES, 1))])
+    one = (m[RESP_ACCESS_TOKEN], m[RESP_EXPIRES_IN], m.get(RESP_USES, 1))
+    if RESP_CNF in m:  # a PoP token's key (§11.9): the fourth element, as in a batch entry
+        one += (m[RESP_CNF][CNF_COSE_KEY][COSE_KEY_K],)
+    return Response(m[RESP_TIME], [one])
 
 
 def method_names(mask: int) -> list[str]:

@@ -86,11 +86,15 @@ class MqttConsumer:
         token: bytes | None = None
         resource: str | None = None
         try:
-            token, payload = envelope.unpack(data, max_token=self.verifier.max_token_bytes,
-                                             max_payload=self.max_payload)
+            token, payload, proof = envelope.unpack_proof(data, max_token=self.verifier.max_token_bytes,
+                                                          max_payload=self.max_payload)
             resource = self.resource(topic) if self.resource is not None else topic
             facts = self.facts(topic, payload) if self.facts is not None else None
-            verified = self.verifier.verify(token, resource, self.operation, facts=facts)
+            pop = None
+            if proof is not None:  # a PoP token's first hop checks it (PROTOCOL.md §12.1)
+                from ..pop import PopRequest
+                pop = PopRequest(proof, "PUBLISH", topic, payload)
+            verified = self.verifier.verify(token, resource, self.operation, facts=facts, pop=pop)
         except CrumbError as e:
             self.rejected[e.code] += 1
             log.warning("rejected message on %r: %s: %s", topic, e.code, e.message,

@@ -21,11 +21,12 @@ from typing import Any
 
 from anyio import to_thread
 
-from ...errors import CrumbError
+from ...errors import CrumbError, PopFailed, TooLarge
 from ...keys import SigningKey
 from ...verify import Verifier
+from ...wire import POP_HEADER
 from ..servicelog import ServiceLog
-from .guard import Facts, Guard
+from .guard import MAX_POP_BODY, Facts, Guard, pop_request
 from .problems import problem
 from .recording import record_accepted, record_refused
 from .rules import RequestInfo, Rule
@@ -36,6 +37,36 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("crumb.http")
+_POP_HEADER = POP_HEADER.encode()
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise PopFailed("the client went away before its body could be proved")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_POP_BODY:
+            raise TooLarge(f"a request with a proof of possession has a body of at most {MAX_POP_BODY} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the app the body already read, then whatever the client sends next."""
+    sent = False
+
+    async def replay() -> MutableMapping[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
 
 
 async def send_problem(send: Send, code: str, message: str, realm: str = "crumb",
@@ -80,14 +111,21 @@ class CrumbMiddleware:
         info = RequestInfo(method, scope["path"], scope.get("query_string", b"").decode("latin-1"), raw)
         guard = self.guard
         target: tuple[str, str] | None = None
+        proofs = [v.decode("latin-1") for k, v in raw if k == _POP_HEADER]
         try:
             target = guard.target(info)  # cheap: public routes never wait for a thread
+            pop = None
+            if target is not None and proofs and kind == "http":
+                # The proof covers the body's hash: read it (bounded) and hand the app the same bytes.
+                body = await _read_body(receive)
+                receive = _replay(body, receive)
+                pop = pop_request(info, proofs, body)
             if target is None:
                 grant = None
             elif self.offload:
-                grant = await to_thread.run_sync(guard.grant, info, target, auth)
+                grant = await to_thread.run_sync(guard.grant, info, target, auth, pop)
             else:
-                grant = guard.grant(info, target, auth)
+                grant = guard.grant(info, target, auth, pop)
         except CrumbError as e:
             log.info("rejected %s %s: %s: %s", method, info.path, e.code, e.message)
             if self.service_log is not None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ...errors import Malformed, MissingToken, ScopeDenied, TooLarge
+from ...errors import Malformed, MissingToken, PopFailed, ScopeDenied, TooLarge
 from ...keys import SigningKey
 from ...token import to_bytes
 from ...verify import Verifier
-from ...wire import MAX_TOKEN_BYTES
+from ...wire import MAX_TOKEN_BYTES, POP_HEADER
 from ..grant import Grant
 from .rules import PUBLIC, RequestInfo, Rule, canonical_path, path_as_resource
 
@@ -31,6 +31,22 @@ def bearer_token(values: Sequence[str], max_bytes: int = MAX_TOKEN_BYTES) -> byt
     if len(text) > (max_bytes * 4 + 2) // 3:  # base64url length of max_bytes: refuse before decoding
         raise TooLarge(f"the token is larger than {max_bytes} bytes")
     return to_bytes(text)
+
+
+#: The largest body a request with a proof of possession may have: the proof covers the body's
+#: hash, so the middleware reads the body before the app does (and hands the app the same bytes).
+MAX_POP_BODY = 1024 * 1024
+
+
+def pop_request(info: RequestInfo, values: Sequence[str], body: bytes) -> Any:
+    """The request's proof of possession (``Crumb-PoP`` header, PROTOCOL.md §12.1), or None without one."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise PopFailed(f"more than one {POP_HEADER} header")
+    from ...pop import PopRequest, parse_proof_text
+    target = info.path + ("?" + info.query if info.query else "")
+    return PopRequest(parse_proof_text(values[0]), info.method.upper(), target, body)
 
 
 class Guard:
@@ -63,21 +79,25 @@ class Guard:
             raise ScopeDenied(f"no authorization rule covers {info.method} {info.path}")
         return decision  # type: ignore[return-value]
 
-    def grant(self, info: RequestInfo, target: tuple[str, str], authorization: Sequence[str]) -> Grant:
-        """Verify the request's bearer token for ``target``; the Grant, or raise the CrumbError."""
+    def grant(self, info: RequestInfo, target: tuple[str, str], authorization: Sequence[str],
+              pop: Any = None) -> Grant:
+        """Verify the request's bearer token for ``target``; the Grant, or raise the CrumbError.
+
+        ``pop``: the request's proof (``pop_request``), which a PoP token's first hop checks.
+        """
         resource, operation = target
         token = bearer_token(authorization, self.verifier.max_token_bytes)
         facts = self.facts(info) if self.facts is not None else None
-        verified = self.verifier.verify(token, resource, operation, facts=facts)
+        verified = self.verifier.verify(token, resource, operation, facts=facts, pop=pop)
         grant = Grant(token, verified, resource, operation)
         if self.node_key is not None and verified.hop is not None and verified.claims.chain:
             grant.next_token(self.node_key)
         return grant
 
-    def authorize(self, info: RequestInfo, authorization: Sequence[str]) -> Grant | None:
+    def authorize(self, info: RequestInfo, authorization: Sequence[str], pop: Any = None) -> Grant | None:
         """A Grant, None for a public request, or raise the CrumbError to answer with."""
         target = self.target(info)
-        return None if target is None else self.grant(info, target, authorization)
+        return None if target is None else self.grant(info, target, authorization, pop)
 
     @property
     def blocking(self) -> bool:

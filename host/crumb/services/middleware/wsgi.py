@@ -16,11 +16,11 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ...errors import CrumbError
+from ...errors import CrumbError, TooLarge
 from ...keys import SigningKey
 from ...verify import Verifier
 from ..servicelog import ServiceLog
-from .guard import Facts, Guard
+from .guard import MAX_POP_BODY, Facts, Guard, pop_request
 from .problems import TITLES, problem
 from .recording import record_accepted, record_refused
 from .rules import RequestInfo, Rule
@@ -54,6 +54,17 @@ def _path(environ: dict) -> str:
         return "\x00"  # not a canonical path: refused by the guard
 
 
+def _read_body(environ: dict) -> bytes:
+    """The body (at most MAX_POP_BODY bytes), put back as wsgi.input for the app."""
+    import io
+    length = environ.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > MAX_POP_BODY:
+        raise TooLarge(f"a request with a proof of possession has a body of at most {MAX_POP_BODY} bytes")
+    body = environ["wsgi.input"].read(int(length)) if int(length) else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
 class CrumbWSGIMiddleware:
     """Verify ``Authorization: Bearer`` tokens for the wrapped WSGI app.
 
@@ -78,9 +89,15 @@ class CrumbWSGIMiddleware:
         environ.pop(ENVIRON_KEY, None)
         authorization = [auth] if auth is not None else []
         target: tuple[str, str] | None = None
+        proof = environ.get("HTTP_CRUMB_POP")
         try:
             target = self.guard.target(info)
-            grant = None if target is None else self.guard.grant(info, target, authorization)
+            pop = None
+            if target is not None and proof is not None:
+                # The proof covers the body's hash: read it (bounded) and hand the app the same bytes.
+                body = _read_body(environ)
+                pop = pop_request(info, [proof], body)
+            grant = None if target is None else self.guard.grant(info, target, authorization, pop)
         except CrumbError as e:
             log.info("rejected %s %s: %s: %s", method, info.path, e.code, e.message)
             if self.service_log is not None:

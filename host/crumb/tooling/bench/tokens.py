@@ -117,6 +117,8 @@ def run(rounds: int = 2000) -> dict:
     one_hop = mint(issuer, sub=SUB, scope=[(RES, OP)], chain=[(HOPS[0], nodes[0].public)])
     attestation_bytes = len(attest(one_hop, nodes[0], HOPS[0])) - len(one_hop)
 
+    pop_token_us, pop_raw_us, pop_us, pop_mean_us, pop_bytes = _pop(issuer, rounds)
+
     verify_us, raw_us = median_us(crumb_ns), median_us(raw_ns)
     result = {
         "token_bytes": len(tokens[0]),
@@ -127,6 +129,13 @@ def run(rounds: int = 2000) -> dict:
         "ed25519_verify_us": raw_us,
         "verify_ratio": round(verify_us / raw_us, 3),
         "chain3_verify_us": chain_us,
+        "pop_token_bytes": pop_bytes,
+        "pop_ed25519_verify_us": pop_raw_us,
+        "pop_verify_us": pop_us,
+        "pop_verify_ratio": round(pop_us / pop_raw_us, 3),
+        "pop_verify_mean_ratio": round(pop_mean_us / pop_raw_us, 3),
+        "pop_per_token_key_verify_us": pop_token_us,
+        "pop_per_token_key_verify_ratio": round(pop_token_us / pop_raw_us, 3),
         "rounds": rounds,
     }
     peer_rounds = max(50, rounds // 4)
@@ -139,6 +148,62 @@ def run(rounds: int = 2000) -> dict:
     return result
 
 
+POP_BATCH = 4  # tokens per answer: the device client's default batch
+
+
+def _pop(issuer: SigningKey, rounds: int) -> tuple[float, float, float, float, int]:
+    """A PoP token's first hop (PROTOCOL.md §4.4, §12.1): verify including the cnf decryption
+    (X25519 + HKDF + AES-CCM) and the proof (HMAC over a 16-byte body), interleaved with raw
+    Ed25519 verifies of the same length as above. pop = "batch" (the POP_BATCH tokens of an
+    answer carry one cnf: the hop decrypts it once) and pop = "token" (one ECDH per token).
+
+    Returns (per-token median µs, raw median µs, batch median µs, batch mean µs, token bytes).
+    """
+    from ...pop import CnfSealer, PopRequest, make_proof, new_pop_key, x25519_public
+
+    hop = SigningKey.generate()
+    hop_x = x25519_public(hop.public)
+    now = int(time.time())
+    verifier = Verifier([issuer.public], pop_key=hop, clock=lambda: now,
+                        replay=MemoryReplayStore(max_entries=4 * rounds + 10, fence=False))
+    body = b'{"t": 21.5, "n": 1}'
+
+    def minted(sealer: CnfSealer, key: bytes) -> tuple[bytes, PopRequest]:
+        return minted_cnf(sealer.cnf(key), key)
+
+    def minted_cnf(cnf: dict, key: bytes) -> tuple[bytes, PopRequest]:
+        token = mint(issuer, sub=SUB, scope=[(RES, OP)], ttl=60, now=now, cnf=cnf)
+        return token, PopRequest(make_proof(key, token, now, "POST", RES, body), "POST", RES, body)
+
+    single = [minted(CnfSealer(hop_x), new_pop_key()) for _ in range(rounds)]
+    batched = []
+    for _ in range(0, rounds, POP_BATCH):
+        key = new_pop_key()
+        cnf = CnfSealer(hop_x).cnf(key)  # pop = "batch": one cnf in every token of the answer
+        batched.extend(minted_cnf(cnf, key) for _ in range(POP_BATCH))
+    raw_key = nacl.signing.SigningKey.generate()
+    raw_pairs = [(m, raw_key.sign(m).signature) for m in (os.urandom(len(single[0][0]) - 66 + 16)
+                                                           for _ in range(rounds))]
+    raw_vk = raw_key.verify_key
+    clock = time.perf_counter_ns
+    pop_ns: list[int] = []
+    raw_ns: list[int] = []
+    batch_ns: list[int] = []
+    for (token, req), (btoken, breq), (raw_msg, raw_sig) in zip(single, batched, raw_pairs):
+        t0 = clock()
+        verifier.verify(token, RES, OP, pop=req)
+        t1 = clock()
+        raw_vk.verify(raw_msg, raw_sig)
+        t2 = clock()
+        verifier.verify(btoken, RES, OP, pop=breq)
+        t3 = clock()
+        pop_ns.append(t1 - t0)
+        raw_ns.append(t2 - t1)
+        batch_ns.append(t3 - t2)
+    return (median_us(pop_ns), median_us(raw_ns), median_us(batch_ns), round(sum(batch_ns) / len(batch_ns) / 1000, 2),
+            len(single[0][0]))
+
+
 def render_table(r: dict) -> str:
     rows = [
         ("typical token (1 block)", f"{r['token_bytes']} B", "bar <= 142 B"),
@@ -149,6 +214,11 @@ def render_table(r: dict) -> str:
         ("raw PyNaCl Ed25519 verify (median)", f"{r['ed25519_verify_us']} µs", ""),
         ("verify ratio", f"{r['verify_ratio']}", "goal <= 1.25"),
         ("verify, 3-hop chain (median)", f"{r['chain3_verify_us']} µs", ""),
+        ("PoP token (cnf encrypted to the first hop)", f"{r['pop_token_bytes']} B", ""),
+        ("PoP first hop, pop = \"batch\" of 4: verify + cnf + proof", f"{r['pop_verify_us']} µs", "median"),
+        ("PoP verify ratio (batch of 4)", f"{r['pop_verify_ratio']}", "bar <= 2.5"),
+        ("  mean, one ECDH per 4 tokens included", f"{r['pop_verify_mean_ratio']}", ""),
+        ("PoP verify ratio, pop = \"token\" (ECDH each token)", f"{r['pop_per_token_key_verify_ratio']}", ""),
     ]
     if "biscuit_verify_us" in r:
         rows.append(("biscuit-python parse+authorize", f"{r['biscuit_verify_us']} µs",

@@ -36,7 +36,7 @@ MPY_BUDGET = 24 * 1024  # client + application + HAL, per board
 # them only when its board file asks for the feature (`features = ["pop"]`), so
 # the default bundles stay within MPY_BUDGET.
 FEATURE_MODULES: dict[str, tuple[str, ...]] = {
-    "pop": ("aesccm.py",),  # proof of possession (AES-CCM of the PoP key)
+    "pop": ("aesccm.py", "pop.py"),  # proof of possession: the encrypted answer (AES-CCM), the proofs
     "coap": ("coap.py",),  # CoAP over UDP (ucrumb.coap), for coap:// URLs
     # on-device token verification (PROTOCOL.md §7.1): ucrumb.verify and its Ed25519 and SHA-512,
     # for an actuator; larger than the others, so counted on top of MPY_BUDGET (Bundle.feature_total)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import cbor
-from ...claims import Claims, Party
+from ...claims import Claims, Party, loads_claims
 from ...cose import sig_structure
 from ...errors import CrumbError, Replayed
 from ...keys import SigningKey
@@ -213,7 +213,7 @@ def _claims_paths_agree(token: bytes) -> None:
     except CrumbError:
         return
     outcomes = []
-    for decode in (Claims.decode, lambda p: Claims.parse(cbor.loads(p))):
+    for decode in (Claims.decode, lambda p: Claims.parse(loads_claims(p))):
         try:
             outcomes.append(("ok", _shape(decode(payload).to_map())))
         except CrumbError as e:

@@ -38,7 +38,7 @@ from typing import Any
 
 from ...issuer import protocol
 from .events import Recorder
-from .plan import ATTACK_SPEC, Attempt, Plan
+from .plan import ATTACK_SPEC, Attempt, Plan, expected_code
 from .proxy import Link
 
 WAIT_FOR_CAPTURE = 5.0  # seconds an attempt waits for its victim's first capture
@@ -78,7 +78,7 @@ class Attacker:
         if token is None or not 200 <= status < 300:
             return
         if link.service == "gateway":
-            mine["reading"] = (token, path, body)
+            mine["reading"] = (token, path, body, headers.get("crumb-pop"))
         elif link.service == "commands":
             mine["poll" if method == "GET" else "command"] = (token, path)
 
@@ -110,7 +110,8 @@ class Attacker:
         if cap is None:
             self.rec.emit("attack_skipped", attack=a.kind, victim=a.victim, why=f"no {needs} captured from {a.victim}")
             return
-        _, target, expected, _ = ATTACK_SPEC[a.kind]
+        _, target, _, _ = ATTACK_SPEC[a.kind]
+        expected = expected_code(self.plan.sc, a.kind)
         extra = {}
         if a.kind == "mqtt_replay":
             status, code = self._mqtt_replay(*cap)
@@ -121,7 +122,10 @@ class Attacker:
             status, code = self._issuer(cap)
         else:
             method, path, auth, body = self._forgery(a, cap)
-            status, code = self._send(target, method, path, auth, body)
+            proof = cap[3] if len(cap) > 3 else None
+            if proof is not None and a.kind == "replay":
+                body = body + b" "  # its own reading: the captured proof is for the device's
+            status, code = self._send(target, method, path, auth, body, proof)
         outcome = "accepted" if 200 <= status < 300 else "refused"
         self.rec.emit("attack", attack=a.kind, target=target, outcome=outcome, code=code, expected=expected,
                       victim=a.victim, status=status, **extra)
@@ -171,9 +175,12 @@ class Attacker:
         finally:
             conn.close()
 
-    def _send(self, target: str, method: str, path: str, auth: str, body: bytes) -> tuple[int, str]:
-        status, data = self._call(target, method, path,
-                                  {"Authorization": auth, "Content-Type": "application/json"}, body)
+    def _send(self, target: str, method: str, path: str, auth: str, body: bytes,
+              proof: str | None = None) -> tuple[int, str]:
+        headers = {"Authorization": auth, "Content-Type": "application/json"}
+        if proof is not None:  # a captured Crumb-PoP header goes along (PROTOCOL.md §12.1)
+            headers["Crumb-PoP"] = proof
+        status, data = self._call(target, method, path, headers, body)
         if isinstance(data, str):
             return status, data
         try:

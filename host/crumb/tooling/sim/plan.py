@@ -73,6 +73,20 @@ ATTACK_SPEC: dict[str, tuple[str, str, str, str]] = {
 }
 assert set(ATTACK_SPEC) == set(ATTACKS)
 
+# With proof of possession ([services] pop = true) the attacker also has the captured proof, and
+# every use it makes of a captured reading token is refused for want of a proof of its own: at the
+# gateway (another body, another sensor), at a service that cannot read the token's key.
+POP_ATTACKS = {"replay": "the captured token and proof sent again with the attacker's own reading",
+               "other_resource": "the captured token and proof used for another sensor",
+               "other_service": "the captured token and proof at a service outside its chain",
+               "skip_hop": "the captured token and proof sent straight to ingest"}
+POP_CODE = "pop_failed"
+
+
+def expected_code(sc: Scenario, kind: str) -> str:
+    """The code an attempt of ``kind`` must be refused with in scenario ``sc``."""
+    return POP_CODE if sc.pop and kind in POP_ATTACKS else ATTACK_SPEC[kind][2]
+
 
 def attack_kinds(sc: Scenario) -> list[str]:
     """The kinds this scenario's attacker tries: its list, else every kind its services allow."""

@@ -1,7 +1,8 @@
 """Scenario files: what a simulation runs, as TOML, checked with line numbers.
 
     [run]        name, description, devices, duration (s), seed
-    [services]   chain, commands, mqtt, redis             (which real services run)
+    [services]   chain, commands, mqtt, redis, pop        (which real services run; pop: readings'
+                 tokens are proof-of-possession tokens, the gateway their first hop)
     [device]     batch, transport, mqtt_share, timeout, watchdog_ms, clock_skew_ppm,
                  boot_spread, offline_at_boot, offline_for
     [workload]   telemetry_every, poll_every, commands_every
@@ -74,6 +75,7 @@ class Scenario:
     commands: bool = True
     mqtt: bool = False
     redis: bool = False
+    pop: bool = False           # proof of possession on the readings' rule (first hop: the gateway)
     # devices
     batch: int = 4
     transport: str = "http"
@@ -184,7 +186,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {
             "devices": ("devices", _int(1, 100_000)), "duration": ("duration", _num(0, above=True)),
             "seed": ("seed", _int(0))},
     "services": {"chain": ("chain", _bool), "commands": ("commands", _bool), "mqtt": ("mqtt", _bool),
-                 "redis": ("redis", _bool)},
+                 "redis": ("redis", _bool), "pop": ("pop", _bool)},
     "device": {"batch": ("batch", _int(1, 32)), "transport": ("transport", _choice(TRANSPORTS)),
                "mqtt_share": ("mqtt_share", _num(0, 1)), "timeout": ("timeout", _num(0, 60, above=True)),
                "watchdog_ms": ("watchdog_ms", _int(0, 600_000)),

@@ -97,7 +97,7 @@ burst = {burst}
 [[groups.sensors.allow]]
 resource = "/sensors/*"
 operations = ["publish"]
-chain = ["gateway", "ingest", "storage"]
+chain = ["gateway", "ingest", "storage"]{pop}
 ttl = 120
 
 [[groups.sensors.allow]]
@@ -240,7 +240,8 @@ class Stack:
         with reserve_port(port=port or 0) as held:
             p = held.getsockname()[1]
             url = f"http://{HOST}:{p}"
-            policy = POLICY.format(url=url, batch=sc.batch, rate=rate, burst=burst, nodes=nodes)
+            policy = POLICY.format(url=url, batch=sc.batch, rate=rate, burst=burst, nodes=nodes,
+                                   pop='\npop = "batch"' if sc.pop else "")
             data, credentials = enroll_data_dir(self.dir / "issuer", policy, devices)
             args: tuple[str, ...] = ("--audit-sync", "normal")
             issuer = LocalIssuer(data.root, data.policy, redis_url=self.urls.get("redis"), port=p, args=args)
