@@ -30,9 +30,11 @@ def test_bench_device_json():
     # proof header is "Crumb-PoP: " + 27 base64url characters + CRLF (PROTOCOL.md §12.1).
     assert r["pop_request_header_bytes"] == 40 and r["pop_request_bytes"] > r["pop_authorization_header_bytes"] > 300
     assert r["pop_mac_ms"] > 0 and r["pop_mpy_bytes"] == sum(r["pop_mpy_files"].values())
-    # pop_heap_peak_bytes is over its goal (10,240; measured ~15,900: every transient copy of the
-    # decrypted answer is counted, the GC being off): reported, not hidden, and held where it is.
+    # pop_heap_peak_bytes, with the default batch of 4, is over its goal (10,240; measured 15,872: every
+    # transient copy of the decrypted answer is counted, the GC being off): reported, not hidden, and held
+    # where it is. A client made with batch=1 (docs/device.md) is within it. Heap figures are deterministic.
     assert r["pop_heap_peak_bytes"] <= 16 * 1024
+    assert 0 < r["pop_heap_peak_bytes_batch1"] <= 10 * 1024 < r["pop_heap_peak_bytes"]
     assert all(v for k, v in r["meets_goals"].items() if k != "pop_heap_peak_bytes"), r["meets_goals"]
     # The optional modules are counted apart, and a fetch over CoAP was measured in the VM.
     optional = {"ucrumb/coap.mpy", "ucrumb/aesccm.mpy", "ucrumb/verify.mpy", "ucrumb/ed25519.mpy",
