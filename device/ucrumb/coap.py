@@ -20,7 +20,7 @@
 import socket
 
 from ucrumb.client import urandom
-from ucrumb.http import _reason, ticks_add, ticks_diff, ticks_ms
+from ucrumb.http import _reason, split_rest, ticks_add, ticks_diff, ticks_ms
 
 try:
     from micropython import const
@@ -66,22 +66,7 @@ def split_url(url):
     # "coap://host[:port][/path][?query]" -> (host, port, path); ValueError otherwise.
     if not url.startswith("coap://"):
         raise ValueError("URL must start with coap://: %s" % url)
-    rest = url[7:]
-    port = _DEFAULT_PORT
-    i = rest.find("/")
-    j = rest.find("?")
-    if j >= 0 and (i < 0 or j < i):
-        i = j
-    host, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
-    i = host.rfind(":")
-    if i >= 0 and host[-1] != "]":
-        port = int(host[i + 1:])
-        host = host[:i]
-    if host[:1] == "[":
-        host = host[1:-1]
-    if not host or not 0 < port < 65536:
-        raise ValueError("bad host or port in URL: %s" % url)
-    return host, port, path
+    return split_rest(url[7:], _DEFAULT_PORT, url)
 
 
 def uint(v):

@@ -34,14 +34,25 @@ class HTTPError(OSError):
 
 
 def split_url(url):
-    # "http[s]://host[:port][/path]" -> (tls, host, port, path); ValueError otherwise.
+    # "http[s]://host[:port][/path][?query]" -> (tls, host, port, path); ValueError otherwise.
     if url.startswith("http://"):
         tls, rest, port = False, url[7:], 80
     elif url.startswith("https://"):
         tls, rest, port = True, url[8:], 443
     else:
         raise ValueError("URL must start with http:// or https://: %s" % url)
+    host, port, path = split_rest(rest, port, url)
+    return tls, host, port, "/" + path if path[0] == "?" else path
+
+
+def split_rest(rest, port, url):
+    # "host[:port][/path][?query]" (a URL after its scheme, `port` its
+    # default) -> (host, port, path): the authority ends at "/" or "?"
+    # (RFC 3986 §3.2); ucrumb.coap's URLs too.
     i = rest.find("/")
+    j = rest.find("?")
+    if j >= 0 and (i < 0 or j < i):
+        i = j
     host, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
     i = host.rfind(":")
     if i >= 0 and host[-1] != "]":
@@ -51,7 +62,7 @@ def split_url(url):
         host = host[1:-1]
     if not host or not 0 < port < 65536:
         raise ValueError("bad host or port in URL: %s" % url)
-    return tls, host, port, path
+    return host, port, path
 
 
 def _ders(cadata):

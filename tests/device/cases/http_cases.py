@@ -44,6 +44,8 @@ def test_split_url():
     assert split_url("http://127.0.0.1:8080/a/b?c=d") == (False, "127.0.0.1", 8080, "/a/b?c=d")
     assert split_url("https://[::1]:8443/x") == (True, "::1", 8443, "/x")
     assert split_url("http://[fe80::1]/") == (False, "fe80::1", 80, "/")
+    # The authority ends at "?" too (RFC 3986 §3.2): a query without a path gets the path "/".
+    assert split_url("http://h:81?x=1") == (False, "h", 81, "/?x=1")
     for bad in ("ftp://x/", "issuer:80", "http://", "http://:80/", "http://h:0/", "http://h:70000/"):
         raises(ValueError, split_url, bad)
     raises(ValueError, split_url, "http://h:port/")
