@@ -436,3 +436,35 @@ def test_malformed_proof_options_are_refused(key, short):
             env = envelope.pack(tok, b"21.5", proven(tok))
             refused(raw(svc, [(12, b"\x3c"), (65007, proven(tok))], env), 401, "malformed")
             assert raw(svc, [(12, b"\x3c")], env)[0] == 204  # the envelope alone: good
+
+
+def test_aiocoap_client_proves_possession(key):
+    # An independent CoAP implementation (aiocoap's client) turns the URL into Uri-Path and Uri-Query
+    # options; the proof made for the target of PROTOCOL.md §12.1 from the same URL verifies at the guard,
+    # and the same proof for the path without the query does not.
+    from crumb import pop
+
+    hop, pop_key = SigningKey(bytes(range(100, 132))), bytes(range(16))
+    cnf = pop.CnfSealer(pop.x25519_public(hop.public)).cnf(pop_key)
+    tok = mint(key, sub="d", scope=[("/sensors/t1", "read")], cnf=cnf, uses=4)
+    verifier = Verifier([key.public], replay=MemoryReplayStore(fence=False), pop_key=hop)
+
+    async def go(port):
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            out = []
+            for target in ("/sensors/t1?unit=C&n", "/sensors/t1"):
+                msg = aiocoap.Message(code=aiocoap.GET, uri=f"coap://127.0.0.1:{port}/sensors/t1?unit=C&n")
+                msg.opt.add_option(aiocoap.optiontypes.OpaqueOption(65003, tok))
+                prf = pop.make_proof(pop_key, tok, int(time.time()), "GET", target, b"")
+                msg.opt.add_option(aiocoap.optiontypes.OpaqueOption(65007, prf))
+                r = await ctx.request(msg).response
+                out.append((str(r.code), r.payload))
+            return out
+        finally:
+            await ctx.shutdown()
+
+    with guarded(verifier) as svc:
+        out = asyncio.run(go(svc.port))
+    assert out[0][0].startswith("2.05"), out
+    assert out[1][0].startswith("4.01") and out[1][1].startswith(b"pop_failed: "), out
