@@ -412,7 +412,8 @@ class Client:
             (status, headers, body) as ucrumb.http.request returns it: header
             names in lower case; an HTTP error status is returned, not raised.
             For a ``coap://`` URL, as ucrumb.coap.request returns it: the
-            token travels in CoAP option 65003 (PROTOCOL.md §13), ``headers``
+            token travels in CoAP option 65003 (PROTOCOL.md §13), a PoP token's
+            proof in option 65007 (§12.1), ``headers``
             are more options ({number: value}), the status is class * 100 +
             detail (2.05 -> 205) and the options a list of (number, value).
 
