@@ -357,16 +357,17 @@ class Client:
                                               body or b""))
         return h
 
-    def envelope(self, resource, operation, payload, topic=None):
+    def envelope(self, resource, operation, payload, topic=None, method=b"PUBLISH"):
         """The MQTT message: CBOR ``[token, payload]`` (payload bytes or str), with a PoP
-        token ``[token, payload, proof]`` for ``topic`` (default: the resource). Raises as token()."""
+        token ``[token, payload, proof]`` for ``method`` and ``topic`` (default: the
+        resource; over CoAP the request's method and target, PROTOCOL.md §12.1). Raises as token()."""
         if isinstance(payload, str):
             payload = payload.encode()
         t = self._take(resource, operation)
         if len(t) > _KEY:
             from ucrumb import pop
 
-            return cbor.dumps((t[_BYTES], payload, pop.proof(t[_KEY], t[_BYTES], self.now(), b"PUBLISH",
+            return cbor.dumps((t[_BYTES], payload, pop.proof(t[_KEY], t[_BYTES], self.now(), method,
                                                              resource if topic is None else topic, payload)))
         return cbor.dumps((t[_BYTES], payload))
 
@@ -389,12 +390,13 @@ class Client:
         """
         if resource is None:
             resource = topic if isinstance(topic, str) else topic.decode()
-        msg = self.envelope(resource, operation, payload, topic)
         if isinstance(mqtt, str):
             from ucrumb import coap
 
-            return coap.request("POST", mqtt.rstrip("/") + "/" + resource.lstrip("/"), msg,
-                                {_CONTENT_FORMAT: coap.CBOR}, self.timeout)
+            url = mqtt.rstrip("/") + "/" + resource.lstrip("/")
+            msg = self.envelope(resource, operation, payload, coap.uri(coap.split_url(url)[2])[1], b"POST")
+            return coap.request("POST", url, msg, {_CONTENT_FORMAT: coap.CBOR}, self.timeout)
+        msg = self.envelope(resource, operation, payload, topic)
         try:
             mqtt.publish(topic, msg, retain=retain, qos=qos)
         except OSError as e:
@@ -410,7 +412,8 @@ class Client:
             (status, headers, body) as ucrumb.http.request returns it: header
             names in lower case; an HTTP error status is returned, not raised.
             For a ``coap://`` URL, as ucrumb.coap.request returns it: the
-            token travels in CoAP option 65003 (PROTOCOL.md §13), ``headers``
+            token travels in CoAP option 65003 (PROTOCOL.md §13), a PoP token's
+            proof in option 65007 (§12.1), ``headers``
             are more options ({number: value}), the status is class * 100 +
             detail (2.05 -> 205) and the options a list of (number, value).
 
@@ -421,7 +424,13 @@ class Client:
         if url.startswith("coap://"):
             from ucrumb import coap
 
-            o = {coap.TOKEN_OPTION: self.token(resource, operation)}
+            t = self._take(resource, operation)
+            o = {coap.TOKEN_OPTION: t[_BYTES]}
+            if len(t) > _KEY:  # a PoP token: its proof in option 65007, for the request as sent (PROTOCOL.md §12.1)
+                from ucrumb import pop
+
+                o[coap.POP_OPTION] = pop.proof(t[_KEY], t[_BYTES], self.now(), method,
+                                               coap.uri(coap.split_url(url)[2])[1], body)
             if headers:
                 o.update(headers)
             return coap.request(method, url, body, o, self.timeout, max_body)

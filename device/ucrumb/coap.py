@@ -50,6 +50,7 @@ _URI_QUERY = const(15)
 _BLOCK2 = const(23)
 _DEFAULT_PORT = const(5683)
 TOKEN_OPTION = const(65003)  # crumb's token option (PROTOCOL.md §13)
+POP_OPTION = const(65007)  # the proof of possession's option (PROTOCOL.md §12.1)
 ACE_CBOR = const(19)  # Content-Format application/ace+cbor
 CBOR = const(60)  # Content-Format application/cbor
 
@@ -67,6 +68,17 @@ def split_url(url):
     if not url.startswith("coap://"):
         raise ValueError("URL must start with coap://: %s" % url)
     return split_rest(url[7:], _DEFAULT_PORT, url)
+
+
+def uri(path):
+    # A URL's "/a/b?x&y" -> ([Uri-Path and Uri-Query options], target): the options as written (no
+    # percent-decoding, empty segments left out), and the target a proof of possession covers (PROTOCOL.md
+    # §12.1): "/" + the Uri-Path values joined by "/", then "?" + the Uri-Query values joined by "&" if any.
+    q = path.find("?")
+    p = [s for s in (path if q < 0 else path[:q]).split("/") if s]
+    a = [s for s in path[q + 1:].split("&") if s] if q >= 0 else []
+    return ([(_URI_PATH, s.encode()) for s in p] + [(_URI_QUERY, s.encode()) for s in a],
+            "/" + "/".join(p) + ("?" + "&".join(a) if a else ""))
 
 
 def uint(v):
@@ -250,15 +262,7 @@ def request(method, url, payload=None, options=None, timeout=5, max_body=MAX_BOD
     host, port, path = split_url(url)
     if isinstance(payload, str):
         payload = payload.encode()
-    base = []
-    q = path.find("?")
-    for seg in (path if q < 0 else path[:q]).split("/"):
-        if seg:
-            base.append((_URI_PATH, seg.encode()))
-    if q >= 0:
-        for seg in path[q + 1:].split("&"):
-            if seg:
-                base.append((_URI_QUERY, seg.encode()))
+    base = uri(path)[0]
     if options:
         for k in options:
             v = options[k]

@@ -292,6 +292,8 @@ COAP_OPT_MAX_AGE = 14
 COAP_OPT_URI_QUERY = 15
 COAP_OPT_BLOCK2 = 23
 COAP_OPT_CRUMB_TOKEN = 65003
+COAP_OPT_CRUMB_POP = 65007  # the proof of possession (§12.1): critical, unsafe to forward, as the token's
+COAP_CF_COSE_ENCRYPT0 = 16  # application/cose; cose-type="cose-encrypt0" (RFC 9052 §11.2): an encrypted answer
 COAP_CF_ACE_CBOR = 19   # application/ace+cbor (RFC 9200 §8.16): /token requests and answers
 COAP_CF_CBOR = 60       # application/cbor: the envelope [token, payload] (§12)
 

@@ -387,3 +387,84 @@ def test_aiocoap_client_against_the_guard(key):
     with guarded(verifier) as svc:
         out = asyncio.run(go(svc.port))
     assert out[0][0].startswith("2.05") and out[1][0].startswith("4.01") and out[1][1].startswith(b"replayed: ")
+
+
+def test_malformed_proof_options_are_refused(key, short):
+    # Option 65007 (PROTOCOL.md §12.1) empty, oversized or repeated, or beside an envelope: refused. Each
+    # request first goes to a guard whose Verifier has its proof check switched off, where the same
+    # bytes pass: the refusals come from the proof's checks and from nothing else.
+    from crumb import pop
+
+    coap = short
+    hop, pop_key = SigningKey(bytes(range(100, 132))), bytes(range(16))
+
+    def pop_token() -> bytes:
+        return mint(key, sub="d", scope=[("/sensors/t1", "publish")],
+                    cnf=pop.CnfSealer(pop.x25519_public(hop.public)).cnf(pop_key))
+
+    def proven(tok: bytes, body: bytes = b"21.5") -> bytes:
+        return pop.make_proof(pop_key, tok, int(time.time()), "POST", "/sensors/t1", body)
+
+    def raw(svc, opts, payload: bytes = b"21.5"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", svc.port))
+        s.send(bytes(coap.encode(0, 2, 7, b"p7", [(11, b"sensors"), (11, b"t1"), *opts], payload)))
+        _, code, _, _, _, body = coap.parse(s.recv(4096))
+        s.close()
+        return coap.status(code), None, body
+
+    for checked in (False, True):
+        verifier = Verifier([key.public], replay=MemoryReplayStore(fence=False), pop_key=hop)
+        if not checked:
+            verifier._check_pop = lambda *a: None  # type: ignore[method-assign]
+
+        def expect(answer, status, code, checked=checked):
+            if checked:
+                refused(answer, status, code)
+            else:
+                assert answer[0] == 204, answer
+
+        with guarded(verifier) as svc:
+            for value in (b"", b"\x00" * 21, b"\x00" * 600):  # empty, one byte over, far over
+                expect(call(coap, svc, "/sensors/t1", "POST", pop_token(), b"21.5", {coap.POP_OPTION: value}),
+                       401, "pop_failed")
+            tok = pop_token()
+            refused(raw(svc, [(65003, tok), (65007, proven(tok)), (65007, proven(tok))]), 401, "pop_failed")
+            assert raw(svc, [(65003, tok), (65007, proven(tok))])[0] == 204  # one of them: good
+            tok = pop_token()
+            env = envelope.pack(tok, b"21.5", proven(tok))
+            refused(raw(svc, [(12, b"\x3c"), (65007, proven(tok))], env), 401, "malformed")
+            assert raw(svc, [(12, b"\x3c")], env)[0] == 204  # the envelope alone: good
+
+
+def test_aiocoap_client_proves_possession(key):
+    # An independent CoAP implementation (aiocoap's client) turns the URL into Uri-Path and Uri-Query
+    # options; the proof made for the target of PROTOCOL.md §12.1 from the same URL verifies at the guard,
+    # and the same proof for the path without the query does not.
+    from crumb import pop
+
+    hop, pop_key = SigningKey(bytes(range(100, 132))), bytes(range(16))
+    cnf = pop.CnfSealer(pop.x25519_public(hop.public)).cnf(pop_key)
+    tok = mint(key, sub="d", scope=[("/sensors/t1", "read")], cnf=cnf, uses=4)
+    verifier = Verifier([key.public], replay=MemoryReplayStore(fence=False), pop_key=hop)
+
+    async def go(port):
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            out = []
+            for target in ("/sensors/t1?unit=C&n", "/sensors/t1"):
+                msg = aiocoap.Message(code=aiocoap.GET, uri=f"coap://127.0.0.1:{port}/sensors/t1?unit=C&n")
+                msg.opt.add_option(aiocoap.optiontypes.OpaqueOption(65003, tok))
+                prf = pop.make_proof(pop_key, tok, int(time.time()), "GET", target, b"")
+                msg.opt.add_option(aiocoap.optiontypes.OpaqueOption(65007, prf))
+                r = await ctx.request(msg).response
+                out.append((str(r.code), r.payload))
+            return out
+        finally:
+            await ctx.shutdown()
+
+    with guarded(verifier) as svc:
+        out = asyncio.run(go(svc.port))
+    assert out[0][0].startswith("2.05"), out
+    assert out[1][0].startswith("4.01") and out[1][1].startswith(b"pop_failed: "), out

@@ -104,6 +104,7 @@ WIRE_NAMES = {
     "coap._BLOCK2": "COAP_OPT_BLOCK2",
     "coap._DEFAULT_PORT": "COAP_DEFAULT_PORT",
     "coap.TOKEN_OPTION": "COAP_OPT_CRUMB_TOKEN",
+    "coap.POP_OPTION": "COAP_OPT_CRUMB_POP",
     "coap.ACE_CBOR": "COAP_CF_ACE_CBOR",
     "coap.CBOR": "COAP_CF_CBOR",
 }

@@ -9,7 +9,9 @@ audit chain. Differences from HTTP, all in the framing (PROTOCOL.md §13):
 - Content-Format 19 (application/ace+cbor; 50, application/json, is taken
   as HTTP takes JSON) instead of Content-Type; none or another is
   unsupported_media_type (4.15).
-- Tokens are answered 2.01 Created (RFC 9200 §5.8.2); a refusal with the
+- Tokens are answered 2.01 Created (RFC 9200 §5.8.2), an encrypted answer
+  (proof of possession) with Content-Format 16 (application/cose;
+  cose-type="cose-encrypt0", as HTTP's Content-Type); a refusal with the
   CoAP code of its HTTP status (crumb.coapbinding), with the same ACE error
   body, which carries the issuer's time as every answer does; Retry-After
   is Max-Age (RFC 7252 §5.9.3.4).
@@ -31,7 +33,7 @@ import aiocoap
 from aiocoap import Code, Message
 
 from ..coapbinding import BoundedResource, bound_port, code_for, peer, server_context
-from ..wire import COAP_CF_ACE_CBOR
+from ..wire import COAP_CF_ACE_CBOR, COAP_CF_COSE_ENCRYPT0
 from .codes import Refusal
 from .issuing import Issuer
 
@@ -70,8 +72,10 @@ class TokenResource(BoundedResource):
         cf = request.opt.content_format
         fmt = _FORMATS.get(int(cf), "cbor") if cf is not None else "cbor"
         status, payload, retry_after = await issuer.token(body, fmt, peer(request), refusal)
-        out = Message(code=Code.CREATED if status == 200 else code_for(status), payload=payload,
-                      content_format=_CF[fmt])
+        # An encrypted answer (proof of possession, PROTOCOL.md §11.9) is a COSE_Encrypt0, an array, and says
+        # so as HTTP's Content-Type does: 16, application/cose; cose-type="cose-encrypt0". Every other is a map.
+        cf = COAP_CF_COSE_ENCRYPT0 if status == 200 and payload[:1] == b"\x83" else _CF[fmt]
+        out = Message(code=Code.CREATED if status == 200 else code_for(status), payload=payload, content_format=cf)
         if retry_after is not None:
             out.opt.max_age = retry_after
         issuer.metrics.token(status, time.perf_counter() - t0)

@@ -18,6 +18,13 @@ whatever Uri-Path segments remain; and operation = the method's
 (GET read, POST publish, PUT write, DELETE delete, as the HTTP middleware's
 default rule). The handler sees only verified requests.
 
+A proof-of-possession token's proof (§12.1) travels in option 65007
+(crumb.wire.COAP_OPT_CRUMB_POP) beside the token's option, or as the
+envelope's third element; either way it is checked by the Verifier for
+method = the request code's name, target = "/" + the Uri-Path (the mount
+path, then what follows) joined by "/", then "?" + the Uri-Query joined by
+"&" if any, body = the payload (the envelope's payload element).
+
 A refusal is a CoAP error code with the stable crumb code in a diagnostic
 payload (RFC 7252 §5.5.2: UTF-8 text, no Content-Format), ``"<code>:
 <message>"``; the codes map as the HTTP middleware's statuses do
@@ -38,9 +45,9 @@ from collections.abc import Awaitable, Callable
 from aiocoap import Code, Message
 
 from ..coapbinding import BoundedResource, code_for
-from ..errors import CrumbError, InternalError, Malformed, MissingToken
+from ..errors import CrumbError, InternalError, Malformed, MissingToken, PopFailed
 from ..verify import Verifier
-from ..wire import COAP_CF_CBOR, COAP_OPT_CRUMB_TOKEN
+from ..wire import COAP_CF_CBOR, COAP_OPT_CRUMB_POP, COAP_OPT_CRUMB_TOKEN
 from . import envelope
 from .grant import Grant
 from .middleware.problems import status_for
@@ -98,17 +105,31 @@ class CoapGuard(BoundedResource):
             target = self.resource(path) if self.resource is not None else path
             payload = bytes(request.payload)
             carried = request.opt.get_option(COAP_OPT_CRUMB_TOKEN)
+            proofs = request.opt.get_option(COAP_OPT_CRUMB_POP)
+            proof: bytes | None = None
             if carried:
                 if len(carried) > 1:
                     raise Malformed("more than one token option: which one is meant is not guessed")
                 token = bytes(carried[0].value)
+                if proofs:
+                    if len(proofs) > 1:
+                        raise PopFailed("more than one proof option: which one is meant is not guessed")
+                    proof = bytes(proofs[0].value)
             elif request.opt.content_format is not None and int(request.opt.content_format) == COAP_CF_CBOR:
-                token, payload = envelope.unpack(payload, max_token=self.verifier.max_token_bytes,
-                                                 max_payload=self.max_payload)
+                if proofs:
+                    raise Malformed(f"a proof option ({COAP_OPT_CRUMB_POP}) goes with the token option, not with "
+                                    "an envelope (whose third element is its proof)")
+                token, payload, proof = envelope.unpack_proof(payload, max_token=self.verifier.max_token_bytes,
+                                                              max_payload=self.max_payload)
             else:
                 raise MissingToken(f"no token: option {COAP_OPT_CRUMB_TOKEN}, or an envelope with Content-Format "
                                    f"{COAP_CF_CBOR}")
-            verified = self.verifier.verify(token, target, operation)
+            pop = None
+            if proof is not None:  # the first hop of a PoP token checks it in the Verifier (PROTOCOL.md §12.1)
+                from ..pop import PopRequest
+                query = request.opt.uri_query
+                pop = PopRequest(proof, request.code.name, path + ("?" + "&".join(query) if query else ""), payload)
+            verified = self.verifier.verify(token, target, operation, pop=pop)
         except CrumbError as e:
             return self._refuse(token, target, operation, e.code, e.message)
         except Exception:  # fail closed; aiocoap never sees it
