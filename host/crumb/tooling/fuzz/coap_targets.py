@@ -98,8 +98,12 @@ def _coap_guard_setup() -> Callable[[bytes], None]:
     def run(data: bytes) -> None:
         try:
             request = Message.decode(data)
-        except error.UnparsableMessage:
-            return  # aiocoap drops it before any resource sees it
+        except (error.UnparsableMessage, UnicodeDecodeError):
+            # aiocoap drops it before any resource sees it. A string option (Uri-Path, Uri-Query, ...)
+            # that is not UTF-8 escapes Message.decode as UnicodeDecodeError (aiocoap 0.4.17,
+            # optiontypes.StringOption.decode): its UDP transport then drops the datagram, logging the
+            # traceback, and goes on serving (checked against a real server: docs/hardening.md).
+            return
         if not request.code.is_request():
             return  # aiocoap routes only requests to a resource
         # A fresh verifier and guard per input: the first hop of PoP tokens, the fuzz keys, a fixed clock.

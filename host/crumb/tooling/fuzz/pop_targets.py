@@ -60,7 +60,8 @@ def _device_pop_response_setup() -> Callable[[bytes], None]:
                 outcomes.append(None)
                 continue
             if data not in sealed:
-                raise Finding(f"the {side} opened bytes the issuer never sealed: {data.hex()} -> {plain.hex()}",
+                raise Finding(f"the {side} opened bytes the issuer never sealed: {data.hex()[:200]}... -> "
+                              f"{plain.hex()[:200]}...",
                               f"{side} opened a modified answer")
             if plain != sealed[data]:
                 raise Finding(f"the {side} opened {data.hex()} to {plain.hex()}, not what was sealed",
