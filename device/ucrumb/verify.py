@@ -360,6 +360,24 @@ def _scope(v):
     return s
 
 
+def _cnf_shape(p, u, ct, rs):
+    # host crumb.pop.check_cnf, every check malformed: [h'a1010a', {5: 13-byte nonce}, ciphertext longer
+    # than the 8-byte tag, [[h'a1013818', {-1: {1: 1, -1: 4, -2: 32 bytes}}, h'']]]
+    if (p != b"\xa1\x01\x0a" or not isinstance(u, dict) or list(u) != [5] or not isinstance(u[5], bytes)
+            or len(u[5]) != 13 or not isinstance(ct, bytes) or len(ct) <= 8 or not isinstance(rs, list)
+            or len(rs) != 1):
+        return False
+    r = rs[0]
+    if not isinstance(r, list) or len(r) != 3 or r[0] != b"\xa1\x01\x38\x18" or r[2] != b"":
+        return False
+    r = r[1]
+    if not isinstance(r, dict) or list(r) != [-1]:
+        return False
+    k = r[-1]
+    return (isinstance(k, dict) and len(k) == 3 and 1 in k and -1 in k and -2 in k and k[1] == 1 and k[-1] == 4
+            and isinstance(k[-2], bytes) and len(k[-2]) == 32)
+
+
 class Claims:
     """The validated claims of a token's authority block (as host crumb.claims.Claims).
 
@@ -399,14 +417,14 @@ class Claims:
         if _CLAIM_CRUMB in m:
             self._ext(m[_CLAIM_CRUMB])
         self.pop = _CLAIM_CNF in m
-        if self.pop:  # its outer shape only: a device can never read it (no X25519 here)
+        if self.pop:  # a device can never read it (no X25519 here), but its shape is checked as the host's
             v = m[_CLAIM_CNF]
             if not isinstance(v, dict) or not v:
                 raise _bad("cnf not a map")
             if list(v) != [2]:
                 raise Refused(UNKNOWN_CAVEAT, "cnf method")
-            if not isinstance(v[2], list) or len(v[2]) != 4:
-                raise _bad("cnf not a COSE_Encrypt")
+            if not isinstance(v[2], list) or len(v[2]) != 4 or not _cnf_shape(*v[2]):
+                raise _bad("cnf not a COSE_Encrypt of §4.4")
 
     def _ext(self, ext):
         if not isinstance(ext, dict) or not ext:

@@ -305,9 +305,16 @@ def seal_response(device_key: bytes, request_mac: bytes, plaintext: bytes, nonce
 def open_response(device_key: bytes, request_mac: bytes, data: bytes) -> bytes:
     """The plaintext of an encrypted token response; ValueError when it is not one for this key and request."""
     from cryptography.exceptions import InvalidTag
-    msg = cbor.loads(data, max_depth=2, max_items=3, max_string=8192)
+    try:
+        msg = cbor.loads(data, max_depth=2, max_items=3, max_string=8192)
+    except CrumbError:
+        raise ValueError("not an encrypted token response (not CBOR)") from None
+    # Every field's type before its length, and a ciphertext longer than its tag (an answer is never
+    # empty): the same messages ucrumb.pop.open_response reads (fuzz target device_pop_response).
     if (not isinstance(msg, list) or len(msg) != 3 or msg[0] != CONTENT_PROTECTED or not isinstance(msg[1], dict)
-            or list(msg[1]) != [COSE_IV] or len(msg[1][COSE_IV]) != CCM_NONCE_BYTES or not isinstance(msg[2], bytes)):
+            or list(msg[1]) != [COSE_IV] or not isinstance(msg[1][COSE_IV], bytes)
+            or len(msg[1][COSE_IV]) != CCM_NONCE_BYTES or not isinstance(msg[2], bytes)
+            or len(msg[2]) <= CCM_TAG_BYTES):
         raise ValueError("not an encrypted token response")
     try:
         return _aesccm(response_key(device_key)).decrypt(msg[1][COSE_IV], msg[2],

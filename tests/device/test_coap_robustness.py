@@ -38,6 +38,9 @@ MALFORMED = [
     bytes(range(256)), b"\xff" * 64, b"GET / HTTP/1.1\r\n\r\n",  # garbage
     b"\x50\x02\x00\x03\xb5token",  # a NON POST with no payload
     b"\x40\x01\x00\x04\xb5token\x11\x13\xff" + b"\xa1\x01\x02",  # GET /token: not allowed
+    # a Uri-Path that is not UTF-8: aiocoap's Message.decode raises UnicodeDecodeError, not its
+    # UnparsableMessage (fuzz target coap_guard), and its transport drops the datagram
+    b"\x40\x02\x00\x05\xb5tok\xa2n\xff\xa1\x01\x02",
 ]
 
 

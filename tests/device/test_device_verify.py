@@ -37,7 +37,7 @@ def test_differential_cpython():
 
 
 def test_differential_in_the_vm(vm, tmp_path):
-    cases = vd.cases(12, 45)
+    cases = vd.cases(12, 45) + _cnf_cases()
     doc = {"issuer": vd.KEYS["issuer"].public.raw.hex(), "nodes": [vd.KEYS[n].public.raw.hex() for n in vd.NODES],
            "cases": cases}
     (tmp_path / "cases.json").write_text(json.dumps(doc))
@@ -228,3 +228,58 @@ def test_the_hosts_cbor_bounds_hold_on_the_device():
                 "verifier": {"now": NOW, "leeway": 5, "hop": None, "audience": None},
                 "request": {"resource": "/valves/1", "operation": "set", "facts": {}}}
         assert vd.host_verdict(case) == vd.device_verdict(case) == want, claims.keys()
+
+
+def _cnf_cases() -> list[dict]:
+    """A PoP token attested past its first hop, its cnf as issued and broken in each way the host's
+    crumb.pop.check_cnf refuses, signed by the issuer all the same: the device, which cannot read cnf,
+    still checks its shape (fuzz target device_verify found it accepting these, where the host said
+    malformed). A hop past the first does not read cnf, so the valid one verifies."""
+    from crumb import cbor
+    from crumb.pop import CnfSealer, x25519_public
+    from crumb.token import _append, split
+    from crumb.wire import BLOCK_ATTEST
+
+    gw = vd.KEYS["gateway"]
+    cnf = CnfSealer(x25519_public(gw.public), bytes(range(32))).cnf(bytes(16), nonce=bytes(13))
+    enc = cnf[2]
+    recipient = enc[3][0]
+    eph = recipient[1][-1]
+    broken = {
+        "as-issued": enc,
+        "content-alg": [b"\xa1\x01\x0b", *enc[1:]],
+        "nonce-12": [enc[0], {5: bytes(12)}, *enc[2:]],
+        "nonce-int": [enc[0], {5: 13}, *enc[2:]],
+        "nonce-and-more": [enc[0], {5: bytes(13), 6: 0}, *enc[2:]],
+        "tag-only": [*enc[:2], bytes(8), enc[3]],
+        "ciphertext-text": [*enc[:2], "x" * 20, enc[3]],
+        "two-recipients": [*enc[:3], [recipient, recipient]],
+        "recipient-alg": [*enc[:3], [[b"\xa1\x01\x38\x19", *recipient[1:]]]],
+        "recipient-ciphertext": [*enc[:3], [[*recipient[:2], b"x"]]],
+        "recipient-header-more": [*enc[:3], [[recipient[0], {-1: eph, 4: b"k"}, b""]]],
+        "ephemeral-kty": [*enc[:3], [[recipient[0], {-1: {**eph, 1: 2}}, b""]]],
+        "ephemeral-crv": [*enc[:3], [[recipient[0], {-1: {**eph, -1: 6}}, b""]]],
+        "ephemeral-x-31": [*enc[:3], [[recipient[0], {-1: {**eph, -2: bytes(31)}}, b""]]],
+        "ephemeral-more": [*enc[:3], [[recipient[0], {-1: {**eph, 3: -25}}, b""]]],
+    }
+    minted = mint(ISSUER, scope=[("/valves/1", "set")], sub="dev-0001", now=NOW, ttl=60, cti=bytes(8),
+                  chain=[("gateway", gw.public)], cnf=cnf)
+    claims = cbor.loads(split(minted).authority.payload, max_depth=8)
+    cases = []
+    for name, value in broken.items():
+        tok = split(_signed({**claims, 8: {2: value}}))
+        _append(tok, gw, [BLOCK_ATTEST, 0])  # as crumb.attest, which would refuse the broken claims
+        token = tok.to_bytes()
+        cases.append({"name": name, "token": token.hex(), "presentations": 1,
+                      "verifier": {"now": NOW, "leeway": 5, "hop": None, "audience": None},
+                      "request": {"resource": "/valves/1", "operation": "set", "facts": {}}})
+    for case in cases:
+        case["expect"] = vd.host_verdict(case)
+    return cases
+
+
+def test_cnf_shape_is_the_hosts():
+    cases = _cnf_cases()
+    assert [c["expect"] for c in cases] == ["ok"] + ["malformed"] * (len(cases) - 1), [c["name"] for c in cases]
+    wrong = [(c["name"], c["expect"], vd.device_verdict(c)) for c in cases if vd.device_verdict(c) != c["expect"]]
+    assert not wrong, wrong

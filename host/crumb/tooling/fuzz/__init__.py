@@ -6,10 +6,12 @@ is and what counts as a finding). docs/hardening.md is the guide.
 
 from __future__ import annotations
 
+from . import coap_targets as coap
 from . import device_targets as dev
 from . import host_targets as host
 from . import issuer_targets as iss
 from . import key_targets as keys
+from . import pop_targets as pop
 from .harness import Finding, Target, WorkExceeded, run_guarded
 
 # Words for libFuzzer's dictionary: the heads, keys and values that single-byte
@@ -32,6 +34,15 @@ HTTP_WORDS = (b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1
               b"\xd9\xa3", b"\r\n\r\n", b"\r\n", b"\n", b"ffffffff\r\n", b"0\r\n\r\n", b"-1",
               b"99999999999999999999", b"content-type: ", b"content-length: ", b"accept: ",
               b"application/json", b"application/ace+cbor", b"application/cbor")
+# COSE_Encrypt0 of a sealed answer: its head up to the nonce, byte-string heads of each length form.
+POP_WORDS = (b"\x83\x43\xa1\x01\x0a\xa1\x05\x4d", b"\x43\xa1\x01\x0a", b"\xa1\x05\x4d", b"\x4d", b"\x4c",
+             b"\x48", b"\x49", b"\x57", b"\x58\x18", b"\x58\x17", b"\x59\x01\x00", b"\x59\x00\xff", b"\x00" * 13)
+# CoAP: headers of each type and token length, option deltas and lengths with 1- and 2-byte extensions,
+# crumb's options (65003, 65007: delta 14 plus two bytes), the payload marker.
+COAP_WORDS = (b"\x40\x01", b"\x48\x01", b"\x60\x45", b"\x60\x00", b"\x70\x00", b"\x50\x45", b"\x4f",
+              b"\xff", b"\xd0\x00", b"\xe0\xfe\xde", b"\x0d\x00", b"\x0e\x00\x00", b"\x0e\xff\xff",
+              b"\xdd\xff\xff", b"\xee\xff\xff\xff\xff", b"\xc1\x13", b"\xc1\x3c", b"\xb1\x1a", b"\x1f",
+              b"\xf0", b"\x0f")
 
 # max_calls: the bounded-work guard per input. The largest seed of each target makes
 # well under a tenth of its bound (tests/fuzz/test_fuzz_corpus.py holds them to that).
@@ -56,6 +67,17 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            dev._device_cbor_setup, 20_000, dev.device_cbor_seeds, words=CBOR_WORDS),
     Target("device_response", "ucrumb.client.Client against a loopback server answering with the input",
            dev._device_response_setup, 100_000, dev.device_response_seeds, words=CBOR_WORDS + HTTP_WORDS),
+    Target("device_verify", "ucrumb.verify against crumb.Verifier (same keys, clock, audience, hop) on mutated tokens",
+           dev._device_verify_setup, 100_000, dev.device_verify_seeds, words=CBOR_WORDS),
+    # ucrumb.aesccm is pure Python: about 19 calls a byte, so a 4 KB answer takes some 78,000.
+    Target("device_pop_response", "ucrumb.pop.open_response (and crumb.pop's) on mutated sealed token answers",
+           pop._device_pop_response_setup, 400_000, pop.device_pop_response_seeds, words=POP_WORDS + CBOR_WORDS),
+    Target("pop_cnf", "PoP tokens at their first hop: cnf decrypted with the node key, the request's proof checked",
+           pop._pop_cnf_setup, 60_000, pop.pop_cnf_seeds, words=CBOR_WORDS),
+    Target("device_coap", "the device's CoAP message parser (ucrumb.coap.parse), and re-encoding what it accepts",
+           coap._device_coap_setup, 20_000, coap.device_coap_seeds, max_len=1400, words=COAP_WORDS),
+    Target("coap_guard", "a datagram decoded by aiocoap, then the host CoapGuard in-process (token and proof options)",
+           coap._coap_guard_setup, 100_000, coap.coap_guard_seeds, max_len=1400, words=COAP_WORDS + CBOR_WORDS),
 )}
 
 __all__ = ["TARGETS", "Finding", "Target", "WorkExceeded", "run_guarded"]

@@ -131,3 +131,76 @@ def device_response_seeds() -> dict[str, bytes]:
         "interim": b"HTTP/1.1 100 Continue\r\n\r\n" + _http("200 OK", ok),
         "http-500": b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\noops!",
     }
+
+
+# -- the device's own verifier against the host's ------------------------------------------
+
+# Both verifiers with the same keys, clock, leeway, audience and hop, as tests/device/verify_diff.py
+# sets them up: the device has no revocation list and takes no base64url text, and neither is used here.
+DIFF_LEEWAY = 5
+
+
+def _device_verify_setup() -> Callable[[bytes], None]:
+    from ucrumb import verify as dv
+
+    from ...errors import CrumbError
+    from ...replay import MemoryReplayStore
+    from ...verify import Verifier
+    from ...wire import ERROR_CODES
+    from .host_targets import REQUESTS, resign
+
+    clock = lambda: fx.NOW
+
+    def host_code(v: Verifier, token: bytes, resource: str, operation: str, hop: str | None) -> str:
+        try:
+            v.verify(token, resource, operation, hop=hop)
+        except CrumbError as e:
+            return e.code
+        return "ok"
+
+    def device_code(v: dv.Verifier, token: bytes, resource: str, operation: str) -> str:
+        try:
+            v.verify(token, resource, operation)
+        except dv.Refused as e:
+            if e.code not in ERROR_CODES:
+                raise Finding(f"the device refused with {e.code!r}, a code not in the shared table", "unknown code") \
+                    from e
+            return e.code
+        return "ok"
+
+    def run(data: bytes) -> None:
+        if not data:
+            return
+        flags, token = data[0], data[1:]
+        resource, operation, hop = REQUESTS[(flags >> 1) & 7]
+        if flags & 1:
+            try:
+                token = resign(token)
+            except CrumbError:
+                pass  # it does not split: both verifiers must say so themselves
+        # Fresh verifiers per input (a replay set carried over would make one answer depend on the last).
+        host = Verifier([fx.ISSUER.public], node_keys=[k.public for k in fx.HOPS], clock=clock, leeway=DIFF_LEEWAY,
+                        audience="svc", replay=MemoryReplayStore(1024, fence=False, clock=clock, leeway=DIFF_LEEWAY))
+        device = dv.Verifier([fx.ISSUER.public.raw], "svc", clock, node_keys=[k.public.raw for k in fx.HOPS],
+                             leeway=DIFF_LEEWAY, hop=hop, fence=False)
+        # Twice: the second presentation holds the two replay sets to the same count of uses.
+        for presentation in (1, 2):
+            h = host_code(host, token, resource, operation, hop)
+            d = device_code(device, token, resource, operation)
+            if h != d:
+                raise Finding(f"presentation {presentation} of {token.hex()} for {operation} {resource} at hop {hop!r}:"
+                              f" host {h}, device {d}", f"host {h}, device {d}")
+            if h != "ok":
+                return
+
+    return run
+
+
+def device_verify_seeds() -> dict[str, bytes]:
+    out = {}
+    for name, token in {**fx.valid_tokens(), **fx.pop_tokens()}.items():
+        out[f"{name}-as-is"] = bytes((0,)) + token
+        out[f"{name}-resigned"] = bytes((1,)) + token
+    out["chain3-at-ingest"] = bytes((1 << 1,)) + fx.valid_tokens()["chain3"]
+    out["claims-publish"] = bytes((4 << 1,)) + fx.valid_tokens()["claims"]
+    return out

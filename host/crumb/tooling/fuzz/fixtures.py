@@ -140,3 +140,35 @@ class Responder:
         conn.shutdown(socket.SHUT_WR)
         while conn.recv(4096):  # until the client closes: its unread bytes never reset our answer
             pass
+
+
+# -- proof of possession ------------------------------------------------------------------
+
+POP_KEY = hashlib.sha256(b"crumb fuzz pop key").digest()[:16]
+POP_HOP = HOPS[0]  # the first hop every PoP token's cnf is encrypted to (its node key reads it)
+
+
+def pop_cnf(n: int) -> dict:
+    """A cnf claim holding POP_KEY, sealed to POP_HOP with a fixed ephemeral key and nonce."""
+    from ...pop import CnfSealer, x25519_public
+
+    secret = hashlib.sha256(b"crumb fuzz ephemeral: %d" % n).digest()
+    return CnfSealer(x25519_public(POP_HOP.public), ephemeral_secret=secret).cnf(POP_KEY, nonce=bytes([n]) * 13)
+
+
+def pop_tokens() -> dict[str, bytes]:
+    """Proof-of-possession tokens valid at NOW: at their first hop, and attested past it."""
+    iat = NOW - 10
+    chain = [(HOP_NAMES[0], HOPS[0].public)]
+    out = {
+        "pop": mint(ISSUER, scope=[("/sensors/temp01", "read")], sub=DEVICE_ID, now=iat, cti=_cti(20),
+                    cnf=pop_cnf(0)),
+        "pop-uses": mint(ISSUER, scope=[("/sensors/*", ["read", "publish"])], sub=DEVICE_ID, aud="svc", uses=3,
+                         now=iat, cti=_cti(21), cnf=pop_cnf(1),
+                         caveats=[cav.make("prefix", "resource", "/sensors/")]),
+    }
+    chained = mint(ISSUER, scope=[("/sensors/temp01", "read")], sub=DEVICE_ID, now=iat, cti=_cti(22), chain=chain,
+                   cnf=pop_cnf(2))
+    out["pop-chain"] = chained
+    out["pop-attested"] = attest(chained, HOPS[0], HOP_NAMES[0])
+    return out
