@@ -165,8 +165,8 @@ def parse(d):
             delta, i = _nib(d, i, b >> 4)
             length, i = _nib(d, i, b & 15)
             num += delta
-            if i + length > n or len(opts) >= _MAX_OPTIONS:
-                raise ValueError("option beyond the message, or too many")
+            if num > 0xFFFF or i + length > n or len(opts) >= _MAX_OPTIONS:
+                raise ValueError("option number over 65535, option beyond the message, or too many")
             opts.append((num, bytes(d[i:i + length])))
             i += length
     except IndexError:
@@ -203,11 +203,22 @@ def _recv(s, ms):
     return d if len(d) <= MAX_DATAGRAM else None
 
 
+def _critical(opts):
+    # The first critical (odd-numbered) option this client does not know, or
+    # None: a response carrying one is rejected (§5.4.1), and Block2 is the
+    # only critical option a response to this client may carry.
+    for k, _ in opts:
+        if k & 1 and k != _BLOCK2:
+            return k
+    return None
+
+
 def _transact(s, req, mid, tok, deadline):
     # Send the CON req until it is answered; the parsed response, or CoapError.
     tmo = ACK_TIMEOUT + int(ACK_TIMEOUT * (ACK_RANDOM_FACTOR - 1) * urandom(1)[0] / 255)
     tries = 0
     acked = False
+    bad = None  # the critical option of a rejected response, for the error if nothing better comes
     s.send(req)
     until = ticks_add(ticks_ms(), tmo)
     while True:
@@ -219,7 +230,8 @@ def _transact(s, req, mid, tok, deadline):
             w = ticks_diff(until, now)
             if w <= 0:
                 if tries >= MAX_RETRANSMIT:
-                    raise CoapError("timed out: no answer after %d retransmissions" % tries)
+                    raise CoapError("timed out: no answer after %d retransmissions%s" % (
+                        tries, "" if bad is None else " (answers rejected: unrecognized critical option %d)" % bad))
                 tries += 1
                 tmo *= 2
                 s.send(req)
@@ -243,11 +255,18 @@ def _transact(s, req, mid, tok, deadline):
                 acked = True  # a separate response follows: stop retransmitting, wait for it
                 continue
             if rtok == tok:
-                return m
+                bad = _critical(m[4])
+                if bad is None:
+                    return m
+                # rejected: a piggybacked response by ignoring it (§4.2, §5.4.1)
         elif code >= 64 and rtok == tok:  # a separate response (CON or NON)
-            if t == _CON:
-                s.send(encode(_ACK, 0, rmid, b"", (), b""))
-            return m
+            bad = _critical(m[4])
+            if t == _CON:  # acknowledged, or rejected with a Reset (§4.2)
+                s.send(encode(_ACK if bad is None else _RST, 0, rmid, b"", (), b""))
+            if bad is None:
+                return m
+            if acked:
+                raise CoapError("the response carries an unrecognized critical option %d" % bad)
 
 
 def request(method, url, payload=None, options=None, timeout=5, max_body=MAX_BODY):

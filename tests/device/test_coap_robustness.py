@@ -241,14 +241,50 @@ def test_client_errors_are_typed(short):
     def bad_block(req):  # Block2 number 5 in answer to a first request
         return [coap.encode(2, 0x45, req[2], req[3], [(23, bytes((5 << 4 | 8 | 2,)))], bytes(64))]
 
+    def critical(req):  # a piggybacked answer with If-Match (1): critical, and no option for a response
+        return [coap.encode(2, 0x45, req[2], req[3], [(1, b"x")], b"ok")]
+
     coap.ACK_TIMEOUT = 20  # the whole schedule (20 ms doubling, 4 retransmissions) inside the 5 s deadline
-    for script, why in ((only_garbage, "retransmissions"), (reset, "reset"), (bad_block, "Block2")):
+    for script, why in ((only_garbage, "retransmissions"), (reset, "reset"), (bad_block, "Block2"),
+                        (critical, "unrecognized critical option 1")):
         with Hostile(script) as h:
             with pytest.raises(coap.CoapError) as e:
                 coap.request("GET", h.url, None, None, 5)
             assert why in str(e.value)
-            if script is only_garbage:
+            if script in (only_garbage, critical):
                 assert len(h.got) == 1 + coap.MAX_RETRANSMIT  # retransmitted, then gave up
+
+
+def test_a_separate_response_with_an_unknown_critical_option_is_reset(short):
+    """RFC 7252 §5.4.1: a response with a critical option the client does not recognize is rejected;
+    a confirmable one with a Reset (§4.2). An elective unknown option (even number) is ignored."""
+    coap = short
+
+    def script(option):
+        def answer(req):
+            t, _, mid, tok, _, _ = req
+            if t != 0:
+                return []
+            return [coap.encode(2, 0, mid, b"", [], b""), coap.encode(0, 0x45, 4242, tok, [option], b"later")]
+        return answer
+
+    with Hostile(script((2049, b"x"))) as h:
+        with pytest.raises(coap.CoapError, match="unrecognized critical option 2049"):
+            coap.request("GET", h.url, None, None, 5)
+        deadline = time.monotonic() + 5
+        while len(h.got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert coap.parse(h.got[1])[:3] == (3, 0, 4242)  # the Reset
+    with Hostile(script((2048, b"x"))) as h:
+        assert coap.request("GET", h.url, None, None, 5)[2] == b"later"
+
+
+def test_option_numbers_end_at_65535():
+    from ucrumb import coap
+
+    assert coap.parse(bytes((0x40, 1, 0, 1, 0xE0, 0xFE, 0xF2)))[4] == [(65535, b"")]  # 269 + 65266
+    with pytest.raises(ValueError):
+        coap.parse(bytes((0x40, 1, 0, 1, 0xE0, 0xFE, 0xF3)))  # 65536
 
 
 # -- the verifier's refusals -------------------------------------------------------------------
