@@ -26,6 +26,21 @@ const MAX_RECV = 1 << 16;
 const ERRNO = os.constants.errno;
 const E = (name) => ERRNO[name] || 5; // EIO as the fallback
 
+// A promise that resolves when one of `waiters` (a Set of callbacks, called and
+// cleared by whoever has news) is called, or after ms, whichever is first.
+function waitOn(waiters, ms) {
+  return new Promise((resolve) => {
+    let timer;
+    const done = () => {
+      clearTimeout(timer);
+      waiters.delete(done);
+      resolve();
+    };
+    timer = setTimeout(done, ms);
+    waiters.add(done);
+  });
+}
+
 class OpError extends Error {
   constructor(errno, msg) {
     super(msg);
@@ -76,16 +91,7 @@ class Conn {
   }
   // Resolves when something changes (data, EOF, error) or after ms.
   waitChange(ms) {
-    return new Promise((resolve) => {
-      let timer;
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        resolve();
-      };
-      timer = setTimeout(done, ms);
-      this.waiters.add(done);
-    });
+    return waitOn(this.waiters, ms);
   }
   take(n) {
     const buf = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
@@ -129,16 +135,7 @@ class Udp {
     this.sock.on("error", () => {});
   }
   waitData(ms) {
-    return new Promise((resolve) => {
-      let timer;
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        resolve();
-      };
-      timer = setTimeout(done, ms);
-      this.waiters.add(done);
-    });
+    return waitOn(this.waiters, ms);
   }
 }
 

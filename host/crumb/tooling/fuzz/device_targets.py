@@ -147,7 +147,7 @@ def _device_verify_setup() -> Callable[[bytes], None]:
     from ...replay import MemoryReplayStore
     from ...verify import Verifier
     from ...wire import ERROR_CODES
-    from .host_targets import REQUESTS, resign
+    from .host_targets import token_input
 
     clock = lambda: fx.NOW
 
@@ -169,15 +169,10 @@ def _device_verify_setup() -> Callable[[bytes], None]:
         return "ok"
 
     def run(data: bytes) -> None:
-        if not data:
+        given = token_input(data)
+        if given is None:
             return
-        flags, token = data[0], data[1:]
-        resource, operation, hop = REQUESTS[(flags >> 1) & 7]
-        if flags & 1:
-            try:
-                token = resign(token)
-            except CrumbError:
-                pass  # it does not split: both verifiers must say so themselves
+        token, resource, operation, hop = given
         # Fresh verifiers per input (a replay set carried over would make one answer depend on the last).
         host = Verifier([fx.ISSUER.public], node_keys=[k.public for k in fx.HOPS], clock=clock, leeway=DIFF_LEEWAY,
                         audience="svc", replay=MemoryReplayStore(1024, fence=False, clock=clock, leeway=DIFF_LEEWAY))

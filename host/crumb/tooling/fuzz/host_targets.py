@@ -174,17 +174,30 @@ def _verifier() -> Verifier:
                     replay=MemoryReplayStore(1024, fence=False, clock=clock))
 
 
+def token_input(data: bytes) -> tuple[bytes, str, str, str | None] | None:
+    """A verify target's input -> (token, resource, operation, hop), or None for no input.
+
+    Byte 0 chooses: bit 0, re-sign the rest with the keys it names (resign); bits 1-3,
+    the request (REQUESTS). A token that does not split is left as it is: the verifiers
+    must say so themselves."""
+    if not data:
+        return None
+    flags, token = data[0], data[1:]
+    resource, operation, hop = REQUESTS[(flags >> 1) & 7]
+    if flags & 1:
+        try:
+            token = resign(token)
+        except CrumbError:
+            pass
+    return token, resource, operation, hop
+
+
 def _verify_setup() -> Callable[[bytes], None]:
     def run(data: bytes) -> None:
-        if not data:
+        given = token_input(data)
+        if given is None:
             return
-        flags, token = data[0], data[1:]
-        resource, operation, hop = REQUESTS[(flags >> 1) & 7]
-        if flags & 1:
-            try:
-                token = resign(token)
-            except CrumbError:
-                pass  # the structure does not split: the verifier must say so itself
+        token, resource, operation, hop = given
         _claims_paths_agree(token)
         verifier = _verifier()
         try:
