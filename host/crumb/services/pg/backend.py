@@ -260,7 +260,7 @@ class Backend:
     def claims(self, token: str | None) -> str:
         """crumb.claims(): the claims of the transaction's token as JSON text, spending nothing."""
         try:
-            return json.dumps(self._entry(token).verified.to_json())
+            return json.dumps(self._entry(self._bounded(token)).verified.to_json())
         except Exception as e:  # noqa: BLE001 -- every failure is a refusal
             self._deny(e)
 
@@ -283,8 +283,8 @@ class Backend:
             self._cache.clear()
         return bool(row["mine"])
 
-    def _entry(self, token: str | None) -> _Entry:
-        token = self._bounded(token)
+    def _entry(self, token: str) -> _Entry:
+        """The transaction's entry for ``token`` (already _bounded), checked now if it has none."""
         entry = self._cache.get(token)
         mine = self._refresh(entry.verified.claims.cti if entry is not None else b"")
         entry = self._cache.get(token)  # gone if the transaction changed
